@@ -1,0 +1,46 @@
+# One-command set-up and the two entry points of the README:
+#   make demo   installs everything into .venv/, prepares the face model and runs the demo
+#   make test   the same set-up, then the whole test suite
+# Everything is idempotent: a second run only redoes what changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_ICT := $(abspath ..)/shared/data/face_models/ICT-FaceKit.tar.xz
+# Developers and CI unpack the ICT model from ../shared; real users download it from GitHub.
+export INORIG_ICT_SOURCE ?= $(if $(wildcard $(SHARED_ICT)),$(SHARED_ICT),)
+PYTEST_ARGS ?= -q
+
+.PHONY: setup venv extensions model demo test benchmarks clean
+
+setup: venv extensions
+
+venv: $(VENV)/.requirements-installed
+
+$(VENV)/.requirements-installed: requirements_pip.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements_pip.txt
+	touch $@
+
+# The Cython rasterizer (core/_rasterize.pyx); the NumPy fallback is used where it is not built.
+extensions: venv
+	@if [ -f setup.py ]; then $(PY) setup.py build_ext --inplace --quiet; fi
+
+model: venv
+	$(PY) -m utils.get_face_model ict
+
+demo: setup model
+	$(PY) demo.py
+
+# Tests skip (with a reason) what needs data that is absent, so a model that cannot be prepared
+# here does not stop the suite.
+test: setup
+	-$(PY) -m utils.get_face_model ict
+	INORIG_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+benchmarks: setup model
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build core/*.so core/_rasterize.c .pytest_cache

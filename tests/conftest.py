@@ -1,0 +1,59 @@
+"""Shared fixtures: paths to the development data in ../shared and the prepared face models.
+
+Tests that need ../shared skip with a clear reason where it is absent. No test touches the network:
+INORIG_OFFLINE=1 is set for the whole session.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+ICT_ARCHIVE = SHARED / "data" / "face_models" / "ICT-FaceKit.tar.xz"
+
+sys.path.insert(0, str(REPO_ROOT))
+os.environ["INORIG_OFFLINE"] = "1"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED.joinpath("data", *parts)
+    if not path.exists():
+        pytest.skip(f"development data {path} is absent (tests read it from ../shared beside the clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (skips when absent)."""
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def ict_dir(tmp_path_factory) -> Path:
+    """A prepared ICT-FaceKit folder: the repository's external/ICT-FaceKit, else unpacked from ../shared."""
+    from utils.get_face_model import ICT_DIR, prepare_ict, _has_ict
+
+    if _has_ict(ICT_DIR):
+        return ICT_DIR
+    if not ICT_ARCHIVE.is_file():
+        pytest.skip(f"no ICT-FaceKit model: neither {ICT_DIR} nor the archive {ICT_ARCHIVE} exists")
+    return prepare_ict(tmp_path_factory.mktemp("ict") / "ICT-FaceKit", source=str(ICT_ARCHIVE))
+
+
+@pytest.fixture(scope="session")
+def ict_model(ict_dir):
+    """The full ICT model (26,719 vertices), float32."""
+    from core.morphable_model import load_face_model
+
+    return load_face_model("ict", ict_dir)
+
+
+@pytest.fixture(scope="session")
+def ict_face(ict_model):
+    """The ICT face area (9,409 vertices), the region used for fitting."""
+    return ict_model.region("face")
