@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 ICT_CM_TO_MM = 10.0
 BFM_UM_TO_MM = 1e-3
-ICT_CACHE_VERSION = 1
+ICT_CACHE_VERSION = 2
 ICT_DOWNLOAD_HINT = (
     "Get the ICT Face Model (MIT licence) from https://github.com/ICT-VGL/ICT-FaceKit and put it at "
     "external/ICT-FaceKit/ (so that external/ICT-FaceKit/FaceXModel/generic_neutral_mesh.obj exists), "
@@ -47,10 +47,13 @@ ICT_REGIONS: Dict[str, Tuple[int, int]] = {
     "eye_occlusion": (25047, 25351),
     "eyelashes": (25351, 26719),
 }
-# Sliding contour candidates for ICT (method.md): extended jawlines, ordered from the top of the
-# jaw towards the chin, supersets of the per-landmark candidates of landmarks 0-7 and 9-16.
+# Sliding contour candidates for ICT (method.md): extended jawlines, in the order listed there,
+# supersets of the per-landmark candidates of landmarks 0-7 and 9-16.
 ICT_JAWLINE_RIGHT = [1280, 1278, 1275, 1272, 1248, 12, 820, 1834, 1902, 243, 844, 781, 1673, 2199,
                      801, 1447, 800]
+# Per-landmark jawline vertices of contour landmarks 0-7 and 9-16 (method.md), each in the lines above.
+ICT_CONTOUR_RIGHT = [1278, 1272, 12, 1834, 243, 781, 2199, 1447]
+ICT_CONTOUR_LEFT = [3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496]
 ICT_JAWLINE_LEFT = [3041, 3661, 3042, 4390, 3880, 3022, 3085, 2484, 4102, 4036, 3061, 2253, 3466,
                     3490, 3493, 3496, 3498]
 
@@ -225,7 +228,9 @@ def _parse_ict(model_dir: Path, names: List[str], identities: List[Path], expres
         "expression_range": np.array([0.0, 1.0]),
         "triangles": neutral_obj["f"],
         "landmark_indices": landmarks,
-        "jawline_candidates": {"right": np.array(ICT_JAWLINE_RIGHT), "left": np.array(ICT_JAWLINE_LEFT)},
+        "jawline_candidates": {"right": np.array(ICT_JAWLINE_RIGHT), "left": np.array(ICT_JAWLINE_LEFT),
+                               "right_landmarks": np.array(ICT_CONTOUR_RIGHT),
+                               "left_landmarks": np.array(ICT_CONTOUR_LEFT)},
         "regions": regions,
         "uvs": None if neutral_obj["vt"] is None else neutral_obj["vt"].astype(np.float32),
         "uv_triangles": neutral_obj["ft"],

@@ -48,8 +48,10 @@ class MorphableModel:
             blendshapes, ``None`` for unbounded PCA coefficients ~ N(0, 1).
         triangles: (F, 3) int64 vertex indices, counter-clockwise seen from outside.
         landmark_indices: (68,) int64 vertex ids of the iBUG 68 landmarks, or None.
-        jawline_candidates: side (``"right"`` = landmarks 0-7, ``"left"`` = 9-16) -> (K,) vertex ids
-            ordered along the jaw, for sliding contour landmarks; empty where unknown.
+        jawline_candidates: ``"right"`` / ``"left"`` -> (K,) vertex ids of the extended jawline on
+            the side of landmarks 0-7 / 9-16, in the order method.md lists them, for sliding contour landmarks;
+            ``"right_landmarks"`` / ``"left_landmarks"`` -> (8,) the jawline vertex of each of
+            landmarks 0-7 / 9-16. Empty where the model does not define them (BFM).
         regions: region name -> (R,) vertex ids into this model.
         vertex_ids: (V,) ids of these vertices in the full model the files describe.
         albedo_mean: (V, 3) in [0, 1] or None; albedo_basis (n_albedo, V, 3) scaled by std, or None.

@@ -128,3 +128,13 @@ def test_cache_makes_second_load_10x_faster(ict_dir, tmp_path, caplog):
     assert torch.equal(first.expression_basis, second.expression_basis)
     assert first.expression_names == second.expression_names
     assert torch.equal(first.regions["face"], second.regions["face"])
+
+
+def test_jawline_candidates_from_method_md(ict_face):
+    jaw = ict_face.jawline_candidates
+    assert jaw["right_landmarks"].tolist() == [1278, 1272, 12, 1834, 243, 781, 2199, 1447]
+    assert jaw["left_landmarks"].tolist() == [3661, 4390, 3022, 2484, 4036, 2253, 3490, 3496]
+    assert set(jaw["right_landmarks"].tolist()) <= set(jaw["right"].tolist())
+    assert set(jaw["left_landmarks"].tolist()) <= set(jaw["left"].tolist())
+    # The right jaw is on the subject's right: negative x (the viewer's left in a frontal view).
+    assert (ict_face.neutral[jaw["right"], 0] < 0).all() and (ict_face.neutral[jaw["left"], 0] > 0).all()
