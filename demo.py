@@ -3,9 +3,10 @@
     python demo.py                       # defaults below
     python demo.py --model ict --out out/demo
 
-Stage by stage as the project grows (see README.md, "Status"): today it prepares the face model,
-prints a summary of it and writes the model's neutral mesh to ``<out>/mesh/``. Rig building from
-``rig_img_dir``, video tracking of ``src_vid_path`` and retargeting arrive with the solver issues.
+It prepares the face model, builds the person's rig from the photos in ``rig_img_dir`` and writes
+``<out>/rig/rig.npz``, ``<out>/mesh/*.obj`` (object space, the model's vertex order),
+``<out>/params/*.json`` and ``<out>/visualization/*.png``. Video tracking of ``src_vid_path`` and
+retargeting arrive with the next issue (see README.md, "Status").
 """
 from __future__ import annotations
 
@@ -34,14 +35,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=out_dir, help="output folder")
     p.add_argument("--model", choices=["ict", "bfm2009", "face3d"], default=model_kind, help="face model kind")
     p.add_argument("--model-path", type=Path, default=None, help="face model folder (default: under external/)")
+    p.add_argument("--max-images", type=int, default=None, help="use at most this many rig images")
+    p.add_argument("--no-photometric", action="store_true", help="landmarks only (faster, less accurate)")
     return p.parse_args(argv)
+
+
+def print_summary(run, out: Path) -> None:
+    """The end-of-run table: images used / skipped, timings per stage, output paths."""
+    rows = [("images used", str(len(run.used))), ("images skipped", str(len(run.skipped)))]
+    rows += [(f"  skipped {name}", why) for name, why in run.skipped.items()]
+    if run.landmark_error:
+        rows.append(("landmark error (px, mean)", f"{sum(run.landmark_error.values()) / len(run.landmark_error):.2f}"))
+    rows += [(f"time: {stage}", f"{sec:.2f} s") for stage, sec in run.timings.items()]
+    rows += [(f"output: {name}", str(path)) for name, path in run.outputs.items()]
+    width = max(len(r[0]) for r in rows)
+    print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import trimesh
-
     from core.morphable_model import FaceModelError, load_face_model
     from utils.get_face_model import DEFAULT_PATHS, prepare_ict
 
@@ -54,13 +67,20 @@ def main(argv=None) -> int:
         logger.error("%s", err)
         return 1
     print(model.summary())
-    mesh_dir = args.out / "mesh"
-    mesh_dir.mkdir(parents=True, exist_ok=True)
-    neutral = mesh_dir / "model_neutral.obj"
-    trimesh.Trimesh(model.neutral.numpy(), model.triangles.numpy(), process=False).export(neutral)
-    print(f"wrote the model's neutral mesh to {neutral}")
-    logger.info("rig building from %s and tracking of %s are not available yet (see README.md, Status)",
-                args.rig_dir, args.video)
+    from core.rig_builder import RigBuildConfig
+    from utils.rig_pipeline import RigInputError, build_rig_from_folder
+
+    fit_model = model.region("face") if "face" in model.regions and args.model == "ict" else model
+    try:
+        run = build_rig_from_folder(args.rig_dir, args.out, fit_model, max_images=args.max_images,
+                                    config=RigBuildConfig(photometric=not args.no_photometric))
+    except RigInputError as err:
+        logger.error("%s", err)
+        return 1
+    print_summary(run, args.out)
+    if args.video:
+        logger.info("video tracking of %s and retargeting are not available yet (see README.md, Status)",
+                    args.video)
     return 0
 
 

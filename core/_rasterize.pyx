@@ -1,0 +1,83 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Z-buffer inner loop of core.render.rasterize (one image).
+
+The NumPy twin ``core.render._zbuffer_numpy`` evaluates the same float64 expressions in the same
+order, so both give identical triangle ids: keep the two in step when changing either.
+"""
+
+from libc.math cimport ceil, floor, isfinite
+
+import numpy as np
+
+
+def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
+            int height, int width, bint cull_backfaces):
+    """Nearest triangle (largest depth) at every pixel centre.
+
+    Args:
+        vertices: (V, 3) float64 screen coordinates (u, v, depth), larger depth nearer.
+        triangles: (F, 3) int64 vertex indices, validated by the caller.
+        height, width: image size in pixels; pixel (i, j) has its centre at u = j, v = i.
+        cull_backfaces: skip triangles whose screen-space winding is clockwise seen from the
+            camera (positive signed area in (u, v) with v pointing down).
+
+    Returns:
+        tri_id (H, W) int64, -1 where no triangle covers the pixel centre; bary (H, W, 3) float64
+        barycentric weights, 0 there; depth (H, W) float64, -inf there. A pixel centre on an edge
+        is covered; ties in depth go to the lower triangle index.
+    """
+    tri_np = np.full((height, width), -1, dtype=np.int64)
+    bary_np = np.zeros((height, width, 3), dtype=np.float64)
+    depth_np = np.full((height, width), -np.inf, dtype=np.float64)
+    cdef long long[:, ::1] tri_id = tri_np
+    cdef double[:, :, ::1] bary = bary_np
+    cdef double[:, ::1] depth = depth_np
+    cdef Py_ssize_t f, i, j, k
+    cdef Py_ssize_t n_faces = triangles.shape[0]
+    cdef double p[9]
+    cdef double x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py, w0, w1, w2, z
+    cdef double umin, umax, vmin, vmax
+    cdef int i0, i1, j0, j1
+    cdef bint finite
+    with nogil:
+        for f in range(n_faces):
+            finite = True
+            for k in range(9):  # corner k // 3, coordinate k % 3
+                p[k] = vertices[triangles[f, k // 3], k % 3]
+                finite = finite and isfinite(p[k])
+            if not finite:
+                continue
+            x0, y0, z0 = p[0], p[1], p[2]
+            x1, y1, z1 = p[3], p[4], p[5]
+            x2, y2, z2 = p[6], p[7], p[8]
+            area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+            if area == 0.0 or (cull_backfaces and area > 0.0):
+                continue
+            umin = min(x0, min(x1, x2))
+            umax = max(x0, max(x1, x2))
+            vmin = min(y0, min(y1, y2))
+            vmax = max(y0, max(y1, y2))
+            if umax < 0.0 or vmax < 0.0 or umin > width - 1 or vmin > height - 1:
+                continue
+            j0 = <int>max(ceil(umin), 0.0)
+            j1 = <int>min(floor(umax), <double>(width - 1))
+            i0 = <int>max(ceil(vmin), 0.0)
+            i1 = <int>min(floor(vmax), <double>(height - 1))
+            for i in range(i0, i1 + 1):
+                py = <double>i
+                for j in range(j0, j1 + 1):
+                    px = <double>j
+                    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
+                    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
+                    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / area
+                    if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
+                        continue
+                    z = w0 * z0 + w1 * z1 + w2 * z2
+                    if z > depth[i, j]:
+                        depth[i, j] = z
+                        tri_id[i, j] = f
+                        bary[i, j, 0] = w0
+                        bary[i, j, 1] = w1
+                        bary[i, j, 2] = w2
+    return tri_np, bary_np, depth_np

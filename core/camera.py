@@ -1,0 +1,312 @@
+"""Camera models: rotations, weak-perspective and pinhole projection, 2D similarity transforms.
+
+Follows docs/conventions.md: camera-space point ``X_c = R @ X + t``, the camera looks along -z
+(larger z is nearer), image v grows downwards, pixel centres at integer coordinates, Euler angles
+``(pitch, yaw, roll)`` in radians composed as ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)``.
+
+Every function is batched (batch dimension first), differentiable and keeps the dtype and device
+of its inputs.
+
+The ``*_screen`` functions return ``(u, v, depth)`` per point, the input that
+``core.render.rasterize`` takes; their depth is the camera-space z scaled so that larger means
+nearer (see each function for its unit).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "euler_to_matrix",
+    "matrix_to_euler",
+    "axis_angle_to_matrix",
+    "matrix_to_axis_angle",
+    "transform_points",
+    "weak_perspective_screen",
+    "weak_perspective_project",
+    "perspective_screen",
+    "perspective_project",
+    "apply_similarity_2d",
+    "invert_similarity_2d",
+]
+
+_EPS = 1e-8
+
+
+def _check_shape(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+    """Raise ValueError unless ``x`` has ``len(shape)`` dims matching ``shape`` (None = any)."""
+    ok = isinstance(x, torch.Tensor) and x.dim() == len(shape)
+    ok = ok and all(s is None or s == d for s, d in zip(shape, x.shape))
+    if not ok:
+        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        actual = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected shape {expected}, got {actual}")
+
+
+def _check_batch(batch: int, **tensors: torch.Tensor) -> None:
+    """Raise ValueError unless every tensor has leading dimension ``batch``."""
+    for name, x in tensors.items():
+        if x.shape[0] != batch:
+            raise ValueError(f"{name}: expected batch size {batch}, got {x.shape[0]}")
+
+
+def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices from Euler angles ``(pitch, yaw, roll)`` in radians.
+
+    ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)`` (face3d's order, used by the original release).
+
+    Shape:
+        - angles: (B, 3)
+        - output: (B, 3, 3)
+
+    Example:
+        >>> R = euler_to_matrix(torch.tensor([[0.0, 0.0, torch.pi / 2]]))  # roll: x -> y
+        >>> torch.allclose(R[0] @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]),
+        ...                atol=1e-6)
+        True
+    """
+    _check_shape("angles", angles, (None, 3))
+    cx, cy, cz = torch.cos(angles).unbind(-1)
+    sx, sy, sz = torch.sin(angles).unbind(-1)
+    rows = [
+        cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
+        sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx,
+        -sy, cy * sx, cy * cx,
+    ]
+    return torch.stack(rows, dim=-1).reshape(-1, 3, 3)
+
+
+def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
+    """Euler angles ``(pitch, yaw, roll)`` of rotation matrices; inverse of ``euler_to_matrix``.
+
+    Yaw is returned in [-pi/2, pi/2], pitch and roll in (-pi, pi]. At gimbal lock
+    (|yaw| = pi/2) roll is set to 0 and pitch carries the remaining rotation.
+
+    Shape:
+        - R: (B, 3, 3)
+        - output: (B, 3)
+    """
+    _check_shape("R", R, (None, 3, 3))
+    cos_yaw = torch.sqrt(R[:, 0, 0] ** 2 + R[:, 1, 0] ** 2)
+    yaw = torch.atan2(-R[:, 2, 0], cos_yaw)
+    locked = cos_yaw < 1e-6
+    pitch = torch.where(locked, torch.atan2(-R[:, 1, 2], R[:, 1, 1]),
+                        torch.atan2(R[:, 2, 1], R[:, 2, 2]))
+    roll = torch.where(locked, torch.zeros_like(yaw), torch.atan2(R[:, 1, 0], R[:, 0, 0]))
+    return torch.stack([pitch, yaw, roll], dim=-1)
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """Cross-product matrices ``[v]_x`` of vectors (B, 3) -> (B, 3, 3)."""
+    x, y, z = v.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(-1, 3, 3)
+
+
+def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices from axis-angle vectors (unit axis times angle in radians), Rodrigues.
+
+    Uses the Taylor expansion near zero so that the gradient is finite at the identity.
+
+    Shape:
+        - axis_angle: (B, 3)
+        - output: (B, 3, 3)
+    """
+    _check_shape("axis_angle", axis_angle, (None, 3))
+    theta2 = (axis_angle * axis_angle).sum(-1)
+    small = theta2 < 1e-8
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = torch.sqrt(theta2_safe)
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2_safe)
+    K = _skew(axis_angle)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device).expand_as(K)
+    return eye + a[:, None, None] * K + b[:, None, None] * (K @ K)
+
+
+def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (angle in [0, pi]) of rotation matrices; inverse of the above.
+
+    Goes through a unit quaternion (largest-component branch, stable at every angle,
+    including pi).
+
+    Shape:
+        - R: (B, 3, 3)
+        - output: (B, 3)
+    """
+    _check_shape("R", R, (None, 3, 3))
+    m = R
+    trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
+    # 4 q_i^2 for (w, x, y, z); choose the largest to divide by.
+    q2 = torch.stack([
+        1 + trace,
+        1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
+        1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2],
+        1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2],
+    ], dim=-1)
+    best = q2.argmax(-1)
+    d = torch.sqrt(torch.clamp(q2.gather(-1, best[:, None])[:, 0], min=_EPS))  # 2 |q_best|
+    s21, s02, s10 = m[:, 2, 1] - m[:, 1, 2], m[:, 0, 2] - m[:, 2, 0], m[:, 1, 0] - m[:, 0, 1]
+    a01, a02, a12 = m[:, 0, 1] + m[:, 1, 0], m[:, 0, 2] + m[:, 2, 0], m[:, 1, 2] + m[:, 2, 1]
+    candidates = torch.stack([
+        torch.stack([d * d, s21, s02, s10], -1),
+        torch.stack([s21, d * d, a01, a02], -1),
+        torch.stack([s02, a01, d * d, a12], -1),
+        torch.stack([s10, a02, a12, d * d], -1),
+    ], dim=1)  # (B, 4 branches, 4): each equals 2 d * q
+    q = candidates[torch.arange(R.shape[0], device=R.device), best] / (2 * d[:, None])
+    q = torch.where(q[:, :1] < 0, -q, q)  # w >= 0 -> angle in [0, pi]
+    w, xyz = q[:, 0], q[:, 1:]
+    sin_half = torch.linalg.vector_norm(xyz, dim=-1)
+    angle = 2 * torch.atan2(sin_half, w)
+    small = sin_half < 1e-6
+    scale = torch.where(small, 2.0 / torch.clamp(w, min=_EPS),
+                        angle / torch.where(small, torch.ones_like(sin_half), sin_half))
+    return xyz * scale[:, None]
+
+
+def transform_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Rigid transform ``X_c = R @ X + t`` of point sets.
+
+    Shape:
+        - points: (B, N, 3)
+        - R: (B, 3, 3)
+        - t: (B, 3) or None (no translation)
+        - output: (B, N, 3)
+    """
+    _check_shape("points", points, (None, None, 3))
+    _check_shape("R", R, (None, 3, 3))
+    _check_batch(points.shape[0], R=R)
+    out = points @ R.transpose(1, 2)
+    if t is not None:
+        _check_shape("t", t, (None, 3))
+        _check_batch(points.shape[0], t=t)
+        out = out + t[:, None, :]
+    return out
+
+
+def weak_perspective_screen(points: torch.Tensor, R: torch.Tensor, scale: torch.Tensor,
+                            trans2d: torch.Tensor) -> torch.Tensor:
+    """Weak-perspective screen coordinates ``(u, v, depth)`` as the original release projects.
+
+    ``u = s X_c.x + tx``, ``v = -s X_c.y + ty``, ``depth = s X_c.z`` with ``X_c = R X``, so that
+    ``(u, -v, depth)`` is a scaled copy of camera space: depth is in pixels, larger is nearer.
+
+    Shape:
+        - points: (B, N, 3) mm
+        - R: (B, 3, 3)
+        - scale: (B,) pixels per mm
+        - trans2d: (B, 2) pixels
+        - output: (B, N, 3)
+    """
+    _check_shape("scale", scale, (None,))
+    _check_shape("trans2d", trans2d, (None, 2))
+    _check_batch(points.shape[0], scale=scale, trans2d=trans2d)
+    xc = transform_points(points, R) * scale[:, None, None]
+    return torch.stack([xc[..., 0] + trans2d[:, None, 0], trans2d[:, None, 1] - xc[..., 1],
+                        xc[..., 2]], dim=-1)
+
+
+def weak_perspective_project(points: torch.Tensor, R: torch.Tensor, scale: torch.Tensor,
+                             trans2d: torch.Tensor) -> torch.Tensor:
+    """Weak-perspective pixel coordinates ``u = s X_c.x + tx``, ``v = -s X_c.y + ty``.
+
+    Shape:
+        - points: (B, N, 3) mm
+        - R: (B, 3, 3)
+        - scale: (B,) pixels per mm
+        - trans2d: (B, 2) pixels
+        - output: (B, N, 2) (u, v) pixels
+
+    Example:
+        >>> p = torch.tensor([[[10.0, 20.0, 0.0]]])
+        >>> weak_perspective_project(p, torch.eye(3)[None], torch.tensor([2.0]),
+        ...                          torch.tensor([[128.0, 128.0]]))
+        tensor([[[148.,  88.]]])
+    """
+    return weak_perspective_screen(points, R, scale, trans2d)[..., :2]
+
+
+def perspective_screen(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                       focal: torch.Tensor, principal_point: torch.Tensor) -> torch.Tensor:
+    """Pinhole screen coordinates ``(u, v, depth)``; depth is the camera-space z in mm.
+
+    ``u = cx + f X_c.x / (-X_c.z)``, ``v = cy - f X_c.y / (-X_c.z)`` with ``X_c = R X + t``;
+    points must lie in front of the camera (``X_c.z < 0``). Depth (negative, larger is nearer)
+    is interpolated linearly in screen space by the rasterizer, which is exact for planes seen
+    face-on and a close approximation for a face far from the camera.
+
+    Shape:
+        - points: (B, N, 3) mm
+        - R: (B, 3, 3)
+        - t: (B, 3) mm
+        - focal: (B,) pixels
+        - principal_point: (B, 2) pixels (cx, cy)
+        - output: (B, N, 3)
+    """
+    _check_shape("t", t, (None, 3))
+    _check_shape("focal", focal, (None,))
+    _check_shape("principal_point", principal_point, (None, 2))
+    _check_batch(points.shape[0], focal=focal, principal_point=principal_point)
+    xc = transform_points(points, R, t)
+    inv_depth = focal[:, None] / (-xc[..., 2])
+    u = principal_point[:, None, 0] + xc[..., 0] * inv_depth
+    v = principal_point[:, None, 1] - xc[..., 1] * inv_depth
+    return torch.stack([u, v, xc[..., 2]], dim=-1)
+
+
+def perspective_project(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
+                        focal: torch.Tensor, principal_point: torch.Tensor) -> torch.Tensor:
+    """Pinhole pixel coordinates ``u = cx + f X_c.x / (-X_c.z)``, ``v = cy - f X_c.y / (-X_c.z)``.
+
+    Shape:
+        - points: (B, N, 3) mm
+        - R: (B, 3, 3)
+        - t: (B, 3) mm
+        - focal: (B,) pixels
+        - principal_point: (B, 2) pixels
+        - output: (B, N, 2) (u, v) pixels
+
+    Example:
+        >>> p = torch.tensor([[[30.0, 60.0, 0.0]]])
+        >>> perspective_project(p, torch.eye(3)[None], torch.tensor([[0.0, 0.0, -600.0]]),
+        ...                     torch.tensor([1000.0]), torch.tensor([[128.0, 128.0]]))
+        tensor([[[178.,  28.]]])
+    """
+    return perspective_screen(points, R, t, focal, principal_point)[..., :2]
+
+
+def apply_similarity_2d(points: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Apply 2x3 affine (e.g. similarity) transforms ``p' = M[:, :2] p + M[:, 2]`` to 2D points.
+
+    Maps pixel coordinates between a face crop and the original image (``M`` as OpenCV's
+    ``warpAffine`` takes it).
+
+    Shape:
+        - points: (B, N, 2)
+        - M: (B, 2, 3)
+        - output: (B, N, 2)
+    """
+    _check_shape("points", points, (None, None, 2))
+    _check_shape("M", M, (None, 2, 3))
+    _check_batch(points.shape[0], M=M)
+    return points @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]
+
+
+def invert_similarity_2d(M: torch.Tensor) -> torch.Tensor:
+    """Inverse of 2x3 affine transforms (``apply_similarity_2d(apply_similarity_2d(p, M),
+    invert_similarity_2d(M)) == p``).
+
+    Shape:
+        - M: (B, 2, 3)
+        - output: (B, 2, 3)
+    """
+    _check_shape("M", M, (None, 2, 3))
+    A, b = M[:, :, :2], M[:, :, 2:]
+    det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
+    if bool((det.abs() < 1e-12).any()):
+        raise ValueError("M: transform is singular (zero scale) and has no inverse")
+    A_inv = torch.stack([A[:, 1, 1], -A[:, 0, 1], -A[:, 1, 0], A[:, 0, 0]], -1).reshape(-1, 2, 2)
+    A_inv = A_inv / det[:, None, None]
+    return torch.cat([A_inv, -A_inv @ b], dim=-1)

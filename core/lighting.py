@@ -1,0 +1,165 @@
+"""Vertex normals and 2nd-order spherical-harmonics (SH) Lambertian shading.
+
+The SH basis here is the irradiance basis: the nine real spherical harmonics ``Y_lm(n)`` (no
+Condon-Shortley phase, order ``1, y, z, x, xy, yz, 3z^2-1, xz, x^2-y^2``) multiplied by the
+Lambertian kernel's band factors ``A_0 = pi, A_1 = 2 pi / 3, A_2 = pi / 4``. Lighting is nine
+coefficients per RGB channel, ``sh (B, 9, 3)``, and the shaded colour of a vertex is
+``albedo * (sh_basis(n) @ sh)``. With only the constant band set, ``sh[:, 0] = c``, every vertex
+is lit by ``pi * Y_00 * c = 0.8862 c`` whatever its normal.
+
+Normals are expected in the space the lighting is defined in (camera space for image fitting).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from core.camera import _check_batch, _check_shape
+
+__all__ = ["SH_CONSTANT", "vertex_normals", "sh_basis", "sh_shading", "shade", "solve_sh"]
+
+_Y0 = 0.5 * math.sqrt(1.0 / math.pi)
+_Y1 = math.sqrt(3.0 / (4.0 * math.pi))
+_Y2 = 0.5 * math.sqrt(15.0 / math.pi)
+_Y20 = 0.25 * math.sqrt(5.0 / math.pi)
+_Y22 = 0.25 * math.sqrt(15.0 / math.pi)
+_A0, _A1, _A2 = math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0
+
+#: Value of the constant basis function: ``sh_basis(n)[..., 0]`` for every normal.
+SH_CONSTANT = _A0 * _Y0
+
+
+def _check_triangles(triangles: torch.Tensor, n_vertices: int) -> None:
+    """Raise ValueError unless ``triangles`` is (F, 3) integer indices into ``n_vertices``."""
+    _check_shape("triangles", triangles, (None, 3))
+    if triangles.dtype.is_floating_point or triangles.dtype == torch.bool:
+        raise ValueError(f"triangles: expected an integer tensor, got {triangles.dtype}")
+    if not triangles.numel():
+        return
+    if triangles.device.type == "cpu":  # NumPy: single-threaded, immune to a busy second core
+        flat = triangles.detach().numpy()
+        low, high = int(flat.min()), int(flat.max())
+    else:
+        low, high = (int(x) for x in torch.aminmax(triangles))
+    if low < 0 or high >= n_vertices:
+        raise ValueError(f"triangles: indices must lie in [0, {n_vertices}), got [{low}, {high}]")
+
+
+def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Unnormalised triangle normals ``(v1 - v0) x (v2 - v0)``; length is twice the area.
+
+    Shape:
+        - vertices: (B, V, 3)
+        - triangles: (F, 3)
+        - output: (B, F, 3)
+    """
+    v0, v1, v2 = (vertices[:, triangles[:, i]] for i in range(3))
+    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Area-weighted unit vertex normals (the sum of incident triangle normals, normalised).
+
+    Triangles are counter-clockwise seen from outside, so normals point out of the surface.
+    Vertices in no triangle get a zero normal.
+
+    Shape:
+        - vertices: (B, V, 3)
+        - triangles: (F, 3) int64
+        - output: (B, V, 3)
+    """
+    _check_shape("vertices", vertices, (None, None, 3))
+    _check_triangles(triangles, vertices.shape[1])
+    fn = face_normals(vertices, triangles)
+    normals = torch.zeros_like(vertices)
+    for i in range(3):
+        normals = normals.index_add(1, triangles[:, i], fn)
+    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+
+
+def sh_basis(normals: torch.Tensor) -> torch.Tensor:
+    """The nine SH irradiance basis functions evaluated at unit normals.
+
+    Shape:
+        - normals: (B, V, 3) unit vectors
+        - output: (B, V, 9)
+    """
+    _check_shape("normals", normals, (None, None, 3))
+    x, y, z = normals.unbind(-1)
+    return torch.stack([
+        torch.full_like(x, _A0 * _Y0),
+        _A1 * _Y1 * y, _A1 * _Y1 * z, _A1 * _Y1 * x,
+        _A2 * _Y2 * x * y, _A2 * _Y2 * y * z, _A2 * _Y20 * (3.0 * z * z - 1.0),
+        _A2 * _Y2 * x * z, _A2 * _Y22 * (x * x - y * y),
+    ], dim=-1)
+
+
+def sh_shading(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """Irradiance per vertex and colour channel from SH lighting ``sh_basis(n) @ sh``.
+
+    Shape:
+        - normals: (B, V, 3) unit vectors
+        - sh: (B, 9, 3)
+        - output: (B, V, 3)
+    """
+    _check_shape("sh", sh, (None, 9, 3))
+    basis = sh_basis(normals)
+    _check_batch(basis.shape[0], sh=sh)
+    return basis @ sh
+
+
+def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+    """Lambertian colour ``albedo * sh_shading(normals, sh)``.
+
+    Shape:
+        - albedo: (B, V, 3)
+        - normals: (B, V, 3)
+        - sh: (B, 9, 3)
+        - output: (B, V, 3)
+    """
+    _check_shape("albedo", albedo, (None, normals.shape[1], 3))
+    return albedo * sh_shading(normals, sh)
+
+
+def solve_sh(albedo: torch.Tensor, normals: torch.Tensor, observed: torch.Tensor,
+             mask: torch.Tensor | None = None, reg: float = 1e-4) -> torch.Tensor:
+    """Closed-form least-squares SH lighting explaining ``observed`` as ``shade(albedo, n, sh)``.
+
+    Per image and channel c this solves
+    ``min_sh sum_v m_v (a_vc b_v . sh_c - o_vc)^2 + reg * W * |sh_c|^2`` with ``b_v`` the SH basis,
+    ``m_v`` the mask and ``W`` the mask's total weight, so ``reg`` is independent of the vertex
+    count. Differentiable (a batched linear solve), as the original solves lighting at each
+    optimisation step.
+
+    Args:
+        albedo: per-vertex albedo.
+        normals: unit normals in the lighting's space.
+        observed: per-vertex observed colours (e.g. image colours sampled at projected vertices).
+        mask: weight or boolean per vertex (e.g. visibility); None uses every vertex.
+        reg: ridge weight keeping the system well-posed when few normals are seen.
+
+    Shape:
+        - albedo, normals, observed: (B, V, 3)
+        - mask: (B, V) or None
+        - output: (B, 9, 3)
+    """
+    _check_shape("albedo", albedo, (None, None, 3))
+    batch, n_vertices = albedo.shape[:2]
+    for name, x in (("normals", normals), ("observed", observed)):
+        _check_shape(name, x, (batch, n_vertices, 3))
+    if mask is None:
+        weight = torch.ones(batch, n_vertices, dtype=albedo.dtype, device=albedo.device)
+    else:
+        _check_shape("mask", mask, (batch, n_vertices))
+        weight = mask.to(albedo.dtype)
+    basis = sh_basis(normals)                                      # (B, V, 9)
+    design = albedo.permute(0, 2, 1)[..., None] * basis[:, None]   # (B, 3, V, 9)
+    weighted = design * weight[:, None, :, None]
+    lhs = weighted.transpose(-1, -2) @ design                      # (B, 3, 9, 9)
+    rhs = weighted.transpose(-1, -2) @ observed.permute(0, 2, 1)[..., None]  # (B, 3, 9, 1)
+    total = weight.sum(-1).clamp(min=1.0)[:, None, None, None]
+    eye = torch.eye(9, dtype=albedo.dtype, device=albedo.device)
+    sh = torch.linalg.solve(lhs + reg * total * eye, rhs)[..., 0]  # (B, 3, 9)
+    return sh.transpose(1, 2)

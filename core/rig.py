@@ -1,0 +1,287 @@
+"""A person's face rig: neutral shape + person-specific expression blendshapes + albedo.
+
+The rig (method.md, "Ours") is the identity's neutral face plus the model's generic expression basis
+transferred to that face, plus a low-dimensional per-person corrective decoded from the rig code:
+
+    blendshapes = transfer(generic_deltas, generic_neutral -> person_neutral) + decode(rig_code)
+
+`transfer_deltas` carries each generic delta through the local deformation from the generic to the
+person's neutral face (the rotation and size of a per-vertex map fitted over the one-ring, the
+normal included, as in deformation transfer), so a larger face gets a proportionally larger
+expression and a differently oriented surface an expression that follows it.
+`CorrectiveBasis` is the linear decoder of the classical path: for each expression, a few smooth
+shape directions restricted to where that expression moves the face. The network issue replaces it
+with a learned decoder.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from core.morphable_model import MorphableModel
+
+logger = logging.getLogger(__name__)
+
+RIG_FORMAT_VERSION = 1
+
+
+class RigFileError(ValueError):
+    """A rig file is missing, corrupt, or belongs to another face model."""
+
+
+# ------------------------------------------------------------------ deformation transfer
+def vertex_neighbours(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """Padded one-ring neighbour table of a triangle mesh.
+
+    Shape:
+        triangles (F, 3) -> (V, D) int64, padded with -1 (D = the largest vertex degree).
+    """
+    t = triangles.long()
+    edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    edges = torch.unique(torch.cat([edges, edges.flip(1)]), dim=0)  # sorted by first column
+    counts = torch.bincount(edges[:, 0], minlength=n_vertices)
+    width = int(counts.max()) if len(counts) else 0
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(edges)) - starts[edges[:, 0]]
+    table = torch.full((n_vertices, max(width, 1)), -1, dtype=torch.long)
+    table[edges[:, 0], slot] = edges[:, 1]
+    return table
+
+
+def _frames(vertices: torch.Tensor, neighbours: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+    """Edge vectors to the one-ring plus the scaled normal: (B, V, D+1, 3), zeros at padding."""
+    valid = (neighbours >= 0)
+    idx = neighbours.clamp(min=0)
+    edges = vertices[:, idx] - vertices.unsqueeze(2)  # (B, V, D, 3)
+    edges = edges * valid[None, :, :, None]
+    scale = edges.norm(dim=-1).sum(-1) / valid.sum(-1).clamp(min=1)  # mean edge length (B, V)
+    return torch.cat([edges, (normals * scale.unsqueeze(-1)).unsqueeze(2)], dim=2)
+
+
+def local_affine_maps(source: torch.Tensor, target: torch.Tensor, triangles: torch.Tensor,
+                      neighbours: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-vertex 3x3 maps A with A @ (x_j - x_i) ~ (y_j - y_i) over each one-ring (normal included).
+
+    Shape:
+        source (V, 3) or (B, V, 3), target (B, V, 3) -> (B, V, 3, 3).
+    """
+    from core.lighting import vertex_normals
+
+    if target.ndim != 3 or target.shape[-1] != 3:
+        raise ValueError(f"target must be (B, V, 3), got {tuple(target.shape)}")
+    source = source.expand_as(target) if source.ndim == 2 else source
+    if source.shape != target.shape:
+        raise ValueError(f"source {tuple(source.shape)} and target {tuple(target.shape)} differ")
+    nb = vertex_neighbours(triangles, source.shape[1]) if neighbours is None else neighbours
+    e = _frames(source, nb, vertex_normals(source, triangles))
+    f = _frames(target, nb, vertex_normals(target, triangles))
+    eet = e.transpose(-1, -2) @ e  # (B, V, 3, 3)
+    fet = f.transpose(-1, -2) @ e
+    eye = torch.eye(3, dtype=source.dtype, device=source.device)
+    return fet @ torch.linalg.inv(eet + 1e-9 * eye)
+
+
+def similarity_part(maps: torch.Tensor) -> torch.Tensor:
+    """The nearest rotation times the isotropic scale (geometric mean of the singular values).
+
+    Shear and anisotropic stretch of a local map are dropped: on thin, strongly curved parts
+    (the lips) they amplify deltas, while rotation and size are what an expression should follow.
+
+    Shape:
+        maps (..., 3, 3) -> (..., 3, 3).
+    """
+    u, sv, vh = torch.linalg.svd(maps)
+    det = torch.det(u @ vh)
+    fix = torch.ones_like(sv)
+    fix[..., 2] = torch.sign(det)
+    rotation = u @ torch.diag_embed(fix) @ vh
+    scale = sv.clamp(min=1e-12).log().mean(-1).exp()
+    return rotation * scale[..., None, None]
+
+
+def transfer_deltas(deltas: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+                    triangles: torch.Tensor) -> torch.Tensor:
+    """Carry generic per-vertex deltas from the source face onto the target face.
+
+    Each delta is rotated with the local surface and scaled with its local size: the similarity
+    part (`similarity_part`) of the one-ring map from source to target.
+
+    Shape:
+        deltas (K, V, 3), source (V, 3), target (B, V, 3) -> (B, K, V, 3).
+    """
+    maps = similarity_part(local_affine_maps(source, target, triangles))  # (B, V, 3, 3)
+    return torch.einsum("bvij,kvj->bkvi", maps, deltas)
+
+
+# ------------------------------------------------------------------ corrective decoder
+@dataclass
+class CorrectiveBasis:
+    """Linear decoder rig code -> corrective blendshape deltas (the classical rig decoder).
+
+    For expression k the corrective is ``mask_k * sum_r code[k, r] * directions[r]``: ``directions``
+    are the first ``rank`` identity components (smooth, face-like shape changes, mm per unit), and
+    ``mask_k`` (in [0, 1]) is where expression k moves the face, so a correction stays local to the
+    expression it belongs to.
+
+    Shapes: directions (R, V, 3), masks (K, V); code (B, K, R) -> correctives (B, K, V, 3).
+    """
+
+    directions: torch.Tensor
+    masks: torch.Tensor
+
+    @classmethod
+    def from_model(cls, model: MorphableModel, rank: int = 6, support: float = 0.05) -> "CorrectiveBasis":
+        """Build it from a model's identity basis and the support of its expression deltas."""
+        magnitude = model.expression_basis.norm(dim=-1)  # (K, V)
+        peak = magnitude.max(dim=1, keepdim=True).values.clamp(min=1e-9)
+        masks = (magnitude / peak / support).clamp(max=1.0)
+        return cls(directions=model.identity_basis[:rank].clone(), masks=masks)
+
+    @property
+    def rank(self) -> int:
+        return int(self.directions.shape[0])
+
+    @property
+    def code_shape(self) -> tuple:
+        return (int(self.masks.shape[0]), self.rank)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Shape: code (B, K, R) -> (B, K, V, 3)."""
+        if code.ndim != 3 or tuple(code.shape[1:]) != self.code_shape:
+            raise ValueError(f"rig code must be (B, {self.code_shape[0]}, {self.code_shape[1]}), "
+                             f"got {tuple(code.shape)}")
+        return torch.einsum("bkr,rvc,kv->bkvc", code, self.directions, self.masks)
+
+
+# ------------------------------------------------------------------ the rig
+@dataclass
+class Rig:
+    """One person's rig over V vertices of a face model (usually its face region).
+
+    Attributes:
+        neutral: (V, 3) mm. blendshapes: (K, V, 3) deltas per unit expression weight.
+        albedo: (V, 3) in [0, 1]. triangles: (F, 3). vertex_ids: (V,) ids in the full model.
+        expression_names: K names. expression_range: bounds of the weights or None.
+        model: the face model kind/region the rig was built on (e.g. ``"ict/face"``).
+        codes: the estimated codes (``identity`` (n_id,), ``rig_code`` (K, R), ``albedo`` ...).
+    """
+
+    neutral: torch.Tensor
+    blendshapes: torch.Tensor
+    albedo: torch.Tensor
+    triangles: torch.Tensor
+    vertex_ids: torch.Tensor
+    expression_names: List[str]
+    model: str
+    expression_range: Optional[tuple] = None
+    codes: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.neutral.shape[0])
+
+    @property
+    def n_expression(self) -> int:
+        return int(self.blendshapes.shape[0])
+
+    @classmethod
+    def from_model(cls, model: MorphableModel, identity: torch.Tensor, rig_code: Optional[torch.Tensor] = None,
+                   corrective: Optional[CorrectiveBasis] = None, albedo: Optional[torch.Tensor] = None,
+                   transfer: bool = True) -> "Rig":
+        """Assemble a rig from a model and codes.
+
+        Shape:
+            identity (n_identity,), rig_code (K, R) or None, albedo (V, 3) or None.
+        """
+        if identity.shape != (model.n_identity,):
+            raise ValueError(f"identity must be ({model.n_identity},), got {tuple(identity.shape)}")
+        neutral = model.vertices(identity.unsqueeze(0))  # (1, V, 3)
+        if transfer:
+            blend = transfer_deltas(model.expression_basis, model.neutral, neutral, model.triangles)[0]
+        else:
+            blend = model.expression_basis.clone()
+        codes = {"identity": identity.detach().clone()}
+        if rig_code is not None:
+            if corrective is None:
+                raise ValueError("a rig code needs the CorrectiveBasis that decodes it")
+            blend = blend + corrective.decode(rig_code.unsqueeze(0))[0]
+            codes["rig_code"] = rig_code.detach().clone()
+        if albedo is None:
+            albedo = (model.albedo_mean if model.albedo_mean is not None
+                      else torch.full_like(model.neutral, 0.6))
+        return cls(neutral=neutral[0], blendshapes=blend, albedo=albedo, triangles=model.triangles,
+                   vertex_ids=model.vertex_ids, expression_names=list(model.expression_names),
+                   model=model.name, expression_range=model.expression_range, codes=codes)
+
+    def vertices(self, expression: torch.Tensor) -> torch.Tensor:
+        """The person's mesh for expression weights (object space, mm).
+
+        Shape:
+            expression (B, K) -> (B, V, 3).
+        """
+        if expression.ndim != 2 or expression.shape[1] != self.n_expression:
+            raise ValueError(f"expression must be (B, {self.n_expression}), got {tuple(expression.shape)}")
+        flat = expression.to(self.blendshapes.dtype) @ self.blendshapes.reshape(self.n_expression, -1)
+        return self.neutral.unsqueeze(0) + flat.reshape(-1, self.n_vertices, 3)
+
+    # ------------------------------------------------------------- files
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write ``rig.npz`` (keys documented in README.md); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "format_version": np.array(RIG_FORMAT_VERSION),
+            "neutral": self.neutral.detach().cpu().numpy().astype(np.float32),
+            "blendshapes": self.blendshapes.detach().cpu().numpy().astype(np.float32),
+            "albedo": self.albedo.detach().cpu().numpy().astype(np.float32),
+            "triangles": self.triangles.cpu().numpy().astype(np.int64),
+            "vertex_ids": self.vertex_ids.cpu().numpy().astype(np.int64),
+            "expression_names": np.array(self.expression_names),
+            "model": np.array(self.model),
+            "expression_range": np.array(self.expression_range if self.expression_range else [np.nan, np.nan]),
+        }
+        arrays.update({f"code_{k}": v.detach().cpu().numpy() for k, v in self.codes.items()})
+        np.savez(path, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path], expect_model: Optional[str] = None,
+             expect_vertices: Optional[int] = None) -> "Rig":
+        """Read a rig written by `save`; checks it fits the face model in use where given."""
+        path = Path(path)
+        if not path.is_file():
+            raise RigFileError(f"rig file {path} does not exist")
+        required = ("neutral", "blendshapes", "albedo", "triangles", "vertex_ids", "expression_names", "model")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in required if k not in z.files]
+                if missing:
+                    raise RigFileError(f"rig file {path} lacks {', '.join(missing)}: not a rig written by this project")
+                a = {k: z[k] for k in z.files}
+        except RigFileError:
+            raise
+        except Exception as err:  # zip / pickle / header errors of a corrupt file
+            raise RigFileError(f"rig file {path} is corrupt or not an .npz file ({err})") from err
+        v = a["neutral"].shape[0] if a["neutral"].ndim == 2 else -1
+        k = len(a["expression_names"])
+        if a["neutral"].shape != (v, 3) or a["blendshapes"].shape != (k, v, 3) or a["albedo"].shape != (v, 3):
+            raise RigFileError(f"rig file {path} has inconsistent shapes: neutral {a['neutral'].shape}, "
+                               f"blendshapes {a['blendshapes'].shape}, albedo {a['albedo'].shape}, {k} names")
+        model = str(a["model"])
+        if expect_model is not None and model != expect_model:
+            raise RigFileError(f"rig file {path} was built on face model {model!r}, not {expect_model!r}")
+        if expect_vertices is not None and v != expect_vertices:
+            raise RigFileError(f"rig file {path} has {v} vertices, the face model in use has {expect_vertices}")
+        rng = a.get("expression_range")
+        rng = None if rng is None or np.isnan(rng).any() else (float(rng[0]), float(rng[1]))
+        return cls(neutral=torch.from_numpy(a["neutral"]), blendshapes=torch.from_numpy(a["blendshapes"]),
+                   albedo=torch.from_numpy(a["albedo"]), triangles=torch.from_numpy(a["triangles"]),
+                   vertex_ids=torch.from_numpy(a["vertex_ids"]),
+                   expression_names=[str(n) for n in a["expression_names"]], model=model,
+                   expression_range=rng,
+                   codes={kk[5:]: torch.from_numpy(vv) for kk, vv in a.items() if kk.startswith("code_")})

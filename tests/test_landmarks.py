@@ -1,0 +1,167 @@
+"""Landmarker: no-face cases, the rig photos, landmark order, backend fallback, CLI, drawing."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from utils.drawing import draw_bbox, draw_landmarks
+from utils.image_io import read_image
+from utils.landmarks import (BackendUnavailableError, Face, FaceLandmarker, LandmarkError,
+                             detect_folder, main, select_face)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+RIG = SHARED / "data" / "real" / "rig_case1"
+
+
+def _need_rig() -> list[Path]:
+    if not RIG.is_dir():
+        pytest.skip(f"shared data not found: {RIG} (the rig_case1 photos)")
+    return sorted(RIG.glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> FaceLandmarker:
+    return FaceLandmarker("dlib")
+
+
+def test_no_face_gives_empty_list(landmarker):
+    assert landmarker.detect(np.zeros((120, 160, 3), np.uint8)) == []
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    assert landmarker.detect(noise) == []
+    assert landmarker.backend == "dlib"
+
+
+def test_every_rig_photo_has_one_face_with_68_landmarks(landmarker):
+    for path in _need_rig():
+        image = read_image(path)
+        faces = landmarker.detect(image)
+        assert len(faces) == 1, path.name
+        face = faces[0]
+        assert face.landmarks.shape == (68, 2) and face.landmarks.dtype == np.float64
+        x0, y0, x1, y1 = face.bbox
+        assert 60 < x1 - x0 < 256 and isinstance(face.confidence, float)
+        centre = face.landmarks.mean(0)
+        assert x0 < centre[0] < x1 and y0 < centre[1] < y1, path.name
+        # iBUG order: the subject's right eye (36-41) and mouth corner (48) are left of the
+        # left ones (42-47, 54) in the image; the nose tip (30) is below the eyes, the mouth
+        # (48-67) below the nose, the chin (8) below the mouth.
+        right_eye, left_eye = face.landmarks[36:42].mean(0), face.landmarks[42:48].mean(0)
+        nose, mouth = face.landmarks[30], face.landmarks[48:68].mean(0)
+        assert right_eye[0] < left_eye[0], path.name
+        assert face.landmarks[48, 0] < face.landmarks[54, 0], path.name
+        assert max(right_eye[1], left_eye[1]) < nose[1] < mouth[1], path.name
+        jaw = face.landmarks[0:17]
+        assert jaw[0, 0] < jaw[8, 0] < jaw[16, 0] and jaw[8, 1] > mouth[1], path.name
+
+
+def test_landmarks_follow_the_face_in_original_pixels(landmarker):
+    """Padding the photo by (dx, dy) moves the landmarks by (dx, dy)."""
+    image = read_image(_need_rig()[0])
+    padded = cv2.copyMakeBorder(image, 30, 10, 50, 0, cv2.BORDER_REPLICATE)
+    a, b = landmarker.detect(image)[0], landmarker.detect(padded)[0]
+    shift = (b.landmarks - a.landmarks).mean(0)
+    np.testing.assert_allclose(shift, [50, 30], atol=2.0)
+
+
+def test_region_detection_finds_the_same_face(landmarker):
+    image = read_image(_need_rig()[0])
+    (box, _), = landmarker.detect_boxes(image)
+    (near, _), = landmarker.detect_boxes(image, region=box)
+    np.testing.assert_allclose(near, box, atol=0.15 * (box[2] - box[0]))
+
+
+def test_face_alignment_without_weights_offline_raises_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("INORIG_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty torch hub cache
+    with pytest.raises(BackendUnavailableError) as info:
+        FaceLandmarker("face_alignment")
+    message = str(info.value)
+    assert "weights are missing" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+    assert "2DFAN4" in message and "s3fd" in message
+    assert "backend='dlib'" in message and "INORIG_OFFLINE" in message
+
+
+def test_auto_falls_back_to_dlib_with_one_warning(monkeypatch, tmp_path, recwarn):
+    monkeypatch.setenv("INORIG_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    lm = FaceLandmarker("auto")
+    assert lm.backend == "dlib"
+    fallback = [w for w in recwarn if "Falling back to backend='dlib'" in str(w.message)]
+    assert len(fallback) == 1
+    assert "weights are missing" in str(fallback[0].message)
+    assert lm.detect(np.zeros((50, 50, 3), np.uint8)) == []
+
+
+def test_bad_input_errors(landmarker):
+    with pytest.raises(LandmarkError, match="image_rgb: expected an"):
+        landmarker.detect(np.zeros((10, 10), np.uint8))
+    with pytest.raises(LandmarkError, match="image_rgb: expected dtype uint8"):
+        landmarker.detect(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(LandmarkError, match="bbox"):
+        landmarker.landmarks_in_box(np.zeros((10, 10, 3), np.uint8), (5, 5, 2, 8))
+    with pytest.raises(LandmarkError, match="backend: expected"):
+        FaceLandmarker("mediapipe")
+    with pytest.raises(LandmarkError, match="detector: expected"):
+        FaceLandmarker("dlib", detector="yolo")
+
+
+def test_select_face():
+    def face(box, confidence, centre):
+        return Face(box, np.tile(centre, (68, 1)).astype(float), confidence)
+    small_central = face((45, 45, 55, 55), 2.0, (50, 50))
+    big_corner = face((0, 0, 30, 30), 1.0, (15, 15))
+    faces = [small_central, big_corner]
+    assert select_face(faces, (100, 100, 3), "largest") is big_corner
+    assert select_face(faces, (100, 100, 3), "confident") is small_central
+    assert select_face(faces, (100, 100, 3), "central") is small_central
+    with pytest.raises(LandmarkError, match="no face"):
+        select_face([], (100, 100, 3))
+
+
+def test_folder_skips_faceless_and_corrupt_images(landmarker, tmp_path):
+    rig = _need_rig()
+    shutil.copy(rig[0], tmp_path / "a.jpg")
+    shutil.copy(rig[1], tmp_path / "b.jpg")
+    cv2.imwrite(str(tmp_path / "c_blank.png"), np.zeros((64, 64, 3), np.uint8))
+    (tmp_path / "d_corrupt.jpg").write_bytes(b"not a jpeg")
+    found = detect_folder(tmp_path, landmarker)
+    assert [p.name for p, _, _ in found.faces] == ["a.jpg", "b.jpg"]
+    assert found.skipped[tmp_path / "c_blank.png"] == "no face found"
+    assert "d_corrupt.jpg: cannot decode" in found.skipped[tmp_path / "d_corrupt.jpg"]
+
+
+def test_cli_writes_one_overlay_per_image(landmarker, tmp_path, monkeypatch):
+    rig = _need_rig()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in rig[:2]:
+        shutil.copy(path, folder / path.name)
+    monkeypatch.setenv("INORIG_OFFLINE", "1")
+    assert main([str(folder), "--out", str(tmp_path / "out"), "--backend", "dlib"]) == 0
+    outputs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.stem for p in outputs] == [p.stem for p in rig[:2]]
+    overlay = cv2.imread(str(outputs[0]))[..., ::-1]
+    face = landmarker.detect(read_image(rig[0]))[0]
+    x, y = np.round(face.landmarks[30]).astype(int)
+    np.testing.assert_array_equal(overlay[y, x], (0, 255, 0))  # a green dot on the nose tip
+
+
+def test_drawing_marks_points_and_leaves_input_alone():
+    image = np.full((50, 60, 3), 100, np.uint8)
+    points = np.array([[10.0, 20.0], [40.4, 30.2], [np.nan, 5.0]])
+    out = draw_landmarks(image, points, color=(255, 0, 0), radius=2)
+    assert (image == 100).all()
+    np.testing.assert_array_equal(out[20, 10], (255, 0, 0))
+    np.testing.assert_array_equal(out[30, 40], (255, 0, 0))
+    assert (out[0:10, 50:60] == 100).all()
+    boxed = draw_bbox(image, (5, 5, 45, 40), color=(0, 0, 255), thickness=1)
+    np.testing.assert_allclose(boxed[5, 25], (0, 0, 255), atol=20)  # anti-aliased edge
+    np.testing.assert_array_equal(boxed[20, 25], (100, 100, 100))
+    with pytest.raises(ValueError, match=r"landmarks: expected shape \(N, 2\)"):
+        draw_landmarks(image, np.zeros(68))
+    with pytest.raises(ValueError, match="image_rgb"):
+        draw_landmarks(image[..., 0], points)

@@ -1,0 +1,96 @@
+"""Mesh export round trips: OBJ / PLY with vertex colours, textured OBJ with UV seams."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from utils.mesh_io import (MeshIOError, load_mesh, load_textured_obj, save_mesh,
+                           save_textured_obj)
+
+
+def _colored_sphere():
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    rng = np.random.default_rng(0)
+    vertices = mesh.vertices * 87.3 + np.array([1.0, -2.0, 30.0])
+    colors = rng.integers(0, 256, (len(vertices), 3), dtype=np.uint8)
+    return vertices, np.asarray(mesh.faces, dtype=np.int64), colors
+
+
+@pytest.mark.parametrize("ext", ["obj", "ply"])
+def test_colored_mesh_round_trip_keeps_order_and_count(tmp_path, ext):
+    vertices, faces, colors = _colored_sphere()
+    # Shuffle the vertex order: a loader that reorders or merges would be caught.
+    perm = np.random.default_rng(1).permutation(len(vertices))
+    inverse = np.argsort(perm)
+    vertices, faces, colors = vertices[perm], inverse[faces], colors[perm]
+    path = save_mesh(tmp_path / f"sub/mesh.{ext}", torch.tensor(vertices), torch.tensor(faces),
+                     colors)
+    back = load_mesh(path)
+    np.testing.assert_allclose(back.vertices, vertices, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(back.triangles, faces)
+    np.testing.assert_array_equal(back.colors, colors)
+
+
+def test_float_colors_and_no_colors(tmp_path):
+    vertices, faces, _ = _colored_sphere()
+    float_colors = np.linspace(0, 1, len(vertices) * 3).reshape(-1, 3)
+    back = load_mesh(save_mesh(tmp_path / "f.ply", vertices, faces, float_colors))
+    np.testing.assert_array_equal(back.colors, np.round(float_colors * 255).astype(np.uint8))
+    plain = load_mesh(save_mesh(tmp_path / "p.obj", vertices, faces))
+    assert plain.colors is None
+    assert len(plain.vertices) == len(vertices)
+
+
+def _seamed_cube():
+    """A cube (8 vertices, 12 triangles) unwrapped with seams: 14 texture coordinates."""
+    mesh = trimesh.creation.box()
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    rng = np.random.default_rng(2)
+    uvs = rng.random((14, 2))
+    uv_faces = rng.integers(0, 14, faces.shape)
+    uv_faces[0] = [0, 1, 13]
+    return np.asarray(mesh.vertices), faces, uvs, uv_faces
+
+
+def test_textured_obj_round_trip_with_seams(tmp_path):
+    vertices, faces, uvs, uv_faces = _seamed_cube()
+    texture = np.random.default_rng(3).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    path = save_textured_obj(tmp_path / "tex.obj", vertices, faces, uvs, uv_faces, texture)
+    assert (tmp_path / "tex.mtl").is_file() and (tmp_path / "tex.png").is_file()
+    back = load_textured_obj(path)
+    assert len(back.vertices) == 8 and len(back.uvs) == 14
+    np.testing.assert_allclose(back.vertices, vertices, rtol=1e-7, atol=0)
+    np.testing.assert_allclose(back.uvs, uvs, rtol=1e-7, atol=1e-8)
+    np.testing.assert_array_equal(back.triangles, faces)
+    np.testing.assert_array_equal(back.uv_triangles, uv_faces)
+    np.testing.assert_array_equal(back.texture, texture)
+
+
+def test_textured_obj_of_the_ict_face(tmp_path, ict_face):
+    assert ict_face.uvs is not None and len(ict_face.uvs) != ict_face.n_vertices  # seams
+    texture = np.full((8, 8, 3), 200, dtype=np.uint8)
+    path = save_textured_obj(tmp_path / "face.obj", ict_face.neutral, ict_face.triangles,
+                             ict_face.uvs, ict_face.uv_triangles, texture)
+    back = load_textured_obj(path)
+    assert back.vertices.shape == (ict_face.n_vertices, 3)
+    np.testing.assert_allclose(back.vertices, ict_face.neutral.numpy(), rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(back.triangles, ict_face.triangles.numpy())
+    np.testing.assert_array_equal(back.uv_triangles, ict_face.uv_triangles.numpy())
+    np.testing.assert_allclose(back.uvs, ict_face.uvs.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_bad_input_names_the_problem(tmp_path):
+    vertices, faces, colors = _colored_sphere()
+    with pytest.raises(MeshIOError, match="unsupported mesh extension '.stl'"):
+        save_mesh(tmp_path / "m.stl", vertices, faces)
+    with pytest.raises(MeshIOError, match="colors: expected 162 rows"):
+        save_mesh(tmp_path / "m.ply", vertices, faces, colors[:5])
+    with pytest.raises(MeshIOError, match=r"triangles: indices must lie in \[0, 162\)"):
+        save_mesh(tmp_path / "m.ply", vertices, faces + 1000)
+    with pytest.raises(MeshIOError, match="no such mesh file"):
+        load_mesh(tmp_path / "missing.ply")
+    bad = tmp_path / "bad.obj"
+    bad.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    with pytest.raises(MeshIOError, match=r"bad.obj:4: cannot parse 'f 1 2 3'"):
+        load_textured_obj(bad)

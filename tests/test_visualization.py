@@ -1,0 +1,97 @@
+"""Overlays, landmark pictures, grids and the demo renders."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from utils.visualization import (DETECTED_COLOR, PROJECTED_COLOR, draw_landmark_pair,
+                                 frame_mesh, image_grid, main, overlay_mesh, render_mesh,
+                                 side_by_side, to_float, to_uint8)
+
+SQUARE = np.array([[1.5, 2.5, 5.0], [6.5, 2.5, 5.0], [6.5, 7.5, 5.0], [1.5, 7.5, 5.0]])
+SQUARE_TRIS = np.array([[0, 2, 1], [0, 3, 2]])
+
+
+def test_uint8_float_round_trip():
+    image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert to_float(image).shape == (1, 3, 5, 7)
+    np.testing.assert_array_equal(to_uint8(to_float(image)[0]), image)
+
+
+def test_overlay_blends_grey_mesh_at_sixty_percent():
+    photo = np.full((10, 10, 3), 50, dtype=np.uint8)
+    out = overlay_mesh(photo, SQUARE, SQUARE_TRIS, alpha=0.6)
+    covered = np.zeros((10, 10), dtype=bool)
+    covered[3:8, 2:7] = True
+    np.testing.assert_array_equal(out[~covered], photo[~covered])
+    light_z = 1.0 / np.linalg.norm([0.3, 0.4, 1.0])
+    grey = 0.8 * (0.35 + 0.65 * light_z)
+    expected = 0.6 * grey * 255 + 0.4 * 50
+    assert np.abs(out[covered].astype(float) - expected).max() <= 1.0
+
+
+def test_landmark_pair_uses_two_colours():
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    detected = np.array([[10.0, 10.0], [30.0, 12.0]])
+    projected = np.array([[10.0, 30.0]])
+    out = draw_landmark_pair(image, detected, projected, radius=2)
+    assert tuple(out[10, 10]) == DETECTED_COLOR and tuple(out[12, 30]) == DETECTED_COLOR
+    assert tuple(out[30, 10]) == PROJECTED_COLOR
+    assert tuple(out[20, 20]) == (0, 0, 0)
+    assert np.all(image == 0)  # input untouched
+
+
+def test_grid_places_images_in_cells():
+    a = np.full((10, 20, 3), 10, dtype=np.uint8)
+    b = np.full((15, 5, 3), 20, dtype=np.uint8)
+    c = np.full((4, 4, 3), 30, dtype=np.uint8)
+    grid = image_grid([a, b, c], ncols=2, pad=2)
+    assert grid.shape == (2 * (15 + 2) + 2, 2 * (20 + 2) + 2, 3)
+    assert np.all(grid[2:12, 2:22] == 10)
+    assert np.all(grid[2:17, 24:29] == 20)
+    assert np.all(grid[19:23, 2:6] == 30)
+    assert np.all(grid[0:2] == 255)
+    row = side_by_side(a, a, pad=0)
+    assert row.shape == (10, 40, 3)
+    with pytest.raises(ValueError, match="labels: expected 3 captions, got 1"):
+        image_grid([a, b, c], labels=["x"])
+
+
+def test_render_mesh_frames_and_lights_a_sphere():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    verts = torch.tensor(sphere.vertices, dtype=torch.float32)[None] * 40.0
+    tris = torch.tensor(sphere.faces)
+    screen, _ = frame_mesh(verts, 64, margin=0.1)
+    # Diameter 0.8 * 64 = 51.2 px centred on the image centre 31.5.
+    assert float(screen[0, :, 0].min()) == pytest.approx(31.5 - 25.6, abs=1e-4)
+    assert float(screen[0, :, 1].max()) == pytest.approx(31.5 + 25.6, abs=1e-4)
+    shaded, normals, depth = (render_mesh(verts, tris, 64, mode=m)[0]
+                              for m in ("shaded", "normals", "depth"))
+    assert tuple(shaded[0, 0]) == (255, 255, 255)                  # background
+    centre = shaded[31:33, 31:33].astype(float).mean()
+    light_z = 1.0 / np.linalg.norm([0.3, 0.4, 1.0])
+    assert centre == pytest.approx(255 * 0.8 * (0.35 + 0.65 * light_z), abs=4)
+    # Light comes from the upper right: the upper-right quadrant is brighter than lower-left.
+    assert shaded[20, 44].mean() > shaded[44, 20].mean() + 40
+    np.testing.assert_allclose(normals[32, 32], [128, 128, 255], atol=4)
+    assert depth[32, 32].mean() > 240 and depth[32, 12].mean() < depth[32, 32].mean()
+
+
+def test_demo_writes_upright_face_renders(tmp_path, ict_dir, capsys):
+    assert main(["--demo", "--out", str(tmp_path), "--model", str(ict_dir)]) == 0
+    assert str(tmp_path) in capsys.readouterr().out
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert {"neutral_front_shaded.png", "random_front_shaded.png", "summary.png",
+            "overlay_landmarks.png", "random_three_quarter_shaded.png"} <= names
+    front = np.asarray(Image.open(tmp_path / "neutral_front_shaded.png"))
+    random = np.asarray(Image.open(tmp_path / "random_front_shaded.png"))
+    assert front.shape == (256, 256, 3)
+    assert not np.array_equal(front, random)
+    covered = np.any(front != 255, axis=-1)
+    rows = np.nonzero(covered.any(axis=1))[0]
+    # Upright head: the top of the skull is narrower than the shoulders at the bottom.
+    assert covered[rows[0] + 5].sum() < covered[rows[-1] - 5].sum()
+    # Lit face: the face centre is mid-grey, not black or background white.
+    assert 80 < front[100:140, 110:146].mean() < 240

@@ -1,0 +1,220 @@
+"""Writing and reading meshes: OBJ / PLY with per-vertex colours, and textured OBJ.
+
+A thin layer over trimesh (``process=False``, so vertex order and count are the face model's,
+docs/conventions.md). The textured OBJ is written here directly: models with UV seams (ICT) have
+more texture coordinates than vertices, and OBJ keeps the vertex count only when every face
+corner names its own ``vt`` index (``f v/vt``), which trimesh's exporter does not do (it splits
+vertices at seams). ``load_textured_obj`` reads that layout back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+__all__ = ["Mesh", "TexturedMesh", "MeshIOError", "save_mesh", "load_mesh",
+           "save_textured_obj", "load_textured_obj"]
+
+_MESH_EXTENSIONS = (".obj", ".ply")
+
+
+class MeshIOError(ValueError):
+    """A mesh file or array is missing or malformed; the message names it and the problem."""
+
+
+class Mesh(NamedTuple):
+    """One mesh: vertices (V, 3) float64, triangles (F, 3) int64, colors (V, 3) uint8 or None."""
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    colors: np.ndarray | None
+
+
+class TexturedMesh(NamedTuple):
+    """A mesh with per-corner texture coordinates.
+
+    vertices (V, 3) float64, triangles (F, 3) int64, uvs (T, 2) float64 in [0, 1] (v up, as OBJ),
+    uv_triangles (F, 3) int64 indices into uvs, texture (H, W, 3) uint8 RGB or None.
+    """
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    uvs: np.ndarray
+    uv_triangles: np.ndarray
+    texture: np.ndarray | None
+
+
+def _array(x: np.ndarray | torch.Tensor, name: str, cols: int, dtype: type | None) -> np.ndarray:
+    """``x`` as a numpy (N, cols) array of ``dtype`` (None: as is), or MeshIOError naming it."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != cols:
+        raise MeshIOError(f"{name}: expected shape (N, {cols}), got {x.shape}")
+    return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def _check_indices(name: str, idx: np.ndarray, count: int) -> None:
+    """Raise MeshIOError unless every index lies in [0, count)."""
+    if idx.size and (idx.min() < 0 or idx.max() >= count):
+        raise MeshIOError(f"{name}: indices must lie in [0, {count}), got "
+                          f"[{idx.min()}, {idx.max()}]")
+
+
+def _colors_uint8(colors: np.ndarray | torch.Tensor, n_vertices: int) -> np.ndarray:
+    """Per-vertex colours as uint8; floats are taken as [0, 1]."""
+    c = _array(colors, "colors", 3, None)
+    if c.shape[0] != n_vertices:
+        raise MeshIOError(f"colors: expected {n_vertices} rows (one per vertex), got {c.shape[0]}")
+    if np.issubdtype(c.dtype, np.floating):
+        return np.clip(np.round(c * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(c, 0, 255).astype(np.uint8)
+
+
+def _mesh_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() not in _MESH_EXTENSIONS:
+        raise MeshIOError(f"{path}: unsupported mesh extension {path.suffix!r}; expected one of "
+                          f"{_MESH_EXTENSIONS}")
+    return path
+
+
+def save_mesh(path: str | Path, vertices: np.ndarray | torch.Tensor,
+              triangles: np.ndarray | torch.Tensor,
+              colors: np.ndarray | torch.Tensor | None = None) -> Path:
+    """Write a mesh as OBJ or PLY (by extension), optionally with per-vertex colours.
+
+    Args:
+        path: ``*.obj`` or ``*.ply``; parent folders are created.
+        vertices: (V, 3) positions (mm).
+        triangles: (F, 3) vertex indices.
+        colors: (V, 3) uint8 0..255, or float in [0, 1].
+
+    Returns:
+        The path written.
+    """
+    path = _mesh_path(path)
+    verts = _array(vertices, "vertices", 3, np.float64)
+    tris = _array(triangles, "triangles", 3, np.int64)
+    _check_indices("triangles", tris, len(verts))
+    vertex_colors = None if colors is None else _colors_uint8(colors, len(verts))
+    mesh = trimesh.Trimesh(verts, tris, vertex_colors=vertex_colors, process=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mesh.export(path)
+    return path
+
+
+def load_mesh(path: str | Path) -> Mesh:
+    """Read an OBJ or PLY written by ``save_mesh`` (or any triangle mesh) without reordering.
+
+    Returns:
+        Mesh with colors None when the file has no per-vertex colours.
+    """
+    path = _mesh_path(path)
+    if not path.is_file():
+        raise MeshIOError(f"{path}: no such mesh file")
+    mesh = trimesh.load(path, process=False, maintain_order=True, force="mesh")
+    colors = None
+    if mesh.visual.kind == "vertex":
+        colors = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(np.uint8)
+    return Mesh(np.asarray(mesh.vertices, dtype=np.float64),
+                np.asarray(mesh.faces, dtype=np.int64), colors)
+
+
+def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
+                      triangles: np.ndarray | torch.Tensor, uvs: np.ndarray | torch.Tensor,
+                      uv_triangles: np.ndarray | torch.Tensor,
+                      texture: np.ndarray | None = None) -> Path:
+    """Write an OBJ with per-corner texture coordinates, plus an MTL and PNG texture.
+
+    The vertex count stays V (faces are ``f v/vt``), so rows match the face model's vertices.
+    Writes ``name.obj``; with a texture also ``name.mtl`` and ``name.png`` beside it.
+
+    Args:
+        path: ``*.obj``.
+        vertices: (V, 3); triangles: (F, 3).
+        uvs: (T, 2) texture coordinates in [0, 1], v up (OBJ's convention).
+        uv_triangles: (F, 3) indices into uvs for each face corner.
+        texture: (H, W, 3) uint8 RGB image, or None for no material.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".obj":
+        raise MeshIOError(f"{path}: a textured mesh is written as .obj, got {path.suffix!r}")
+    verts = _array(vertices, "vertices", 3, np.float64)
+    tris = _array(triangles, "triangles", 3, np.int64)
+    tex_coords = _array(uvs, "uvs", 2, np.float64)
+    uv_tris = _array(uv_triangles, "uv_triangles", 3, np.int64)
+    if uv_tris.shape != tris.shape:
+        raise MeshIOError(f"uv_triangles: expected shape {tris.shape} like triangles, got "
+                          f"{uv_tris.shape}")
+    _check_indices("triangles", tris, len(verts))
+    _check_indices("uv_triangles", uv_tris, len(tex_coords))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# written by utils/mesh_io.py: per-corner vt indices, vertex order kept"]
+    if texture is not None:
+        tex = np.asarray(texture)
+        if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
+            raise MeshIOError(f"texture: expected an (H, W, 3) uint8 image, got {tex.shape} "
+                              f"{tex.dtype}")
+        Image.fromarray(tex).save(path.with_suffix(".png"))
+        path.with_suffix(".mtl").write_text(
+            f"newmtl material0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {path.stem}.png\n")
+        lines += [f"mtllib {path.stem}.mtl", "usemtl material0"]
+    lines += [f"v {x:.8g} {y:.8g} {z:.8g}" for x, y, z in verts.tolist()]
+    lines += [f"vt {u:.8g} {v:.8g}" for u, v in tex_coords.tolist()]
+    faces = np.stack([tris + 1, uv_tris + 1], axis=-1).reshape(-1, 6)
+    lines += ["f {}/{} {}/{} {}/{}".format(*f) for f in faces.tolist()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def load_textured_obj(path: str | Path) -> TexturedMesh:
+    """Read an OBJ with ``f v/vt`` faces (as ``save_textured_obj`` writes) and its texture.
+
+    Polygons with more than three corners are fanned into triangles. The texture is the
+    ``map_Kd`` image of the first material library, or None.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MeshIOError(f"{path}: no such OBJ file")
+    verts, tex_coords, tris, uv_tris, mtllib = [], [], [], [], None
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "v":
+                verts.append([float(p) for p in parts[1:4]])
+            elif parts[0] == "vt":
+                tex_coords.append([float(p) for p in parts[1:3]])
+            elif parts[0] == "f":
+                corners = [c.split("/") for c in parts[1:]]
+                v_ids = [int(c[0]) - 1 for c in corners]
+                t_ids = [int(c[1]) - 1 for c in corners]
+                for k in range(1, len(corners) - 1):
+                    tris.append([v_ids[0], v_ids[k], v_ids[k + 1]])
+                    uv_tris.append([t_ids[0], t_ids[k], t_ids[k + 1]])
+            elif parts[0] == "mtllib" and mtllib is None:
+                mtllib = path.parent / " ".join(parts[1:])
+        except (ValueError, IndexError) as err:
+            raise MeshIOError(f"{path}:{number}: cannot parse {line!r} (faces need v/vt "
+                              f"indices): {err}") from err
+    texture = None
+    if mtllib is not None and mtllib.is_file():
+        for line in mtllib.read_text().splitlines():
+            if line.startswith("map_Kd"):
+                texture = np.asarray(Image.open(mtllib.parent / line.split(None, 1)[1].strip())
+                                     .convert("RGB"))
+                break
+    mesh = TexturedMesh(np.asarray(verts, dtype=np.float64).reshape(-1, 3),
+                        np.asarray(tris, dtype=np.int64).reshape(-1, 3),
+                        np.asarray(tex_coords, dtype=np.float64).reshape(-1, 2),
+                        np.asarray(uv_tris, dtype=np.int64).reshape(-1, 3), texture)
+    _check_indices(f"{path}: faces", mesh.triangles, len(mesh.vertices))
+    _check_indices(f"{path}: face texture indices", mesh.uv_triangles, len(mesh.uvs))
+    return mesh

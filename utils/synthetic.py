@@ -1,0 +1,622 @@
+"""Synthetic face images with ground truth: random subjects rendered as 256x256 face crops.
+
+A subject is a random identity with an albedo (the model's albedo basis where it has one, BFM;
+else the procedural skin of `utils.skin_albedo`, ICT). Each of its images gets a random
+expression, head pose, SH lighting and background (`utils.synthetic_scene`) and is rendered with a
+weak-perspective camera (as the original) through `core.camera`, `core.lighting` and
+`core.render`, framed like a 1.2x crop around the 68 landmarks. Everything is deterministic given
+the seed: image ``k`` of a subject depends only on ``(seed, k)``, not on how many are generated.
+
+Ground truth per image: parameters (expression, Euler angles and rotation, scale, 2D translation,
+SH), the mesh in object space and in camera space (``R @ X``, mm), the 68 landmark vertices
+projected into crop pixels with their visibility, per-vertex visibility, the face mask and the
+image. Per subject: identity, albedo and neutral mesh. Meshes are over ``gt_region`` (the ICT face
+area by default) in the model's vertex order; ``vertex_ids`` maps them into the model.
+
+In memory (build one `SyntheticGenerator` per model to draw many subjects quickly)::
+
+    generator = SyntheticGenerator(load_face_model("ict", "external/ICT-FaceKit"))
+    subject = generator.subject(8, seed=0)      # or generate_subject(model, 8, seed=0)
+
+The faces are lit per vertex (albedo x SH shading of the vertex normal, interpolated across
+triangles), which is the photometric model the fitting uses.
+
+On disk (``write_subject`` / ``load_subject``)::
+
+    python -m utils.synthetic --out DIR --subjects N --images M --seed S
+
+writes ``DIR/subject_XXX/`` with ``subject.json`` (seed, identity, expression names, config),
+``subject.npz`` (albedo, neutral, vertex_ids, triangles, landmark_indices), ``neutral.obj`` and per
+image ``image_YY.png``, ``image_YY.json`` (parameters, ``landmarks_2d``, visibility),
+``image_YY_mask.png``, ``image_YY_mesh.npz`` (object and camera-space vertices, per-vertex
+visibility) and ``image_YY.obj`` (object space).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.camera import euler_to_matrix, transform_points, weak_perspective_screen
+from core.lighting import shade, vertex_normals
+from core.morphable_model import MorphableModel
+from core.render import Fragments, rasterize, render_vertex_colors, vertex_visibility
+from utils.image_io import read_image
+from utils.mesh_io import save_mesh
+from utils.skin_albedo import SkinAlbedoSampler
+from utils.synthetic_scene import (expose, sample_background, sample_expression, sample_pose,
+                                   sample_sh)
+
+__all__ = [
+    "DEFAULT_RENDER_REGIONS",
+    "SyntheticConfig",
+    "SyntheticSubject",
+    "SyntheticGenerator",
+    "generate_subject",
+    "generate_dataset",
+    "crop_camera",
+    "write_subject",
+    "load_subject",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+Seed = Union[int, Sequence[int]]
+
+#: Parts of the ICT mesh rendered (those the model has): the face with the rest of the head, and
+#: eyes and mouth interior so that eye sockets and open mouths show no holes.
+DEFAULT_RENDER_REGIONS: Tuple[str, ...] = (
+    "face", "head_and_neck", "eyeball_left", "eyeball_right", "eye_socket_left",
+    "eye_socket_right", "mouth_socket", "teeth", "gums_and_tongue", "eyelashes")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """How synthetic subjects and images are drawn and rendered.
+
+    Attributes:
+        image_size: side of the square crops, pixels.
+        pose_limits_deg: maximum absolute (pitch, yaw, roll), degrees.
+        pose_spread: standard deviation of the truncated-normal pose as a fraction of the limits.
+        identity_scale: identity coefficients are N(0, 1) times a per-subject factor in this range.
+        albedo_scale: albedo coefficients (BFM) are N(0, 1) times this.
+        crop_scale: crop side over the larger side of the projected landmarks' box.
+        crop_jitter: relative random change of the crop size and shift of its centre.
+        neutral_probability: chance that an image has no expression (gaze only).
+        exposure: range of the brightness a frontal patch of median skin albedo is exposed to
+            (the lighting is scaled per image, as a camera's auto-exposure).
+        render_regions: model regions to render (all triangles when the model has none of them).
+        see_through_regions: rendered regions that do not hide vertices from the visibility
+            ground truth: eyelashes (they would hide the eyelid landmarks) and the eyes and
+            mouth interior (behind the face surface, they only poke through it where the rigid
+            parts and the skin intersect).
+        gt_region: region whose vertices the ground-truth meshes hold (None or absent: all).
+        supersample: render at this many times the resolution and average (anti-aliasing).
+        face_noise: standard deviation of pixel noise added to the rendered face.
+        visibility_tol: depth tolerance of vertex visibility, crop pixels (a visible vertex
+            also needs a camera-facing triangle).
+        landmark_visibility_tol: depth tolerance of landmark visibility, crop pixels: a landmark
+            is visible unless the surface in front of it is farther ahead than this (so eyelid
+            and inner-lip landmarks, on rims facing away, count as seen; a far-side jawline
+            behind the face does not).
+    """
+
+    image_size: int = 256
+    pose_limits_deg: Tuple[float, float, float] = (20.0, 60.0, 15.0)
+    pose_spread: float = 0.5
+    identity_scale: Tuple[float, float] = (0.8, 1.0)
+    albedo_scale: float = 0.7
+    crop_scale: float = 1.2
+    crop_jitter: float = 0.04
+    neutral_probability: float = 0.15
+    exposure: Tuple[float, float] = (0.35, 0.6)
+    render_regions: Tuple[str, ...] = DEFAULT_RENDER_REGIONS
+    see_through_regions: Tuple[str, ...] = (
+        "eyelashes", "eyeball_left", "eyeball_right", "eye_socket_left", "eye_socket_right",
+        "mouth_socket", "teeth", "gums_and_tongue")
+    gt_region: Optional[str] = "face"
+    supersample: int = 2
+    face_noise: float = 0.01
+    visibility_tol: float = 1.0
+    landmark_visibility_tol: float = 3.0
+
+
+@dataclass
+class SyntheticSubject:
+    """One synthetic person with M images and their ground truth (numpy arrays).
+
+    Per subject: ``identity`` (n_id,), ``albedo`` (V, 3) in [0, 1], ``neutral`` (V, 3) mm,
+    ``vertex_ids`` (V,) ids of these vertices in the generating model, ``triangles`` (F, 3) over
+    them, ``landmark_indices`` (68,) into them, ``expression_names``.
+    Per image (first axis M): ``images`` (M, H, W, 3) uint8 RGB, ``masks`` (M, H, W) bool (pixels
+    the head covers), ``expression`` (M, n_exp), ``angles`` (M, 3) (pitch, yaw, roll) radians,
+    ``rotation`` (M, 3, 3), ``scale`` (M,) pixels per mm, ``translation`` (M, 2) pixels, ``sh``
+    (M, 9, 3), ``vertices`` (M, V, 3) object space mm, ``vertices_camera`` (M, V, 3) = R X mm,
+    ``landmarks`` (M, 68, 2) crop pixels (u, v), ``landmark_visibility`` (M, 68) bool,
+    ``vertex_visibility`` (M, V) bool, ``expression_labels`` and ``background_kinds`` (M str),
+    ``backgrounds`` (M, H, W, 3) uint8 (in memory only; None after `load_subject`).
+    """
+
+    seed: List[int]
+    model_name: str
+    expression_names: List[str]
+    identity: np.ndarray
+    albedo: np.ndarray
+    neutral: np.ndarray
+    vertex_ids: np.ndarray
+    triangles: np.ndarray
+    landmark_indices: np.ndarray
+    images: np.ndarray
+    masks: np.ndarray
+    expression: np.ndarray
+    angles: np.ndarray
+    rotation: np.ndarray
+    scale: np.ndarray
+    translation: np.ndarray
+    sh: np.ndarray
+    vertices: np.ndarray
+    vertices_camera: np.ndarray
+    landmarks: np.ndarray
+    landmark_visibility: np.ndarray
+    vertex_visibility: np.ndarray
+    expression_labels: List[str]
+    background_kinds: List[str]
+    config: SyntheticConfig = field(default_factory=SyntheticConfig)
+    backgrounds: Optional[np.ndarray] = None
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images.shape[0])
+
+
+# Arrays stored once per subject (subject.npz) and per image (image_YY_mesh.npz / json).
+_SUBJECT_ARRAYS = ("albedo", "neutral", "vertex_ids", "triangles", "landmark_indices")
+_MESH_ARRAYS = ("vertices", "vertices_camera", "vertex_visibility")
+_JSON_ARRAYS = ("expression", "angles", "rotation", "scale", "translation", "sh", "landmarks",
+                "landmark_visibility")
+# Names in image_YY.json, close to the demo's params/<stem>.json.
+_JSON_NAMES = {"landmarks": "landmarks_2d"}
+
+
+def _seed_list(seed: Seed) -> List[int]:
+    values = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"seed: expected a non-negative int or a sequence of them, got {seed!r}")
+    return values
+
+
+def _rng(seed: List[int], stream: int) -> np.random.Generator:
+    """Independent generator number ``stream`` of a seed (0: the subject, k+1: image k)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(stream,)))
+
+
+def _region_ids(model: MorphableModel, names: Sequence[str]) -> Optional[torch.Tensor]:
+    """Sorted unique vertex ids of the named regions the model has (None when it has none)."""
+    parts = [model.regions[n] for n in names if n in model.regions and len(model.regions[n])]
+    return torch.unique(torch.cat(parts)) if parts else None
+
+
+def _triangles_within(triangles: torch.Tensor, ids: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    inside = torch.zeros(n_vertices, dtype=torch.bool)
+    inside[ids] = True
+    return triangles[inside[triangles].all(dim=1)]
+
+
+def crop_camera(landmarks_3d: torch.Tensor, R: torch.Tensor, size: int, crop_scale: float = 1.2,
+                jitter: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Weak-perspective scale and translation framing the landmarks in a square crop.
+
+    The crop side is ``crop_scale`` times the larger side of the box around the rotated
+    landmarks, centred on the box centre, as a 1.2x landmark-box face crop.
+
+    Args:
+        landmarks_3d: landmark vertices in object space, mm.
+        R: rotations.
+        size: crop side, pixels.
+        crop_scale: crop side over the landmark box side.
+        jitter: optional (B, 3): relative change of the scale, then the shift of the centre
+            (u, v) as fractions of the crop side.
+
+    Shape:
+        - landmarks_3d: (B, 68, 3); R: (B, 3, 3); jitter: (B, 3)
+        - output: scale (B,) pixels per mm, translation (B, 2) pixels
+    """
+    if landmarks_3d.ndim != 3 or landmarks_3d.shape[-1] != 3:
+        raise ValueError(f"landmarks_3d: expected shape (B, N, 3), got {tuple(landmarks_3d.shape)}")
+    rotated = transform_points(landmarks_3d, R)
+    uv = torch.stack([rotated[..., 0], -rotated[..., 1]], dim=-1)       # at scale 1, no shift
+    low, high = uv.min(dim=1).values, uv.max(dim=1).values
+    side = (high - low).max(dim=1).values * crop_scale
+    centre = 0.5 * (low + high)
+    if jitter is None:
+        jitter = torch.zeros(len(uv), 3, dtype=uv.dtype)
+    scale = size / side * (1.0 + jitter[:, 0])
+    translation = (size - 1) / 2.0 - scale[:, None] * centre + size * jitter[:, 1:]
+    return scale, translation
+
+
+def _merge_nearer(a: Fragments, b: Fragments, offset: int) -> Fragments:
+    """Per pixel the nearer of two rasterizations; ``b``'s triangle ids are shifted by
+    ``offset`` (they index a second triangle list appended to ``a``'s)."""
+    take_b = b.depth > a.depth
+    return Fragments(torch.where(take_b, b.tri_id + offset, a.tri_id),
+                     torch.where(take_b[..., None], b.bary, a.bary),
+                     torch.where(take_b, b.depth, a.depth))
+
+
+def _render(screen: torch.Tensor, occluders: torch.Tensor, see_through: torch.Tensor,
+            normals: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor, size: int,
+            supersample: int, visibility_tol: float, landmark_ids: torch.Tensor,
+            landmark_tol: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Render SH-lit meshes at ``supersample`` times the crop resolution and box-filter down.
+
+    Args:
+        screen: crop-pixel screen vertices (u, v, depth) from ``weak_perspective_screen``.
+        occluders: triangles that are drawn and hide what is behind them from visibility.
+        see_through: triangles that are drawn but do not hide vertices (eyelashes), (0, 3) if none.
+        normals: camera-space unit vertex normals.
+
+    Returns:
+        colours premultiplied by coverage (B, 3, H, W), coverage (B, H, W) in [0, 1],
+        per-vertex visibility (B, V) bool (``visibility_tol``, camera-facing), and landmark
+        visibility (B, L) bool of the vertices ``landmark_ids`` (``landmark_tol``, any facing).
+    """
+    ss = supersample
+    # Crop pixel j (centre u = j) is the block of fine pixels ss*j .. ss*j + ss - 1, whose
+    # centre is u_fine = ss*j + (ss - 1) / 2; depth scales with the pixels.
+    offset = torch.tensor([(ss - 1) / 2.0, (ss - 1) / 2.0, 0.0], dtype=screen.dtype)
+    fine = screen * ss + offset
+    fragments = rasterize(fine, occluders, size * ss, size * ss)
+    visible = vertex_visibility(fine, occluders, fragments, tol=visibility_tol * ss)
+    landmarks_visible = vertex_visibility(fine, occluders, fragments, tol=landmark_tol * ss,
+                                          front_facing_only=False)[:, landmark_ids]
+    triangles = occluders
+    if len(see_through):
+        fragments = _merge_nearer(fragments, rasterize(fine, see_through, size * ss, size * ss),
+                                  len(occluders))
+        triangles = torch.cat([occluders, see_through])
+    # Gouraud: Lambertian SH colours per vertex, as the photometric model of the fitting.
+    colour = render_vertex_colors(fragments, triangles, shade(albedo, normals, sh).clamp(0, 1))
+    coverage = fragments.mask.to(colour.dtype)
+    if ss > 1:
+        colour = F.avg_pool2d(colour, ss)
+        coverage = F.avg_pool2d(coverage[:, None], ss)[:, 0]
+    return colour, coverage, visible, landmarks_visible
+
+
+def _to_numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy()
+
+
+class SyntheticGenerator:
+    """Generates synthetic subjects of one face model; per-model preparation is done once.
+
+    Args:
+        model: the face model (the full ICT model renders eyes, mouth and head; its face region
+            alone renders only the face).
+        config: sampling and rendering settings.
+
+    Example:
+        >>> generator = SyntheticGenerator(load_face_model("ict", "external/ICT-FaceKit"))
+        >>> subject = generator.subject(8, seed=0)
+    """
+
+    def __init__(self, model: MorphableModel, config: SyntheticConfig = SyntheticConfig()) -> None:
+        if model.landmark_indices is None or len(model.landmark_indices) != 68:
+            raise ValueError(f"model {model.name}: synthetic data needs 68 landmark_indices")
+        if config.supersample < 1 or config.image_size < 8:
+            raise ValueError(f"config: supersample must be >= 1 and image_size >= 8, got "
+                             f"{config.supersample} and {config.image_size}")
+        self.model = model.to(device="cpu", dtype=torch.float32)
+        self.config = config
+        n = self.model.n_vertices
+        render_ids = _region_ids(self.model, config.render_regions)
+        triangles = self.model.triangles if render_ids is None else \
+            _triangles_within(self.model.triangles, render_ids, n)
+        see_ids = _region_ids(self.model, [r for r in config.see_through_regions
+                                           if r in config.render_regions])
+        see = torch.zeros(len(triangles), dtype=torch.bool) if see_ids is None else \
+            torch.isin(triangles, see_ids).all(dim=1)
+        self._triangles, self._see_through = triangles[~see], triangles[see]
+        gt_ids = _region_ids(self.model, [config.gt_region] if config.gt_region else [])
+        self._gt_ids = torch.arange(n) if gt_ids is None else gt_ids
+        remap = torch.full((n,), -1, dtype=torch.long)
+        remap[self._gt_ids] = torch.arange(len(self._gt_ids))
+        self._gt_landmarks = remap[self.model.landmark_indices]
+        if (self._gt_landmarks < 0).any():
+            raise ValueError(f"config.gt_region {config.gt_region!r} does not contain the 68 "
+                             f"landmark vertices of {model.name}")
+        self._gt_triangles = remap[_triangles_within(self.model.triangles, self._gt_ids, n)]
+        self._albedo_sampler = None if self.model.albedo_mean is not None else \
+            SkinAlbedoSampler(self.model)
+
+    def _albedo(self, rng: np.random.Generator) -> torch.Tensor:
+        if self._albedo_sampler is not None:
+            return self._albedo_sampler(rng)
+        coeffs = rng.normal(size=(1, self.model.n_albedo)) * self.config.albedo_scale
+        return self.model.albedo(torch.as_tensor(coeffs, dtype=torch.float32))[0].clamp(0.0, 1.0)
+
+    def _sample_image(self, rng: np.random.Generator, skin_luminance: float) -> dict:
+        """Random parameters of one image (numpy values)."""
+        config, size = self.config, int(self.config.image_size)
+        limits = tuple(math.radians(a) for a in config.pose_limits_deg)
+        expression, label = sample_expression(self.model.expression_names, rng,
+                                              self.model.expression_range is not None,
+                                              config.neutral_probability)
+        angles = sample_pose(rng, limits, config.pose_spread)
+        sh = expose(sample_sh(rng), skin_luminance, rng.uniform(*config.exposure))
+        background, kind = sample_background(rng, size)
+        return dict(expression=expression, label=label, angles=angles, sh=sh,
+                    background=background, kind=kind,
+                    jitter=rng.uniform(-1.0, 1.0, size=3) * config.crop_jitter,
+                    noise=rng.normal(0.0, config.face_noise, size=(3, size, size)))
+
+    def subject(self, n_images: int, seed: Seed = 0) -> SyntheticSubject:
+        """One random subject and ``n_images`` rendered crops with their ground truth.
+
+        Args:
+            n_images: number of images (>= 1).
+            seed: int or sequence of ints; image ``k`` depends only on the seed and ``k``.
+        """
+        if int(n_images) < 1:
+            raise ValueError(f"n_images: expected at least 1, got {n_images}")
+        model, config, gt = self.model, self.config, self._gt_ids
+        seed_list = _seed_list(seed)
+        size = int(config.image_size)
+
+        rng = _rng(seed_list, 0)
+        identity = rng.normal(size=model.n_identity) * rng.uniform(*config.identity_scale)
+        albedo = self._albedo(rng)
+        luminance = albedo[gt] @ torch.tensor([0.299, 0.587, 0.114])
+        samples = [self._sample_image(_rng(seed_list, k + 1), float(luminance.median()))
+                   for k in range(int(n_images))]
+
+        def stack(key: str) -> torch.Tensor:
+            return torch.as_tensor(np.stack([x[key] for x in samples]), dtype=torch.float32)
+
+        expression, angles, sh = stack("expression"), stack("angles"), stack("sh")
+        identity_t = torch.as_tensor(identity, dtype=torch.float32)[None]
+        vertices = model.vertices(identity_t.expand(n_images, -1), expression)
+        R = euler_to_matrix(angles)
+        scale, translation = crop_camera(vertices[:, model.landmark_indices], R, size,
+                                         config.crop_scale, stack("jitter"))
+        screen = weak_perspective_screen(vertices, R, scale, translation)
+        camera_space = transform_points(vertices, R)
+        normals = vertex_normals(camera_space, torch.cat([self._triangles, self._see_through]))
+        colour, coverage, visible, landmarks_visible = _render(
+            screen, self._triangles, self._see_through, normals,
+            albedo[None].expand(n_images, -1, -1), sh, size, config.supersample,
+            config.visibility_tol, model.landmark_indices, config.landmark_visibility_tol)
+        backgrounds = np.stack([x["background"] for x in samples])
+        background = torch.as_tensor(backgrounds).permute(0, 3, 1, 2).float() / 255.0
+        image = colour + coverage[:, None] * stack("noise") + (1.0 - coverage[:, None]) * background
+        images = torch.round(image.clamp(0.0, 1.0) * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+
+        return SyntheticSubject(
+            seed=seed_list,
+            model_name=model.name,
+            expression_names=list(model.expression_names),
+            identity=identity.astype(np.float32),
+            albedo=_to_numpy(albedo[gt]),
+            neutral=_to_numpy(model.vertices(identity_t)[0, gt]),
+            vertex_ids=_to_numpy(gt),
+            triangles=_to_numpy(self._gt_triangles),
+            landmark_indices=_to_numpy(self._gt_landmarks),
+            images=_to_numpy(images),
+            masks=_to_numpy(coverage > 0),
+            expression=_to_numpy(expression),
+            angles=_to_numpy(angles),
+            rotation=_to_numpy(R),
+            scale=_to_numpy(scale),
+            translation=_to_numpy(translation),
+            sh=_to_numpy(sh),
+            vertices=_to_numpy(vertices[:, gt]),
+            vertices_camera=_to_numpy(camera_space[:, gt]),
+            landmarks=_to_numpy(screen[:, model.landmark_indices, :2]),
+            landmark_visibility=_to_numpy(landmarks_visible),
+            vertex_visibility=_to_numpy(visible[:, gt]),
+            expression_labels=[x["label"] for x in samples],
+            background_kinds=[x["kind"] for x in samples],
+            config=config,
+            backgrounds=backgrounds,
+        )
+
+
+def generate_subject(model: MorphableModel, n_images: int, seed: Seed = 0,
+                     config: SyntheticConfig = SyntheticConfig()) -> SyntheticSubject:
+    """One random subject and ``n_images`` rendered crops with their ground truth.
+
+    A shortcut for ``SyntheticGenerator(model, config).subject(n_images, seed)``; build a
+    `SyntheticGenerator` once to draw many subjects of one model.
+
+    Args:
+        model: the face model (the full ICT model renders eyes, mouth and head; its face region
+            alone renders only the face).
+        n_images: number of images (>= 1).
+        seed: int or sequence of ints; image ``k`` depends only on the seed and ``k``.
+        config: sampling and rendering settings.
+    """
+    return SyntheticGenerator(model, config).subject(n_images, seed)
+
+
+# --------------------------------------------------------------------------- on disk
+def _subject_dir_name(index: int) -> str:
+    return f"subject_{index:03d}"
+
+
+def _write_json(path: Path, content: dict) -> None:
+    """JSON with one key per line and each value (arrays included) on its line."""
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}" for key, value in content.items()]
+    path.write_text("{\n" + ",\n".join(lines) + "\n}\n")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
+
+
+def write_subject(subject: SyntheticSubject, folder: Union[str, Path], obj: bool = True) -> Path:
+    """Write a subject to ``folder`` (created): the files listed in the module docstring.
+
+    Args:
+        obj: also write ``image_YY.obj`` meshes (object space) besides the exact ``.npz`` arrays.
+
+    Returns:
+        the folder.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "seed": subject.seed,
+        "model": subject.model_name,
+        "n_images": subject.n_images,
+        "identity": subject.identity.tolist(),
+        "expression_names": subject.expression_names,
+        "config": asdict(subject.config),
+    }
+    _write_json(folder / "subject.json", meta)
+    np.savez(folder / "subject.npz", **{k: getattr(subject, k) for k in _SUBJECT_ARRAYS})
+    save_mesh(folder / "neutral.obj", subject.neutral, subject.triangles)
+    for k in range(subject.n_images):
+        stem = f"image_{k:02d}"
+        params = {_JSON_NAMES.get(name, name): getattr(subject, name)[k].tolist()
+                  for name in _JSON_ARRAYS}
+        params.update(expression_label=subject.expression_labels[k],
+                      background=subject.background_kinds[k],
+                      image_size=int(subject.images.shape[1]))
+        _write_json(folder / f"{stem}.json", params)
+        _write_png(folder / f"{stem}.png", subject.images[k])
+        _write_png(folder / f"{stem}_mask.png", subject.masks[k].astype(np.uint8) * 255)
+        np.savez(folder / f"{stem}_mesh.npz", **{n: getattr(subject, n)[k] for n in _MESH_ARRAYS})
+        if obj:
+            save_mesh(folder / f"{stem}.obj", subject.vertices[k], subject.triangles)
+    return folder
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing file of a synthetic subject")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _read_npz(path: Path, names: Sequence[str]) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing file of a synthetic subject")
+    with np.load(path) as data:
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}")
+        return {n: data[n] for n in names}
+
+
+def load_subject(folder: Union[str, Path]) -> SyntheticSubject:
+    """Read a subject written by `write_subject` (``backgrounds`` is None: not written)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such synthetic subject folder")
+    meta = _read_json(folder / "subject.json")
+    arrays = _read_npz(folder / "subject.npz", _SUBJECT_ARRAYS)
+    per_image: dict = {name: [] for name in (*_JSON_ARRAYS, *_MESH_ARRAYS, "images", "masks",
+                                             "expression_labels", "background_kinds")}
+    dtypes = {"landmark_visibility": bool}
+    for k in range(int(meta["n_images"])):
+        stem = f"image_{k:02d}"
+        params = _read_json(folder / f"{stem}.json")
+        for name in _JSON_ARRAYS:
+            key = _JSON_NAMES.get(name, name)
+            if key not in params:
+                raise ValueError(f"{folder / stem}.json: missing {key!r}")
+            per_image[name].append(np.asarray(params[key], dtype=dtypes.get(name, np.float32)))
+        per_image["expression_labels"].append(str(params.get("expression_label", "")))
+        per_image["background_kinds"].append(str(params.get("background", "")))
+        per_image["images"].append(read_image(folder / f"{stem}.png"))
+        per_image["masks"].append(read_image(folder / f"{stem}_mask.png")[..., 0] > 127)
+        for name, value in _read_npz(folder / f"{stem}_mesh.npz", _MESH_ARRAYS).items():
+            per_image[name].append(value)
+    stacked = {name: (values if name in ("expression_labels", "background_kinds")
+                      else np.stack(values)) for name, values in per_image.items()}
+    config_fields = {f.name for f in fields(SyntheticConfig)}
+    config = SyntheticConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in meta.get("config", {}).items() if k in config_fields})
+    return SyntheticSubject(
+        seed=[int(s) for s in meta["seed"]],
+        model_name=str(meta["model"]),
+        expression_names=[str(n) for n in meta["expression_names"]],
+        identity=np.asarray(meta["identity"], dtype=np.float32),
+        config=config,
+        backgrounds=None,
+        **arrays,
+        **stacked,
+    )
+
+
+def generate_dataset(model: MorphableModel, out: Union[str, Path], n_subjects: int,
+                     n_images: int, seed: int = 0, config: SyntheticConfig = SyntheticConfig(),
+                     obj: bool = True) -> List[Path]:
+    """Generate and write ``n_subjects`` subjects (subject ``i`` from seed ``(seed, i)``)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    generator = SyntheticGenerator(model, config)
+    folders = []
+    for i in tqdm(range(int(n_subjects)), desc="synthetic subjects", unit="subject"):
+        subject = generator.subject(n_images, seed=(int(seed), i))
+        folders.append(write_subject(subject, out / _subject_dir_name(i), obj=obj))
+    return folders
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI: ``python -m utils.synthetic --out DIR --subjects N --images M --seed S``."""
+    from core.morphable_model import load_face_model
+    from utils.get_face_model import DEFAULT_PATHS
+
+    parser = argparse.ArgumentParser(prog="python -m utils.synthetic",
+                                     description="Write synthetic face crops with ground truth.")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--subjects", type=int, default=1, help="number of subjects")
+    parser.add_argument("--images", type=int, default=8, help="images per subject")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (non-negative)")
+    parser.add_argument("--kind", default="ict", choices=sorted(DEFAULT_PATHS),
+                        help="face model kind")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="face model folder (default: the kind's folder under external/)")
+    parser.add_argument("--size", type=int, default=256, help="crop side in pixels")
+    parser.add_argument("--supersample", type=int, default=2,
+                        help="anti-aliasing factor (1 = fastest)")
+    parser.add_argument("--no-obj", action="store_true", help="skip the per-image OBJ meshes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for name in ("subjects", "images", "size", "supersample"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        parser.error(f"--seed must be non-negative, got {args.seed}")
+
+    model = load_face_model(args.kind, args.model_dir or DEFAULT_PATHS[args.kind])
+    config = SyntheticConfig(image_size=args.size, supersample=args.supersample)
+    start = time.perf_counter()
+    folders = generate_dataset(model, args.out, args.subjects, args.images, args.seed, config,
+                               obj=not args.no_obj)
+    logger.info("wrote %d subjects x %d images to %s in %.1f s", len(folders), args.images,
+                args.out, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

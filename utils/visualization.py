@@ -1,0 +1,286 @@
+"""Pictures a person looks at: mesh overlays on photos, landmark comparisons, grids, demo renders.
+
+Images here are numpy ``(H, W, 3)`` uint8 RGB (I/O convention); the rendering itself is
+``core.render``. ``python -m utils.visualization --demo [--out DIR]`` renders the ICT neutral face
+and a random identity / expression into PNGs under a folder it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from core.camera import euler_to_matrix, weak_perspective_screen
+from core.lighting import vertex_normals
+from core.render import (rasterize, render_depth, render_normals, render_overlay,
+                         render_shaded)
+from utils.drawing import draw_landmarks
+
+__all__ = ["to_uint8", "to_float", "overlay_mesh", "draw_landmark_pair", "image_grid",
+           "side_by_side", "frame_mesh", "render_mesh", "save_png", "demo", "main"]
+
+logger = logging.getLogger(__name__)
+
+DETECTED_COLOR = (0, 255, 0)
+PROJECTED_COLOR = (255, 64, 64)
+RENDER_MODES = ("shaded", "normals", "depth")
+# ICT parts drawn as see-through layers in the original (eye blend / occlusion shells, tear film,
+# eyelashes): left out of opaque renders.
+_ICT_OVERLAY_REGIONS = ("eye_blend", "eye_occlusion", "lacrimal_fluid", "eyelashes")
+
+
+def _check_rgb(name: str, image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+            or image.dtype != np.uint8:
+        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image)
+        raise ValueError(f"{name}: expected an (H, W, 3) uint8 RGB array, got {desc}")
+    return image
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) float image in [0, 1] (C = 1 or 3) -> (H, W, 3) uint8."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected shape (1 or 3, H, W), got {tuple(image.shape)}")
+    arr = image.detach().expand(3, -1, -1).permute(1, 2, 0).cpu().float().numpy()
+    return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
+
+
+def to_float(image_rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
+    image_rgb = _check_rgb("image_rgb", image_rgb)
+    return torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _single(x: np.ndarray | torch.Tensor, name: str, cols: int) -> torch.Tensor:
+    """One (N, cols) array or tensor as a (1, N, cols) float tensor."""
+    t = torch.as_tensor(x).detach()
+    if t.dim() != 2 or t.shape[1] != cols:
+        raise ValueError(f"{name}: expected shape (N, {cols}), got {tuple(t.shape)}")
+    return t[None].float()
+
+
+def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
+                 triangles: np.ndarray | torch.Tensor, alpha: float = 0.6,
+                 normals: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    """The fitted mesh, shaded grey at ``alpha`` over the photo (how papers show fits).
+
+    Args:
+        image_rgb: (H, W, 3) uint8 photo.
+        vertices_px: (V, 3) screen vertices (u, v, depth), e.g. ``weak_perspective_screen``.
+        triangles: (F, 3) vertex indices.
+        alpha: opacity of the mesh.
+        normals: (V, 3) camera-space normals, or None to derive them from the screen geometry.
+    """
+    image = to_float(image_rgb)
+    verts = _single(vertices_px, "vertices_px", 3)
+    normals_t = None if normals is None else _single(normals, "normals", 3)
+    out = render_overlay(image, verts, torch.as_tensor(triangles).long(), normals=normals_t,
+                         alpha=alpha)
+    return to_uint8(out[0])
+
+
+def draw_landmark_pair(image_rgb: np.ndarray, detected: np.ndarray | None,
+                       projected: np.ndarray | None, radius: int = 2) -> np.ndarray:
+    """Detected landmarks (green) and projected model landmarks (red) on one image.
+
+    Either set may be None. Points are (x, y) pixels, shape (68, 2).
+    """
+    out = _check_rgb("image_rgb", image_rgb)
+    for points, color in ((detected, DETECTED_COLOR), (projected, PROJECTED_COLOR)):
+        if points is not None:
+            out = draw_landmarks(out, np.asarray(torch.as_tensor(points).detach().cpu()),
+                                 color=color, radius=radius)
+    return out
+
+
+def image_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int = 4,
+               labels: Sequence[str] | None = None, background: int = 255) -> np.ndarray:
+    """Tile images (any sizes) in rows of ``ncols``, top-left aligned in equal cells.
+
+    Args:
+        images: (H_i, W_i, 3) uint8 images.
+        ncols: images per row (default: all in one row).
+        pad: gap between cells and around the border, in pixels.
+        labels: optional caption drawn at each cell's top-left corner.
+        background: grey level of the gaps.
+    """
+    if not images:
+        raise ValueError("images: expected at least one image, got none")
+    images = [_check_rgb(f"images[{i}]", im) for i, im in enumerate(images)]
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"labels: expected {len(images)} captions, got {len(labels)}")
+    ncols = len(images) if ncols is None else max(1, min(int(ncols), len(images)))
+    nrows = -(-len(images) // ncols)
+    cell_h = max(im.shape[0] for im in images)
+    cell_w = max(im.shape[1] for im in images)
+    grid = np.full((nrows * (cell_h + pad) + pad, ncols * (cell_w + pad) + pad, 3), background,
+                   dtype=np.uint8)
+    for k, im in enumerate(images):
+        top = pad + (k // ncols) * (cell_h + pad)
+        left = pad + (k % ncols) * (cell_w + pad)
+        grid[top:top + im.shape[0], left:left + im.shape[1]] = im
+        if labels is not None and labels[k]:
+            cv2.putText(grid, labels[k], (left + 4, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(grid, labels[k], (left + 4, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    return grid
+
+
+def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
+    """Images in one row (e.g. photo | overlay | render)."""
+    return image_grid(list(images), ncols=len(images), pad=pad)
+
+
+def frame_mesh(vertices: torch.Tensor, size: int, angles: Sequence[float] = (0.0, 0.0, 0.0),
+               margin: float = 0.08, reference: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weak-perspective screen vertices that fit a mesh in a ``size`` x ``size`` image.
+
+    Args:
+        vertices: (B, V, 3) object-space meshes (mm).
+        angles: (pitch, yaw, roll) radians applied to every mesh.
+        margin: fraction of the image left free on each side.
+        reference: (V, 3) mesh whose frontal bounding box fixes the framing (default: the first
+            mesh), so that several meshes share one scale and centre.
+
+    Returns:
+        (B, V, 3) screen vertices and (B, 3, 3) the rotation used (for camera-space normals).
+    """
+    if vertices.dim() != 3 or vertices.shape[-1] != 3:
+        raise ValueError(f"vertices: expected shape (B, V, 3), got {tuple(vertices.shape)}")
+    ref = vertices[0] if reference is None else reference
+    lo, hi = ref.amin(0), ref.amax(0)
+    centre = (lo + hi) / 2
+    scale = (1.0 - 2.0 * margin) * size / float((hi - lo)[:2].max())
+    batch = vertices.shape[0]
+    R = euler_to_matrix(torch.tensor([list(angles)], dtype=vertices.dtype).expand(batch, 3))
+    half = (size - 1) / 2.0
+    screen = weak_perspective_screen(vertices - centre, R,
+                                     torch.full((batch,), scale, dtype=vertices.dtype),
+                                     torch.full((batch, 2), half, dtype=vertices.dtype))
+    return screen, R
+
+
+def render_mesh(vertices: torch.Tensor, triangles: torch.Tensor, size: int = 256,
+                angles: Sequence[float] = (0.0, 0.0, 0.0), mode: str = "shaded",
+                reference: torch.Tensor | None = None, background: int = 255
+                ) -> list[np.ndarray]:
+    """Render object-space meshes framed in square images, one uint8 image per mesh.
+
+    Args:
+        vertices: (B, V, 3) meshes in mm (object space, +y up, +z towards the viewer).
+        triangles: (F, 3) vertex indices, counter-clockwise from outside.
+        angles: (pitch, yaw, roll) head pose in radians.
+        mode: 'shaded' (grey, lit), 'normals' (camera-space normals as colours) or 'depth'.
+        reference: mesh fixing the framing (see ``frame_mesh``).
+        background: grey level of uncovered pixels.
+    """
+    if mode not in RENDER_MODES:
+        raise ValueError(f"mode: expected one of {RENDER_MODES}, got {mode!r}")
+    screen, R = frame_mesh(vertices, size, angles, reference=reference)
+    fragments = rasterize(screen, triangles, size, size, cull_backfaces=True)
+    normals = vertex_normals(vertices @ R.transpose(1, 2), triangles)
+    if mode == "shaded":
+        images = render_shaded(fragments, triangles, normals)
+    elif mode == "normals":
+        images = render_normals(fragments, triangles, normals)
+    else:
+        images = render_depth(fragments)
+    images = images.expand(-1, 3, -1, -1)
+    images = torch.where(fragments.mask[:, None], images,
+                         torch.full_like(images, background / 255.0))
+    return [to_uint8(im) for im in images]
+
+
+def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
+    """Write a uint8 RGB image as PNG (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(_check_rgb("image_rgb", image_rgb)).save(path)
+    return path
+
+
+def demo(out_dir: str | Path, model_dir: str | Path | None = None, seed: int = 0,
+         size: int = 256) -> list[Path]:
+    """Render the ICT neutral face and one random identity + expression to PNGs in ``out_dir``.
+
+    Writes, for each of the two faces, front and three-quarter shaded renders, normals and
+    depth; an overlay of the random face (60 % grey) on the neutral render with both faces'
+    projected landmarks; and ``summary.png`` with everything in a grid.
+    """
+    from core.morphable_model import load_face_model
+    from utils.get_face_model import ICT_DIR
+
+    model = load_face_model("ict", ICT_DIR if model_dir is None else model_dir)
+    hidden = torch.cat([model.regions[name] for name in _ICT_OVERLAY_REGIONS
+                        if name in model.regions])
+    keep = torch.ones(model.n_vertices, dtype=torch.bool)
+    keep[hidden] = False
+    model = model.region(torch.nonzero(keep)[:, 0])
+    generator = torch.Generator().manual_seed(seed)
+    identity = torch.zeros(2, model.n_identity)
+    identity[1] = torch.randn(model.n_identity, generator=generator)
+    expression = torch.zeros(2, model.n_expression)
+    active = torch.randperm(model.n_expression, generator=generator)[:6]
+    expression[1, active] = torch.rand(6, generator=generator) * 0.8 + 0.2
+    meshes = model.vertices(identity, expression)
+    names = ["neutral", "random"]
+    logger.info("random face: identity seed %d, expressions %s", seed,
+                ", ".join(f"{model.expression_names[i]}={float(expression[1, i]):.2f}"
+                          for i in active))
+
+    out_dir = Path(out_dir)
+    tiles, labels, written = [], [], []
+    views = {"front": (0.0, 0.0, 0.0), "three_quarter": (0.1, 0.6, 0.0)}
+    for view, angles in views.items():
+        for mode in (("shaded", "normals", "depth") if view == "front" else ("shaded",)):
+            images = render_mesh(meshes, model.triangles, size, angles, mode,
+                                 reference=meshes[0])
+            for name, image in zip(names, images):
+                written.append(save_png(out_dir / f"{name}_{view}_{mode}.png", image))
+                tiles.append(image)
+                labels.append(f"{name} {view} {mode}")
+
+    # Random face over the neutral render, landmarks of both (neutral green, random red).
+    base = render_mesh(meshes[:1], model.triangles, size, reference=meshes[0])[0]
+    screen, _ = frame_mesh(meshes, size, reference=meshes[0])
+    overlay = overlay_mesh(base, screen[1], model.triangles, alpha=0.6)
+    landmarks = screen[:, model.landmark_indices, :2]
+    overlay = draw_landmark_pair(overlay, landmarks[0], landmarks[1])
+    written.append(save_png(out_dir / "overlay_landmarks.png", overlay))
+    tiles.append(overlay)
+    labels.append("random over neutral")
+    written.append(save_png(out_dir / "summary.png",
+                            image_grid(tiles, ncols=4, labels=labels)))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m utils.visualization --demo [--out DIR] [--model DIR]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo", action="store_true",
+                        help="render the ICT neutral face and a random face to PNGs")
+    parser.add_argument("--out", default="out/visualization_demo", help="output folder")
+    parser.add_argument("--model", default=None,
+                        help="ICT-FaceKit folder (default: external/ICT-FaceKit)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random face")
+    args = parser.parse_args(argv)
+    if not args.demo:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    written = demo(args.out, args.model, seed=args.seed)
+    print(f"wrote {len(written)} PNGs to {Path(args.out).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
