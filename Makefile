@@ -10,6 +10,8 @@ SHARED_ICT := $(abspath ..)/shared/data/face_models/ICT-FaceKit.tar.xz
 # Developers and CI unpack the ICT model from ../shared; real users download it from GitHub.
 export INORIG_ICT_SOURCE ?= $(if $(wildcard $(SHARED_ICT)),$(SHARED_ICT),)
 PYTEST_ARGS ?= -q
+# OpenMP threads that spin while waiting stall torch badly when the 2 cores are shared.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup venv extensions model demo test benchmarks clean
 

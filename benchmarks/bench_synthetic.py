@@ -18,7 +18,6 @@ Prints two tables (markdown):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import tempfile

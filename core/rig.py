@@ -16,7 +16,7 @@ with a learned decoder.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -228,6 +228,31 @@ class Rig:
             raise ValueError(f"expression must be (B, {self.n_expression}), got {tuple(expression.shape)}")
         flat = expression.to(self.blendshapes.dtype) @ self.blendshapes.reshape(self.n_expression, -1)
         return self.neutral.unsqueeze(0) + flat.reshape(-1, self.n_vertices, 3)
+
+    def as_model(self, template: MorphableModel) -> MorphableModel:
+        """The rig presented as a morphable model, so that the model fitters can drive it.
+
+        Neutral = the rig's neutral, expression basis = its blendshapes, albedo = its albedo; the
+        identity is fixed: one all-zero identity component (the rig's shape is the person's). The
+        template (the model region the rig was built on) supplies the landmarks, jawlines,
+        regions and UVs.
+
+        Raises:
+            RigFileError: the template is over other vertices than the rig.
+        """
+        if template.n_vertices != self.n_vertices or not torch.equal(
+                template.vertex_ids.cpu(), self.vertex_ids.cpu().to(template.vertex_ids.dtype)):
+            raise RigFileError(f"rig over {self.n_vertices} vertices of {self.model!r} does not match "
+                               f"the face model {template.name!r} ({template.n_vertices} vertices)")
+        dtype, device = template.dtype, template.device
+        return replace(
+            template, name=f"{self.model}/rig", neutral=self.neutral.to(device, dtype),
+            identity_basis=torch.zeros(1, self.n_vertices, 3, dtype=dtype, device=device),
+            identity_std=torch.ones(1, dtype=dtype, device=device),
+            expression_basis=self.blendshapes.to(device, dtype),
+            expression_std=torch.ones(self.n_expression, dtype=dtype, device=device),
+            expression_names=list(self.expression_names), expression_range=self.expression_range,
+            albedo_mean=self.albedo.to(device, dtype), albedo_basis=None)
 
     # ------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> Path:

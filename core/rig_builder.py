@@ -5,11 +5,11 @@ Coarse to fine (method.md, "Ours"):
 1. ``init``: each image alone, pose then pose + identity + expression from its landmarks
    (`core.fit_landmarks`).
 2. ``landmarks``: all images together, one identity shared by all, expression and pose per image
-   (the solver's per-group arrow structure), contour landmarks re-slid between rounds.
+   (the solver's per-group arrow structure), contour landmarks re-slid between rounds; from the
+   second round on, the expression basis is the generic one transferred to the current identity
+   (`core.rig`), so the per-image meshes are exactly the rig's.
 3. ``photometric``: per-vertex albedo and per-image SH lighting in closed form, then Gauss-Newton
-   on identity, expressions and poses with the photometric term added, alternating. The expression
-   basis used from here on is the generic one transferred to the current identity (`core.rig`), so
-   the per-image meshes are exactly the rig's.
+   on identity, expressions and poses with the photometric term added, alternating.
 
 Everything is batched over the images of the one person; crops are square (usually 256 px) in a
 weak-perspective camera, as the original.
@@ -172,7 +172,9 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     start = time.perf_counter()
     free = [IDENTITY, *_PER_IMAGE]
     solver_config = dataclasses.replace(config.solver, max_iterations=config.iterations)
-    for _ in range(config.rounds):
+    for r in range(config.rounds):
+        if r > 0:  # from the second round on, the expressions as the rig will hold them
+            geometry = LandmarkGeometry(_with_transferred_expressions(model, params[IDENTITY][0]))
         corr = _contour(geometry, params)
         result = solve(_landmark_blocks(geometry, landmarks, corr, config, confidence), params, free=free,
                        per_group=list(_PER_IMAGE), bounds=bounds, config=solver_config)

@@ -17,6 +17,9 @@ ICT_ARCHIVE = SHARED / "data" / "face_models" / "ICT-FaceKit.tar.xz"
 
 sys.path.insert(0, str(REPO_ROOT))
 os.environ["INORIG_OFFLINE"] = "1"
+# Before torch is imported: OpenMP threads that spin while waiting stall badly on a shared 2-core
+# machine (see docs/benchmarks.md, Solver).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def shared_path(*parts: str) -> Path:

@@ -89,6 +89,7 @@ def test_expression_and_pose_ranges(ict_model):
     draws = np.stack([sample_expression(names, rng)[0] for _ in range(400)])
     assert draws.min() >= 0.0 and draws.max() <= 1.0
     assert (draws.max(1) > 0.3).mean() > 0.7                 # mostly real expressions
+    assert np.all(draws[:, names.index("mouthClose")] == 0)   # only meaningful with jawOpen
     left, right = names.index("mouthSmile_L"), names.index("mouthSmile_R")
     moving = draws[:, left] + draws[:, right] > 0.2
     assert (np.abs(draws[moving, left] - draws[moving, right]) < 0.15).mean() > 0.6

@@ -78,6 +78,8 @@ EXPRESSION_RECIPES: Dict[str, Dict[str, float]] = {
 _MIRROR_WORDS = (("_L", "_R"), ("Left", "Right"))
 # Gaze blendshapes: moved together for both eyes, never part of the sparse random extras.
 _GAZE_PREFIX = "eyeLook"
+# Never a random extra: ARKit's mouthClose only makes sense on top of jawOpen.
+_NOT_EXTRAS = ("mouthClose",)
 
 _BAND1 = (2.0 * math.pi / 3.0) * math.sqrt(3.0 / (4.0 * math.pi))  # A_1 Y_1: n . l -> SH
 
@@ -94,11 +96,12 @@ def _mirror(name: str) -> str:
 
 
 def _pair_groups(names: Sequence[str]) -> List[List[int]]:
-    """Indices of expression components grouped into symmetric _L/_R pairs (or singletons)."""
+    """Indices of the components that random extras may move, grouped into symmetric _L/_R
+    pairs (or singletons)."""
     index = {n: i for i, n in enumerate(names)}
     groups, seen = [], set()
     for i, name in enumerate(names):
-        if i in seen or name.startswith(_GAZE_PREFIX):
+        if i in seen or name.startswith(_GAZE_PREFIX) or name in _NOT_EXTRAS:
             continue
         other = index.get(_mirror(name)) if name.endswith(("_L", "_R")) else None
         group = [i] if other is None or other == i else [i, other]
