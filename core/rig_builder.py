@@ -10,6 +10,8 @@ Coarse to fine (method.md, "Ours"):
    (`core.rig`), so the per-image meshes are exactly the rig's.
 3. ``photometric``: per-vertex albedo and per-image SH lighting in closed form, then Gauss-Newton
    on identity, expressions and poses with the photometric term added, alternating.
+4. ``rig code``: the per-person corrective blendshapes (`core.rig.CorrectiveBasis`) from all images'
+   landmarks, in closed form with expressions and poses held (`fit_rig_code`).
 
 Everything is batched over the images of the one person; crops are square (usually 256 px) in a
 weak-perspective camera, as the original.
@@ -34,12 +36,12 @@ from core.photometric import (SKIN_PRIOR, SubsetBasis, estimate_appearance, obse
 from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry,
                             Correspondence, expression_bounds, landmark_block, landmark_points,
                             prior_block, update_contour)
-from core.rig import Rig, transfer_deltas, vertex_neighbours
+from core.rig import CorrectiveBasis, Rig, transfer_deltas, vertex_neighbours
 from core.solver import SolverConfig, solve
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig"]
+__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "fit_rig_code"]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
 
@@ -57,6 +59,8 @@ class RigBuildConfig:
         photo_sigma: colour noise (term weight ~ 1 / sigma^2, normalised to the landmark count).
         photo_rounds, photo_iterations: photometric stage (re-estimation x LM iterations).
         huber: Huber threshold of the photometric residuals (colour units).
+        rig_rank: shape directions per expression of the rig's corrective (0 = no corrective).
+        rig_code_weight: weight of the zero-mean prior on the rig code.
     """
 
     landmark_sigma: float = 4.0
@@ -70,6 +74,8 @@ class RigBuildConfig:
     photo_rounds: int = 2
     photo_iterations: int = 5
     huber: float = 0.1
+    rig_rank: int = 4
+    rig_code_weight: float = 20.0
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(ftol=1e-6, xtol=1e-7))
 
 
@@ -213,13 +219,20 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         albedo, sh = estimate_appearance(obs, prior, neighbours)
     timings["photometric"] = time.perf_counter() - start
 
+    start = time.perf_counter()
     identity = params[IDENTITY][0].detach()
-    rig = Rig.from_model(model, identity, albedo=None if albedo is None else albedo.detach())
     flat = {k: v.detach() for k, v in _flat(params).items()}
     final_geometry = LandmarkGeometry(_with_transferred_expressions(model, identity))
     corr = _contour(final_geometry, params)
-    pts = landmark_points(final_geometry.points(flat[IDENTITY], flat[EXPRESSION]), corr)
-    uv = weak_perspective_project(pts, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
+    corrective = rig_code = None
+    if config.rig_rank > 0:
+        corrective = CorrectiveBasis.from_model(model, rank=config.rig_rank)
+        rig_code = fit_rig_code(final_geometry, corrective, flat, corr, landmarks, confidence,
+                                sigma=config.landmark_sigma, weight=config.rig_code_weight)
+    rig = Rig.from_model(model, identity, rig_code=rig_code, corrective=corrective,
+                         albedo=None if albedo is None else albedo.detach())
+    uv = _rig_landmarks(rig, final_geometry, flat, corr)
+    timings["rig code"] = time.perf_counter() - start
     err = (uv - landmarks).norm(dim=-1).mean(-1)
     out_params = {n: flat[n] for n in _PER_IMAGE}
     out_params[IDENTITY] = identity
@@ -227,3 +240,50 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
                 ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return RigBuildResult(rig=rig, params=out_params, sh=None if sh is None else sh.detach(),
                           landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings)
+
+
+def _weak_jacobian(rotation: Tensor, scale: Tensor) -> Tensor:
+    """d(u, v)/dX of the weak-perspective camera: s * [R_0; -R_1]. Shape: (G, 3), (G,) -> (G, 2, 3)."""
+    R = euler_to_matrix(rotation)
+    return torch.stack([R[:, 0], -R[:, 1]], dim=1) * scale[:, None, None]
+
+
+def _rig_landmarks(rig: Rig, geometry: LandmarkGeometry, flat: Dict[str, Tensor],
+                   corr: Correspondence) -> Tensor:
+    """Projected 68 landmarks of the rig's per-image meshes. Shape: -> (G, 68, 2)."""
+    points = rig.vertices(flat[EXPRESSION])[:, geometry.vertex_ids]
+    return weak_perspective_project(landmark_points(points, corr), euler_to_matrix(flat[ROTATION]),
+                                    flat[SCALE], flat[TRANS2D])
+
+
+def fit_rig_code(geometry: LandmarkGeometry, corrective: CorrectiveBasis, flat: Dict[str, Tensor],
+                 corr: Correspondence, landmarks: Tensor, confidence: Optional[Tensor], sigma: float,
+                 weight: float) -> Tensor:
+    """The rig code (per-person corrective blendshapes) from all images' landmarks, in closed form.
+
+    With expressions and poses held, the landmarks are linear in the code (the corrective is
+    linear in it and weak perspective is linear in the points), so the regularised least squares
+    ``sum_g |r_g + A_g z|^2 / sigma^2 + weight |z|^2`` is solved directly.
+
+    Shape:
+        flat: per image (G, ...) parameters; landmarks (G, 68, 2) -> code (K, R).
+    """
+    vids = geometry.vertex_ids
+    directions = corrective.directions[:, vids].to(landmarks.dtype)  # (R, N, 3)
+    masks = corrective.masks[:, vids].to(landmarks.dtype)  # (K, N)
+    expression = flat[EXPRESSION]
+    # d(point n of image g)/d z[k, r] = e_gk * mask_k[n] * U_r[n]  -> (G, N, 3, K, R)
+    d_vertex = torch.einsum("gk,kn,rnc->gnckr", expression, masks, directions)
+    g = expression.shape[0]
+    idx = corr.indices.reshape(g, 136)
+    gathered = d_vertex[torch.arange(g)[:, None], idx].reshape(g, 68, 2, *d_vertex.shape[2:])
+    d_landmark = (gathered * corr.weights[..., None, None, None].to(gathered.dtype)).sum(2)  # (G, 68, 3, K, R)
+    A = torch.einsum("gij,gnjkr->gnikr", _weak_jacobian(flat[ROTATION], flat[SCALE]), d_landmark)
+    pts = landmark_points(geometry.points(flat[IDENTITY], flat[EXPRESSION]), corr)
+    r = weak_perspective_project(pts, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D]) - landmarks
+    c = torch.ones(g, 68, dtype=r.dtype) if confidence is None else confidence.to(r.dtype)
+    k, rank = corrective.code_shape
+    A = (A * c[..., None, None, None].sqrt()).reshape(-1, k * rank)
+    b = (r * c[..., None].sqrt()).reshape(-1)
+    lhs = A.T @ A / sigma ** 2 + weight * torch.eye(k * rank, dtype=A.dtype)
+    return torch.linalg.solve(lhs, -(A.T @ b) / sigma ** 2).reshape(k, rank)

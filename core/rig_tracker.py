@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -52,8 +52,11 @@ class TrackerConfig:
         crop_size: side (pixels) of the normalised frame spanned by 1.2x the landmarks' box.
         landmark_sigma: landmark noise in normalised pixels (landmark term weight 1 / sigma^2).
         expression_weight: weight of the prior pulling expression weights to 0.
-        temporal_weight: weight of the difference to the previous frame's expression and pose
-            (0 = no temporal prior).
+        temporal_weight: weight of the difference to the previous frame's values of
+            ``temporal_variables`` (0 = no temporal prior).
+        temporal_variables: what the temporal prior holds back. Expression weights by default:
+            the head pose is well determined by the (filtered) landmarks, and a prior on it
+            lags fast head turns.
         iterations: LM iterations per frame after the first (warm start).
         first: fit of the first frame and of frames after a gap (closed-form pose, then coarse to
             fine as `fit_landmarks`).
@@ -68,7 +71,8 @@ class TrackerConfig:
     crop_size: float = 256.0
     landmark_sigma: float = 1.5
     expression_weight: float = 1.0
-    temporal_weight: float = 4.0
+    temporal_weight: float = 16.0
+    temporal_variables: Tuple[str, ...] = (EXPRESSION,)
     iterations: int = 3
     first: LandmarkFitConfig = field(default_factory=lambda: LandmarkFitConfig(landmark_sigma=1.5))
     max_error: float = 0.2
@@ -273,8 +277,9 @@ class RigTracker:
             fit = fit_landmarks(self.geometry, target, config=self._first, identity=self._identity)
         else:
             previous = _to_normalized({n: v for n, v in self._last.params().items()}, t)
+            held = {n: previous[n] for n in self.config.temporal_variables}
             fit = fit_landmarks(self.geometry, target, config=self._warm, identity=self._identity,
-                                init=previous, previous=previous if self.config.temporal_weight > 0 else None)
+                                init=previous, previous=held if self.config.temporal_weight > 0 else None)
         error = float(fit.reprojection_error[0]) / max(_eye_distance(target[0]), 1e-6)
         if not error <= self.config.max_error:
             logger.debug("frame %d: landmark fit rejected (error %.1f%% of the eye distance)", index, 100 * error)

@@ -7,7 +7,8 @@ import torch
 
 from core.metrics import aligned_mesh_error
 from core.residuals import LandmarkGeometry, project_landmarks
-from core.rig_builder import RigBuildConfig, build_rig
+from core.rig import CorrectiveBasis, Rig
+from core.rig_builder import RigBuildConfig, build_rig, fit_rig_code
 from utils.synthetic import SyntheticGenerator
 
 
@@ -51,7 +52,7 @@ def test_photometric_stage_keeps_the_fit_and_estimates_appearance(subject, ict_f
     truth = torch.from_numpy(subject.neutral).float()[None]
     assert float(aligned_mesh_error(res.rig.neutral[None], truth)) < 0.75 * float(
         aligned_mesh_error(ict_face.neutral[None], truth))
-    assert res.sh.shape == (4, 9, 3) and set(res.timings) == {"init", "landmarks", "photometric"}
+    assert res.sh.shape == (4, 9, 3) and set(res.timings) == {"init", "landmarks", "photometric", "rig code"}
     # The estimated albedo matches the generator's skin where the face is seen, up to the
     # albedo-lighting scale ambiguity (compare chromaticity).
     albedo, true_albedo = res.rig.albedo, torch.from_numpy(subject.albedo).float()
@@ -68,3 +69,27 @@ def test_single_image_and_bad_shapes(subject, ict_face):
         build_rig(ict_face, images[:2], landmarks[:1])
     with pytest.raises(ValueError, match=r"images must be \(G, 3, H, W\)"):
         build_rig(ict_face, images[:, 0], landmarks)
+
+
+def test_rig_code_explains_person_specific_expressions(ict_face):
+    """Landmarks of a rig with a known corrective are explained by the fitted rig code."""
+    g = torch.Generator().manual_seed(4)
+    geometry = LandmarkGeometry(ict_face)
+    corrective = CorrectiveBasis.from_model(ict_face, rank=3)
+    true_code = 0.5 * torch.randn(*corrective.code_shape, generator=g)
+    identity = torch.zeros(ict_face.n_identity)
+    person = Rig.from_model(ict_face, identity, rig_code=true_code, corrective=corrective, transfer=False)
+    n = 6
+    flat = {"identity": identity[None].expand(n, -1), "expression": torch.rand(n, 53, generator=g) * 0.6,
+            "rotation": 0.3 * torch.randn(n, 3, generator=g), "scale": torch.full((n,), 1.2),
+            "trans2d": torch.full((n, 2), 128.0)}
+    corr = geometry.default_correspondence(n)
+    from core.rig_builder import _rig_landmarks
+
+    targets = _rig_landmarks(person, geometry, flat, corr)
+    generic = Rig.from_model(ict_face, identity, transfer=False)
+    before = (_rig_landmarks(generic, geometry, flat, corr) - targets).norm(dim=-1).mean()
+    code = fit_rig_code(geometry, corrective, flat, corr, targets, None, sigma=1.0, weight=1e-6)
+    fitted = Rig.from_model(ict_face, identity, rig_code=code, corrective=corrective, transfer=False)
+    after = (_rig_landmarks(fitted, geometry, flat, corr) - targets).norm(dim=-1).mean()
+    assert float(before) > 1.0 and float(after) < 0.05 * float(before)

@@ -50,12 +50,13 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
     assert run.used == ["person_0", "person_1", "person_2"]
     assert set(run.skipped) == {"broken.jpg", "wall.png"}
     assert run.skipped["wall.png"] == "no face found" and "broken.jpg" in run.skipped["broken.jpg"]
-    assert set(run.timings) == {"landmarks", "coarse fit", "photometric refinement", "writing outputs"}
+    assert set(run.timings) == {"landmarks", "coarse fit", "photometric refinement", "rig code",
+                                "writing outputs"}
 
     rig = Rig.load(out / "rig" / "rig.npz", expect_model="ict/face", expect_vertices=9409)
     with np.load(out / "rig" / "rig.npz") as z:
         assert {"neutral", "blendshapes", "albedo", "triangles", "vertex_ids", "expression_names",
-                "model", "code_identity"} <= set(z.files)
+                "model", "code_identity", "code_rig_code"} <= set(z.files)
         assert z["blendshapes"].shape == (53, 9409, 3) and z["albedo"].min() >= 0 and z["albedo"].max() <= 1
     # The rig is closer to the person than the model's mean face is.
     truth = torch.from_numpy(subject.neutral).float()[None]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import shade, vertex_normals
+from core.lighting import shade, sh_shading, vertex_normals
 from core.render import rasterize, render_vertex_colors
 from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry, project_landmarks
 from core.rig import Rig, RigFileError
@@ -130,12 +130,18 @@ def test_lighting_is_recovered_from_a_rendered_frame(rig, ict_face):
     screen = weak_perspective_screen(verts, R, truth[SCALE], truth[TRANS2D])
     fragments = rasterize(screen, rig.triangles, SIZE, SIZE, cull_backfaces=True)
     colors = shade(rig.albedo[None], vertex_normals(verts @ R.transpose(1, 2), rig.triangles), sh)
+    assert float(colors.max()) < 1.0  # nothing clipped
     image = render_vertex_colors(fragments, rig.triangles, colors.clamp(0, 1))
     frame = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     r = tracker.step(landmarks_of(tracker, truth)[0], frame)
     assert r.sh is not None and r.sh.shape == (9, 3)
-    # The first two bands carry the light; they are what a Lambertian face constrains well.
-    torch.testing.assert_close(r.sh[:4], sh[0, :4], atol=0.04, rtol=0.05)
+    # The face's normals span a hemisphere, so SH bands trade off; what is determined (and what
+    # rendering needs) is the shading of the camera-facing surface.
+    normals = vertex_normals(verts @ R.transpose(1, 2), rig.triangles)
+    facing = normals[0, :, 2] > 0.3
+    truth_shading = sh_shading(normals, sh)[0, facing]
+    error = (sh_shading(normals, r.sh[None])[0, facing] - truth_shading).abs().mean(0)
+    assert bool((error < 0.03 * truth_shading.mean(0)).all()), error
     assert tracker.step(landmarks_of(tracker, truth)[0], None).sh is None
 
 
@@ -144,12 +150,12 @@ def test_temporal_prior_reduces_jitter(rig, ict_face):
     still = {k: v[15:16].expand(30, *v.shape[1:]) for k, v in truth.items()}
     noise = torch.randn(30, 68, 2, generator=torch.Generator().manual_seed(0)) * 1.5
     jitter = {}
-    for weight in (0.0, 4.0):
+    for weight in (0.0, 16.0):
         tracker = RigTracker(rig, ict_face, TrackerConfig(lighting=False, temporal_weight=weight))
         landmarks = landmarks_of(tracker, still) + noise
         meshes = torch.stack([rig.vertices(tracker.step(lm).expression[None])[0] for lm in landmarks])
         jitter[weight] = float((meshes[2:] - 2 * meshes[1:-1] + meshes[:-2]).norm(dim=-1).mean())
-    assert jitter[4.0] < 0.7 * jitter[0.0], jitter
+    assert jitter[16.0] < 0.7 * jitter[0.0], jitter
 
 
 def test_bad_landmarks_shape_is_rejected(rig, ict_face):

@@ -130,6 +130,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.result = result
     run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]
     run.timings["photometric refinement"] = result.timings["photometric"]
+    run.timings["rig code"] = result.timings["rig code"]
 
     start = time.perf_counter()
     rig = result.rig

@@ -2,7 +2,7 @@
 
 The photos are a `utils.synthetic` subject's crops. The video shows that subject with smoothly
 varying expressions (keyframes drawn by `utils.synthetic_scene.sample_expression`, eased in and
-out) and head pose (slow yaw / pitch / roll sways with a still stretch in the middle, for jitter
+out) and head pose (slow yaw / pitch / roll sways), with a still stretch in the middle (for jitter
 measurements), one SH lighting and background, rendered per vertex (albedo x SH shading, as the
 generator and the fitting model it) through `core.render`. Deterministic given the seed.
 
@@ -46,7 +46,7 @@ class ClipTruth:
     ``expression`` (T, K); ``angles`` (T, 3) (pitch, yaw, roll) radians; ``scale`` (T,) pixels per
     mm; ``translation`` (T, 2) pixels; ``sh`` (9, 3) (one light for the clip); ``landmarks``
     (T, 68, 2) projected model landmarks (filled by `ClipRenderer`); ``still`` (start, stop) frames
-    where the head does not move; ``fps``.
+    where neither head nor expression moves; ``fps``.
     """
 
     expression: np.ndarray
@@ -72,25 +72,27 @@ def clip_parameters(names: Sequence[str], n_frames: int, size: int, seed: int = 
     """Smooth expression and pose trajectories for a clip (no rendering).
 
     Expressions: a keyframe every ``keyframe_every`` frames (every other one neutral), eased.
-    Pose: yaw up to +-25 degrees, pitch +-8, roll +-5, slow sines; still over the middle fifth.
+    Pose: yaw up to +-25 degrees, pitch +-8, roll +-5, slow sines. Over the middle fifth of the clip
+    (``still``) neither pose nor expression changes.
     Camera: the face's width is about ``face_px`` of the frame, drifting by a few pixels.
     """
     if n_frames < 1 or size < 16:
         raise ValueError(f"n_frames >= 1 and size >= 16 expected, got {n_frames}, {size}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    n_keys = n_frames // keyframe_every + 2
+    # Clip time stops over the still stretch: pose and expression hold there.
+    still = (int(0.4 * n_frames), int(0.6 * n_frames))
+    clock = np.arange(n_frames, dtype=np.float64)
+    clock[still[0]:still[1]] = still[0]
+    clock[still[1]:] -= still[1] - still[0]
+    n_keys = int(clock[-1]) // keyframe_every + 2
     keys = np.stack([sample_expression(names, rng, bounded, neutral_probability=0.0)[0] if k % 2 else
                      np.zeros(len(names)) for k in range(n_keys)])
-    t = np.arange(n_frames) / keyframe_every
+    t = clock / keyframe_every
     k0 = np.floor(t).astype(int)
     w = _ease(t - k0)[:, None]
     expression = (1 - w) * keys[k0] + w * keys[k0 + 1]
 
-    still = (int(0.4 * n_frames), int(0.6 * n_frames))
-    phase = np.arange(n_frames, dtype=np.float64)
-    phase[still[0]:still[1]] = still[0]
-    phase[still[1]:] -= still[1] - still[0]
-    phase *= 2 * math.pi / max(n_frames, 2)
+    phase = clock * 2 * math.pi / max(n_frames, 2)
     offsets = rng.uniform(0, 2 * math.pi, size=3)
     angles = np.stack([math.radians(8) * np.sin(1.3 * phase + offsets[0]),
                        math.radians(25) * np.sin(phase + offsets[1]),
@@ -143,10 +145,15 @@ class ClipRenderer:
         self.luminance = float((face_albedo @ torch.tensor([0.299, 0.587, 0.114])).median())
 
     def frames(self, truth: ClipTruth, size: int, background: Optional[np.ndarray] = None,
-               seed: int = 0) -> Iterator[np.ndarray]:
-        """Yield the clip's (size, size, 3) uint8 frames; fills ``truth.landmarks`` as it goes."""
+               seed: int = 0, noise: float = 0.01) -> Iterator[np.ndarray]:
+        """Yield the clip's (size, size, 3) uint8 frames; fills ``truth.landmarks`` as it goes.
+
+        ``noise`` is the standard deviation of per-frame pixel noise (sensor noise: even a still
+        stretch is not the same image twice, as in a real video).
+        """
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
         if background is None:
-            background = sample_background(np.random.default_rng(seed), size)[0]
+            background = sample_background(rng, size)[0]
         bg = torch.as_tensor(background).permute(2, 0, 1).float()[None] / 255.0
         sh = torch.as_tensor(expose(truth.sh, self.luminance, 0.5), dtype=torch.float32)[None]
         truth.landmarks = np.zeros((truth.n_frames, 68, 2), np.float32)
@@ -165,7 +172,8 @@ class ClipRenderer:
             cover = fragments.mask.float()[:, None]
             if ss > 1:
                 colour, cover = F.avg_pool2d(colour, ss), F.avg_pool2d(cover, ss)
-            image = colour + (1 - cover) * bg
+            image = colour + (1 - cover) * bg + torch.as_tensor(rng.normal(0.0, noise, (1, 3, size, size)),
+                                                               dtype=torch.float32)
             yield (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
