@@ -205,10 +205,13 @@ def main(argv=None) -> int:
 def run_video(args, video: Path, fit_model, target, landmarker, config, timings: Dict[str, float],
               outputs: Dict[str, Path]) -> Tuple[int, Optional[object]]:
     """Source rig from the video's frames, tracking and retargeting; (exit code, `TrackingRun`)."""
+    import torch
+
     from core.retarget import RetargetError
     from utils.video import VideoReadError
     from utils.video_pipeline import VideoInputError, source_rig_from_video, track_and_retarget
 
+    torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
     start = time.perf_counter()
     try:
         source, frames = source_rig_from_video(video, fit_model, landmarker, n_frames=args.source_frames,

@@ -176,12 +176,18 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[], choices=["synthetic", "real", "video"])
+    parser.add_argument("--sigma", type=float, default=None, help="override RigBuildConfig.landmark_sigma")
+    parser.add_argument("--contour-weight", type=float, default=None, help="override RigBuildConfig.contour_weight")
+    parser.add_argument("--huber", type=float, default=None, help="override RigBuildConfig.landmark_huber")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
     model = load_face_model("ict", ROOT / "external" / "ICT-FaceKit")
     face = model.region("face")
-    config = RigBuildConfig()
+    overrides = {"landmark_sigma": args.sigma, "contour_weight": args.contour_weight,
+                 "landmark_huber": args.huber}
+    config = RigBuildConfig(**{k: v for k, v in overrides.items() if v is not None})
+    print(f"config: {config}")
     landmarker = FaceLandmarker("dlib")
     if "synthetic" not in args.skip:
         synthetic(model, face, args.subjects, args.images, config, landmarker)

@@ -52,6 +52,9 @@ class RigBuildConfig:
 
     Attributes:
         landmark_sigma: landmark noise in crop pixels (term weight 1 / sigma^2).
+        contour_weight: relative weight of the jawline landmarks 0-16 (detectors place them on the
+            silhouette less reliably than the inner points).
+        landmark_huber: Huber threshold of the landmark residuals, crop pixels (None: least squares).
         identity_weight, expression_weight: weights of the N(0, 1) / zero-mean priors.
         rounds, iterations: joint landmark stage (contour updates x LM iterations).
         photometric: run the photometric stage.
@@ -64,6 +67,8 @@ class RigBuildConfig:
     """
 
     landmark_sigma: float = 4.0
+    contour_weight: float = 1.0
+    landmark_huber: Optional[float] = 4.0
     identity_weight: float = 1.0
     expression_weight: float = 1.0
     rounds: int = 3
@@ -124,10 +129,11 @@ def _contour(geometry: LandmarkGeometry, params: Dict[str, Tensor]) -> Correspon
 
 def _landmark_blocks(geometry: LandmarkGeometry, targets: Tensor, corr: Correspondence,
                      config: RigBuildConfig, confidence: Optional[Tensor]) -> list:
+    landmarks = landmark_block(geometry, targets[None], "weak", correspondence=corr,
+                               confidence=None if confidence is None else confidence[None],
+                               weight=1.0 / config.landmark_sigma ** 2)
     return [
-        landmark_block(geometry, targets[None], "weak", correspondence=corr,
-                       confidence=None if confidence is None else confidence[None],
-                       weight=1.0 / config.landmark_sigma ** 2),
+        dataclasses.replace(landmarks, huber=config.landmark_huber),
         prior_block(IDENTITY, weight=config.identity_weight),
         prior_block(EXPRESSION, weight=config.expression_weight, per_group=True),
     ]
@@ -162,6 +168,9 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         raise ValueError(f"landmarks must be ({g}, 68, 2), got {tuple(landmarks.shape)}")
     dtype = model.dtype
     images, landmarks = images.to(dtype), landmarks.to(dtype)
+    if config.contour_weight != 1.0:
+        confidence = torch.ones(g, 68, dtype=dtype) if confidence is None else confidence.to(dtype).clone()
+        confidence[:, :17] *= config.contour_weight
     timings: Dict[str, float] = {}
     bounds = expression_bounds(model)
 

@@ -63,19 +63,25 @@ class TrackerConfig:
         max_error: a fit whose mean reprojection error exceeds this fraction of the
             outer-eye-corner distance is rejected (frame flagged, parameters carried over).
         lighting: estimate SH lighting per frame (needs the frame's image).
+        held_expressions: expressions held at 0 (names, or name prefixes): the 68 landmarks do
+            not see the gaze, so its blendshapes would only soak up landmark noise.
+        contour_confidence: weight of the jawline landmarks (0-16), the least reliable ones (the
+            detector follows the silhouette, whatever the face's shape there).
         light_vertices: vertices sampled for the lighting (fixed subset of the narrow face).
         light_raster: side (pixels) of the coarse z-buffer that decides their visibility.
         sh_reg: ridge weight of the SH solve (`solve_sh`).
     """
 
     crop_size: float = 256.0
-    landmark_sigma: float = 1.5
-    expression_weight: float = 1.0
-    temporal_weight: float = 16.0
+    landmark_sigma: float = 3.0
+    expression_weight: float = 16.0
+    temporal_weight: float = 32.0
     temporal_variables: Tuple[str, ...] = (EXPRESSION,)
     iterations: int = 3
     first: LandmarkFitConfig = field(default_factory=lambda: LandmarkFitConfig(landmark_sigma=1.5))
     max_error: float = 0.2
+    held_expressions: Tuple[str, ...] = ("eyeLook",)
+    contour_confidence: float = 0.3
     lighting: bool = True
     light_vertices: int = 1000
     light_raster: int = 128
@@ -216,7 +222,14 @@ class RigTracker:
         self.rig = rig
         self.config = config
         self.model = rig.as_model(template)
-        self.geometry = LandmarkGeometry(self.model)
+        held = [i for i, n in enumerate(rig.expression_names) if n.startswith(tuple(config.held_expressions))]
+        self._free = torch.tensor([i for i in range(rig.n_expression) if i not in held], dtype=torch.long)
+        fitted = replace(self.model, expression_basis=self.model.expression_basis[self._free],
+                         expression_std=self.model.expression_std[self._free],
+                         expression_names=[rig.expression_names[i] for i in self._free.tolist()])
+        self.geometry = LandmarkGeometry(fitted)
+        self._confidence = torch.ones(1, 68, dtype=self.model.dtype)
+        self._confidence[:, :17] = config.contour_confidence
         self._warm = LandmarkFitConfig(landmark_sigma=config.landmark_sigma,
                                        expression_weight=config.expression_weight,
                                        temporal_weight=config.temporal_weight, pose_rounds=0, rounds=1,
@@ -274,18 +287,23 @@ class RigTracker:
         t = normalizing_transform(lms, self.config.crop_size)
         target = ((lms - t[1:]) / t[0])[None]
         if self._fresh or self._last is None or not self._last.valid:
-            fit = fit_landmarks(self.geometry, target, config=self._first, identity=self._identity)
+            fit = fit_landmarks(self.geometry, target, config=self._first, identity=self._identity,
+                                confidence=self._confidence)
         else:
-            previous = _to_normalized({n: v for n, v in self._last.params().items()}, t)
+            previous = _to_normalized(self._last.params(), t)
+            previous[EXPRESSION] = previous[EXPRESSION][:, self._free]
             held = {n: previous[n] for n in self.config.temporal_variables}
             fit = fit_landmarks(self.geometry, target, config=self._warm, identity=self._identity,
-                                init=previous, previous=held if self.config.temporal_weight > 0 else None)
+                                confidence=self._confidence, init=previous,
+                                previous=held if self.config.temporal_weight > 0 else None)
         error = float(fit.reprojection_error[0]) / max(_eye_distance(target[0]), 1e-6)
         if not error <= self.config.max_error:
             logger.debug("frame %d: landmark fit rejected (error %.1f%% of the eye distance)", index, 100 * error)
             self._last = self._carry(index, lms)
             return self._last
-        params = _to_image({n: fit.params[n] for n in (EXPRESSION, *_POSE)}, t)
+        params = _to_image({n: fit.params[n] for n in _POSE}, t)
+        params[EXPRESSION] = torch.zeros(1, self.rig.n_expression, dtype=self.model.dtype)
+        params[EXPRESSION][:, self._free] = fit.params[EXPRESSION]
         sh = None
         if self._light is not None and image is not None:
             frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.model.dtype) / 255.0

@@ -127,3 +127,27 @@ def test_video_with_faceless_frames_is_flagged(demo_run, inputs, tmp_path, ict_f
         np.testing.assert_array_equal(z["expression"][4], z["expression"][3])
         assert z["detected"][7:].all()
     assert len(_frames(tmp_path / "videos" / "output_recon.mp4")[1]) == FRAMES
+
+
+def test_truncated_video_keeps_the_frames_read(demo_run, inputs, tmp_path, ict_face):
+    import cv2
+
+    from utils.landmarks import FaceLandmarker
+    from utils.video_pipeline import track_and_retarget
+
+    _, out = demo_run
+    _, frames = _frames(inputs.video)
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 25, (SIZE, SIZE))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    rig = Rig.load(out / "videos" / "source_rig.npz")
+    run = track_and_retarget(cut, tmp_path, rig, ict_face, rig, FaceLandmarker("dlib"))
+    assert run.error is not None and "truncated" in run.error and str(cut) in run.error
+    assert 0 < run.frames < FRAMES
+    with np.load(tmp_path / "videos" / "tracking.npz") as z:
+        assert z["expression"].shape[0] == run.frames
+    assert len(_frames(tmp_path / "videos" / "output_exptrans.mp4")[1]) == run.frames

@@ -254,9 +254,8 @@ def track_and_retarget(video: Path, out_dir: Path, source: Rig, template: Morpha
             writers["output_exptrans"].write(exptrans)
             run.add_time("writing videos", time.perf_counter() - start)
             clock = time.perf_counter()
-    except VideoReadError as err:
+    except VideoReadError as err:  # truncated or corrupt: keep what was read
         run.error = str(err)
-        logger.error("%s", err)
     finally:
         start = time.perf_counter()
         for writer in writers.values():
