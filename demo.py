@@ -86,6 +86,21 @@ def first_video(path: Path) -> Path:
     return path
 
 
+def existing_synthetic_inputs(n_frames: int):
+    """The synthetic subject rendered by an earlier run (same video length), or None."""
+    import numpy as np
+
+    from utils.synthetic_clip import SyntheticInputs
+
+    made = SyntheticInputs(SYNTHETIC_DIR / "rig_images", SYNTHETIC_DIR / "video.mp4", SYNTHETIC_DIR / "truth.npz")
+    try:
+        with np.load(made.truth) as truth:
+            ok = len(truth["expression"]) == n_frames
+    except (OSError, ValueError, KeyError):
+        return None
+    return made if ok and made.video.is_file() and any(made.rig_dir.glob("*.png")) else None
+
+
 def resolve_inputs(args, model, timings: Dict[str, float]) -> Tuple[Path, Path]:
     """The rig folder and the video: flags, else the editable defaults, else the synthetic subject."""
     rig_dir = args.rig_dir or rig_img_dir
@@ -96,9 +111,13 @@ def resolve_inputs(args, model, timings: Dict[str, float]) -> Tuple[Path, Path]:
         from utils.synthetic_clip import write_synthetic_inputs
 
         start = time.perf_counter()
-        logger.info("default inputs absent (or --synthetic): rendering a synthetic subject into %s", SYNTHETIC_DIR)
-        made = write_synthetic_inputs(model, SYNTHETIC_DIR, n_images=8, n_frames=args.synthetic_frames)
-        timings["synthetic inputs"] = time.perf_counter() - start
+        made = existing_synthetic_inputs(args.synthetic_frames)
+        if made is None:
+            logger.info("default inputs absent (or --synthetic): rendering a synthetic subject into %s", SYNTHETIC_DIR)
+            made = write_synthetic_inputs(model, SYNTHETIC_DIR, n_images=8, n_frames=args.synthetic_frames)
+            timings["synthetic inputs"] = time.perf_counter() - start
+        else:
+            logger.info("default inputs absent (or --synthetic): using the synthetic subject in %s", SYNTHETIC_DIR)
         rig_dir = made.rig_dir if need_rig else rig_dir
         video = made.video if need_video else video
     return Path(rig_dir), first_video(Path(video))
@@ -215,7 +234,7 @@ def run_video(args, video: Path, fit_model, target, landmarker, config, timings:
     start = time.perf_counter()
     try:
         source, frames = source_rig_from_video(video, fit_model, landmarker, n_frames=args.source_frames,
-                                               config=config)
+                                               scan_frames=min(300, args.max_frames or 300), config=config)
     except (VideoReadError, VideoInputError) as err:
         logger.error("%s (the rig outputs above are complete)", err)
         return 1, None

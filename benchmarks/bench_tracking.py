@@ -293,12 +293,18 @@ def memory(face, landmarker, minutes: float) -> None:
                 rows.append((done / fps / 60, rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                              time.perf_counter() - start))
                 logging.info("memory: %.0f min of video, RSS %.0f MB", done / fps / 60, rows[-1][1])
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = recorder.save(Path(tmp) / "tracking.npz", fps, rig.n_expression * [""])
+        size_mb = saved.stat().st_size / 2 ** 20
+        rows.append((float("nan"), rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                     time.perf_counter() - start))
     print(f"\n### Memory: {video.name} looped for {minutes:g} minutes of video ({total} frames at {fps:g} fps; "
-          "decoding + landmarks + tracking + per-frame arrays)\n")
+          "decoding + landmarks + tracking with lighting + per-frame arrays streamed to scratch files)\n")
     print("| video time (min) | RSS (MB) | peak RSS (MB) | elapsed (s) |")
     print("|---|---|---|---|")
     for m, rss, peak, sec in rows:
-        print(f"| {m:.0f} | {rss:.0f} | {peak:.0f} | {sec:.0f} |")
+        label = f"{m:.0f}" if m == m else f"after writing tracking.npz ({size_mb:.1f} MB)"
+        print(f"| {label} | {rss:.0f} | {peak:.0f} | {sec:.0f} |")
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ The rig (one person's neutral + blendshapes + albedo) is fixed; each frame with 
 
 1. expression weights and a weak-perspective pose from the landmarks (`core.fit_landmarks` on the
    rig presented as a model, `Rig.as_model`), warm-started from the previous frame, with a
-   temporal prior pulling towards the previous frame's values (smoothness, and fewer iterations);
+   temporal prior pulling the expression weights towards the previous frame's (smoothness);
 2. second-order SH lighting in closed form from the frame's colours at a fixed subset of visible
    vertices, given the rig's albedo (`core.lighting.solve_sh`).
 
@@ -32,8 +32,9 @@ from core.camera import euler_to_matrix, weak_perspective_screen
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks
 from core.lighting import solve_sh, vertex_normals
 from core.morphable_model import MorphableModel
+from core.photometric import sample_vertex_subset
 from core.render import vertex_visibility
-from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry
+from core.residuals import EXPRESSION, ROTATION, SCALE, TRANS2D, LandmarkGeometry
 from core.rig import Rig
 from core.sampling import sample_points
 
@@ -78,7 +79,7 @@ class TrackerConfig:
     temporal_weight: float = 32.0
     temporal_variables: Tuple[str, ...] = (EXPRESSION,)
     iterations: int = 3
-    first: LandmarkFitConfig = field(default_factory=lambda: LandmarkFitConfig(landmark_sigma=1.5))
+    first: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
     max_error: float = 0.2
     held_expressions: Tuple[str, ...] = ("eyeLook",)
     contour_confidence: float = 0.3
@@ -171,8 +172,6 @@ class _LightProbe:
     """Closed-form SH lighting of one frame from a fixed subset of the rig's vertices."""
 
     def __init__(self, rig_model: MorphableModel, config: TrackerConfig) -> None:
-        from core.photometric import sample_vertex_subset
-
         self.model = rig_model
         self.config = config
         self.subset = sample_vertex_subset(rig_model, config.light_vertices)

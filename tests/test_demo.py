@@ -151,3 +151,14 @@ def test_truncated_video_keeps_the_frames_read(demo_run, inputs, tmp_path, ict_f
     with np.load(tmp_path / "videos" / "tracking.npz") as z:
         assert z["expression"].shape[0] == run.frames
     assert len(_frames(tmp_path / "videos" / "output_exptrans.mp4")[1]) == run.frames
+
+
+def test_video_folder_means_its_first_video(tmp_path):
+    for name in ("b.mp4", "a.mp4", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert demo.first_video(tmp_path) == tmp_path / "a.mp4"
+    assert demo.first_video(tmp_path / "b.mp4") == tmp_path / "b.mp4"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no video"):
+        demo.first_video(empty)

@@ -7,7 +7,7 @@
    tracked (`core.rig_tracker`) -> the target rig driven by the frame's expression
    (`core.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
-   and ``videos/tracking.npz`` at the end (per-frame arrays, about 1 KB a frame).
+   and ``videos/tracking.npz`` (per-frame arrays, streamed to scratch files, gathered at the end).
 
 A truncated video keeps every frame that could be read: the videos are closed, the arrays written,
 and the error is reported in the run (``TrackingRun.error``).
@@ -15,6 +15,8 @@ and the error is reported in the run (``TrackingRun.error``).
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,40 +119,53 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
 
 
 class TrackingRecorder:
-    """Per-frame tracking arrays, gathered frame by frame and written as one ``tracking.npz``."""
+    """Per-frame tracking arrays, streamed to scratch files as frames come, then one ``tracking.npz``.
+
+    Rows go to one raw file per array in a scratch folder (so memory stays flat however long the
+    video); `save` gathers them into the npz (numpy writes memory-mapped arrays in chunks) and
+    removes the scratch folder.
+    """
+
+    _ROWS = {"expression": None, "rotation": (3,), "scale": (), "translation": (2,), "sh": (9, 3),
+             "landmarks_2d": (68, 2), "landmarks_detected": (68, 2), "detected": (), "valid": (), "error": ()}
 
     def __init__(self, n_expression: int) -> None:
-        self.n_expression = n_expression
-        self.rows: Dict[str, List[np.ndarray]] = {k: [] for k in (
-            "expression", "rotation", "scale", "translation", "sh", "landmarks_2d", "landmarks_detected",
-            "detected", "valid", "error")}
+        self.shapes = {k: ((n_expression,) if v is None else v) for k, v in self._ROWS.items()}
+        self.dtypes = {k: (np.bool_ if k in ("detected", "valid") else np.float32) for k in self._ROWS}
+        self._scratch = Path(tempfile.mkdtemp(prefix="inorig_tracking_"))
+        self._files = {k: open(self._scratch / f"{k}.bin", "wb") for k in self._ROWS}
+        self.frames = 0
 
     def add(self, track: FrameTrack) -> None:
-        nan2 = np.full((68, 2), np.nan, np.float32)
+        """Append one frame (NaN where a value does not exist: no lighting, no landmarks)."""
         values = {
-            "expression": track.expression.numpy(), "rotation": track.rotation.numpy(),
-            "scale": track.scale.numpy(), "translation": track.trans2d.numpy(),
-            "sh": np.full((9, 3), np.nan, np.float32) if track.sh is None else track.sh.numpy(),
-            "landmarks_2d": nan2 if track.landmarks_2d is None else track.landmarks_2d.numpy(),
-            "landmarks_detected": nan2 if track.landmarks is None else track.landmarks.numpy(),
-            "detected": np.array(track.detected), "valid": np.array(track.valid), "error": np.array(track.error),
+            "expression": track.expression, "rotation": track.rotation, "scale": track.scale,
+            "translation": track.trans2d, "sh": track.sh, "landmarks_2d": track.landmarks_2d,
+            "landmarks_detected": track.landmarks, "detected": track.detected, "valid": track.valid,
+            "error": track.error,
         }
         for k, v in values.items():
-            self.rows[k].append(np.asarray(v, dtype=bool if k in ("detected", "valid") else np.float32))
+            row = np.full(self.shapes[k], np.nan, self.dtypes[k]) if v is None else \
+                np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=self.dtypes[k])
+            self._files[k].write(np.ascontiguousarray(row).tobytes())
+        self.frames += 1
 
     def save(self, path: Path, fps: float, expression_names: List[str]) -> Path:
-        """Write the arrays (keys listed in README.md) with the frame rate and conventions."""
+        """Write ``tracking.npz`` (keys listed in README.md, with the frame rate and conventions)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {k: (np.stack(v) if v else np.zeros((0,))) for k, v in self.rows.items()}
-        n = len(self.rows["valid"])
-        if n == 0:
-            arrays.update(expression=np.zeros((0, self.n_expression), np.float32), rotation=np.zeros((0, 3), np.float32))
-        rotation = torch.from_numpy(arrays["rotation"]).reshape(-1, 3)
+        for f in self._files.values():
+            f.close()
+        n = self.frames
+        arrays = {k: (np.memmap(self._scratch / f"{k}.bin", dtype=self.dtypes[k], mode="r", shape=(n, *shape))
+                      if n else np.zeros((0, *shape), self.dtypes[k])) for k, shape in self.shapes.items()}
+        rotation = torch.from_numpy(np.array(arrays["rotation"]))
         np.savez(path, **arrays, rotation_matrix=euler_to_matrix(rotation).numpy(), frame_index=np.arange(n),
                  fps=np.array(fps), expression_names=np.array(expression_names),
                  camera=np.array("weak_perspective: u = scale * (R X).x + tx, v = -scale * (R X).y + ty"),
                  units=np.array("rotation: Euler (pitch, yaw, roll) radians, R = Rz Ry Rx; scale: pixels per mm; "
                                 "translation, landmarks: pixels of the video frame"))
+        del arrays
+        shutil.rmtree(self._scratch, ignore_errors=True)
         return path
 
 
