@@ -92,7 +92,7 @@ def existing_synthetic_inputs(n_frames: int):
 
     from utils.synthetic_clip import SyntheticInputs
 
-    made = SyntheticInputs(SYNTHETIC_DIR / "rig_images", SYNTHETIC_DIR / "video.mp4", SYNTHETIC_DIR / "truth.npz")
+    made = SyntheticInputs.at(SYNTHETIC_DIR)
     try:
         with np.load(made.truth) as truth:
             ok = len(truth["expression"]) == n_frames

@@ -37,12 +37,9 @@ from utils.crop import crop_face  # noqa: E402
 from utils.landmarks import FaceLandmarker  # noqa: E402
 from utils.synthetic import SyntheticGenerator  # noqa: E402
 from utils.video import VideoReader  # noqa: E402
+from utils.visualization import to_float_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "real"
-
-
-def _tensor_images(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, landmarker) -> None:
@@ -76,7 +73,7 @@ def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, l
             if len(idx) == 0:
                 continue
             start = time.perf_counter()
-            res = build_rig(face, _tensor_images(subj.images[idx]), torch.from_numpy(np.asarray(lms)).float(),
+            res = build_rig(face, to_float_batch(subj.images[idx]), torch.from_numpy(np.asarray(lms)).float(),
                             config=config)
             seconds = time.perf_counter() - start
             rig = res.rig
@@ -137,7 +134,7 @@ def _rig_from_frames(face, frames: list, config: RigBuildConfig, landmarker):
         faces = landmarker.detect(frame)
         if faces:
             crops.append(crop_face(frame, faces[0].landmarks))
-    images = _tensor_images(np.stack([c.image for c in crops]))
+    images = to_float_batch(np.stack([c.image for c in crops]))
     lms = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
     return build_rig(face, images, lms, config=config).rig
 

@@ -51,6 +51,7 @@ from utils.synthetic import SyntheticGenerator  # noqa: E402
 from utils.synthetic_clip import write_synthetic_inputs  # noqa: E402
 from utils.video import VideoReader, track_video  # noqa: E402
 from utils.video_pipeline import source_rig_from_video  # noqa: E402
+from utils.visualization import to_float_batch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "real"
 # Smoothing variants: (landmark One Euro filter, temporal prior weight).
@@ -212,7 +213,7 @@ def synthetic_pairs(model, face, pairs: int, landmarker) -> None:
             subject = generator.subject(8, seed=3000 + p)
             found = [(k, f[0].landmarks) for k, f in ((k, landmarker.detect(im)) for k, im in enumerate(subject.images))
                      if f]
-            images = torch.from_numpy(subject.images[[k for k, _ in found]]).permute(0, 3, 1, 2).float() / 255
+            images = to_float_batch(subject.images[[k for k, _ in found]])
             target = build_rig(face, images, torch.from_numpy(np.stack([lm for _, lm in found])).float()).rig
             true_target = Rig.from_model(face, torch.from_numpy(subject.identity), transfer=False)
             true_source = Rig.from_model(face, torch.from_numpy(truth["identity"]), transfer=False)

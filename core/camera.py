@@ -24,6 +24,7 @@ __all__ = [
     "transform_points",
     "weak_perspective_screen",
     "weak_perspective_project",
+    "weak_perspective_jacobian",
     "perspective_screen",
     "perspective_project",
     "apply_similarity_2d",
@@ -226,6 +227,22 @@ def weak_perspective_project(points: torch.Tensor, R: torch.Tensor, scale: torch
         tensor([[[148.,  88.]]])
     """
     return weak_perspective_screen(points, R, scale, trans2d)[..., :2]
+
+
+def weak_perspective_jacobian(R: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """d(u, v)/dX of `weak_perspective_project` for model-space points: ``s [R_0; -R_1]``.
+
+    The same for every point (the camera is affine), hence one (2, 3) matrix per batch item.
+
+    Shape:
+        - R: (B, 3, 3)
+        - scale: (B,) pixels per mm
+        - output: (B, 2, 3)
+    """
+    _check_shape("R", R, (None, 3, 3))
+    _check_shape("scale", scale, (None,))
+    _check_batch(R.shape[0], scale=scale)
+    return torch.stack([R[:, 0], -R[:, 1]], dim=1) * scale[:, None, None]
 
 
 def perspective_screen(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,

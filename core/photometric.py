@@ -17,11 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from core.camera import euler_to_matrix, weak_perspective_project, weak_perspective_screen
+from core.camera import (euler_to_matrix, weak_perspective_jacobian, weak_perspective_project,
+                         weak_perspective_screen)
 from core.lighting import sh_shading, solve_sh, vertex_normals
 from core.morphable_model import MorphableModel
 from core.render import vertex_visibility
-from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
+from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, _flatten_groups
 from core.sampling import sample_points
 from core.solver import ResidualBlock, Weight
 
@@ -161,17 +162,6 @@ class SubsetBasis:
                 + torch.einsum("mck,nk->nmc", self.expression_basis, expression))
 
 
-def _flatten(params: Mapping[str, Tensor], groups: int) -> Dict[str, Tensor]:
-    """Fold the group axis into the batch; the global identity is repeated per group."""
-    out = {}
-    for name in (IDENTITY, EXPRESSION) + _POSE:
-        x = params[name]
-        if name == IDENTITY:
-            x = x[:, None].expand(x.shape[0], groups, *x.shape[1:])
-        out[name] = x.reshape(-1, *x.shape[2:])
-    return out
-
-
 def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weights: Tensor, *,
                       weight: Weight = 1.0, huber: Optional[float] = 0.1, blur_sigma: float = 1.0,
                       name: str = "photometric") -> ResidualBlock:
@@ -199,23 +189,23 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
     def project(flat: Mapping[str, Tensor], points: Tensor) -> Tensor:
         return weak_perspective_project(points, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
 
+    names = (IDENTITY, EXPRESSION) + _POSE
+
     def residual(params: Mapping[str, Tensor]) -> Tensor:
-        flat = _flatten(params, g)
+        flat = _flatten_groups(params, names, g)
         uv = project(flat, subset.points(flat[IDENTITY], flat[EXPRESSION]))
         r = (sample_points(blurred, uv) - flat_targets) * sqrt_w
         return r.reshape(b, g, 3 * m)
 
     def linearize(params: Mapping[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
-        flat = _flatten(params, g)
+        flat = _flatten_groups(params, names, g)
         pts = subset.points(flat[IDENTITY], flat[EXPRESSION])
-        uv = project(flat, pts)
-        r = (sample_points(blurred, uv) - flat_targets) * sqrt_w
-        d_img = sample_points(grads, uv).reshape(b * g, m, 3, 2) * sqrt_w[..., None]  # dI/duv
         R = euler_to_matrix(flat[ROTATION])
         s = flat[SCALE]
-        # d(u, v)/dX for weak perspective: s * [R_0; -R_1].
-        d_uv_dx = torch.stack([R[:, 0], -R[:, 1]], dim=1) * s[:, None, None]  # (n, 2, 3)
-        d_img_dx = torch.einsum("nmcj,njk->nmck", d_img, d_uv_dx)  # (n, M, 3, 3)
+        uv = weak_perspective_project(pts, R, s, flat[TRANS2D])
+        r = (sample_points(blurred, uv) - flat_targets) * sqrt_w
+        d_img = sample_points(grads, uv).reshape(b * g, m, 3, 2) * sqrt_w[..., None]  # dI/duv
+        d_img_dx = torch.einsum("nmcj,njk->nmck", d_img, weak_perspective_jacobian(R, s))  # (n, M, 3, 3)
         jac = {
             IDENTITY: torch.einsum("nmcx,mxk->nmck", d_img_dx, subset.identity_basis.to(pts.dtype)),
             EXPRESSION: torch.einsum("nmcx,mxk->nmck", d_img_dx, subset.expression_basis.to(pts.dtype)),
@@ -239,7 +229,7 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
         return r.reshape(b, g, 3 * m), out
 
     return ResidualBlock(name=name, residual=residual, weight=weight, linearize=linearize,
-                         depends_on=(IDENTITY, EXPRESSION) + _POSE, per_group=True, huber=huber)
+                         depends_on=names, per_group=True, huber=huber)
 
 
 def sample_vertex_subset(model: MorphableModel, count: int, region: Optional[str] = "narrow_face",

@@ -27,7 +27,7 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from core.camera import euler_to_matrix, weak_perspective_project
+from core.camera import euler_to_matrix, weak_perspective_jacobian, weak_perspective_project
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks
 from core.lighting import sh_shading
 from core.morphable_model import MorphableModel
@@ -251,12 +251,6 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
                           landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings)
 
 
-def _weak_jacobian(rotation: Tensor, scale: Tensor) -> Tensor:
-    """d(u, v)/dX of the weak-perspective camera: s * [R_0; -R_1]. Shape: (G, 3), (G,) -> (G, 2, 3)."""
-    R = euler_to_matrix(rotation)
-    return torch.stack([R[:, 0], -R[:, 1]], dim=1) * scale[:, None, None]
-
-
 def _rig_landmarks(rig: Rig, geometry: LandmarkGeometry, flat: Dict[str, Tensor],
                    corr: Correspondence) -> Tensor:
     """Projected 68 landmarks of the rig's per-image meshes. Shape: -> (G, 68, 2)."""
@@ -287,9 +281,10 @@ def fit_rig_code(geometry: LandmarkGeometry, corrective: CorrectiveBasis, flat: 
     idx = corr.indices.reshape(g, 136)
     gathered = d_vertex[torch.arange(g)[:, None], idx].reshape(g, 68, 2, *d_vertex.shape[2:])
     d_landmark = (gathered * corr.weights[..., None, None, None].to(gathered.dtype)).sum(2)  # (G, 68, 3, K, R)
-    A = torch.einsum("gij,gnjkr->gnikr", _weak_jacobian(flat[ROTATION], flat[SCALE]), d_landmark)
+    R = euler_to_matrix(flat[ROTATION])
+    A = torch.einsum("gij,gnjkr->gnikr", weak_perspective_jacobian(R, flat[SCALE]), d_landmark)
     pts = landmark_points(geometry.points(flat[IDENTITY], flat[EXPRESSION]), corr)
-    r = weak_perspective_project(pts, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D]) - landmarks
+    r = weak_perspective_project(pts, R, flat[SCALE], flat[TRANS2D]) - landmarks
     c = torch.ones(g, 68, dtype=r.dtype) if confidence is None else confidence.to(r.dtype)
     k, rank = corrective.code_shape
     A = (A * c[..., None, None, None].sqrt()).reshape(-1, k * rank)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from utils.visualization import (DETECTED_COLOR, PROJECTED_COLOR, draw_landmark_pair,
                                  frame_mesh, image_grid, main, overlay_mesh, render_mesh,
-                                 side_by_side, to_float, to_uint8)
+                                 side_by_side, to_float, to_float_batch, to_uint8)
 
 SQUARE = np.array([[1.5, 2.5, 5.0], [6.5, 2.5, 5.0], [6.5, 7.5, 5.0], [1.5, 7.5, 5.0]])
 SQUARE_TRIS = np.array([[0, 2, 1], [0, 3, 2]])
@@ -18,6 +18,18 @@ def test_uint8_float_round_trip():
     image = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     assert to_float(image).shape == (1, 3, 5, 7)
     np.testing.assert_array_equal(to_uint8(to_float(image)[0]), image)
+
+
+def test_to_float_accepts_read_only_images_without_warning(recwarn):
+    images = np.random.default_rng(1).integers(0, 256, (2, 4, 6, 3), dtype=np.uint8)
+    images.flags.writeable = False
+    batch = to_float_batch(images)
+    assert batch.shape == (2, 3, 4, 6) and batch.dtype == torch.float32
+    np.testing.assert_array_equal(to_uint8(batch[1]), images[1])
+    np.testing.assert_array_equal(to_float(images[0]).numpy(), batch[:1].numpy())
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+    with pytest.raises(ValueError, match="images_rgb"):
+        to_float_batch(images[0])
 
 
 def test_overlay_blends_grey_mesh_at_sixty_percent():

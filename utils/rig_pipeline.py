@@ -24,7 +24,7 @@ from core.rig_builder import RigBuildConfig, RigBuildResult, build_rig
 from utils.crop import FaceCrop, crop_face
 from utils.landmarks import FaceLandmarker, detect_folder
 from utils.mesh_io import save_mesh
-from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
+from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side, to_float_batch
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.crops = crops
     run.timings["landmarks"] = time.perf_counter() - start
 
-    images = torch.from_numpy(np.stack([c.image for c in crops])).permute(0, 3, 1, 2).float() / 255.0
+    images = to_float_batch(np.stack([c.image for c in crops]))
     landmarks = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
     result = build_rig(model, images, landmarks, config=config)
     run.result = result

@@ -66,6 +66,9 @@ __all__ = [
     "generate_subject",
     "generate_dataset",
     "crop_camera",
+    "region_triangles",
+    "supersampled_screen",
+    "shade_and_resolve",
     "write_subject",
     "load_subject",
     "main",
@@ -214,6 +217,13 @@ def _triangles_within(triangles: torch.Tensor, ids: torch.Tensor, n_vertices: in
     return triangles[inside[triangles].all(dim=1)]
 
 
+def region_triangles(model: MorphableModel, names: Sequence[str]) -> torch.Tensor:
+    """The model's triangles whose vertices all lie in the named regions (all triangles when
+    the model has none of them)."""
+    ids = _region_ids(model, names)
+    return model.triangles if ids is None else _triangles_within(model.triangles, ids, model.n_vertices)
+
+
 def crop_camera(landmarks_3d: torch.Tensor, R: torch.Tensor, size: int, crop_scale: float = 1.2,
                 jitter: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Weak-perspective scale and translation framing the landmarks in a square crop.
@@ -256,6 +266,39 @@ def _merge_nearer(a: Fragments, b: Fragments, offset: int) -> Fragments:
                      torch.where(take_b, b.depth, a.depth))
 
 
+def supersampled_screen(screen: torch.Tensor, supersample: int) -> torch.Tensor:
+    """Screen vertices in the pixels of a ``supersample`` times finer image.
+
+    Crop pixel j (centre u = j) is the block of fine pixels ss*j .. ss*j + ss - 1, whose centre
+    is u_fine = ss*j + (ss - 1) / 2; depth scales with the pixels.
+
+    Shape:
+        - screen: (B, V, 3) (u, v, depth); output: (B, V, 3)
+    """
+    ss = supersample
+    offset = torch.tensor([(ss - 1) / 2.0, (ss - 1) / 2.0, 0.0], dtype=screen.dtype)
+    return screen * ss + offset
+
+
+def shade_and_resolve(fragments: Fragments, triangles: torch.Tensor, albedo: torch.Tensor,
+                      normals: torch.Tensor, sh: torch.Tensor,
+                      supersample: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gouraud SH shading of a supersampled rasterization, box-filtered to the output size.
+
+    Lambertian SH colours per vertex (as the photometric model of the fitting), interpolated.
+
+    Shape:
+        - fragments: of (B, ss*H, ss*W) pixels; albedo, normals: (B, V, 3); sh: (B, 9, 3)
+        - output: colours premultiplied by coverage (B, 3, H, W), coverage (B, H, W) in [0, 1]
+    """
+    colour = render_vertex_colors(fragments, triangles, shade(albedo, normals, sh).clamp(0, 1))
+    coverage = fragments.mask.to(colour.dtype)
+    if supersample > 1:
+        colour = F.avg_pool2d(colour, supersample)
+        coverage = F.avg_pool2d(coverage[:, None], supersample)[:, 0]
+    return colour, coverage
+
+
 def _render(screen: torch.Tensor, occluders: torch.Tensor, see_through: torch.Tensor,
             normals: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor, size: int,
             supersample: int, visibility_tol: float, landmark_ids: torch.Tensor,
@@ -274,10 +317,7 @@ def _render(screen: torch.Tensor, occluders: torch.Tensor, see_through: torch.Te
         visibility (B, L) bool of the vertices ``landmark_ids`` (``landmark_tol``, any facing).
     """
     ss = supersample
-    # Crop pixel j (centre u = j) is the block of fine pixels ss*j .. ss*j + ss - 1, whose
-    # centre is u_fine = ss*j + (ss - 1) / 2; depth scales with the pixels.
-    offset = torch.tensor([(ss - 1) / 2.0, (ss - 1) / 2.0, 0.0], dtype=screen.dtype)
-    fine = screen * ss + offset
+    fine = supersampled_screen(screen, ss)
     fragments = rasterize(fine, occluders, size * ss, size * ss)
     visible = vertex_visibility(fine, occluders, fragments, tol=visibility_tol * ss)
     landmarks_visible = vertex_visibility(fine, occluders, fragments, tol=landmark_tol * ss,
@@ -287,12 +327,7 @@ def _render(screen: torch.Tensor, occluders: torch.Tensor, see_through: torch.Te
         fragments = _merge_nearer(fragments, rasterize(fine, see_through, size * ss, size * ss),
                                   len(occluders))
         triangles = torch.cat([occluders, see_through])
-    # Gouraud: Lambertian SH colours per vertex, as the photometric model of the fitting.
-    colour = render_vertex_colors(fragments, triangles, shade(albedo, normals, sh).clamp(0, 1))
-    coverage = fragments.mask.to(colour.dtype)
-    if ss > 1:
-        colour = F.avg_pool2d(colour, ss)
-        coverage = F.avg_pool2d(coverage[:, None], ss)[:, 0]
+    colour, coverage = shade_and_resolve(fragments, triangles, albedo, normals, sh, ss)
     return colour, coverage, visible, landmarks_visible
 
 
@@ -322,9 +357,7 @@ class SyntheticGenerator:
         self.model = model.to(device="cpu", dtype=torch.float32)
         self.config = config
         n = self.model.n_vertices
-        render_ids = _region_ids(self.model, config.render_regions)
-        triangles = self.model.triangles if render_ids is None else \
-            _triangles_within(self.model.triangles, render_ids, n)
+        triangles = region_triangles(self.model, config.render_regions)
         see_ids = _region_ids(self.model, [r for r in config.see_through_regions
                                            if r in config.render_regions])
         see = torch.zeros(len(triangles), dtype=torch.bool) if see_ids is None else \

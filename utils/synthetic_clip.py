@@ -24,15 +24,16 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import shade, vertex_normals
+from core.camera import euler_to_matrix, transform_points, weak_perspective_screen
+from core.lighting import vertex_normals
 from core.morphable_model import MorphableModel
-from core.render import rasterize, render_vertex_colors
+from core.render import rasterize
 from utils.skin_albedo import SkinAlbedoSampler
-from utils.synthetic import DEFAULT_RENDER_REGIONS, SyntheticGenerator, SyntheticSubject
+from utils.synthetic import (DEFAULT_RENDER_REGIONS, SyntheticGenerator, SyntheticSubject, region_triangles,
+                             shade_and_resolve, supersampled_screen)
 from utils.synthetic_scene import expose, sample_background, sample_expression, sample_sh
+from utils.visualization import to_float
 
 logger = logging.getLogger(__name__)
 
@@ -123,13 +124,7 @@ class ClipRenderer:
                  seed: int = 0) -> None:
         self.model = model.to(device="cpu", dtype=torch.float32)
         self.supersample = int(supersample)
-        parts = [self.model.regions[r] for r in DEFAULT_RENDER_REGIONS if r in self.model.regions]
-        keep = torch.zeros(self.model.n_vertices, dtype=torch.bool)
-        if parts:
-            keep[torch.cat(parts)] = True
-        else:
-            keep[:] = True
-        self.triangles = self.model.triangles[keep[self.model.triangles].all(1)]
+        self.triangles = region_triangles(self.model, DEFAULT_RENDER_REGIONS)
         self.identity = torch.as_tensor(subject.identity, dtype=torch.float32)[None]
         face_ids = torch.as_tensor(subject.vertex_ids).long()
         face_albedo = torch.as_tensor(subject.albedo, dtype=torch.float32)
@@ -154,7 +149,7 @@ class ClipRenderer:
         rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
         if background is None:
             background = sample_background(rng, size)[0]
-        bg = torch.as_tensor(background).permute(2, 0, 1).float()[None] / 255.0
+        bg = to_float(background)
         sh = torch.as_tensor(expose(truth.sh, self.luminance, 0.5), dtype=torch.float32)[None]
         truth.landmarks = np.zeros((truth.n_frames, 68, 2), np.float32)
         ss = self.supersample
@@ -164,15 +159,11 @@ class ClipRenderer:
             screen = weak_perspective_screen(verts, R, torch.as_tensor(truth.scale[i:i + 1]),
                                              torch.as_tensor(truth.translation[i:i + 1]))
             truth.landmarks[i] = screen[0, self.model.landmark_indices, :2].numpy()
-            fine = screen * ss + torch.tensor([(ss - 1) / 2, (ss - 1) / 2, 0.0])
-            fragments = rasterize(fine, self.triangles, size * ss, size * ss, cull_backfaces=True)
-            normals = vertex_normals(verts @ R.transpose(1, 2), self.triangles)
-            colour = render_vertex_colors(fragments, self.triangles,
-                                          shade(self.albedo[None], normals, sh).clamp(0, 1))
-            cover = fragments.mask.float()[:, None]
-            if ss > 1:
-                colour, cover = F.avg_pool2d(colour, ss), F.avg_pool2d(cover, ss)
-            image = colour + (1 - cover) * bg + torch.as_tensor(rng.normal(0.0, noise, (1, 3, size, size)),
+            fragments = rasterize(supersampled_screen(screen, ss), self.triangles, size * ss, size * ss,
+                                  cull_backfaces=True)
+            normals = vertex_normals(transform_points(verts, R), self.triangles)
+            colour, cover = shade_and_resolve(fragments, self.triangles, self.albedo[None], normals, sh, ss)
+            image = colour + (1 - cover[:, None]) * bg + torch.as_tensor(rng.normal(0.0, noise, (1, 3, size, size)),
                                                                dtype=torch.float32)
             yield (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
@@ -184,6 +175,12 @@ class SyntheticInputs:
     rig_dir: Path
     video: Path
     truth: Path
+
+    @classmethod
+    def at(cls, folder: Path) -> "SyntheticInputs":
+        """The layout under ``folder``: ``rig_images/``, ``video.mp4``, ``truth.npz``."""
+        folder = Path(folder)
+        return cls(folder / "rig_images", folder / "video.mp4", folder / "truth.npz")
 
 
 def write_synthetic_inputs(model: MorphableModel, folder: Path, n_images: int = 8, n_frames: int = 60,
@@ -201,24 +198,22 @@ def write_synthetic_inputs(model: MorphableModel, folder: Path, n_images: int = 
 
     from utils.video_writer import VideoWriter
 
-    folder = Path(folder)
-    rig_dir = folder / "rig_images"
-    rig_dir.mkdir(parents=True, exist_ok=True)
+    out = SyntheticInputs.at(folder)
+    out.rig_dir.mkdir(parents=True, exist_ok=True)
     subject = SyntheticGenerator(model).subject(n_images, seed=seed)
     for k, image in enumerate(subject.images):
-        Image.fromarray(image).save(rig_dir / f"image_{k:02d}.png")
+        Image.fromarray(image).save(out.rig_dir / f"image_{k:02d}.png")
     truth = clip_parameters(model.expression_names, n_frames, size, seed=seed, fps=fps,
                             bounded=model.expression_range is not None)
     renderer = ClipRenderer(model, subject, seed=seed)
-    video = folder / "video.mp4"
-    with VideoWriter(video, fps) as writer:
+    with VideoWriter(out.video, fps) as writer:
         for frame in renderer.frames(truth, size, seed=seed):
             writer.write(frame)
-    np.savez(folder / "truth.npz", expression=truth.expression, angles=truth.angles, scale=truth.scale,
+    np.savez(out.truth, expression=truth.expression, angles=truth.angles, scale=truth.scale,
              translation=truth.translation, sh=truth.sh, landmarks=truth.landmarks, still=np.array(truth.still),
              fps=np.array(fps), identity=subject.identity, expression_names=np.array(model.expression_names))
     logger.info("synthetic inputs in %s: %d photos, %d frames of %dx%d", folder, n_images, n_frames, size, size)
-    return SyntheticInputs(rig_dir=rig_dir, video=video, truth=folder / "truth.npz")
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:

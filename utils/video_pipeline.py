@@ -38,7 +38,7 @@ from utils.filters import OneEuroParams
 from utils.landmarks import FaceLandmarker
 from utils.video import VideoReader, VideoReadError, track_video
 from utils.video_writer import VideoWriter
-from utils.visualization import overlay_mesh, to_uint8
+from utils.visualization import overlay_mesh, to_float_batch, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
     candidates.sort(key=lambda c: c[0])
     pick = np.unique(np.linspace(0, len(candidates) - 1, min(n_frames, len(candidates))).round().astype(int))
     chosen = [candidates[i] for i in pick]
-    images = torch.from_numpy(np.stack([c[2].image for c in chosen])).permute(0, 3, 1, 2).float() / 255.0
+    images = to_float_batch(np.stack([c[2].image for c in chosen]))
     landmarks = torch.from_numpy(np.stack([c[2].landmarks_crop for c in chosen])).float()
     result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config)
     indices = sorted(int(c[1]) for c in chosen)

@@ -23,7 +23,7 @@ from core.render import (rasterize, render_depth, render_normals, render_overlay
                          render_shaded)
 from utils.drawing import draw_landmarks
 
-__all__ = ["to_uint8", "to_float", "overlay_mesh", "draw_landmark_pair", "image_grid",
+__all__ = ["to_uint8", "to_float", "to_float_batch", "overlay_mesh", "draw_landmark_pair", "image_grid",
            "side_by_side", "frame_mesh", "render_mesh", "save_png", "demo", "main"]
 
 logger = logging.getLogger(__name__)
@@ -52,10 +52,28 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
 
 
+def to_float_batch(images_rgb: np.ndarray) -> torch.Tensor:
+    """A stack of uint8 RGB images as one float batch in [0, 1].
+
+    The float conversion is done in numpy: its result is a fresh writable array that torch
+    shares (no second copy, and read-only inputs such as decoded frames need no copy to be
+    writable).
+
+    Shape:
+        - images_rgb: (B, H, W, 3) uint8
+        - output: (B, 3, H, W) float32
+    """
+    if not isinstance(images_rgb, np.ndarray) or images_rgb.ndim != 4 or images_rgb.shape[3] != 3 \
+            or images_rgb.dtype != np.uint8:
+        desc = f"{images_rgb.shape} {images_rgb.dtype}" if isinstance(images_rgb, np.ndarray) \
+            else type(images_rgb)
+        raise ValueError(f"images_rgb: expected a (B, H, W, 3) uint8 RGB array, got {desc}")
+    return torch.from_numpy(images_rgb.astype(np.float32)).permute(0, 3, 1, 2).div_(255.0)
+
+
 def to_float(image_rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    image_rgb = _check_rgb("image_rgb", image_rgb)
-    return torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float() / 255.0
+    return to_float_batch(_check_rgb("image_rgb", image_rgb)[None])
 
 
 def _single(x: np.ndarray | torch.Tensor, name: str, cols: int) -> torch.Tensor:
