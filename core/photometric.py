@@ -181,7 +181,10 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
     if targets.shape != (b, g, m, 3) or weights.shape != (b, g, m):
         raise ValueError(f"targets must be {(b, g, m, 3)} and weights {(b, g, m)}; got "
                          f"{tuple(targets.shape)}, {tuple(weights.shape)}")
-    blurred, grads = image_gradients(images.reshape(b * g, *images.shape[2:]), blur_sigma)
+    # Residuals read the image itself (the targets come from the same, unblurred samples); only
+    # the Jacobian uses the blurred image's gradients, which are smooth over a few pixels.
+    flat_images = images.reshape(b * g, *images.shape[2:])
+    _, grads = image_gradients(flat_images, blur_sigma)
     grads = grads.reshape(b * g, -1, *grads.shape[-2:])  # (n, 3*2, H, W)
     flat_targets = targets.reshape(b * g, m, 3)
     sqrt_w = weights.reshape(b * g, m, 1).clamp(min=0).sqrt()
@@ -194,7 +197,7 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
     def residual(params: Mapping[str, Tensor]) -> Tensor:
         flat = _flatten_groups(params, names, g)
         uv = project(flat, subset.points(flat[IDENTITY], flat[EXPRESSION]))
-        r = (sample_points(blurred, uv) - flat_targets) * sqrt_w
+        r = (sample_points(flat_images, uv) - flat_targets) * sqrt_w
         return r.reshape(b, g, 3 * m)
 
     def linearize(params: Mapping[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -203,7 +206,7 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
         R = euler_to_matrix(flat[ROTATION])
         s = flat[SCALE]
         uv = weak_perspective_project(pts, R, s, flat[TRANS2D])
-        r = (sample_points(blurred, uv) - flat_targets) * sqrt_w
+        r = (sample_points(flat_images, uv) - flat_targets) * sqrt_w
         d_img = sample_points(grads, uv).reshape(b * g, m, 3, 2) * sqrt_w[..., None]  # dI/duv
         d_img_dx = torch.einsum("nmcj,njk->nmck", d_img, weak_perspective_jacobian(R, s))  # (n, M, 3, 3)
         jac = {
