@@ -6,7 +6,6 @@ import torch
 from core.lighting import sh_shading, shade, vertex_normals
 from core.photometric import (SubsetBasis, estimate_albedo, estimate_appearance, image_gradients,
                               observe, photometric_block)
-from core.rig import vertex_neighbours
 
 
 def _sphere(n: int = 24):

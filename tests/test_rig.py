@@ -1,7 +1,6 @@
 """The rig: deformation transfer of the generic expressions, corrective decoder, rig.npz round trip."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
