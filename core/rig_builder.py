@@ -61,6 +61,8 @@ class RigBuildConfig:
         photo_vertices: vertices sampled for the photometric term.
         photo_sigma: colour noise (term weight ~ 1 / sigma^2, normalised to the landmark count).
         photo_rounds, photo_iterations: photometric stage (re-estimation x LM iterations).
+        neck_margin: vertices lower than this many mm below the chin are left out of the albedo,
+            lighting and photometric terms (they take the skin prior).
         huber: Huber threshold of the photometric residuals (colour units).
         rig_rank: shape directions per expression of the rig's corrective (0 = no corrective).
         rig_code_weight: weight of the zero-mean prior on the rig code.
@@ -77,6 +79,7 @@ class RigBuildConfig:
     photo_vertices: int = 1500
     photo_sigma: float = 0.05
     photo_rounds: int = 2
+    neck_margin: float = 5.0
     photo_iterations: int = 5
     huber: float = 0.1
     rig_rank: int = 4
@@ -137,6 +140,18 @@ def _landmark_blocks(geometry: LandmarkGeometry, targets: Tensor, corr: Correspo
         prior_block(IDENTITY, weight=config.identity_weight),
         prior_block(EXPRESSION, weight=config.expression_weight, per_group=True),
     ]
+
+
+def _above_chin(model: MorphableModel, margin: float) -> Tensor:
+    """1 for vertices above the chin minus ``margin`` mm on the neutral face, else 0: (V,).
+
+    Below the chin the images mostly show the neck's shadow, a collar or a shirt; those vertices
+    take the skin prior (smoothed in from above) and do not steer the lighting.
+    """
+    if model.landmark_indices is None:
+        return torch.ones(model.n_vertices, dtype=model.dtype)
+    chin_y = model.neutral[model.landmark_indices[8], 1]
+    return (model.neutral[:, 1] > chin_y - margin).to(model.dtype)
 
 
 def _with_transferred_expressions(model: MorphableModel, identity: Tensor) -> MorphableModel:
@@ -204,12 +219,14 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         prior = model.albedo_mean if model.albedo_mean is not None else torch.tensor(SKIN_PRIOR, dtype=dtype)
         subset_ids = sample_vertex_subset(model, config.photo_vertices)
         photo_weight = (136.0 / (3 * len(subset_ids))) / config.photo_sigma ** 2
+        above_chin = _above_chin(model, config.neck_margin)
         photo_config = dataclasses.replace(config.solver, max_iterations=config.photo_iterations)
         for _ in range(config.photo_rounds):
             current = _with_transferred_expressions(model, params[IDENTITY][0])
             flat = _flat(params)
             verts = current.vertices(flat[IDENTITY], flat[EXPRESSION])
             obs = observe(images, verts, model.triangles, flat[ROTATION], flat[SCALE], flat[TRANS2D])
+            obs.weights = obs.weights * above_chin
             albedo, sh = estimate_appearance(obs, prior, neighbours)
             target = albedo[None] * sh_shading(obs.normals, sh)
             geometry_r = LandmarkGeometry(current)
@@ -225,6 +242,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         flat = _flat(params)
         verts = current.vertices(flat[IDENTITY], flat[EXPRESSION])
         obs = observe(images, verts, model.triangles, flat[ROTATION], flat[SCALE], flat[TRANS2D])
+        obs.weights = obs.weights * above_chin
         albedo, sh = estimate_appearance(obs, prior, neighbours)
     timings["photometric"] = time.perf_counter() - start
 
