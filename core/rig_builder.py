@@ -221,13 +221,17 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         photo_weight = (136.0 / (3 * len(subset_ids))) / config.photo_sigma ** 2
         above_chin = _above_chin(model, config.neck_margin)
         photo_config = dataclasses.replace(config.solver, max_iterations=config.photo_iterations)
-        for _ in range(config.photo_rounds):
-            current = _with_transferred_expressions(model, params[IDENTITY][0])
-            flat = _flat(params)
+        def appearance(current: MorphableModel, fit: Dict[str, Tensor]):
+            """Observe the images at a fit; albedo and lighting in closed form."""
+            flat = _flat(fit)
             verts = current.vertices(flat[IDENTITY], flat[EXPRESSION])
             obs = observe(images, verts, model.triangles, flat[ROTATION], flat[SCALE], flat[TRANS2D])
             obs.weights = obs.weights * above_chin
-            albedo, sh = estimate_appearance(obs, prior, neighbours)
+            return (obs, *estimate_appearance(obs, prior, neighbours))
+
+        for _ in range(config.photo_rounds):
+            current = _with_transferred_expressions(model, params[IDENTITY][0])
+            obs, albedo, sh = appearance(current, params)
             target = albedo[None] * sh_shading(obs.normals, sh)
             geometry_r = LandmarkGeometry(current)
             corr = _contour(geometry_r, params)
@@ -238,26 +242,23 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
             result = solve(blocks, params, free=free, per_group=list(_PER_IMAGE), bounds=bounds,
                            config=photo_config)
             params = result.params
-        current = _with_transferred_expressions(model, params[IDENTITY][0])
-        flat = _flat(params)
-        verts = current.vertices(flat[IDENTITY], flat[EXPRESSION])
-        obs = observe(images, verts, model.triangles, flat[ROTATION], flat[SCALE], flat[TRANS2D])
-        obs.weights = obs.weights * above_chin
-        albedo, sh = estimate_appearance(obs, prior, neighbours)
+        _, albedo, sh = appearance(_with_transferred_expressions(model, params[IDENTITY][0]), params)
     timings["photometric"] = time.perf_counter() - start
 
     start = time.perf_counter()
     identity = params[IDENTITY][0].detach()
     flat = {k: v.detach() for k, v in _flat(params).items()}
-    final_geometry = LandmarkGeometry(_with_transferred_expressions(model, identity))
+    final_model = _with_transferred_expressions(model, identity)
+    final_geometry = LandmarkGeometry(final_model)
     corr = _contour(final_geometry, params)
     corrective = rig_code = None
     if config.rig_rank > 0:
         corrective = CorrectiveBasis.from_model(model, rank=config.rig_rank)
         rig_code = fit_rig_code(final_geometry, corrective, flat, corr, landmarks, confidence,
                                 sigma=config.landmark_sigma, weight=config.rig_code_weight)
-    rig = Rig.from_model(model, identity, rig_code=rig_code, corrective=corrective,
-                         albedo=None if albedo is None else albedo.detach())
+    # final_model's expressions are already transferred to this identity: no second transfer.
+    rig = Rig.from_model(final_model, identity, rig_code=rig_code, corrective=corrective,
+                         albedo=None if albedo is None else albedo.detach(), transfer=False)
     uv = _rig_landmarks(rig, final_geometry, flat, corr)
     timings["rig code"] = time.perf_counter() - start
     err = (uv - landmarks).norm(dim=-1).mean(-1)
