@@ -64,11 +64,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--synthetic", action="store_true", help="run on the synthetic subject even where ../shared exists")
     p.add_argument("--synthetic-frames", type=int, default=60, help="length of the synthetic video")
     p.add_argument("--device", default="cpu", help="torch device (the classical solver path runs on the CPU)")
-    p.add_argument("--weights", type=Path, default=None, help="network weights (not supported yet)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="network weights (e.g. net_weights/inorig_ict.pth): build the rigs with the network "
+                        "instead of the classical solver")
     args = p.parse_args(argv)
-    if args.weights is not None:
-        p.error(f"--weights {args.weights}: no network weights support yet (the network is a later issue); "
-                f"run without --weights to use the classical solver")
     for name in ("max_frames", "max_images", "source_frames", "synthetic_frames"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -130,8 +129,8 @@ def check_device(device: str) -> None:
         return
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
-    logger.warning("--device %s: the classical solver path (fitting, tracking, rendering) runs on the CPU; "
-                   "the device is for the network (a later issue)", device)
+    logger.warning("--device %s: only the network (--weights) runs there; fitting, tracking and rendering run "
+                   "on the CPU", device)
 
 
 def print_summary(rows: List[Tuple[str, str]]) -> None:
@@ -206,23 +205,45 @@ def main(argv=None) -> int:
 
     landmarker = FaceLandmarker("auto")
     config = RigBuildConfig(photometric=not args.no_photometric)
+    builder = None
+    if args.weights is not None:
+        try:
+            builder = network_builder(args.weights, fit_model, args.device, timings)
+        except ValueError as err:
+            logger.error("--weights: %s", err)
+            return 1
     try:
         rig_run = build_rig_from_folder(rig_dir, args.out, fit_model, landmarker=landmarker,
-                                        max_images=args.max_images, config=config)
+                                        max_images=args.max_images, config=config, builder=builder)
     except RigInputError as err:
         logger.error("%s", err)
         return 1
     timings.update({f"rig: {stage}": sec for stage, sec in rig_run.timings.items()})
     outputs.update(rig_run.outputs)
     code, video_run = run_video(args, video, fit_model, target or rig_run.result.rig, landmarker, config,
-                                timings, outputs)
+                                timings, outputs, builder)
     timings["total"] = time.perf_counter() - started
     print_summary(summary_rows(rig_run, video_run, timings, outputs))
     return code
 
 
+def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, float]):
+    """The network's rig builder from a weights file (raises ValueError naming the file)."""
+    from functools import partial
+
+    import torch
+
+    from models.weights import load_network
+
+    start = time.perf_counter()
+    net = load_network(weights, fit_model.to(dtype=torch.float32), device=device)
+    timings["network weights"] = time.perf_counter() - start
+    logger.info("rigs built by the network %s (trained: %s)", weights, net.training_info.get("command", "?"))
+    return partial(net.build_rig)
+
+
 def run_video(args, video: Path, fit_model, target, landmarker, config, timings: Dict[str, float],
-              outputs: Dict[str, Path]) -> Tuple[int, Optional[object]]:
+              outputs: Dict[str, Path], builder=None) -> Tuple[int, Optional[object]]:
     """Source rig from the video's frames, tracking and retargeting; (exit code, `TrackingRun`)."""
     import torch
 
@@ -234,7 +255,8 @@ def run_video(args, video: Path, fit_model, target, landmarker, config, timings:
     start = time.perf_counter()
     try:
         source, frames = source_rig_from_video(video, fit_model, landmarker, n_frames=args.source_frames,
-                                               scan_frames=min(300, args.max_frames or 300), config=config)
+                                               scan_frames=min(300, args.max_frames or 300), config=config,
+                                               builder=builder)
     except (VideoReadError, VideoInputError) as err:
         logger.error("%s (the rig outputs above are complete)", err)
         return 1, None

@@ -11,6 +11,9 @@ Prints markdown tables (recorded in docs/benchmarks.md, "Rig building (issue 5)"
    distance, and time per stage.
 3. Identity consistency on real video: rigs from two disjoint sets of 8 frames of one video vs rigs
    of two different people (aligned neutral shapes, mm).
+
+The protocols (synthetic cases, crops, video frame sets) are shared with bench_network.py
+(`benchmarks/rig_eval.py`).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -29,71 +33,22 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.metrics import aligned_mesh_error, normalized_landmark_error  # noqa: E402
+from benchmarks.rig_eval import (SHARED, SOURCES, identity_consistency, print_synthetic_table,  # noqa: E402
+                                 synthetic_cases, synthetic_row, timed, video_frame_sets)
+from core.metrics import normalized_landmark_error  # noqa: E402
 from core.morphable_model import load_face_model  # noqa: E402
-from core.residuals import LandmarkGeometry, project_landmarks  # noqa: E402
 from core.rig_builder import RigBuildConfig, build_rig  # noqa: E402
-from utils.crop import crop_face  # noqa: E402
 from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.synthetic import SyntheticGenerator  # noqa: E402
-from utils.video import VideoReader  # noqa: E402
-from utils.visualization import to_float_batch  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data" / "real"
 
 
 def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, landmarker) -> None:
-    generator = SyntheticGenerator(model)
-    geometry = LandmarkGeometry(face)
-    rows = {"gt + 1.5 px noise": [], "detected (dlib)": []}
-    rng = np.random.default_rng(0)
-    for s in range(subjects):
-        subj = generator.subject(images, seed=1000 + s)
-        truth_neutral = torch.from_numpy(subj.neutral).float()[None]
-        truth_meshes = torch.from_numpy(subj.vertices).float()
-        base_neutral = float(aligned_mesh_error(face.neutral[None], truth_neutral))
-        base_meshes = aligned_mesh_error(face.neutral[None].expand_as(truth_meshes), truth_meshes)
-        # Ground-truth landmarks as a detector sees them: contour points on the silhouette (the
-        # fitter's sliding-contour rule), not the fixed jaw vertices the generator projects.
-        truth_params = {"identity": torch.from_numpy(subj.identity).float()[None].expand(images, -1),
-                        "expression": torch.from_numpy(subj.expression).float(),
-                        "rotation": torch.from_numpy(subj.angles).float(),
-                        "scale": torch.from_numpy(subj.scale).float(),
-                        "trans2d": torch.from_numpy(subj.translation).float()}
-        contour_truth = project_landmarks(geometry, truth_params, "weak", "dynamic").numpy()
-        noisy = contour_truth + rng.normal(0.0, 1.5, contour_truth.shape)
-        detected, keep = [], []
-        for k, image in enumerate(subj.images):
-            faces = landmarker.detect(image)
-            if faces:
-                detected.append(faces[0].landmarks)
-                keep.append(k)
-        for mode, lms, idx in (("gt + 1.5 px noise", noisy, list(range(images))),
-                               ("detected (dlib)", np.asarray(detected), keep)):
-            if len(idx) == 0:
-                continue
-            start = time.perf_counter()
-            res = build_rig(face, to_float_batch(subj.images[idx]), torch.from_numpy(np.asarray(lms)).float(),
-                            config=config)
-            seconds = time.perf_counter() - start
-            rig = res.rig
-            err_neutral = float(aligned_mesh_error(rig.neutral[None], truth_neutral))
-            meshes = rig.vertices(res.params["expression"])
-            err_meshes = aligned_mesh_error(meshes, truth_meshes[idx])
-            rows[mode].append((err_neutral, base_neutral, float(err_meshes.mean()),
-                               float(base_meshes[idx].mean()), len(idx), seconds))
-        logging.info("subject %d done", s)
+    builder = partial(build_rig, face, config=config)
+    rows = {(source,): [] for source in SOURCES}
+    for case in synthetic_cases(model, face, subjects, images, landmarker):
+        for source, (crops, lms, _) in case.inputs.items():
+            rows[(source,)].append(synthetic_row(case, source, *timed(builder, crops, lms)))
     print(f"\n### Synthetic: {subjects} subjects x {images} images (ICT face region, mm)\n")
-    print("| landmarks | images used | rig neutral error | mean-face baseline | ratio | per-image mesh error "
-          "| baseline | ratio | s per rig |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for mode, r in rows.items():
-        if not r:
-            continue
-        a = np.asarray(r)
-        print(f"| {mode} | {a[:, 4].sum():.0f}/{subjects * images} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | "
-              f"{a[:, 0].mean() / a[:, 1].mean():.2f} | {a[:, 2].mean():.2f} | {a[:, 3].mean():.2f} | "
-              f"{a[:, 2].mean() / a[:, 3].mean():.2f} | {a[:, 5].mean():.2f} |")
+    print_synthetic_table(rows, ["landmarks"], subjects * images)
 
 
 def real_photos(face, config: RigBuildConfig, landmarker) -> None:
@@ -117,46 +72,13 @@ def real_photos(face, config: RigBuildConfig, landmarker) -> None:
           + " | ".join(f"{v:.2f}" for v in run.timings.values()) + f" | {total:.2f} |")
 
 
-def _video_frames(path: Path, indices: list) -> list:
-    wanted, frames = set(indices), []
-    with VideoReader(path) as reader:
-        for i, frame in enumerate(reader):
-            if i in wanted:
-                frames.append(frame)
-            if i >= max(indices):
-                break
-    return frames
-
-
-def _rig_from_frames(face, frames: list, config: RigBuildConfig, landmarker):
-    crops = []
-    for frame in frames:
-        faces = landmarker.detect(frame)
-        if faces:
-            crops.append(crop_face(frame, faces[0].landmarks))
-    images = to_float_batch(np.stack([c.image for c in crops]))
-    lms = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
-    return build_rig(face, images, lms, config=config).rig
-
-
-def identity_consistency(face, config: RigBuildConfig, landmarker) -> None:
+def video_consistency(face, config: RigBuildConfig, landmarker) -> None:
     videos = sorted((SHARED / "videos").glob("*.mp4"))
     if len(videos) < 2:
         print("\n(identity consistency skipped: fewer than two videos in ../shared)")
         return
-    rigs = {}
-    for path in videos:
-        with VideoReader(path) as reader:
-            n = reader.info.frame_count or 0
-        n = max(n, 16)
-        spread = np.linspace(0, n - 1, 16).round().astype(int).tolist()
-        frames = _video_frames(path, spread)
-        rigs[path.stem] = (_rig_from_frames(face, frames[0::2], config, landmarker),
-                           _rig_from_frames(face, frames[1::2], config, landmarker))
-    within = {k: float(aligned_mesh_error(a.neutral[None], b.neutral[None])) for k, (a, b) in rigs.items()}
-    names = list(rigs)
-    between = [float(aligned_mesh_error(rigs[p][0].neutral[None], rigs[q][0].neutral[None]))
-               for i, p in enumerate(names) for q in names[i + 1:]]
+    within, between = identity_consistency(partial(build_rig, face, config=config),
+                                           video_frame_sets(videos, landmarker))
     print("\n### Identity consistency on real video (aligned neutral shapes, mm; 8 frames per rig, "
           "alternate frames of 16 spread over the clip)\n")
     print("| video | same video, two frame sets |")
@@ -191,7 +113,7 @@ def main() -> None:
     if "real" not in args.skip:
         real_photos(face, config, landmarker)
     if "video" not in args.skip:
-        identity_consistency(face, config, landmarker)
+        video_consistency(face, config, landmarker)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from core.sampling import sample_points
 from core.solver import ResidualBlock, Weight
 
 __all__ = ["SKIN_PRIOR", "Observation", "observe", "estimate_albedo", "estimate_appearance",
-           "image_gradients", "SubsetBasis", "photometric_block"]
+           "image_gradients", "SubsetBasis", "photometric_block", "sampled_block"]
 
 # Mean skin albedo used as the prior where a model has no albedo basis (linear RGB-ish, [0, 1]).
 SKIN_PRIOR = (0.62, 0.45, 0.38)
@@ -173,32 +173,54 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
     Shape:
         images (B, G, 3, H, W); targets (B, G, M, 3); weights (B, G, M) -> residual (B, G, 3M).
     """
-    if images.ndim != 5 or targets.ndim != 4 or weights.ndim != 3:
-        raise ValueError(f"images (B, G, 3, H, W), targets (B, G, M, 3), weights (B, G, M) expected; got "
-                         f"{tuple(images.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
-    b, g = images.shape[:2]
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"images must be (B, G, 3, H, W), got {tuple(images.shape)}")
+    return sampled_block(subset, images, targets, weights, weight=weight, huber=huber,
+                         blur_sigma=blur_sigma, name=name)
+
+
+def sampled_block(subset: SubsetBasis, maps: Tensor, targets: Tensor, weights: Tensor, *,
+                  weight: Weight = 1.0, huber: Optional[float] = None, blur_sigma: float = 1.0,
+                  uv_scale: float = 1.0, uv_offset: float = 0.0,
+                  name: str = "sampled") -> ResidualBlock:
+    """Per-group residuals ``sqrt(w) * (F(a * project(X_m) + b) - target_m)`` over C channels.
+
+    The photometric term (``maps`` = the images) and the network's feature-metric term (``maps``
+    = learned feature maps at a lower resolution: ``a``, ``b`` = ``uv_scale``, ``uv_offset`` map
+    crop pixels to map pixels) share it. Identity is global (B, n_id); expression and pose are per
+    image (B, G, ...). The Jacobian is closed form: map gradient x projection x basis. Gradients
+    flow into ``maps`` and ``targets`` (the network trains through it).
+
+    Shape:
+        maps (B, G, C, H, W); targets (B, G, M, C); weights (B, G, M) -> residual (B, G, C*M).
+    """
+    if maps.ndim != 5 or targets.ndim != 4 or weights.ndim != 3:
+        raise ValueError(f"maps (B, G, C, H, W), targets (B, G, M, C), weights (B, G, M) expected; got "
+                         f"{tuple(maps.shape)}, {tuple(targets.shape)}, {tuple(weights.shape)}")
+    b, g, c = maps.shape[:3]
     m = subset.neutral.shape[0]
-    if targets.shape != (b, g, m, 3) or weights.shape != (b, g, m):
-        raise ValueError(f"targets must be {(b, g, m, 3)} and weights {(b, g, m)}; got "
+    if targets.shape != (b, g, m, c) or weights.shape != (b, g, m):
+        raise ValueError(f"targets must be {(b, g, m, c)} and weights {(b, g, m)}; got "
                          f"{tuple(targets.shape)}, {tuple(weights.shape)}")
-    # Residuals read the image itself (the targets come from the same, unblurred samples); only
-    # the Jacobian uses the blurred image's gradients, which are smooth over a few pixels.
-    flat_images = images.reshape(b * g, *images.shape[2:])
-    _, grads = image_gradients(flat_images, blur_sigma)
-    grads = grads.reshape(b * g, -1, *grads.shape[-2:])  # (n, 3*2, H, W)
-    flat_targets = targets.reshape(b * g, m, 3)
+    # Residuals read the map itself (the targets come from the same, unblurred samples); only
+    # the Jacobian uses the blurred map's gradients, which are smooth over a few pixels.
+    flat_maps = maps.reshape(b * g, *maps.shape[2:])
+    _, grads = image_gradients(flat_maps, blur_sigma)
+    grads = grads.reshape(b * g, -1, *grads.shape[-2:])  # (n, C*2, H, W)
+    flat_targets = targets.reshape(b * g, m, c)
     sqrt_w = weights.reshape(b * g, m, 1).clamp(min=0).sqrt()
 
-    def project(flat: Mapping[str, Tensor], points: Tensor) -> Tensor:
-        return weak_perspective_project(points, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
+    def to_map(uv: Tensor) -> Tensor:
+        return uv * uv_scale + uv_offset if (uv_scale != 1.0 or uv_offset != 0.0) else uv
 
     names = (IDENTITY, EXPRESSION) + _POSE
 
     def residual(params: Mapping[str, Tensor]) -> Tensor:
         flat = _flatten_groups(params, names, g)
-        uv = project(flat, subset.points(flat[IDENTITY], flat[EXPRESSION]))
-        r = (sample_points(flat_images, uv) - flat_targets) * sqrt_w
-        return r.reshape(b, g, 3 * m)
+        uv = weak_perspective_project(subset.points(flat[IDENTITY], flat[EXPRESSION]),
+                                      euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
+        r = (sample_points(flat_maps, to_map(uv)) - flat_targets) * sqrt_w
+        return r.reshape(b, g, c * m)
 
     def linearize(params: Mapping[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         flat = _flatten_groups(params, names, g)
@@ -206,9 +228,10 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
         R = euler_to_matrix(flat[ROTATION])
         s = flat[SCALE]
         uv = weak_perspective_project(pts, R, s, flat[TRANS2D])
-        r = (sample_points(flat_images, uv) - flat_targets) * sqrt_w
-        d_img = sample_points(grads, uv).reshape(b * g, m, 3, 2) * sqrt_w[..., None]  # dI/duv
-        d_img_dx = torch.einsum("nmcj,njk->nmck", d_img, weak_perspective_jacobian(R, s))  # (n, M, 3, 3)
+        r = (sample_points(flat_maps, to_map(uv)) - flat_targets) * sqrt_w
+        # dF/duv in crop pixels (chain rule through the map's affine uv).
+        d_img = sample_points(grads, to_map(uv)).reshape(b * g, m, c, 2) * (sqrt_w[..., None] * uv_scale)
+        d_img_dx = torch.einsum("nmcj,njk->nmck", d_img, weak_perspective_jacobian(R, s))  # (n, M, C, 3)
         jac = {
             IDENTITY: torch.einsum("nmcx,mxk->nmck", d_img_dx, subset.identity_basis.to(pts.dtype)),
             EXPRESSION: torch.einsum("nmcx,mxk->nmck", d_img_dx, subset.expression_basis.to(pts.dtype)),
@@ -216,7 +239,7 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
         }
         xc = pts @ R.transpose(1, 2)
         d_uv_ds = torch.stack([xc[..., 0], -xc[..., 1]], dim=-1)  # (n, M, 2)
-        jac[SCALE] = (d_img * d_uv_ds[:, :, None, :]).sum(-1)[..., None]  # (n, M, 3, 1)
+        jac[SCALE] = (d_img * d_uv_ds[:, :, None, :]).sum(-1)[..., None]  # (n, M, C, 1)
         eye = torch.eye(3, dtype=pts.dtype, device=pts.device)
 
         def uv_of_rotation(rot: Tensor) -> Tensor:
@@ -227,9 +250,9 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
         out = {}
         for var, J in jac.items():
             k = J.shape[-1]
-            J = J.reshape(b, g, 3 * m, k)
+            J = J.reshape(b, g, c * m, k)
             out[var] = J if var != SCALE else J[..., 0]
-        return r.reshape(b, g, 3 * m), out
+        return r.reshape(b, g, c * m), out
 
     return ResidualBlock(name=name, residual=residual, weight=weight, linearize=linearize,
                          depends_on=names, per_group=True, huber=huber)

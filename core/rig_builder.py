@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from core.camera import euler_to_matrix, weak_perspective_jacobian, weak_perspec
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks
 from core.lighting import sh_shading
 from core.morphable_model import MorphableModel
-from core.photometric import (SKIN_PRIOR, SubsetBasis, estimate_appearance, observe, photometric_block,
+from core.photometric import (SKIN_PRIOR, Observation, SubsetBasis, estimate_appearance, observe, photometric_block,
                               sample_vertex_subset)
 from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry,
                             Correspondence, expression_bounds, landmark_block, landmark_points,
@@ -41,7 +41,7 @@ from core.solver import SolverConfig, solve
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "fit_rig_code"]
+__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "fit_rig_code", "observe_appearance"]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
 
@@ -161,6 +161,27 @@ def _with_transferred_expressions(model: MorphableModel, identity: Tensor) -> Mo
     return dataclasses.replace(model, expression_basis=basis)
 
 
+def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, rotation: Tensor,
+                       scale: Tensor, trans2d: Tensor, *, neck_margin: float = 5.0,
+                       neighbours: Optional[Tensor] = None) -> Tuple[Observation, Tensor, Tensor]:
+    """Observe the images at a fit, then per-vertex albedo and per-image SH lighting in closed form.
+
+    Vertices more than ``neck_margin`` mm below the chin are left out (see `_above_chin`); the
+    albedo prior is the model's mean albedo or `SKIN_PRIOR`.
+
+    Shape:
+        images (G, 3, H, W); vertices (G, V, 3); rotation (G, 3); scale (G,); trans2d (G, 2)
+        -> Observation over (G, V), albedo (V, 3), sh (G, 9, 3).
+    """
+    if neighbours is None:
+        neighbours = vertex_neighbours(model.triangles, model.n_vertices)
+    prior = (model.albedo_mean if model.albedo_mean is not None
+             else torch.tensor(SKIN_PRIOR, dtype=vertices.dtype))
+    obs = observe(images.to(vertices.dtype), vertices, model.triangles, rotation, scale, trans2d)
+    obs.weights = obs.weights * _above_chin(model, neck_margin).to(obs.weights.dtype)
+    return (obs, *estimate_appearance(obs, prior, neighbours))
+
+
 def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
               confidence: Optional[Tensor] = None,
               config: RigBuildConfig = RigBuildConfig()) -> RigBuildResult:
@@ -216,18 +237,16 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     albedo = model.albedo_mean
     if config.photometric:
         neighbours = vertex_neighbours(model.triangles, model.n_vertices)
-        prior = model.albedo_mean if model.albedo_mean is not None else torch.tensor(SKIN_PRIOR, dtype=dtype)
         subset_ids = sample_vertex_subset(model, config.photo_vertices)
         photo_weight = (136.0 / (3 * len(subset_ids))) / config.photo_sigma ** 2
-        above_chin = _above_chin(model, config.neck_margin)
         photo_config = dataclasses.replace(config.solver, max_iterations=config.photo_iterations)
+
         def appearance(current: MorphableModel, fit: Dict[str, Tensor]):
             """Observe the images at a fit; albedo and lighting in closed form."""
             flat = _flat(fit)
-            verts = current.vertices(flat[IDENTITY], flat[EXPRESSION])
-            obs = observe(images, verts, model.triangles, flat[ROTATION], flat[SCALE], flat[TRANS2D])
-            obs.weights = obs.weights * above_chin
-            return (obs, *estimate_appearance(obs, prior, neighbours))
+            return observe_appearance(model, images, current.vertices(flat[IDENTITY], flat[EXPRESSION]),
+                                      flat[ROTATION], flat[SCALE], flat[TRANS2D],
+                                      neck_margin=config.neck_margin, neighbours=neighbours)
 
         for _ in range(config.photo_rounds):
             current = _with_transferred_expressions(model, params[IDENTITY][0])

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -28,7 +28,11 @@ from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigInputError", "RigRun", "build_rig_from_folder", "image_screen"]
+__all__ = ["RigInputError", "RigRun", "RigBuilder", "build_rig_from_folder", "image_screen"]
+
+# A rig builder other than the classical solver (e.g. the network's ``INORig.build_rig``):
+# crops (G, 3, H, W) in [0, 1] and landmarks (G, 68, 2) crop pixels -> RigBuildResult.
+RigBuilder = Callable[[torch.Tensor, torch.Tensor], RigBuildResult]
 
 
 class RigInputError(ValueError):
@@ -101,8 +105,11 @@ def _visualization(image: np.ndarray, screen: torch.Tensor, triangles: torch.Ten
 def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           landmarker: Optional[FaceLandmarker] = None,
                           config: RigBuildConfig = RigBuildConfig(), max_images: Optional[int] = None,
-                          visualize: bool = True) -> RigRun:
+                          visualize: bool = True, builder: Optional[RigBuilder] = None) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
+
+    ``builder`` replaces the classical solver (``config`` is then unused), e.g. the network's
+    ``INORig.build_rig``; its stage timings are reported as they come.
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -126,11 +133,15 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
 
     images = to_float_batch(np.stack([c.image for c in crops]))
     landmarks = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
-    result = build_rig(model, images, landmarks, config=config)
+    if builder is None:
+        result = build_rig(model, images, landmarks, config=config)
+        run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]
+        run.timings["photometric refinement"] = result.timings["photometric"]
+        run.timings["rig code"] = result.timings["rig code"]
+    else:
+        result = builder(images, landmarks)
+        run.timings.update(result.timings)
     run.result = result
-    run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]
-    run.timings["photometric refinement"] = result.timings["photometric"]
-    run.timings["rig code"] = result.timings["rig code"]
 
     start = time.perf_counter()
     rig = result.rig

@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Callable, Dict, List, Literal, Optional
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ from core.camera import euler_to_matrix, weak_perspective_screen
 from core.morphable_model import MorphableModel
 from core.retarget import expression_map, face_window, frontal_pose, render_rig
 from core.rig import Rig
-from core.rig_builder import RigBuildConfig, build_rig
+from core.rig_builder import RigBuildConfig, RigBuildResult, build_rig
 from core.rig_tracker import FrameTrack, RigTracker, TrackerConfig
 from utils.crop import crop_face
 from utils.filters import OneEuroParams
@@ -78,8 +78,13 @@ def yaw_proxy(landmarks: np.ndarray) -> float:
 
 
 def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLandmarker, n_frames: int = 8,
-                          scan_frames: int = 300, config: RigBuildConfig = RigBuildConfig()) -> tuple:
+                          scan_frames: int = 300, config: RigBuildConfig = RigBuildConfig(),
+                          builder: Optional[Callable[[torch.Tensor, torch.Tensor], RigBuildResult]] = None
+                          ) -> tuple:
     """A rig of the video's person from ``n_frames`` of its first ``scan_frames`` frames.
+
+    ``builder`` (crops, landmarks) -> `RigBuildResult` replaces the classical solver (e.g. the
+    network's ``INORig.build_rig``).
 
     Candidates are kept at regular intervals (at most ``4 * n_frames`` crops in memory); the chosen
     ones spread over the head-yaw proxy (`yaw_proxy`), extremes included.
@@ -111,7 +116,10 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
     chosen = [candidates[i] for i in pick]
     images = to_float_batch(np.stack([c[2].image for c in chosen]))
     landmarks = torch.from_numpy(np.stack([c[2].landmarks_crop for c in chosen])).float()
-    result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config)
+    if builder is None:
+        result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config)
+    else:
+        result = builder(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
     logger.info("source rig from frames %s of %s (landmark error %.2f px)", indices, video,
                 float(result.reprojection_error.mean()))
