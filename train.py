@@ -6,7 +6,8 @@
 Two phases: ``--regression-steps`` steps train the features and the regression head alone (no
 solver, cheap), then the whole network trains end to end through the unrolled solver. Losses
 (`models.losses`): per-stage vertex and neutral-shape errors against the ground truth, rotation,
-landmark reprojection, rig-code prior. Writes a CSV log (``<out>/log.csv``), resumable checkpoints
+landmark reprojection, rig-code prior, and with ``--photometric-weight`` a photometric term
+(image vs shaded albedo at the fitted meshes; off for the shipped weights). Writes a CSV log (``<out>/log.csv``), resumable checkpoints
 (``<out>/last.pt``; ``--resume``), and with ``--export`` the shipped weights (`models.weights`,
 with the command, seed and final losses inside) and a copy of the log beside them.
 ``--device cuda`` trains on a GPU; under ``torchrun --nproc_per_node N train.py ...`` it trains
@@ -61,6 +62,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--detected-probability", type=float, default=0.5,
                    help="chance of the dlib detections instead of the ground-truth landmarks")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--photometric-weight", type=float, default=0.0,
+                   help="weight of the photometric loss on the final meshes (0: off, as the shipped weights)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=0)
@@ -85,7 +88,7 @@ def _distributed() -> bool:
 def _log_fields(levels: int, iterations: int) -> List[str]:
     stages = range(levels + 1)
     return (["step", "phase", "lr", "seconds", "total"] + [f"vertex_{s}" for s in stages]
-            + [f"neutral_{s}" for s in stages] + ["rotation_0", "landmarks"]
+            + [f"neutral_{s}" for s in stages] + ["rotation_0", "landmarks", "photometric"]
             + [f"cost_{lv}_{t}" for lv in range(levels) for t in range(iterations + 1)])
 
 
@@ -168,7 +171,8 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
                 batch["landmarks_true"] = net.projected_landmarks(truth)
             output = model(batch["images"], batch["landmarks"], solve_steps=solve_steps)
             losses = network_losses(net, output, batch, LossWeights(
-                stages=(1.0,) if not solve_steps else (0.5,) * config.levels + (1.0,)))
+                stages=(1.0,) if not solve_steps else (0.5,) * config.levels + (1.0,),
+                photometric=args.photometric_weight))
             optimizer.zero_grad(set_to_none=True)
             if not torch.isfinite(losses["total"]):
                 logger.warning("step %d: non-finite loss, batch skipped", step)

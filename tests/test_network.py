@@ -361,7 +361,8 @@ def training_run(ict_model, ict_dir, tmp_path_factory):
               "--log-every", "4", "--seed", "3"]
     assert train.main([*common, "--steps", "20", "--export", str(root / "first.pth")]) == 0
     first = _log(root / "run" / "log.csv")
-    assert train.main([*common, "--steps", "26", "--resume", "--export", str(root / "resumed.pth")]) == 0
+    assert train.main([*common, "--steps", "26", "--resume", "--photometric-weight", "1.0",
+                       "--export", str(root / "resumed.pth")]) == 0
     rows = _log(root / "run" / "log.csv")
     return {"first": first, "resumed": rows[len(first):], "weights": root / "resumed.pth",
             "first_weights": root / "first.pth", "log": root / "run" / "log.csv"}
@@ -380,6 +381,7 @@ def test_training_resumes_from_the_checkpoint(training_run):
     first, resumed = training_run["first"], training_run["resumed"]
     assert [int(r["step"]) for r in resumed] == [24, 26]
     assert all(r["phase"] == "full" for r in resumed)
+    assert all(0.0 < float(r["photometric"]) < 0.2 for r in resumed)  # the photometric term, switched on
     assert all(float(r["vertex_2"]) == float(r["vertex_2"]) for r in resumed)  # solver stages logged
     last = NetworkConfig().iterations
     for r in resumed:  # the solver's cost, logged per level and iteration, goes down within a level
@@ -403,6 +405,35 @@ def test_exported_weights_load(training_run, ict_face):
 def test_exported_weights_record_the_training_command(training_run, ict_face):
     command = load_network(training_run["weights"], ict_face).training_info["command"]
     assert "--resume" in command and "--steps 26" in command
+
+
+def test_photometric_loss_is_lowest_at_the_true_geometry_and_pulls_back_to_it(small_net, ict_model):
+    from models.inorig import NetworkOutput
+    from models.losses import photometric_loss
+    from utils.synthetic import SyntheticConfig, SyntheticGenerator
+
+    size = SMALL.image_size
+    subj = SyntheticGenerator(ict_model, SyntheticConfig(image_size=size, supersample=1)).subject(3, seed=21)
+    images = torch.from_numpy(subj.images).permute(0, 3, 1, 2).float()[None] / 255.0
+    identity = torch.from_numpy(subj.identity)[None]
+    expression = torch.from_numpy(subj.expression)[None]
+
+    def loss_at(shift: torch.Tensor) -> torch.Tensor:
+        params = {"identity": identity, "expression": expression,
+                  "rotation": torch.from_numpy(subj.angles)[None], "scale": torch.from_numpy(subj.scale)[None],
+                  "trans2d": torch.from_numpy(subj.translation)[None] + shift}
+        neutral, vertices = small_net.meshes(identity, expression)
+        out = NetworkOutput(params=params, stages=[params], rig_code=torch.zeros(1, 1),
+                            correctives=torch.zeros(1), neutral=neutral, vertices=vertices)
+        return photometric_loss(small_net, out, images)
+
+    truth = float(loss_at(torch.zeros(2)))
+    shift = torch.tensor([3.0, 0.0], requires_grad=True)
+    moved = loss_at(shift)
+    moved.backward()
+    assert truth < 0.02, truth  # render noise and interpolation only
+    assert float(moved) > 1.3 * truth, (truth, float(moved))
+    assert float(shift.grad[0]) > 0  # descending the loss moves the face back towards the truth
 
 
 # ------------------------------------------------------------------ 5./6. shipped weights
