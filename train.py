@@ -7,9 +7,10 @@ Two phases: ``--regression-steps`` steps train the features and the regression h
 solver, cheap), then the whole network trains end to end through the unrolled solver. Losses
 (`models.losses`): per-stage vertex and neutral-shape errors against the ground truth, rotation,
 landmark reprojection, rig-code prior, and with ``--photometric-weight`` a photometric term
-(image vs shaded albedo at the fitted meshes; off for the shipped weights). Writes a CSV log (``<out>/log.csv``), resumable checkpoints
-(``<out>/last.pt``; ``--resume``), and with ``--export`` the shipped weights (`models.weights`,
-with the command, seed and final losses inside) and a copy of the log beside them.
+(image vs shaded albedo at the fitted meshes; off for the shipped weights). Writes a CSV log
+(``<out>/log.csv``), resumable checkpoints (``<out>/last.pt``; ``--resume``), and with
+``--export`` the shipped weights (`models.weights`, with the command, seed and final losses
+inside) and a copy of the log beside them.
 ``--device cuda`` trains on a GPU; under ``torchrun --nproc_per_node N train.py ...`` it trains
 with DistributedDataParallel.
 """
