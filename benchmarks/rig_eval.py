@@ -22,7 +22,7 @@ from core.metrics import aligned_mesh_error
 from core.morphable_model import MorphableModel
 from core.rig import Rig
 from core.rig_builder import RigBuildResult
-from utils.crop import FaceCrop, crop_face
+from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.landmarks import FaceLandmarker, detect_folder
 from utils.synthetic import SyntheticGenerator, SyntheticSubject
 from utils.training_data import detector_landmarks
@@ -166,13 +166,6 @@ class RetargetPairs:
         mean_face = self.face.vertices(None, truth_expression)
         return (float(aligned_mesh_error(rig.vertices(estimated), truth).mean()),
                 float(aligned_mesh_error(mean_face, truth).mean()))
-
-
-def crop_batch(crops: Sequence[FaceCrop]) -> Tuple[Tensor, Tensor]:
-    """Builder inputs from crops. Shape: -> images (G, 3, S, S) in [0, 1], landmarks (G, 68, 2) crop px."""
-    images = to_float_batch(np.stack([c.image for c in crops]))
-    landmarks = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
-    return images, landmarks
 
 
 def detect_crops(frames: Sequence[np.ndarray], landmarker: FaceLandmarker) -> List[FaceCrop]:

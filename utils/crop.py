@@ -12,6 +12,7 @@ edges in the original image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 
 from core.camera import apply_similarity_2d, invert_similarity_2d
 from utils.landmarks import check_image
+from utils.visualization import to_float_batch
 
 CROP_SCALE = 1.2
 CROP_SIZE = 256
@@ -144,3 +146,16 @@ def crop_face(image_rgb: np.ndarray, landmarks: np.ndarray, scale: float = CROP_
         landmarks_image=points[0].numpy().copy(),
         landmarks_crop=apply_similarity_2d(points, image_to_crop)[0].numpy(),
     )
+
+
+def crop_batch(crops: Sequence[FaceCrop]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Crops as the solver's and network's inputs.
+
+    Shape:
+        -> images (G, 3, S, S) float in [0, 1], landmarks (G, 68, 2) crop pixels.
+    """
+    if not crops:
+        raise ValueError("crop_batch: no crops")
+    images = to_float_batch(np.stack([c.image for c in crops]))
+    landmarks = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
+    return images, landmarks

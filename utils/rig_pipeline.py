@@ -21,10 +21,10 @@ from tqdm import tqdm
 from core.camera import euler_to_matrix, weak_perspective_screen
 from core.morphable_model import MorphableModel
 from core.rig_builder import RigBuildConfig, RigBuildResult, build_rig
-from utils.crop import FaceCrop, crop_face
+from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.landmarks import FaceLandmarker, detect_folder
 from utils.mesh_io import save_mesh
-from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side, to_float_batch
+from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.crops = crops
     run.timings["landmarks"] = time.perf_counter() - start
 
-    images = to_float_batch(np.stack([c.image for c in crops]))
-    landmarks = torch.from_numpy(np.stack([c.landmarks_crop for c in crops])).float()
+    images, landmarks = crop_batch(crops)
     if builder is None:
         result = build_rig(model, images, landmarks, config=config)
         run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]

@@ -33,12 +33,12 @@ from core.retarget import expression_map, face_window, frontal_pose, render_rig
 from core.rig import Rig
 from core.rig_builder import RigBuildConfig, RigBuildResult, build_rig
 from core.rig_tracker import FrameTrack, RigTracker, TrackerConfig
-from utils.crop import crop_face
+from utils.crop import crop_batch, crop_face
 from utils.filters import OneEuroParams
 from utils.landmarks import FaceLandmarker
 from utils.video import VideoReader, VideoReadError, track_video
 from utils.video_writer import VideoWriter
-from utils.visualization import overlay_mesh, to_float_batch, to_uint8
+from utils.visualization import overlay_mesh, to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
     candidates.sort(key=lambda c: c[0])
     pick = np.unique(np.linspace(0, len(candidates) - 1, min(n_frames, len(candidates))).round().astype(int))
     chosen = [candidates[i] for i in pick]
-    images = to_float_batch(np.stack([c[2].image for c in chosen]))
-    landmarks = torch.from_numpy(np.stack([c[2].landmarks_crop for c in chosen])).float()
+    images, landmarks = crop_batch([c[2] for c in chosen])
     if builder is None:
         result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config)
     else:
