@@ -229,8 +229,6 @@ def main(argv=None) -> int:
 
 def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, float]):
     """The network's rig builder from a weights file (raises ValueError naming the file)."""
-    from functools import partial
-
     import torch
 
     from models.weights import load_network
@@ -239,7 +237,7 @@ def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, fl
     net = load_network(weights, fit_model.to(dtype=torch.float32), device=device)
     timings["network weights"] = time.perf_counter() - start
     logger.info("rigs built by the network %s (trained: %s)", weights, net.training_info.get("command", "?"))
-    return partial(net.build_rig)
+    return net.build_rig
 
 
 def run_video(args, video: Path, fit_model, target, landmarker, config, timings: Dict[str, float],

@@ -39,9 +39,9 @@ from core.morphable_model import MorphableModel
 from core.photometric import SubsetBasis, sample_vertex_subset, sampled_block
 from core.render import vertex_visibility
 from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, Correspondence,
-                            LandmarkGeometry, expression_bounds, landmark_block, landmark_points,
-                            prior_block, update_contour)
-from core.rig import CorrectiveBasis, Rig
+                            LandmarkGeometry, expression_bounds, landmark_block, prior_block,
+                            project_landmarks, update_contour)
+from core.rig import CorrectiveBasis, Rig, vertex_neighbours
 from core.rig_builder import RigBuildResult, observe_appearance
 from core.sampling import sample_points
 from core.solver import SolveResult, SolverConfig, solve
@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["NetworkConfig", "NetworkOutput", "INORig", "BLOCK_NAMES"]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
+# Crop pixels -> feature-map pixels (pixel centres at integers in both): u_map = u / 4 - 3/8.
+_MAP_SCALE = 1.0 / FEATURE_STRIDE
+_MAP_OFFSET = -0.5 * (FEATURE_STRIDE - 1) / FEATURE_STRIDE
 BLOCK_NAMES = ("landmarks", "identity_prior", "expression_prior", "feature_consistency",
                "feature_canonical")
 
@@ -164,6 +167,7 @@ class INORig(nn.Module):
     # ------------------------------------------------------------------ face model data
     def _set_face(self, face: MorphableModel) -> None:
         self.face = face
+        self._neighbours: Optional[Tensor] = None
         self.geometry = LandmarkGeometry(face)
         self.subset = SubsetBasis(face, self.feature_ids.cpu().to(face.device))
         self.bounds = expression_bounds(face)
@@ -173,6 +177,12 @@ class INORig(nn.Module):
         self.to(device)
         self._set_face(self.face.to(device))
         return self
+
+    def neighbours(self) -> Tensor:
+        """One-ring vertex neighbours of the face (albedo smoothing), computed once (~0.1 s)."""
+        if self._neighbours is None:
+            self._neighbours = vertex_neighbours(self.face.triangles, self.face.n_vertices)
+        return self._neighbours
 
     @property
     def device(self) -> torch.device:
@@ -258,8 +268,6 @@ class INORig(nn.Module):
         """
         p, g, c = feats.shape[:3]
         flat = _flat(params)
-        scale_map = 1.0 / FEATURE_STRIDE
-        offset = -0.5 * (FEATURE_STRIDE - 1) / FEATURE_STRIDE
         with torch.no_grad():
             face = self.face
             verts = face.vertices(flat[IDENTITY].detach(), flat[EXPRESSION].detach())
@@ -269,7 +277,7 @@ class INORig(nn.Module):
             weights = visible[:, self.feature_ids].to(feats.dtype).reshape(p, g, -1)
         uv = weak_perspective_project(self.subset.points(flat[IDENTITY], flat[EXPRESSION]),
                                       euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
-        sampled = sample_points(feats.reshape(p * g, *feats.shape[2:]), uv * scale_map + offset)
+        sampled = sample_points(feats.reshape(p * g, *feats.shape[2:]), uv * _MAP_SCALE + _MAP_OFFSET)
         sampled = sampled.reshape(p, g, -1, c)
         mean = (weights[..., None] * sampled).sum(1, keepdim=True) / weights.sum(1)[:, None, :, None].clamp(min=1e-6)
         canonical = self.canonical[None, None].expand(p, g, -1, -1)
@@ -291,8 +299,7 @@ class INORig(nn.Module):
             base = 136.0 / (m * c)
             for name, target in (("feature_consistency", mean), ("feature_canonical", canonical)):
                 blocks.append(sampled_block(self.subset, feats, target, weights, weight=base, blur_sigma=0.5,
-                                            uv_scale=1.0 / FEATURE_STRIDE,
-                                            uv_offset=-0.5 * (FEATURE_STRIDE - 1) / FEATURE_STRIDE, name=name))
+                                            uv_scale=_MAP_SCALE, uv_offset=_MAP_OFFSET, name=name))
         base_weights = {b.name: torch.as_tensor(b.weight, dtype=feats.dtype, device=feats.device)
                         for b in blocks}
         differentiable = self.training and torch.is_grad_enabled()
@@ -304,10 +311,7 @@ class INORig(nn.Module):
     # ------------------------------------------------------------------ one person -> rig
     def projected_landmarks(self, params: Dict[str, Tensor]) -> Tensor:
         """Projected model landmarks (sliding contour). Shape: params of P x G -> (P, G, 68, 2)."""
-        flat = _flat(params)
-        corr = self._contour(params)
-        pts = landmark_points(self.geometry.points(flat[IDENTITY], flat[EXPRESSION]), corr)
-        uv = weak_perspective_project(pts, euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
+        uv = project_landmarks(self.geometry, _flat(params), "weak", "dynamic")
         return uv.reshape(*params[EXPRESSION].shape[:2], 68, 2)
 
     @torch.no_grad()
@@ -341,7 +345,7 @@ class INORig(nn.Module):
             face_cpu = face.to("cpu")
             verts = out.vertices[0].cpu()
             _, albedo, sh = observe_appearance(face_cpu, images.float(), verts, flat[ROTATION], flat[SCALE],
-                                               flat[TRANS2D])
+                                               flat[TRANS2D], neighbours=self.neighbours().cpu())
         timings["appearance"] = time.perf_counter() - start
         if albedo is None:
             albedo = torch.full_like(out.neutral[0].cpu(), 0.6)

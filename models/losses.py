@@ -15,9 +15,9 @@ from torch import Tensor
 from core.camera import euler_to_matrix, weak_perspective_project
 from core.lighting import sh_shading
 from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
-from core.rig import vertex_neighbours
 from core.rig_builder import observe_appearance
 from core.sampling import sample_points
+from core.solver import _huber
 from models.inorig import INORig, NetworkOutput
 
 __all__ = ["LossWeights", "network_losses", "photometric_loss"]
@@ -94,7 +94,7 @@ def photometric_loss(net: INORig, out: NetworkOutput, images: Tensor, huber: flo
     """
     p, g = images.shape[:2]
     face = net.face
-    neighbours = vertex_neighbours(face.triangles, face.n_vertices)
+    neighbours = net.neighbours()
     params = out.params
     total, weight = images.new_zeros(()), images.new_zeros(())
     for i in range(p):
@@ -104,8 +104,7 @@ def photometric_loss(net: INORig, out: NetworkOutput, images: Tensor, huber: flo
                                                  trans.detach(), neighbours=neighbours)
             target = albedo[None] * sh_shading(obs.normals, sh)
         uv = weak_perspective_project(verts, euler_to_matrix(rot), scale, trans)
-        r = (sample_points(images[i], uv) - target).abs()
-        rho = torch.where(r <= huber, 0.5 * r * r / huber, r - 0.5 * huber)
+        rho = _huber(sample_points(images[i], uv) - target, huber)[0] / (2.0 * huber)
         total = total + (obs.weights[..., None] * rho).sum()
         weight = weight + 3.0 * obs.weights.sum()
     return total / weight.clamp(min=1.0)
