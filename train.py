@@ -175,7 +175,10 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
                 stages=(1.0,) if not solve_steps else (0.5,) * config.levels + (1.0,),
                 photometric=args.photometric_weight))
             optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(losses["total"]):
+            finite = torch.isfinite(losses["total"].detach()).to(torch.float32)
+            if distributed:  # every process skips the batch, or none (a lone skip would hang the all-reduce)
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if not bool(finite):
                 logger.warning("step %d: non-finite loss, batch skipped", step)
                 continue
             losses["total"].backward()
