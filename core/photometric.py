@@ -108,8 +108,9 @@ def estimate_albedo(colors: Tensor, shading: Tensor, weights: Tensor, prior: Ten
 
 
 def estimate_appearance(obs: Observation, prior: Tensor, neighbours: Optional[Tensor] = None,
-                        iterations: int = 3, sh_reg: float = 1e-3) -> Tuple[Tensor, Tensor]:
-    """Alternate closed-form SH lighting per image and a shared per-vertex albedo.
+                        iterations: int = 3, sh_reg: float = 1e-3,
+                        prior_weight: float = 0.05) -> Tuple[Tensor, Tensor]:
+    """Alternate closed-form SH lighting per image and a shared per-vertex albedo (`estimate_albedo`).
 
     Shape:
         obs over (G, V); prior (V, 3) or (3,) -> albedo (V, 3), sh (G, 9, 3).
@@ -120,7 +121,8 @@ def estimate_appearance(obs: Observation, prior: Tensor, neighbours: Optional[Te
     for _ in range(iterations):
         sh = solve_sh(albedo.expand(groups, -1, -1), obs.normals, obs.colors, obs.weights, reg=sh_reg)
         shading = sh_shading(obs.normals, sh)
-        albedo = estimate_albedo(obs.colors, shading, obs.weights, prior, neighbours=neighbours)
+        albedo = estimate_albedo(obs.colors, shading, obs.weights, prior, prior_weight=prior_weight,
+                                 neighbours=neighbours)
     return albedo, sh
 
 

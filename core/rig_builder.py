@@ -8,8 +8,9 @@ Coarse to fine (method.md, "Ours"):
    (the solver's per-group arrow structure), contour landmarks re-slid between rounds; from the
    second round on, the expression basis is the generic one transferred to the current identity
    (`core.rig`), so the per-image meshes are exactly the rig's.
-3. ``photometric``: per-vertex albedo and per-image SH lighting in closed form, then Gauss-Newton
-   on identity, expressions and poses with the photometric term added, alternating.
+3. ``photometric``: the identity from how the skin's shading varies across the images (normals of
+   the current shape, albedo eliminated in closed form, SH lighting per image; `core.shading_refine`),
+   then poses and expressions re-fitted to the landmarks; albedo and lighting in closed form.
 4. ``rig code``: the per-person corrective blendshapes (`core.rig.CorrectiveBasis`) from all images'
    landmarks, in closed form with expressions and poses held (`fit_rig_code`).
 
@@ -29,19 +30,18 @@ from torch import Tensor
 
 from core.camera import euler_to_matrix, weak_perspective_jacobian, weak_perspective_project
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks
-from core.lighting import sh_shading
 from core.morphable_model import MorphableModel
-from core.photometric import (SKIN_PRIOR, Observation, SubsetBasis, estimate_appearance, observe, photometric_block,
-                              sample_vertex_subset)
+from core.photometric import SKIN_PRIOR, Observation, estimate_appearance, observe
 from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry,
                             Correspondence, expression_bounds, landmark_block, landmark_points,
                             prior_block, update_contour)
 from core.rig import CorrectiveBasis, Rig, transfer_deltas, vertex_neighbours
+from core.shading_refine import ShadingConfig, refine_identity_from_shading
 from core.solver import SolverConfig, solve
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "fit_rig_code", "observe_appearance"]
+__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "check_rig_inputs", "fit_rig_code", "observe_appearance"]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
 
@@ -55,15 +55,14 @@ class RigBuildConfig:
         contour_weight: relative weight of the jawline landmarks 0-16 (detectors place them on the
             silhouette less reliably than the inner points).
         landmark_huber: Huber threshold of the landmark residuals, crop pixels (None: least squares).
-        identity_weight, expression_weight: weights of the N(0, 1) / zero-mean priors.
+        identity_weight, expression_weight: weights of the N(0, 1) / zero-mean priors (the
+            expressions' prior is firm: weaker, the per-image expressions absorb landmark noise
+            and pull the shared identity; docs/benchmarks.md, rig building).
         rounds, iterations: joint landmark stage (contour updates x LM iterations).
-        photometric: run the photometric stage.
-        photo_vertices: vertices sampled for the photometric term.
-        photo_sigma: colour noise (term weight ~ 1 / sigma^2, normalised to the landmark count).
-        photo_rounds, photo_iterations: photometric stage (re-estimation x LM iterations).
+        photometric: run the photometric stage (identity from shading, `core.shading_refine`).
+        shading: settings of that stage.
         neck_margin: vertices lower than this many mm below the chin are left out of the albedo,
             lighting and photometric terms (they take the skin prior).
-        huber: Huber threshold of the photometric residuals (colour units).
         rig_rank: shape directions per expression of the rig's corrective (0 = no corrective).
         rig_code_weight: weight of the zero-mean prior on the rig code.
     """
@@ -72,16 +71,12 @@ class RigBuildConfig:
     contour_weight: float = 1.0
     landmark_huber: Optional[float] = 4.0
     identity_weight: float = 1.0
-    expression_weight: float = 1.0
+    expression_weight: float = 5.0
     rounds: int = 3
     iterations: int = 8
     photometric: bool = True
-    photo_vertices: int = 1500
-    photo_sigma: float = 0.05
-    photo_rounds: int = 2
+    shading: ShadingConfig = field(default_factory=ShadingConfig)
     neck_margin: float = 5.0
-    photo_iterations: int = 5
-    huber: float = 0.1
     rig_rank: int = 4
     rig_code_weight: float = 20.0
     solver: SolverConfig = field(default_factory=lambda: SolverConfig(ftol=1e-6, xtol=1e-7))
@@ -161,6 +156,11 @@ def _with_transferred_expressions(model: MorphableModel, identity: Tensor) -> Mo
     return dataclasses.replace(model, expression_basis=basis)
 
 
+def _albedo_prior(model: MorphableModel) -> Tensor:
+    """The model's mean albedo (V, 3), or the skin colour `SKIN_PRIOR` (3,) for a model without one."""
+    return model.albedo_mean if model.albedo_mean is not None else torch.tensor(SKIN_PRIOR, dtype=model.dtype)
+
+
 def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, rotation: Tensor,
                        scale: Tensor, trans2d: Tensor, *, neck_margin: float = 5.0,
                        neighbours: Optional[Tensor] = None) -> Tuple[Observation, Tensor, Tensor]:
@@ -175,11 +175,20 @@ def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, 
     """
     if neighbours is None:
         neighbours = vertex_neighbours(model.triangles, model.n_vertices)
-    prior = (model.albedo_mean if model.albedo_mean is not None
-             else torch.tensor(SKIN_PRIOR, dtype=vertices.dtype))
+    prior = _albedo_prior(model).to(vertices.dtype)
     obs = observe(images.to(vertices.dtype), vertices, model.triangles, rotation, scale, trans2d)
     obs.weights = obs.weights * _above_chin(model, neck_margin).to(obs.weights.dtype)
     return (obs, *estimate_appearance(obs, prior, neighbours))
+
+
+def check_rig_inputs(images: Tensor, landmarks: Tensor) -> int:
+    """Raise ValueError unless images are (G, 3, H, W) and landmarks (G, 68, 2); returns G."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (G, 3, H, W), got {tuple(images.shape)}")
+    g = images.shape[0]
+    if landmarks.shape != (g, 68, 2):
+        raise ValueError(f"landmarks must be ({g}, 68, 2), got {tuple(landmarks.shape)}")
+    return g
 
 
 def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
@@ -197,11 +206,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     Shape:
         images (G, 3, H, W); landmarks (G, 68, 2); confidence (G, 68) or None.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (G, 3, H, W), got {tuple(images.shape)}")
-    g = images.shape[0]
-    if landmarks.shape != (g, 68, 2):
-        raise ValueError(f"landmarks must be ({g}, 68, 2), got {tuple(landmarks.shape)}")
+    g = check_rig_inputs(images, landmarks)
     dtype = model.dtype
     images, landmarks = images.to(dtype), landmarks.to(dtype)
     if config.contour_weight != 1.0:
@@ -237,31 +242,24 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     albedo = model.albedo_mean
     if config.photometric:
         neighbours = vertex_neighbours(model.triangles, model.n_vertices)
-        subset_ids = sample_vertex_subset(model, config.photo_vertices)
-        photo_weight = (136.0 / (3 * len(subset_ids))) / config.photo_sigma ** 2
-        photo_config = dataclasses.replace(config.solver, max_iterations=config.photo_iterations)
-
-        def appearance(current: MorphableModel, fit: Dict[str, Tensor]):
-            """Observe the images at a fit; albedo and lighting in closed form."""
-            flat = _flat(fit)
-            return observe_appearance(model, images, current.vertices(flat[IDENTITY], flat[EXPRESSION]),
-                                      flat[ROTATION], flat[SCALE], flat[TRANS2D],
-                                      neck_margin=config.neck_margin, neighbours=neighbours)
-
-        for _ in range(config.photo_rounds):
-            current = _with_transferred_expressions(model, params[IDENTITY][0])
-            obs, albedo, sh = appearance(current, params)
-            target = albedo[None] * sh_shading(obs.normals, sh)
-            geometry_r = LandmarkGeometry(current)
-            corr = _contour(geometry_r, params)
-            blocks = _landmark_blocks(geometry_r, landmarks, corr, config, confidence)
-            blocks.append(photometric_block(SubsetBasis(current, subset_ids), images[None],
-                                            target[None, :, subset_ids], obs.weights[None, :, subset_ids],
-                                            weight=photo_weight, huber=config.huber))
-            result = solve(blocks, params, free=free, per_group=list(_PER_IMAGE), bounds=bounds,
-                           config=photo_config)
-            params = result.params
-        _, albedo, sh = appearance(_with_transferred_expressions(model, params[IDENTITY][0]), params)
+        current = _with_transferred_expressions(model, params[IDENTITY][0])
+        geometry_r = LandmarkGeometry(current)
+        identity, _ = refine_identity_from_shading(
+            current, images, _flat(params), geometry_r, _contour(geometry_r, params), landmarks,
+            prior_albedo=_albedo_prior(model), mask=_above_chin(model, config.neck_margin),
+            landmark_sigma=config.landmark_sigma, landmark_huber=config.landmark_huber,
+            identity_weight=config.identity_weight, confidence=confidence, config=config.shading)
+        params = dict(params, **{IDENTITY: identity[None]})
+        # Poses and expressions follow the refined face (identity held).
+        geometry = LandmarkGeometry(_with_transferred_expressions(model, identity))
+        params = solve(_landmark_blocks(geometry, landmarks, _contour(geometry, params), config, confidence),
+                       params, free=list(_PER_IMAGE), per_group=list(_PER_IMAGE), bounds=bounds,
+                       config=solver_config).params
+        flat = _flat(params)
+        current = _with_transferred_expressions(model, params[IDENTITY][0])
+        _, albedo, sh = observe_appearance(model, images, current.vertices(flat[IDENTITY], flat[EXPRESSION]),
+                                           flat[ROTATION], flat[SCALE], flat[TRANS2D],
+                                           neck_margin=config.neck_margin, neighbours=neighbours)
     timings["photometric"] = time.perf_counter() - start
 
     start = time.perf_counter()

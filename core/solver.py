@@ -54,6 +54,7 @@ __all__ = [
     "batched_jacfwd",
     "robust_cholesky",
     "solve_spd",
+    "huber",
 ]
 
 Params = Mapping[str, Tensor]
@@ -352,8 +353,12 @@ class _Layout:
 
 
 # --------------------------------------------------------------------------- blocks
-def _huber(r: Tensor, delta: Optional[float]) -> Tuple[Tensor, Tensor]:
-    """(rho(r^2), IRLS weight) per residual; plain least squares when ``delta`` is None."""
+def huber(r: Tensor, delta: Optional[float]) -> Tuple[Tensor, Tensor]:
+    """(rho(r^2), IRLS weight) per residual; plain least squares when ``delta`` is None.
+
+    ``rho = r^2`` inside ``|r| <= delta`` and ``2 delta |r| - delta^2`` outside (continuous, with a
+    continuous slope), the same robust cost the solver's blocks use; any shape.
+    """
     if delta is None:
         return r * r, torch.ones_like(r)
     a = r.abs()
@@ -534,7 +539,7 @@ class _Normal:
 
 
 def _block_cost(block: ResidualBlock, r: Tensor) -> Tuple[Tensor, Tensor]:
-    rho, irls = _huber(r, block.huber)
+    rho, irls = huber(r, block.huber)
     return 0.5 * rho.sum(-1), irls
 
 

@@ -42,7 +42,7 @@ from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, Corr
                             LandmarkGeometry, expression_bounds, landmark_block, prior_block,
                             project_landmarks, update_contour)
 from core.rig import CorrectiveBasis, Rig, vertex_neighbours
-from core.rig_builder import RigBuildResult, observe_appearance
+from core.rig_builder import RigBuildResult, check_rig_inputs, observe_appearance
 from core.sampling import sample_points
 from core.solver import SolveResult, SolverConfig, solve
 from models.backbone import FEATURE_STRIDE, FeatureExtractor
@@ -322,11 +322,7 @@ class INORig(nn.Module):
         Shape:
             images (G, 3, S, S) in [0, 1]; landmarks (G, 68, 2) crop pixels; confidence (G, 68) or None.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (G, 3, H, W), got {tuple(images.shape)}")
-        g = images.shape[0]
-        if landmarks.shape != (g, 68, 2):
-            raise ValueError(f"landmarks must be ({g}, 68, 2), got {tuple(landmarks.shape)}")
+        g = check_rig_inputs(images, landmarks)
         was_training = self.training
         self.eval()
         timings: Dict[str, float] = {}

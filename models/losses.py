@@ -17,7 +17,7 @@ from core.lighting import sh_shading
 from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
 from core.rig_builder import observe_appearance
 from core.sampling import sample_points
-from core.solver import _huber
+from core.solver import huber as huber_cost
 from models.inorig import INORig, NetworkOutput
 
 __all__ = ["LossWeights", "network_losses", "photometric_loss"]
@@ -104,7 +104,7 @@ def photometric_loss(net: INORig, out: NetworkOutput, images: Tensor, huber: flo
                                                  trans.detach(), neighbours=neighbours)
             target = albedo[None] * sh_shading(obs.normals, sh)
         uv = weak_perspective_project(verts, euler_to_matrix(rot), scale, trans)
-        rho = _huber(sample_points(images[i], uv) - target, huber)[0] / (2.0 * huber)
+        rho = huber_cost(sample_points(images[i], uv) - target, huber)[0] / (2.0 * huber)
         total = total + (obs.weights[..., None] * rho).sum()
         weight = weight + 3.0 * obs.weights.sum()
     return total / weight.clamp(min=1.0)

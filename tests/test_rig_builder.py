@@ -9,6 +9,7 @@ from core.metrics import aligned_mesh_error
 from core.residuals import LandmarkGeometry, project_landmarks
 from core.rig import CorrectiveBasis, Rig
 from core.rig_builder import RigBuildConfig, build_rig, fit_rig_code
+from core.shading_refine import ShadingConfig
 from utils.synthetic import SyntheticGenerator
 
 
@@ -47,7 +48,7 @@ def test_noise_free_landmarks_recover_the_person(subject, ict_face):
 def test_photometric_stage_keeps_the_fit_and_estimates_appearance(subject, ict_face):
     _, landmarks, images = _truth(subject, ict_face)
     noisy = landmarks + 1.5 * torch.randn(landmarks.shape, generator=torch.Generator().manual_seed(0))
-    config = RigBuildConfig(landmark_sigma=1.5, photo_rounds=1, photo_iterations=4)
+    config = RigBuildConfig(landmark_sigma=1.5, shading=ShadingConfig(rounds=1, iterations=20))
     res = build_rig(ict_face, images, noisy, config=config)
     truth = torch.from_numpy(subject.neutral).float()[None]
     assert float(aligned_mesh_error(res.rig.neutral[None], truth)) < 0.75 * float(

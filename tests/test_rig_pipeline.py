@@ -10,13 +10,14 @@ import torch
 from core.metrics import aligned_mesh_error
 from core.rig import Rig
 from core.rig_builder import RigBuildConfig
+from core.shading_refine import ShadingConfig
 from utils.image_io import read_image
 from utils.landmarks import FaceLandmarker
 from utils.mesh_io import load_mesh
 from utils.rig_pipeline import RigInputError, build_rig_from_folder
 from utils.synthetic import SyntheticConfig, SyntheticGenerator
 
-FAST = RigBuildConfig(rounds=2, iterations=6, photo_rounds=1, photo_iterations=3, photo_vertices=800)
+FAST = RigBuildConfig(rounds=2, iterations=6, shading=ShadingConfig(rounds=1, iterations=10))
 
 
 @pytest.fixture(scope="module")

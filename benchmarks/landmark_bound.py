@@ -1,0 +1,80 @@
+"""How well can 68 noisy landmarks alone determine a face's shape? A bound for the rig benchmark.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/landmark_bound.py [--subjects 20] [--noise 1.5]
+
+For each held-out synthetic subject (seeds 1000+, as bench_rig.py) the true head poses, camera
+scales and expressions are given, and the identity is estimated from the model's 68 landmark
+vertices projected into each image plus Gaussian pixel noise. With everything else known the
+landmarks are linear in the identity code, so the posterior mean under the N(0, 1) prior the
+generator samples from (ridge regression) is the best estimate there is. Its aligned neutral-shape
+error against the mean face's error is a floor for any fitter that uses only these landmarks;
+prints a markdown table over the number of images (recorded in docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.metrics import aligned_mesh_error  # noqa: E402
+from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
+from utils.synthetic import SyntheticGenerator, SyntheticSubject  # noqa: E402
+
+_FLIP_V = np.array([[1.0], [-1.0]])  # image v runs down (core.camera.weak_perspective_project)
+
+
+def posterior_identity(face: MorphableModel, subject: SyntheticSubject, images: int, noise: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Ridge estimate (n_id,) of the identity from ``images`` images' noisy landmarks, all else true."""
+    ids = subject.landmark_indices
+    basis = face.identity_basis[:, ids].double().numpy()  # (n_id, 68, 3)
+    rows, targets = [], []
+    for k in range(images):
+        camera = subject.scale[k] * subject.rotation[k][:2] * _FLIP_V  # (2, 3)
+        known = face.neutral[ids].double().numpy() + np.einsum(
+            "e,evc->vc", subject.expression[k], face.expression_basis[:, ids].double().numpy())
+        observed = subject.landmarks[k] + rng.normal(0.0, noise, (68, 2))
+        rows.append(np.einsum("rc,kvc->vrk", camera, basis).reshape(-1, basis.shape[0]))
+        targets.append((observed - known @ camera.T - subject.translation[k]).reshape(-1))
+    A, b = np.concatenate(rows), np.concatenate(targets)
+    return np.linalg.solve(A.T @ A / noise ** 2 + np.eye(A.shape[1]), A.T @ b / noise ** 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--noise", type=float, default=1.5, help="landmark noise, crop pixels (std per coordinate)")
+    parser.add_argument("--images", type=int, nargs="+", default=[1, 4, 8, 16])
+    args = parser.parse_args()
+    model = load_face_model("ict", ROOT / "external" / "ICT-FaceKit")
+    face = model.region("face")
+    generator = SyntheticGenerator(model)
+    rng = np.random.default_rng(0)
+    errors = {n: [] for n in args.images}
+    baselines = []
+    for s in range(args.subjects):
+        subject = generator.subject(max(args.images), seed=1000 + s)
+        truth = torch.from_numpy(subject.neutral).float()[None]
+        baselines.append(float(aligned_mesh_error(face.neutral[None], truth)))
+        for n in args.images:
+            identity = torch.from_numpy(posterior_identity(face, subject, n, args.noise, rng)).float()
+            errors[n].append(float(aligned_mesh_error(face.vertices(identity[None]), truth)))
+    print(f"\n### Landmarks-only bound: true poses and expressions, {args.noise} px noise, "
+          f"{args.subjects} subjects (ICT face region, mm)\n")
+    print("| images | neutral error | mean-face baseline | ratio |")
+    print("|---|---|---|---|")
+    for n in args.images:
+        print(f"| {n} | {np.mean(errors[n]):.2f} | {np.mean(baselines):.2f} | "
+              f"{np.mean(errors[n]) / np.mean(baselines):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Identity from shading across a person's images: the photometric stage of the rig builder.
+
+After the landmark stage the face's shape is known only as far as 68 noisy points say (on the
+synthetic benchmark, even true poses and expressions leave 35 % of the mean face's error with
+1.5 px landmark noise). The images say more: a skin patch seen under several head poses and
+lights changes brightness with its normal, so the normals - hence the identity - are constrained
+by how the colours vary across the images.
+
+The residual per visible vertex ``m`` and image ``g`` is ``I_g(project(X_m)) - a_m * shade_g(n_m)``
+with the normals ``n_m`` of the *current* mesh (so a change of shape changes the predicted shading,
+which a target held fixed would miss) and the albedo ``a_m`` eliminated in closed form from all
+images at the current shape (variable projection): only the part of the colours that one albedo
+per vertex cannot explain steers the shape. Per-image SH lighting is solved in closed form between
+rounds; poses and expressions stay at the landmark fit. Vertices near the eyes (lashes, the eyes'
+rims and the eyeballs do not follow skin shading), at grazing angles or hidden are left out.
+Minimised by L-BFGS over the identity code with the landmark term and the identity prior.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from core.camera import euler_to_matrix, weak_perspective_screen
+from core.lighting import sh_shading, vertex_normals
+from core.morphable_model import MorphableModel
+from core.photometric import Observation, estimate_albedo, estimate_appearance
+from core.render import vertex_visibility
+from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, Correspondence,
+                            LandmarkGeometry, project_landmarks)
+from core.sampling import sample_points
+from core.solver import huber
+
+__all__ = ["ShadingConfig", "eye_region_mask", "refine_identity_from_shading"]
+
+
+@dataclass(frozen=True)
+class ShadingConfig:
+    """Settings of `refine_identity_from_shading`.
+
+    Attributes:
+        weight: weight of the shading term relative to the landmark term (1: the colour residuals
+            together count like all landmark residuals at their noise levels). Higher weights fit
+            the Lambertian synthetic renders better but made rigs from real video frames (hair,
+            speculars, compression) less consistent (docs/benchmarks.md, rig building).
+        sigma: colour noise and Huber threshold of the colour residuals ([0, 1] units).
+        grazing: camera-space normal z below which a vertex is left out, and above which it
+            counts fully (ramp in between).
+        eye_margin: vertices closer than this (mm, neutral face) to an eye landmark are left out.
+        rounds: lighting re-estimations (each followed by an L-BFGS run).
+        iterations: L-BFGS iterations per round.
+        albedo_reg: ridge of the closed-form albedo towards the prior, relative to the data term.
+    """
+
+    weight: float = 0.25
+    sigma: float = 0.03
+    grazing: Tuple[float, float] = (0.3, 0.6)
+    eye_margin: float = 6.0
+    rounds: int = 2
+    iterations: int = 30
+    albedo_reg: float = 0.01
+
+
+def eye_region_mask(model: MorphableModel, margin: float) -> Tensor:
+    """0 for vertices within ``margin`` mm of an eye landmark (36-47) on the neutral face, else 1: (V,)."""
+    if model.landmark_indices is None or margin <= 0:
+        return torch.ones(model.n_vertices, dtype=model.dtype)
+    eyes = model.neutral[model.landmark_indices[36:48]]
+    return (torch.cdist(model.neutral, eyes).min(1).values > margin).to(model.dtype)
+
+
+def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-image object-space vertices, camera-space normals and screen points at ``identity`` (n_id,)."""
+    g = fixed[EXPRESSION].shape[0]
+    vertices = model.vertices(identity[None].expand(g, -1), fixed[EXPRESSION])
+    R = euler_to_matrix(fixed[ROTATION])
+    normals = vertex_normals(vertices @ R.transpose(1, 2), model.triangles)
+    screen = weak_perspective_screen(vertices, R, fixed[SCALE], fixed[TRANS2D])
+    return vertices, normals, screen
+
+
+def refine_identity_from_shading(model: MorphableModel, images: Tensor, params: Dict[str, Tensor],
+                                 geometry: LandmarkGeometry, correspondence: Correspondence,
+                                 landmarks: Tensor, *, prior_albedo: Tensor, mask: Tensor,
+                                 landmark_sigma: float, landmark_huber: Optional[float],
+                                 identity_weight: float, confidence: Optional[Tensor] = None,
+                                 config: ShadingConfig = ShadingConfig()) -> Tuple[Tensor, Tensor]:
+    """Refine the shared identity code by the shading term (module docstring) + landmarks + prior.
+
+    Args:
+        model: the face model whose expression basis the per-image expressions use.
+        images: the crops, RGB in [0, 1].
+        params: per image ``expression`` (G, K), ``rotation`` (G, 3), ``scale`` (G,), ``trans2d``
+            (G, 2), and ``identity`` (G, n_id) (the same row per image; held: all but identity).
+        geometry, correspondence: the landmark geometry of ``model`` and the contour correspondence.
+        landmarks: detected landmarks (G, 68, 2), crop pixels; confidence (G, 68) or None.
+        prior_albedo: (V, 3) or (3,) albedo the closed form leans on where colours say little.
+        mask: (V,) vertices that may take part (e.g. above the chin).
+
+    Returns:
+        identity (n_id,) and the SH lighting (G, 9, 3) of the last round.
+    """
+    g = images.shape[0]
+    dtype = model.dtype
+    fixed = {k: params[k].detach().to(dtype) for k in (EXPRESSION, ROTATION, SCALE, TRANS2D)}
+    identity = params[IDENTITY][0].detach().to(dtype).clone()
+    images, landmarks = images.to(dtype), landmarks.to(dtype)
+    conf = (torch.ones(g, 68, dtype=dtype) if confidence is None else confidence.to(dtype))[..., None]
+    usable = mask.to(dtype) * eye_region_mask(model, config.eye_margin)
+    prior = prior_albedo.to(dtype)
+    lo, hi = config.grazing
+    sh = None
+    for _ in range(config.rounds):
+        with torch.no_grad():
+            _, normals, screen = _shape(model, identity, fixed)
+            visible = vertex_visibility(screen, model.triangles, tuple(images.shape[-2:]))
+            weights = visible.to(dtype) * ((normals[..., 2] - lo) / (hi - lo)).clamp(0, 1) * usable
+            seen = Observation(colors=sample_points(images, screen[..., :2]), weights=weights,
+                               normals=normals, screen=screen)
+            _, sh = estimate_appearance(seen, prior, prior_weight=config.albedo_reg)
+        scale = config.weight * (136.0 * g) / (3.0 * weights.sum().clamp(min=1.0)) / config.sigma ** 2
+        code = identity.clone().requires_grad_(True)
+        optimiser = torch.optim.LBFGS([code], max_iter=config.iterations, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            optimiser.zero_grad()
+            _, n, scr = _shape(model, code, fixed)
+            observed = sample_points(images, scr[..., :2])
+            shading = sh_shading(n, sh)
+            a = estimate_albedo(observed, shading, weights, prior, prior_weight=config.albedo_reg)
+            photo = (weights[..., None] * huber(observed - a * shading, config.sigma)[0]).sum()
+            flat = dict(fixed, **{IDENTITY: code[None].expand(g, -1)})
+            uv = project_landmarks(geometry, flat, correspondence=correspondence)
+            marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2
+            loss = scale * photo + marks + identity_weight * (code * code).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+        identity = code.detach()
+    return identity, sh
