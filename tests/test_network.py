@@ -432,7 +432,7 @@ def test_photometric_loss_is_lowest_at_the_true_geometry_and_pulls_back_to_it(sm
     moved = loss_at(shift)
     moved.backward()
     assert truth < 0.02, truth  # render noise and interpolation only
-    assert float(moved) > 1.3 * truth, (truth, float(moved))
+    assert float(moved.detach()) > 1.3 * truth, (truth, float(moved.detach()))
     assert float(shift.grad[0]) > 0  # descending the loss moves the face back towards the truth
 
 
