@@ -57,7 +57,8 @@ class RigBuildConfig:
         landmark_huber: Huber threshold of the landmark residuals, crop pixels (None: least squares).
         identity_weight, expression_weight: weights of the N(0, 1) / zero-mean priors (the
             expressions' prior is firm: weaker, the per-image expressions absorb landmark noise
-            and pull the shared identity; docs/benchmarks.md, rig building).
+            and pull the shared identity; the identity's is a little below 1 because the 2 px
+            Huber already caps what a wild landmark can pull; docs/benchmarks.md, rig building).
         rounds, iterations: joint landmark stage (contour updates x LM iterations).
         photometric: run the photometric stage (identity from shading, `core.shading_refine`).
         shading: settings of that stage.
@@ -69,8 +70,8 @@ class RigBuildConfig:
 
     landmark_sigma: float = 4.0
     contour_weight: float = 1.0
-    landmark_huber: Optional[float] = 4.0
-    identity_weight: float = 1.0
+    landmark_huber: Optional[float] = 2.0
+    identity_weight: float = 0.7
     expression_weight: float = 5.0
     rounds: int = 3
     iterations: int = 8
