@@ -241,8 +241,8 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     start = time.perf_counter()
     sh = None
     albedo = model.albedo_mean
+    final_model = None
     if config.photometric:
-        neighbours = vertex_neighbours(model.triangles, model.n_vertices)
         current = _with_transferred_expressions(model, params[IDENTITY][0])
         geometry_r = LandmarkGeometry(current)
         identity, _ = refine_identity_from_shading(
@@ -251,22 +251,23 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
             landmark_sigma=config.landmark_sigma, landmark_huber=config.landmark_huber,
             identity_weight=config.identity_weight, confidence=confidence, config=config.shading)
         params = dict(params, **{IDENTITY: identity[None]})
-        # Poses and expressions follow the refined face (identity held).
-        geometry = LandmarkGeometry(_with_transferred_expressions(model, identity))
+        # Poses and expressions follow the refined face (identity held, so this is the rig's model).
+        final_model = _with_transferred_expressions(model, identity)
+        geometry = LandmarkGeometry(final_model)
         params = solve(_landmark_blocks(geometry, landmarks, _contour(geometry, params), config, confidence),
                        params, free=list(_PER_IMAGE), per_group=list(_PER_IMAGE), bounds=bounds,
                        config=solver_config).params
         flat = _flat(params)
-        current = _with_transferred_expressions(model, params[IDENTITY][0])
-        _, albedo, sh = observe_appearance(model, images, current.vertices(flat[IDENTITY], flat[EXPRESSION]),
+        _, albedo, sh = observe_appearance(model, images, final_model.vertices(flat[IDENTITY], flat[EXPRESSION]),
                                            flat[ROTATION], flat[SCALE], flat[TRANS2D],
-                                           neck_margin=config.neck_margin, neighbours=neighbours)
+                                           neck_margin=config.neck_margin)
     timings["photometric"] = time.perf_counter() - start
 
     start = time.perf_counter()
     identity = params[IDENTITY][0].detach()
     flat = {k: v.detach() for k, v in _flat(params).items()}
-    final_model = _with_transferred_expressions(model, identity)
+    if final_model is None:
+        final_model = _with_transferred_expressions(model, identity)
     final_geometry = LandmarkGeometry(final_model)
     corr = _contour(final_geometry, params)
     corrective = rig_code = None

@@ -71,14 +71,14 @@ def eye_region_mask(model: MorphableModel, margin: float) -> Tensor:
     return (torch.cdist(model.neutral, eyes).min(1).values > margin).to(model.dtype)
 
 
-def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-image object-space vertices, camera-space normals and screen points at ``identity`` (n_id,)."""
+def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
+    """Per-image camera-space normals (G, V, 3) and screen points (G, V, 3) at ``identity`` (n_id,)."""
     g = fixed[EXPRESSION].shape[0]
     vertices = model.vertices(identity[None].expand(g, -1), fixed[EXPRESSION])
     R = euler_to_matrix(fixed[ROTATION])
     normals = vertex_normals(vertices @ R.transpose(1, 2), model.triangles)
     screen = weak_perspective_screen(vertices, R, fixed[SCALE], fixed[TRANS2D])
-    return vertices, normals, screen
+    return normals, screen
 
 
 def refine_identity_from_shading(model: MorphableModel, images: Tensor, params: Dict[str, Tensor],
@@ -114,7 +114,7 @@ def refine_identity_from_shading(model: MorphableModel, images: Tensor, params: 
     sh = None
     for _ in range(config.rounds):
         with torch.no_grad():
-            _, normals, screen = _shape(model, identity, fixed)
+            normals, screen = _shape(model, identity, fixed)
             visible = vertex_visibility(screen, model.triangles, tuple(images.shape[-2:]))
             weights = visible.to(dtype) * ((normals[..., 2] - lo) / (hi - lo)).clamp(0, 1) * usable
             seen = Observation(colors=sample_points(images, screen[..., :2]), weights=weights,
@@ -126,7 +126,7 @@ def refine_identity_from_shading(model: MorphableModel, images: Tensor, params: 
 
         def closure() -> Tensor:
             optimiser.zero_grad()
-            _, n, scr = _shape(model, code, fixed)
+            n, scr = _shape(model, code, fixed)
             observed = sample_points(images, scr[..., :2])
             shading = sh_shading(n, sh)
             a = estimate_albedo(observed, shading, weights, prior, prior_weight=config.albedo_reg)
