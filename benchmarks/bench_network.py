@@ -37,34 +37,36 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.rig_eval import (SHARED, SOURCES, Builder, RetargetPairs, crop_batch, folder_crops,  # noqa: E402
-                                 identity_consistency, print_synthetic_table, synthetic_cases, synthetic_row,
-                                 timed, video_frame_sets)
+from benchmarks.rig_eval import (SHARED, SOURCE_DETECTOR, SOURCES, Builder, RetargetPairs, crop_batch,  # noqa: E402
+                                 detector_weighted, folder_crops, identity_consistency, print_synthetic_table,
+                                 synthetic_cases, synthetic_row, timed, video_frame_sets)
 from core.metrics import normalized_landmark_error  # noqa: E402
 from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
 from core.rig_builder import build_rig  # noqa: E402
+from models.inorig import INORig  # noqa: E402
 from models.weights import NetworkWeightsError, load_network  # noqa: E402
 from utils.landmarks import FaceLandmarker  # noqa: E402
 
 logger = logging.getLogger("bench_network")
 
 
-def method_builders(face: MorphableModel, weights: Path) -> Dict[str, Builder]:
-    """The three compared methods as ``builder(images, landmarks) -> RigBuildResult``."""
-    net = load_network(weights, face, device="cpu")
-    logger.info("network %s: %s", weights, net.training_info.get("command", "no training record"))
-    return {"classical": partial(build_rig, face), "regression": partial(net.build_rig, solve_steps=False),
-            "full": net.build_rig}
+def method_builders(face: MorphableModel, net: INORig, detector: Optional[str]) -> Dict[str, Builder]:
+    """The three compared methods as ``builder(images, landmarks) -> RigBuildResult`` for landmarks of
+    ``detector`` (None: ground truth): the classical solver weights them by its noise profile as
+    the pipelines do; the network takes them as it was trained."""
+    return {"classical": detector_weighted(partial(build_rig, face), detector),
+            "regression": partial(net.build_rig, solve_steps=False), "full": net.build_rig}
 
 
-def synthetic(model: MorphableModel, face: MorphableModel, builders: Dict[str, Builder], subjects: int,
-              images: int, landmarker: FaceLandmarker) -> None:
-    rows = {(m, source): [] for m in builders for source in SOURCES}
+def synthetic(model: MorphableModel, face: MorphableModel, builders: Dict[str, Dict[str, Builder]],
+              subjects: int, images: int, landmarker: FaceLandmarker) -> None:
+    """``builders``: landmark source -> method -> builder."""
+    rows = {(m, source): [] for source in SOURCES for m in builders[source]}
     pairs = {key: RetargetPairs(face) for key in rows}
     for case in synthetic_cases(model, face, subjects, images, landmarker):
         subj = case.subject
         for source, (crops, lms, idx) in case.inputs.items():
-            for m, builder in builders.items():
+            for m, builder in builders[source].items():
                 result, seconds = timed(builder, crops, lms)
                 rows[(m, source)].append(synthetic_row(case, source, result, seconds))
                 pairs[(m, source)].add(result.rig, subj.identity, result.params["expression"], subj.expression[idx])
@@ -165,7 +167,8 @@ def main() -> None:
     model = load_face_model("ict", ROOT / "external" / "ICT-FaceKit")
     face = model.region("face")
     try:
-        builders = method_builders(face, args.weights)
+        net = load_network(args.weights, face, device="cpu")
+        logger.info("network %s: %s", args.weights, net.training_info.get("command", "no training record"))
         videos = None if args.skip_real else video_paths(args.videos)
     except NetworkWeightsError as exc:
         parser.error(f"--weights: {exc}")
@@ -173,11 +176,13 @@ def main() -> None:
         parser.error(f"--videos: {exc}")
     print(f"weights: {args.weights}")
     landmarker = FaceLandmarker("dlib")
-    synthetic(model, face, builders, args.subjects, args.images, landmarker)
+    by_source = {s: method_builders(face, net, SOURCE_DETECTOR[s]) for s in SOURCES}
+    synthetic(model, face, by_source, args.subjects, args.images, landmarker)
     if args.skip_real:
         return
-    real_photos(builders, landmarker)
-    videos_section(builders, videos, landmarker)
+    detected = method_builders(face, net, landmarker.backend)
+    real_photos(detected, landmarker)
+    videos_section(detected, videos, landmarker)
 
 
 if __name__ == "__main__":

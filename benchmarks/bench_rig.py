@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.rig_eval import (SHARED, SOURCES, identity_consistency, print_synthetic_table,  # noqa: E402
-                                 synthetic_cases, synthetic_row, timed, video_frame_sets)
+from benchmarks.rig_eval import (SHARED, SOURCE_DETECTOR, SOURCES, detector_weighted,  # noqa: E402
+                                 identity_consistency, print_synthetic_table, synthetic_cases, synthetic_row,
+                                 timed, video_frame_sets)
 from core.metrics import normalized_landmark_error  # noqa: E402
 from core.morphable_model import load_face_model  # noqa: E402
 from core.rig_builder import RigBuildConfig, build_rig  # noqa: E402
@@ -42,11 +43,11 @@ from utils.landmarks import FaceLandmarker  # noqa: E402
 
 
 def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, landmarker) -> None:
-    builder = partial(build_rig, face, config=config)
+    builders = {s: detector_weighted(partial(build_rig, face, config=config), SOURCE_DETECTOR[s]) for s in SOURCES}
     rows = {(source,): [] for source in SOURCES}
     for case in synthetic_cases(model, face, subjects, images, landmarker):
         for source, (crops, lms, _) in case.inputs.items():
-            rows[(source,)].append(synthetic_row(case, source, *timed(builder, crops, lms)))
+            rows[(source,)].append(synthetic_row(case, source, *timed(builders[source], crops, lms)))
     print(f"\n### Synthetic: {subjects} subjects x {images} images (ICT face region, mm)\n")
     print_synthetic_table(rows, ["landmarks"], subjects * images)
 
@@ -77,7 +78,8 @@ def video_consistency(face, config: RigBuildConfig, landmarker) -> None:
     if len(videos) < 2:
         print("\n(identity consistency skipped: fewer than two videos in ../shared)")
         return
-    within, between = identity_consistency(partial(build_rig, face, config=config),
+    within, between = identity_consistency(detector_weighted(partial(build_rig, face, config=config),
+                                                             landmarker.backend),
                                            video_frame_sets(videos, landmarker))
     print("\n### Identity consistency on real video (aligned neutral shapes, mm; 8 frames per rig, "
           "alternate frames of 16 spread over the clip)\n")

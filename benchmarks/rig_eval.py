@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,21 +23,32 @@ from core.morphable_model import MorphableModel
 from core.rig import Rig
 from core.rig_builder import RigBuildResult
 from utils.crop import FaceCrop, crop_batch, crop_face
+from utils.landmark_noise import detector_confidence
 from utils.landmarks import FaceLandmarker, detect_folder
 from utils.synthetic import SyntheticGenerator, SyntheticSubject
 from utils.training_data import detector_landmarks
 from utils.video import VideoReader
 from utils.visualization import to_float_batch
 
-__all__ = ["Builder", "SHARED", "SOURCES", "SyntheticCase", "synthetic_cases", "timed", "synthetic_row",
-           "print_synthetic_table", "RetargetPairs", "crop_batch", "detect_crops", "folder_crops",
-           "video_frame_sets", "identity_consistency"]
+__all__ = ["Builder", "SHARED", "SOURCES", "SOURCE_DETECTOR", "detector_weighted", "SyntheticCase",
+           "synthetic_cases", "timed", "synthetic_row", "print_synthetic_table", "RetargetPairs", "crop_batch",
+           "detect_crops", "folder_crops", "video_frame_sets", "identity_consistency"]
 
 Builder = Callable[[Tensor, Tensor], RigBuildResult]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SOURCES = ("gt + 1.5 px noise", "detected (dlib)")
+SOURCE_DETECTOR = {SOURCES[0]: None, SOURCES[1]: "dlib"}  # whose noise profile weights the landmarks
 SYNTHETIC_COLUMNS = ("images used", "rig neutral error", "mean-face baseline", "ratio", "per-image mesh error",
                      "baseline", "ratio", "s per rig")
+
+
+def detector_weighted(builder: Callable[..., RigBuildResult], detector: Optional[str]) -> Builder:
+    """``builder`` with the landmarks weighted by ``detector``'s noise profile (`utils.landmark_noise`),
+    as the pipelines do for their landmarker; unchanged for None or a detector without a profile."""
+    weights = None if detector is None else detector_confidence(detector)
+    if weights is None:
+        return builder
+    return lambda images, landmarks: builder(images, landmarks, confidence=weights[None].expand(len(landmarks), -1))
 
 
 @dataclass

@@ -62,6 +62,22 @@ def test_photometric_stage_keeps_the_fit_and_estimates_appearance(subject, ict_f
     assert float((chroma(albedo[cheek]) - chroma(true_albedo[cheek])).abs().mean()) < 0.05
 
 
+def test_landmark_weights_follow_the_detector_noise(subject, ict_face):
+    """Jawline points 8x noisier than the rest: weighting by inverse variance gives a better face."""
+    _, landmarks, images = _truth(subject, ict_face)
+    gen = torch.Generator().manual_seed(3)
+    sigma = torch.full((68,), 1.0)
+    sigma[:17] = 8.0
+    noisy = landmarks + torch.randn(landmarks.shape, generator=gen) * sigma[None, :, None]
+    config = RigBuildConfig(photometric=False, landmark_sigma=1.0, landmark_huber=None)
+    truth = torch.from_numpy(subject.neutral).float()[None]
+    errors = {}
+    for name, confidence in (("plain", None), ("weighted", (1.0 / sigma ** 2)[None].expand(4, -1))):
+        res = build_rig(ict_face, images, noisy, config=config, confidence=confidence)
+        errors[name] = float(aligned_mesh_error(res.rig.neutral[None], truth))
+    assert errors["weighted"] < 0.8 * errors["plain"], errors
+
+
 def test_single_image_and_bad_shapes(subject, ict_face):
     _, landmarks, images = _truth(subject, ict_face)
     res = build_rig(ict_face, images[:1], landmarks[:1], config=RigBuildConfig(photometric=False))

@@ -38,7 +38,17 @@ def _write_png(path, image: np.ndarray) -> None:
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
-def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_path):
+def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_path, monkeypatch):
+    import utils.rig_pipeline as pipeline
+
+    seen = {}
+
+    def spy(*args, confidence=None, **kwargs):
+        seen["confidence"] = confidence
+        return real_build_rig(*args, confidence=confidence, **kwargs)
+
+    real_build_rig = pipeline.build_rig
+    monkeypatch.setattr(pipeline, "build_rig", spy)
     photos = tmp_path / "photos"
     photos.mkdir()
     for k, image in enumerate(subject.images):
@@ -49,6 +59,9 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
     run = build_rig_from_folder(photos, out, ict_face, landmarker=landmarker, config=FAST)
 
     assert run.used == ["person_0", "person_1", "person_2"]
+    # The landmarks are weighted by the detector's measured noise (utils.landmark_noise).
+    assert torch.equal(seen["confidence"], landmarker.landmark_weights(3))
+    assert float(seen["confidence"][0, :17].max()) < 0.9 and float(seen["confidence"][0].max()) == 1.0
     assert set(run.skipped) == {"broken.jpg", "wall.png"}
     assert run.skipped["wall.png"] == "no face found" and "broken.jpg" in run.skipped["broken.jpg"]
     assert set(run.timings) == {"landmarks", "coarse fit", "photometric refinement", "rig code",

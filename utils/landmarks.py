@@ -31,8 +31,10 @@ from typing import Any, Literal, Protocol, Sequence
 
 import cv2
 import numpy as np
+import torch
 
 from utils.image_io import iter_image_folder
+from utils.landmark_noise import detector_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +291,13 @@ class FaceLandmarker:
     def backend(self) -> str:
         """The backend in use: ``'dlib'`` or ``'face_alignment'``."""
         return self._backend.name
+
+    def landmark_weights(self, count: int) -> torch.Tensor | None:
+        """Relative weights of this backend's 68 points from its measured noise, for ``count`` faces:
+        (count, 68), or None where no noise profile is shipped (`utils.landmark_noise`; dlib's
+        jawline gets ~0.6 of an eye corner's weight). Fitters take them as landmark confidence."""
+        weights = detector_confidence(self.backend)
+        return None if weights is None else weights[None].expand(count, -1)
 
     def detect_boxes(self, image_rgb: np.ndarray, region: Box | None = None
                      ) -> list[tuple[Box, float | None]]:

@@ -116,7 +116,8 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
     chosen = [candidates[i] for i in pick]
     images, landmarks = crop_batch([c[2] for c in chosen])
     if builder is None:
-        result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config)
+        result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config,
+                           confidence=landmarker.landmark_weights(len(chosen)))
     else:
         result = builder(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
