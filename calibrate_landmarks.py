@@ -29,23 +29,13 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from core.residuals import LandmarkGeometry, project_landmarks  # noqa: E402
 from utils.landmark_noise import landmark_spread, noise_path, relative_confidence, save_landmark_noise  # noqa: E402
 from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.synthetic import SyntheticGenerator, SyntheticSubject  # noqa: E402
+from utils.synthetic import SyntheticGenerator  # noqa: E402
+from utils.training_data import detector_landmarks  # noqa: E402
 
 logger = logging.getLogger("calibrate_landmarks")
 ROOT = Path(__file__).resolve().parent
-
-
-def truth_params(subject: SyntheticSubject) -> dict:
-    """The subject's per-image parameters as the landmark fitters name them (G, ...)."""
-    g = len(subject.images)
-    return {"identity": torch.from_numpy(subject.identity).float()[None].expand(g, -1),
-            "expression": torch.from_numpy(subject.expression).float(),
-            "rotation": torch.from_numpy(subject.angles).float(),
-            "scale": torch.from_numpy(subject.scale).float(),
-            "trans2d": torch.from_numpy(subject.translation).float()}
 
 
 def collect(face: MorphableModel, generator: SyntheticGenerator, landmarker: FaceLandmarker,
@@ -56,13 +46,12 @@ def collect(face: MorphableModel, generator: SyntheticGenerator, landmarker: Fac
         residuals (N, 68, 2) pixels and eye distances (N,) pixels over the N kept detections, the
         number of renders without a face, and the number rejected as wrong faces.
     """
-    geometry = LandmarkGeometry(face)
     residuals: List[torch.Tensor] = []
     eyes: List[float] = []
     missed = rejected = 0
     for seed in tqdm(seeds, desc="subjects", unit="subject"):
         subject = generator.subject(images, seed=seed)
-        projected = project_landmarks(geometry, truth_params(subject), "weak", "dynamic")
+        projected = torch.from_numpy(detector_landmarks(face, subject))
         for k, image in enumerate(subject.images):
             faces = landmarker.detect(image)
             if not faces:
