@@ -1,7 +1,7 @@
 """How far a landmark detector's 68 points stray from the true ones, per point, and the weights that follow.
 
 Detectors are not equally sure of every point: dlib places the eye corners within ~2 % of the
-eye distance but the jawline, which it has to guess on the silhouette, at 7-9 % (robust spread
+eye distance but the jawline, which it has to guess on the silhouette, at 4-9 % (robust spread
 on the synthetic renders, `calibrate_landmarks.py`). A fitter that weights all 68 points alike
 lets the jawline's errors pull the face's shape and pose; weighting each point by its inverse
 variance (relative to the typical inner point, so the fitter's overall noise setting still
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LandmarkNoiseError", "landmark_spread", "relative_confidence", "save_landmark_noise",
+__all__ = ["PHOTO_POWER", "LandmarkNoiseError", "landmark_spread", "relative_confidence", "save_landmark_noise",
            "load_landmark_noise", "noise_path", "detector_confidence"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "net_weights"
