@@ -9,7 +9,7 @@ model landmarks (sliding contour at the true pose), in eye distances. Detections
 ``--reject`` eye distances on average from the truth are wrong faces and left out. ``--holdout``
 further subjects give the same figures on renders the profile never saw. Writes
 ``net_weights/landmark_noise_<detector>.npz`` (or ``--out``) and a JSON log beside it (command,
-seed, counts, spreads and mean errors per landmark, the resulting weights, seconds).
+seed, counts, spreads and mean errors per landmark, the inverse-variance contrast, seconds).
 """
 from __future__ import annotations
 
@@ -111,7 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
            "fit_seeds": [fit_seeds[0], fit_seeds[-1]], "images_per_subject": args.images,
            "detector": args.detector, "renders": len(fit_seeds) * args.images, "used": len(residuals),
            "no_face": missed, "rejected": rejected, "median_eye_distance_px": float(eyes.median()),
-           "confidence": relative_confidence(sigma).round(decimals=3).tolist(), "fit": summary(residuals, eyes)}
+           "inverse_variance_contrast": relative_confidence(sigma).round(decimals=3).tolist(),
+           "fit": summary(residuals, eyes)}
     if held_seeds:
         held, held_eyes, _, _ = collect(face, generator, landmarker, held_seeds, args.images, args.reject)
         log.update({"holdout_seeds": [held_seeds[0], held_seeds[-1]], "holdout_used": len(held),

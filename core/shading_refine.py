@@ -42,7 +42,9 @@ class ShadingConfig:
 
     Attributes:
         weight: weight of the shading term relative to the landmark term (1: the colour residuals
-            together count like all landmark residuals at their noise levels). Higher weights fit
+            together count like all landmark residuals at their noise levels and confidences, so
+            landmarks weighted down as a noisy detector's leave the balance of the two terms
+            alone and only strengthen the priors). Higher weights fit
             the Lambertian synthetic renders better but made rigs from real video frames (hair,
             speculars, compression) less consistent (docs/benchmarks.md, rig building).
         sigma: colour noise and Huber threshold of the colour residuals ([0, 1] units).
@@ -120,7 +122,7 @@ def refine_identity_from_shading(model: MorphableModel, images: Tensor, params: 
             seen = Observation(colors=sample_points(images, screen[..., :2]), weights=weights,
                                normals=normals, screen=screen)
             _, sh = estimate_appearance(seen, prior, prior_weight=config.albedo_reg)
-        scale = config.weight * (136.0 * g) / (3.0 * weights.sum().clamp(min=1.0)) / config.sigma ** 2
+        scale = config.weight * (2.0 * float(conf.sum())) / (3.0 * weights.sum().clamp(min=1.0)) / config.sigma ** 2
         code = identity.clone().requires_grad_(True)
         optimiser = torch.optim.LBFGS([code], max_iter=config.iterations, line_search_fn="strong_wolfe")
 

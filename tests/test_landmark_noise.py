@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.landmark_noise import (PHOTO_POWER, LandmarkNoiseError, detector_confidence, landmark_spread,
+from utils.landmark_noise import (PHOTO_POWER, REFERENCE_PX, LandmarkNoiseError, detector_weights, landmark_spread,
                                   load_landmark_noise, noise_path, relative_confidence, save_landmark_noise)
 
 
@@ -76,10 +76,19 @@ def test_shipped_dlib_profile():
     sigma = load_landmark_noise(noise_path("dlib"))
     jaw, inner = float(sigma[:17].median()), float(sigma[17:].median())
     assert 0.01 < inner < 0.05 and jaw > 2.0 * inner  # dlib guesses the jawline, sees the eyes
-    weights = detector_confidence("dlib", power=2.0)
-    assert weights.shape == (68,) and float(weights.max()) == 1.0 and float(weights[:17].max()) < 0.35
-    assert torch.allclose(detector_confidence("dlib"), weights.sqrt() ** PHOTO_POWER)
-    assert detector_confidence("no_such_detector") is None
+    # Two faces in 256 px crops: eye distances 120 px and 30 px (a far smaller face in its crop).
+    landmarks = torch.zeros(2, 68, 2)
+    landmarks[0, 45, 0], landmarks[1, 45, 0] = 120.0, 30.0
+    contrast = relative_confidence(sigma, power=2.0)
+    assert float(contrast.max()) == 1.0 and float(contrast[:17].max()) < 0.35
+    weights = detector_weights("dlib", landmarks)
+    overall = (REFERENCE_PX / (inner * 120.0)) ** 2  # dlib's ~2.9 px vs the builder's 1.5 px
+    assert 0.15 < overall < 0.4
+    assert torch.allclose(weights[0], overall * contrast.sqrt() ** PHOTO_POWER, rtol=1e-5)
+    assert torch.allclose(weights[1], contrast.sqrt() ** PHOTO_POWER)  # 0.7 px noise: capped at 1
+    assert detector_weights("no_such_detector", landmarks) is None
+    with pytest.raises(ValueError, match="G, 68, 2"):
+        detector_weights("dlib", torch.zeros(68, 2))
     log = json.loads(noise_path("dlib").with_name("landmark_noise_dlib_log.json").read_text())
     assert log["command"].startswith("python calibrate_landmarks.py") and log["seed"] == 500
     assert np.allclose(log["fit"]["spread"], sigma.numpy(), atol=1e-4)

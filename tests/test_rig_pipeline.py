@@ -60,8 +60,10 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
 
     assert run.used == ["person_0", "person_1", "person_2"]
     # The landmarks are weighted by the detector's measured noise (utils.landmark_noise).
-    assert torch.equal(seen["confidence"], landmarker.landmark_weights(3))
-    assert float(seen["confidence"][0, :17].max()) < 0.9 and float(seen["confidence"][0].max()) == 1.0
+    landmarks = torch.stack([torch.from_numpy(c.landmarks_crop).float() for c in run.crops])
+    assert torch.allclose(seen["confidence"], landmarker.landmark_weights(landmarks))
+    jaw, inner = seen["confidence"][:, :17].max(1).values, seen["confidence"].max(1).values
+    assert bool((jaw < 0.9 * inner).all()) and bool((inner < 0.5).all())
     assert set(run.skipped) == {"broken.jpg", "wall.png"}
     assert run.skipped["wall.png"] == "no face found" and "broken.jpg" in run.skipped["broken.jpg"]
     assert set(run.timings) == {"landmarks", "coarse fit", "photometric refinement", "rig code",

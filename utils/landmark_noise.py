@@ -14,9 +14,17 @@ so a few wrong detections do not inflate it), in units of the eye distance (oute
 The renders are harder on the jawline than photos are (no cast shadow under the jaw, a neck of
 the same skin): full inverse-variance weights (power 2) took the synthetic dlib rigs from 1.68 to
 1.22 of the mean face's error but made rigs from real video frames less consistent (0.32 -> 0.35
-of the between-person difference, target 0.33), so the profile is trusted on photos only as
-``(reference / sigma) ** PHOTO_POWER`` (0.5: jawline weights ~0.6, synthetic dlib 1.54, real video
-0.32; docs/benchmarks.md, rig building).
+of the between-person difference, target 0.33), so the point-to-point contrast is trusted on photos only as
+``(reference / sigma) ** PHOTO_POWER`` (0.5: jawline weights ~0.6 of the inner points').
+
+The profile also says how noisy the detector is overall: dlib's typical inner point strays
+~0.024 eye distances, ~3 px in a 256 px crop, where the rig builder's defaults were chosen for
+landmarks 1.5 px off (`REFERENCE_PX`, the benchmark's ground truth + noise). `detector_weights`
+therefore scales each image's weights by ``(REFERENCE_PX / inner spread in pixels) ** 2`` (about
+0.26 for dlib): the priors count for more against a noisier detector, as they should (the
+shading term keeps its balance with the landmarks, `core.shading_refine.ShadingConfig.weight`).
+Together: synthetic dlib rigs 1.68 -> 1.2 of the mean face, real-video consistency 0.32 -> 0.28
+(docs/benchmarks.md, rig building).
 
 Files (``.npz``): ``sigma`` (68,) float, ``detector`` (str).
 """
@@ -29,13 +37,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["PHOTO_POWER", "LandmarkNoiseError", "landmark_spread", "relative_confidence", "save_landmark_noise",
-           "load_landmark_noise", "noise_path", "detector_confidence"]
+__all__ = ["PHOTO_POWER", "REFERENCE_PX", "LandmarkNoiseError", "landmark_spread", "relative_confidence",
+           "save_landmark_noise", "load_landmark_noise", "noise_path", "detector_weights"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "net_weights"
 _MAD_TO_STD = 1.4826
 INNER = slice(17, 68)  # the 51 points off the jawline
-PHOTO_POWER = 0.5  # exponent of the weights the pipelines use (module docstring)
+PHOTO_POWER = 0.5  # exponent of the point-to-point contrast the pipelines use (module docstring)
+REFERENCE_PX = 1.5  # landmark noise (crop pixels) the rig builder's defaults were chosen for
 
 
 class LandmarkNoiseError(ValueError):
@@ -112,7 +121,22 @@ def load_landmark_noise(path: Union[str, Path]) -> Tensor:
     return torch.as_tensor(sigma, dtype=torch.float32)
 
 
-def detector_confidence(detector: str, power: float = PHOTO_POWER) -> Optional[Tensor]:
-    """Relative landmark weights (68,) for ``detector`` from its shipped profile, or None without one."""
+def detector_weights(detector: str, landmarks: Tensor, power: float = PHOTO_POWER,
+                     reference_px: float = REFERENCE_PX) -> Optional[Tensor]:
+    """Landmark weights for ``detector``'s detections from its shipped profile, or None without one.
+
+    Per point ``min(1, inner / sigma) ** power`` (`relative_confidence`), per image times
+    ``min(1, reference_px / (inner * eye distance in pixels)) ** 2`` (module docstring), with
+    ``inner`` the median spread of the 51 inner points.
+
+    Shape: landmarks (G, 68, 2) crop pixels -> (G, 68).
+    """
+    if landmarks.dim() != 3 or tuple(landmarks.shape[1:]) != (68, 2):
+        raise ValueError(f"landmarks must be (G, 68, 2), got {tuple(landmarks.shape)}")
     path = noise_path(detector)
-    return relative_confidence(load_landmark_noise(path), power=power) if path.is_file() else None
+    if not path.is_file():
+        return None
+    sigma = load_landmark_noise(path)
+    eye = (landmarks[:, 36] - landmarks[:, 45]).norm(dim=-1).to(sigma.dtype)
+    overall = (reference_px / (float(sigma[INNER].median()) * eye.clamp(min=1e-6))).clamp(max=1.0) ** 2
+    return overall[:, None] * relative_confidence(sigma, power=power)[None]

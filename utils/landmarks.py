@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from utils.image_io import iter_image_folder
-from utils.landmark_noise import detector_confidence
+from utils.landmark_noise import detector_weights
 
 logger = logging.getLogger(__name__)
 
@@ -292,12 +292,12 @@ class FaceLandmarker:
         """The backend in use: ``'dlib'`` or ``'face_alignment'``."""
         return self._backend.name
 
-    def landmark_weights(self, count: int) -> torch.Tensor | None:
-        """Relative weights of this backend's 68 points from its measured noise, for ``count`` faces:
-        (count, 68), or None where no noise profile is shipped (`utils.landmark_noise`; dlib's
-        jawline gets ~0.6 of an eye corner's weight). Fitters take them as landmark confidence."""
-        weights = detector_confidence(self.backend)
-        return None if weights is None else weights[None].expand(count, -1)
+    def landmark_weights(self, landmarks: torch.Tensor) -> torch.Tensor | None:
+        """Weights of this backend's detections (G, 68, 2) from its measured noise: (G, 68), or
+        None where no noise profile is shipped (`utils.landmark_noise.detector_weights`: dlib's
+        jawline ~0.6 of an inner point, and all ~0.26 of what a 1.5 px detector would get).
+        Fitters take them as landmark confidence."""
+        return detector_weights(self.backend, torch.as_tensor(landmarks))
 
     def detect_boxes(self, image_rgb: np.ndarray, region: Box | None = None
                      ) -> list[tuple[Box, float | None]]:

@@ -134,7 +134,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     images, landmarks = crop_batch(crops)
     if builder is None:
         result = build_rig(model, images, landmarks, config=config,
-                           confidence=landmarker.landmark_weights(len(crops)))
+                           confidence=landmarker.landmark_weights(landmarks))
         run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]
         run.timings["photometric refinement"] = result.timings["photometric"]
         run.timings["rig code"] = result.timings["rig code"]

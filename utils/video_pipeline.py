@@ -117,7 +117,7 @@ def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLa
     images, landmarks = crop_batch([c[2] for c in chosen])
     if builder is None:
         result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config,
-                           confidence=landmarker.landmark_weights(len(chosen)))
+                           confidence=landmarker.landmark_weights(landmarks))
     else:
         result = builder(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
