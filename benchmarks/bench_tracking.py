@@ -214,7 +214,8 @@ def synthetic_pairs(model, face, pairs: int, landmarker) -> None:
             found = [(k, f[0].landmarks) for k, f in ((k, landmarker.detect(im)) for k, im in enumerate(subject.images))
                      if f]
             images = to_float_batch(subject.images[[k for k, _ in found]])
-            target = build_rig(face, images, torch.from_numpy(np.stack([lm for _, lm in found])).float()).rig
+            lms = torch.from_numpy(np.stack([lm for _, lm in found])).float()
+            target = build_rig(face, images, lms, confidence=landmarker.landmark_weights(lms)).rig
             true_target = Rig.from_model(face, torch.from_numpy(subject.identity), transfer=False)
             true_source = Rig.from_model(face, torch.from_numpy(truth["identity"]), transfer=False)
             expr_truth = torch.from_numpy(truth["expression"])

@@ -43,10 +43,10 @@ class ShadingConfig:
     Attributes:
         weight: weight of the shading term relative to the landmark term (1: the colour residuals
             together count like all landmark residuals at their noise levels and confidences, so
-            landmarks weighted down as a noisy detector's leave the balance of the two terms
-            alone and only strengthen the priors). Higher weights fit
-            the Lambertian synthetic renders better but made rigs from real video frames (hair,
-            speculars, compression) less consistent (docs/benchmarks.md, rig building).
+            landmarks weighted down as a noisy detector's leave the balance of the two terms alone
+            and only strengthen the priors). Higher weights fit the Lambertian synthetic renders
+            better but made rigs from real video frames (hair, speculars, compression) less
+            consistent (docs/benchmarks.md, rig building).
         sigma: colour noise and Huber threshold of the colour residuals ([0, 1] units).
         grazing: camera-space normal z below which a vertex is left out, and above which it
             counts fully (ramp in between).

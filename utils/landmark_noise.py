@@ -14,8 +14,8 @@ so a few wrong detections do not inflate it), in units of the eye distance (oute
 The renders are harder on the jawline than photos are (no cast shadow under the jaw, a neck of
 the same skin): full inverse-variance weights (power 2) took the synthetic dlib rigs from 1.68 to
 1.22 of the mean face's error but made rigs from real video frames less consistent (0.32 -> 0.35
-of the between-person difference, target 0.33), so the point-to-point contrast is trusted on photos only as
-``(reference / sigma) ** PHOTO_POWER`` (0.5: jawline weights ~0.6 of the inner points').
+of the between-person difference, target 0.33), so the point-to-point contrast is trusted on
+photos only as ``(reference / sigma) ** PHOTO_POWER`` (0.5: the jawline at ~0.6 of the inner points).
 
 The profile also says how noisy the detector is overall: dlib's typical inner point strays
 ~0.024 eye distances, ~3 px in a 256 px crop, where the rig builder's defaults were chosen for
@@ -23,7 +23,7 @@ landmarks 1.5 px off (`REFERENCE_PX`, the benchmark's ground truth + noise). `de
 therefore scales each image's weights by ``(REFERENCE_PX / inner spread in pixels) ** 2`` (about
 0.26 for dlib): the priors count for more against a noisier detector, as they should (the
 shading term keeps its balance with the landmarks, `core.shading_refine.ShadingConfig.weight`).
-Together: synthetic dlib rigs 1.68 -> 1.2 of the mean face, real-video consistency 0.32 -> 0.28
+Together: synthetic dlib rigs 1.68 -> 1.22 of the mean face, real-video consistency 0.32 -> 0.27
 (docs/benchmarks.md, rig building).
 
 Files (``.npz``): ``sigma`` (68,) float, ``detector`` (str).
