@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from utils.landmark_noise import landmark_spread, noise_path, relative_confidence, save_landmark_noise  # noqa: E402
+from utils.landmark_noise import INNER, landmark_spread, noise_path, relative_confidence, save_landmark_noise  # noqa: E402
 from utils.landmarks import FaceLandmarker  # noqa: E402
 from utils.synthetic import SyntheticGenerator  # noqa: E402
 from utils.training_data import detector_landmarks  # noqa: E402
@@ -120,9 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log["seconds"] = round(time.perf_counter() - start, 1)
     log_path = out.with_name(out.stem + "_log.json")
     log_path.write_text(json.dumps(log, indent=1) + "\n")
-    inner = sigma[17:].median().item()
     logger.info("%s: spread (eye distances) inner median %.3f, jawline median %.3f -> %s; log %s",
-                args.detector, inner, sigma[:17].median().item(), out, log_path)
+                args.detector, sigma[INNER].median().item(), sigma[:17].median().item(), out, log_path)
     return 0
 
 

@@ -23,7 +23,7 @@ from core.morphable_model import MorphableModel
 from core.rig import Rig
 from core.rig_builder import RigBuildResult
 from utils.crop import FaceCrop, crop_batch, crop_face
-from utils.landmark_noise import detector_weights, noise_path
+from utils.landmark_noise import detector_weights
 from utils.landmarks import FaceLandmarker, detect_folder
 from utils.synthetic import SyntheticGenerator, SyntheticSubject
 from utils.training_data import detector_landmarks
@@ -45,7 +45,7 @@ SYNTHETIC_COLUMNS = ("images used", "rig neutral error", "mean-face baseline", "
 def detector_weighted(builder: Callable[..., RigBuildResult], detector: Optional[str]) -> Builder:
     """``builder`` with the landmarks weighted by ``detector``'s noise profile (`utils.landmark_noise`),
     as the pipelines do for their landmarker; unchanged for None or a detector without a profile."""
-    if detector is None or not noise_path(detector).is_file():
+    if detector is None:
         return builder
     return lambda images, landmarks: builder(images, landmarks, confidence=detector_weights(detector, landmarks))
 

@@ -11,6 +11,7 @@ from core.rig import CorrectiveBasis, Rig
 from core.rig_builder import RigBuildConfig, build_rig, fit_rig_code
 from core.shading_refine import ShadingConfig
 from utils.synthetic import SyntheticGenerator
+from utils.training_data import subject_params
 
 
 @pytest.fixture(scope="module")
@@ -19,12 +20,7 @@ def subject(ict_model):
 
 
 def _truth(subject, face):
-    n = len(subject.images)
-    params = {"identity": torch.from_numpy(subject.identity).float()[None].expand(n, -1),
-              "expression": torch.from_numpy(subject.expression).float(),
-              "rotation": torch.from_numpy(subject.angles).float(),
-              "scale": torch.from_numpy(subject.scale).float(),
-              "trans2d": torch.from_numpy(subject.translation).float()}
+    params = subject_params(subject)
     landmarks = project_landmarks(LandmarkGeometry(face), params, "weak", "dynamic")
     images = torch.from_numpy(subject.images).permute(0, 3, 1, 2).float() / 255.0
     return params, landmarks, images

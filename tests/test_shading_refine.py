@@ -11,6 +11,7 @@ from core.metrics import aligned_mesh_error
 from core.residuals import LandmarkGeometry, project_landmarks, update_contour
 from core.shading_refine import ShadingConfig, eye_region_mask, refine_identity_from_shading
 from utils.synthetic import SyntheticGenerator
+from utils.training_data import subject_params
 
 NOISE_PX = 1.5
 
@@ -22,15 +23,10 @@ def subject(ict_model):
 
 def _inputs(subject, face, identity):
     """Per-image parameters (true pose and expression, ``identity`` (n_id,)), crops, geometry, contour."""
-    n = len(subject.images)
-    params = {"identity": identity[None].expand(n, -1),
-              "expression": torch.from_numpy(subject.expression).float(),
-              "rotation": torch.from_numpy(subject.angles).float(),
-              "scale": torch.from_numpy(subject.scale).float(),
-              "trans2d": torch.from_numpy(subject.translation).float()}
+    truth = subject_params(subject)
+    params = dict(truth, identity=identity[None].expand(len(subject.images), -1))
     images = torch.from_numpy(subject.images).permute(0, 3, 1, 2).float() / 255.0
     geometry = LandmarkGeometry(face)
-    truth = dict(params, identity=torch.from_numpy(subject.identity).float()[None].expand(n, -1))
     points = geometry.points(truth["identity"], truth["expression"])
     corr = update_contour(geometry, points, euler_to_matrix(truth["rotation"]))
     landmarks = project_landmarks(geometry, truth, correspondence=corr)

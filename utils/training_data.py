@@ -58,6 +58,7 @@ __all__ = [
     "CACHE_FORMAT",
     "TrainingCacheError",
     "detector_landmarks",
+    "subject_params",
     "build_cache",
     "load_cache",
     "SyntheticFaceDataset",
@@ -100,15 +101,23 @@ def detector_landmarks(face: MorphableModel, subject: SyntheticSubject) -> np.nd
         raise ValueError(f"subject: expected identity ({face.n_identity},) and expression "
                          f"({n}, {face.n_expression}) of model {face.name}, got "
                          f"{subject.identity.shape} and {subject.expression.shape}")
-    identity = torch.as_tensor(subject.identity, dtype=torch.float32)[None].expand(n, -1)
-    params = {"identity": identity,
-              "expression": torch.as_tensor(subject.expression, dtype=torch.float32),
-              "rotation": torch.as_tensor(subject.angles, dtype=torch.float32),
-              "scale": torch.as_tensor(subject.scale, dtype=torch.float32),
-              "trans2d": torch.as_tensor(subject.translation, dtype=torch.float32)}
     geometry = LandmarkGeometry(face.to(device="cpu", dtype=torch.float32))
     with torch.no_grad():
-        return project_landmarks(geometry, params, "weak", "dynamic").numpy()
+        return project_landmarks(geometry, subject_params(subject), "weak", "dynamic").numpy()
+
+
+def subject_params(subject: SyntheticSubject) -> Dict[str, torch.Tensor]:
+    """A synthetic subject's true parameters as the fitters name them, float32.
+
+    Shape: ``identity`` (M, n_id) (the one row repeated), ``expression`` (M, K), ``rotation``
+    (M, 3) Euler angles, ``scale`` (M,), ``trans2d`` (M, 2); M = ``subject.n_images``.
+    """
+    f32 = torch.float32
+    return {"identity": torch.as_tensor(subject.identity, dtype=f32)[None].expand(subject.n_images, -1),
+            "expression": torch.as_tensor(subject.expression, dtype=f32),
+            "rotation": torch.as_tensor(subject.angles, dtype=f32),
+            "scale": torch.as_tensor(subject.scale, dtype=f32),
+            "trans2d": torch.as_tensor(subject.translation, dtype=f32)}
 
 
 def _subject_seed(seed: int, index: int) -> List[int]:
