@@ -10,7 +10,8 @@ Coarse to fine (method.md, "Ours"):
    (`core.rig`), so the per-image meshes are exactly the rig's.
 3. ``photometric``: the identity from how the skin's shading varies across the images (normals of
    the current shape, albedo eliminated in closed form, SH lighting per image; `core.shading_refine`),
-   then poses and expressions re-fitted to the landmarks; albedo and lighting in closed form.
+   refined together with the poses and expressions, which the colours' positions pin better than
+   68 landmarks do; albedo and lighting in closed form.
 4. ``rig code``: the per-person corrective blendshapes (`core.rig.CorrectiveBasis`) from all images'
    landmarks, in closed form with expressions and poses held (`fit_rig_code`).
 
@@ -36,7 +37,7 @@ from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, Land
                             Correspondence, expression_bounds, landmark_block, landmark_points,
                             prior_block, update_contour)
 from core.rig import CorrectiveBasis, Rig, transfer_deltas, vertex_neighbours
-from core.shading_refine import ShadingConfig, refine_identity_from_shading
+from core.shading_refine import ShadingConfig, refine_from_shading
 from core.solver import SolverConfig, solve
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class RigBuildConfig:
             and pull the shared identity; the identity's is a little below 1 because the 2 px
             Huber already caps what a wild landmark can pull; docs/benchmarks.md, rig building).
         rounds, iterations: joint landmark stage (contour updates x LM iterations).
-        photometric: run the photometric stage (identity from shading, `core.shading_refine`).
+        photometric: run the photometric stage (identity, poses and expressions from shading,
+            `core.shading_refine`).
         shading: settings of that stage.
         neck_margin: vertices lower than this many mm below the chin are left out of the albedo,
             lighting and photometric terms (they take the skin prior).
@@ -245,18 +247,20 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     if config.photometric:
         current = _with_transferred_expressions(model, params[IDENTITY][0])
         geometry_r = LandmarkGeometry(current)
-        identity, _ = refine_identity_from_shading(
+        identity, _, per_image = refine_from_shading(
             current, images, _flat(params), geometry_r, _contour(geometry_r, params), landmarks,
             prior_albedo=_albedo_prior(model), mask=_above_chin(model, config.neck_margin),
             landmark_sigma=config.landmark_sigma, landmark_huber=config.landmark_huber,
-            identity_weight=config.identity_weight, confidence=confidence, config=config.shading)
-        params = dict(params, **{IDENTITY: identity[None]})
-        # Poses and expressions follow the refined face (identity held, so this is the rig's model).
+            identity_weight=config.identity_weight, expression_weight=config.expression_weight,
+            bounds=bounds.get(EXPRESSION), confidence=confidence, config=config.shading)
+        params = {IDENTITY: identity[None], **{k: per_image[k][None] for k in _PER_IMAGE}}
         final_model = _with_transferred_expressions(model, identity)
-        geometry = LandmarkGeometry(final_model)
-        params = solve(_landmark_blocks(geometry, landmarks, _contour(geometry, params), config, confidence),
-                       params, free=list(_PER_IMAGE), per_group=list(_PER_IMAGE), bounds=bounds,
-                       config=solver_config).params
+        if not config.shading.per_image:
+            # Poses and expressions follow the refined face (identity held: this is the rig's model).
+            geometry = LandmarkGeometry(final_model)
+            params = solve(_landmark_blocks(geometry, landmarks, _contour(geometry, params), config, confidence),
+                           params, free=list(_PER_IMAGE), per_group=list(_PER_IMAGE), bounds=bounds,
+                           config=solver_config).params
         flat = _flat(params)
         _, albedo, sh = observe_appearance(model, images, final_model.vertices(flat[IDENTITY], flat[EXPRESSION]),
                                            flat[ROTATION], flat[SCALE], flat[TRANS2D],

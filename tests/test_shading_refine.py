@@ -1,4 +1,5 @@
-"""Identity from shading: the truth is a fixed point, and shading moves a landmark-only face towards it."""
+"""The face from shading: the truth is nearly a fixed point, shading moves a landmark-only face and
+wrong head poses towards the truth, and the robust colour cost is bounded."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,7 @@ import torch
 from core.camera import euler_to_matrix
 from core.metrics import aligned_mesh_error
 from core.residuals import LandmarkGeometry, project_landmarks, update_contour
-from core.shading_refine import ShadingConfig, eye_region_mask, refine_identity_from_shading
+from core.shading_refine import ShadingConfig, eye_region_mask, geman_mcclure, refine_from_shading
 from utils.synthetic import SyntheticGenerator
 from utils.training_data import subject_params
 
@@ -34,10 +35,10 @@ def _inputs(subject, face, identity):
 
 
 def _refine(face, params, images, geometry, corr, landmarks, config=ShadingConfig()):
-    return refine_identity_from_shading(
+    return refine_from_shading(
         face, images, params, geometry, corr, landmarks, prior_albedo=torch.tensor([0.62, 0.45, 0.38]),
         mask=torch.ones(face.n_vertices), landmark_sigma=NOISE_PX, landmark_huber=4.0, identity_weight=1.0,
-        config=config)
+        expression_weight=5.0, bounds=(0.0, 1.0), config=config)
 
 
 def _neutral_error(face, identity, subject) -> float:
@@ -58,8 +59,12 @@ def test_truth_is_nearly_a_fixed_point(subject, ict_face):
     truth = torch.from_numpy(subject.identity).float()
     params, images, geometry, corr, landmarks = _inputs(subject, ict_face, truth)
     config = ShadingConfig(rounds=1, iterations=30)
-    identity, sh = _refine(ict_face, params, images, geometry, corr, landmarks, config)
+    identity, sh, per_image = _refine(ict_face, params, images, geometry, corr, landmarks, config)
     assert sh.shape == (6, 9, 3)
+    assert per_image["expression"].shape == (6, ict_face.n_expression)
+    assert float(per_image["expression"].min()) >= 0.0 and float(per_image["expression"].max()) <= 1.0
+    turn = (per_image["rotation"] - params["rotation"]).abs().max()
+    assert float(turn) < 0.01  # radians: the true poses stay
     baseline = float(aligned_mesh_error(ict_face.neutral[None], torch.from_numpy(subject.neutral).float()[None]))
     # Starting at the truth with exact landmarks, the refinement stays within a small fraction
     # of the mean face's error (the identity prior and the renderer's pixel noise pull a little).
@@ -72,9 +77,46 @@ def test_shading_moves_a_landmark_fit_towards_the_truth(subject, ict_face):
     params, images, geometry, corr, landmarks = _inputs(subject, ict_face, torch.zeros(n_id))
     noisy = landmarks + NOISE_PX * torch.randn(landmarks.shape, generator=torch.Generator().manual_seed(0))
     # Landmark-only identity: the shading term switched off (weight 0).
-    off = dataclasses.replace(ShadingConfig(), weight=0.0, rounds=1, iterations=100)
-    start, _ = _refine(ict_face, params, images, geometry, corr, noisy, off)
+    off = dataclasses.replace(ShadingConfig(), weight=0.0, rounds=1, iterations=100, per_image=False)
+    start, _, _ = _refine(ict_face, params, images, geometry, corr, noisy, off)
     before = _neutral_error(ict_face, start, subject)
-    refined, _ = _refine(ict_face, dict(params, identity=start[None].expand(6, -1)), images, geometry, corr, noisy)
+    refined, _, _ = _refine(ict_face, dict(params, identity=start[None].expand(6, -1)), images, geometry, corr, noisy)
     after = _neutral_error(ict_face, refined, subject)
     assert after < 0.85 * before, f"neutral error {before:.2f} mm -> {after:.2f} mm"
+
+
+def _angle_errors(rotation, truth):
+    """Per image angle (degrees) between two Euler-angle rotations: (G, 3), (G, 3) -> (G,)."""
+    relative = euler_to_matrix(rotation).transpose(1, 2) @ euler_to_matrix(truth)
+    cos = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos))
+
+
+def test_colours_alone_move_shifted_faces_back(subject, ict_face):
+    """True face, poses and expressions, each image's face shifted 2 px and turned ~3 degrees off;
+    with the landmarks' weight negligible, the colours alone bring the poses most of the way back
+    (smooth skin pins the turn better than the shift)."""
+    truth = torch.from_numpy(subject.identity).float()
+    params, images, geometry, corr, landmarks = _inputs(subject, ict_face, truth)
+    signs = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, -1.0]]).repeat(2, 1)
+    off = dict(params, rotation=params["rotation"] + torch.deg2rad(torch.tensor(3.0)) / 3 ** 0.5 * signs,
+               trans2d=params["trans2d"] + 2.0 * signs[:, :2])
+    assert 2.5 < float(_angle_errors(off["rotation"], params["rotation"]).min())
+    _, _, moved = refine_from_shading(
+        ict_face, images, off, geometry, corr, landmarks, prior_albedo=torch.tensor([0.62, 0.45, 0.38]),
+        mask=torch.ones(ict_face.n_vertices), landmark_sigma=1e3, landmark_huber=None, identity_weight=1.0,
+        expression_weight=5.0, bounds=(0.0, 1.0), config=ShadingConfig(rounds=2))
+    turn = _angle_errors(moved["rotation"], params["rotation"])
+    shift = (moved["trans2d"] - params["trans2d"]).norm(dim=-1)
+    start_shift = 2.0 * 2 ** 0.5
+    assert float(turn.mean()) < 0.5 * 3.0 and float(shift.mean()) < 0.75 * start_shift, (turn, shift)
+
+
+def test_geman_mcclure_known_values():
+    r = torch.tensor([0.0, 0.001, 0.02, 1.0, -1.0, 100.0])
+    rho = geman_mcclure(r, 0.02)
+    assert rho[0] == 0 and float(rho[1]) == pytest.approx(0.001 ** 2, rel=0.01)  # quadratic near zero
+    assert float(rho[2]) == pytest.approx(0.02 ** 2 / 2)  # half the bound at |r| = sigma
+    assert float(rho[3]) == float(rho[4]) and float(rho[5]) < 0.02 ** 2  # even, bounded by sigma^2
+    pull = torch.autograd.functional.jacobian(lambda x: geman_mcclure(x, 0.02).sum(), torch.tensor([0.02, 0.2, 2.0]))
+    assert float(pull[0]) > 10 * float(pull[1]) > 10 * float(pull[2]) > 0  # far outliers stop pulling
