@@ -51,9 +51,10 @@ class ShadingConfig:
         weight: weight of the shading term relative to the landmark term (1: the colour residuals
             together count like all landmark residuals at their noise levels and confidences, so
             landmarks weighted down as a noisy detector's leave the balance of the two terms alone
-            and only strengthen the priors). Higher weights fit the Lambertian synthetic renders
-            no better and made rigs from real video frames (hair, speculars, compression) less
-            consistent (docs/benchmarks.md, rig building).
+            and only strengthen the priors). 2 was better than 1 on the synthetic renders (both
+            landmark sources, also on subjects never used for choosing) and on real video frames
+            (hair, speculars, compression); much higher weights made real rigs frame-set dependent
+            (docs/benchmarks.md, rig building).
         sigma: scale of the robust colour cost ([0, 1] units; residuals well beyond it stop pulling).
         grazing: camera-space normal z below which a vertex is left out, and above which it
             counts fully (ramp in between).
@@ -67,7 +68,7 @@ class ShadingConfig:
             each, so that L-BFGS sees a well-scaled problem.
     """
 
-    weight: float = 1.0
+    weight: float = 2.0
     sigma: float = 0.02
     grazing: Tuple[float, float] = (0.3, 0.6)
     eye_margin: float = 14.0
