@@ -24,7 +24,7 @@ therefore scales each image's weights by ``(REFERENCE_PX / inner spread in pixel
 0.26 for dlib): the priors count for more against a noisier detector, as they should (the
 shading term keeps its balance with the landmarks, `core.shading_refine.ShadingConfig.weight`).
 Together: synthetic dlib rigs 1.68 -> 1.22 of the mean face, real-video consistency 0.32 -> 0.27
-(docs/benchmarks.md, rig building).
+with the session-4 rig builder (docs/benchmarks.md, rig building).
 
 Files (``.npz``): ``sigma`` (68,) float, ``detector`` (str).
 """
