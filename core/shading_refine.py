@@ -108,15 +108,18 @@ def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) ->
     return normals, screen
 
 
-def _per_image_parameters(fixed: Dict[str, Tensor], steps: Tuple[float, float, float, float],
+def _per_image_parameters(fixed: Dict[str, Tensor], free: bool, steps: Tuple[float, float, float, float],
                           bounds: Optional[Tuple[float, float]], expression_weight: float
                           ) -> Tuple[Dict[str, Tensor], Callable[[], Tuple[Dict[str, Tensor], Tensor]]]:
-    """Optimiser variables (zeros, in `ShadingConfig.steps` units) and a function giving the current
-    per-image parameters (expressions clamped to ``bounds``) with their prior and bound penalty."""
+    """Optimiser variables (zeros, in `ShadingConfig.steps` units; none unless ``free``) and a
+    function giving the current per-image parameters (expressions clamped to ``bounds``) with their
+    prior and bound penalty (zero when held)."""
     units = {ROTATION: steps[0], SCALE: steps[1] * fixed[SCALE], TRANS2D: steps[2], EXPRESSION: steps[3]}
-    delta = {k: torch.zeros_like(fixed[k], requires_grad=True) for k in _PER_IMAGE}
+    delta = {k: torch.zeros_like(fixed[k], requires_grad=True) for k in _PER_IMAGE} if free else {}
 
     def current() -> Tuple[Dict[str, Tensor], Tensor]:
+        if not free:
+            return fixed, fixed[SCALE].new_zeros(())
         values = {k: fixed[k] + units[k] * delta[k] for k in _PER_IMAGE}
         raw = values[EXPRESSION]
         penalty = raw.new_zeros(())
@@ -173,10 +176,7 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
             _, sh = estimate_appearance(seen, prior, prior_weight=config.albedo_reg)
         scale = config.weight * (2.0 * float(conf.sum())) / (3.0 * weights.sum().clamp(min=1.0)) / config.sigma ** 2
         code = identity.clone().requires_grad_(True)
-        if config.per_image:
-            delta, current = _per_image_parameters(fixed, config.steps, bounds, expression_weight)
-        else:
-            delta, current = {}, (lambda held=fixed: (held, torch.zeros((), dtype=dtype)))
+        delta, current = _per_image_parameters(fixed, config.per_image, config.steps, bounds, expression_weight)
         optimiser = torch.optim.LBFGS([code, *delta.values()], max_iter=config.iterations,
                                       line_search_fn="strong_wolfe")
 
