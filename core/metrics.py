@@ -1,4 +1,4 @@
-"""Accuracy measures for reconstructions: similarity alignment, mesh and landmark errors."""
+"""Accuracy measures for reconstructions: similarity alignment, mesh, landmark and head-pose errors."""
 from __future__ import annotations
 
 from typing import Optional
@@ -6,7 +6,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["similarity_align", "aligned_mesh_error", "normalized_landmark_error"]
+from core.camera import euler_to_matrix
+
+__all__ = ["similarity_align", "aligned_mesh_error", "normalized_landmark_error", "rotation_error_deg"]
 
 
 def similarity_align(source: Tensor, target: Tensor, weights: Optional[Tensor] = None) -> Tensor:
@@ -54,3 +56,13 @@ def normalized_landmark_error(predicted: Tensor, detected: Tensor) -> Tensor:
         raise ValueError(f"landmarks must be (B, 68, 2), got {tuple(predicted.shape)} and {tuple(detected.shape)}")
     eyes = (detected[:, 36] - detected[:, 45]).norm(dim=-1)
     return (predicted - detected).norm(dim=-1).mean(-1) / eyes
+
+
+def rotation_error_deg(rotation: Tensor, truth: Tensor) -> Tensor:
+    """Angle (degrees) of the rotation between two head poses given as Euler angles (the fitters').
+
+    Shape: rotation, truth (B, 3) radians -> (B,).
+    """
+    relative = euler_to_matrix(rotation).transpose(1, 2) @ euler_to_matrix(truth)
+    cos = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos))

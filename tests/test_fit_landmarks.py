@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from core.camera import euler_to_matrix
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak
+from core.metrics import rotation_error_deg
 from core.residuals import (EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION,
                             LandmarkGeometry, landmark_points, project_landmarks)
 
@@ -52,12 +52,6 @@ def _aligned_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (s[:, None, None] * a0 @ R - b0).norm(dim=-1).mean(1)
 
 
-def _rotation_error_deg(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-    R = euler_to_matrix(r1).transpose(1, 2) @ euler_to_matrix(r2)
-    cos = ((R.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
-    return torch.rad2deg(torch.arccos(cos))
-
-
 def _mesh_errors(ict_face, fit, gt):
     truth = ict_face.vertices(gt[IDENTITY], gt[EXPRESSION])
     fitted = ict_face.vertices(fit.params[IDENTITY], fit.params[EXPRESSION])
@@ -69,7 +63,7 @@ def test_closed_form_weak_pose_is_exact_for_rigid_points(geometry):
     pts = geometry.points(gt[IDENTITY], gt[EXPRESSION])
     uv = project_landmarks(geometry, gt, "weak", geometry.default_correspondence(B))
     pose = init_pose_weak(landmark_points(pts, geometry.default_correspondence(B)), uv)
-    assert _rotation_error_deg(pose[ROTATION], gt[ROTATION]).max() < 0.05
+    assert rotation_error_deg(pose[ROTATION], gt[ROTATION]).max() < 0.05
     assert torch.allclose(pose[SCALE], gt[SCALE], rtol=1e-4)
     assert torch.allclose(pose[TRANS2D], gt[TRANS2D], atol=1e-2)
 
@@ -80,7 +74,7 @@ def test_noise_free_landmarks_are_fitted_back(ict_face, geometry):
     config = LandmarkFitConfig(identity_weight=0.01, expression_weight=0.01)
     fit = fit_landmarks(geometry, targets, config=config)
     assert fit.reprojection_error.max() < 0.15
-    assert _rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 3.0
+    assert rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 3.0
     err, baseline = _mesh_errors(ict_face, fit, gt)
     assert (err < 0.7 * baseline).all() and err.mean() < 0.4 * baseline.mean()
     assert fit.history.shape[0] == B and (fit.history[:, -1] <= fit.history[:, 0]).all()
@@ -93,7 +87,7 @@ def test_noisy_landmarks_still_beat_the_mean_face(ict_face, geometry):
     fit = fit_landmarks(geometry, noisy)
     err, baseline = _mesh_errors(ict_face, fit, gt)
     assert err.mean() < 0.75 * baseline.mean()
-    assert _rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 5.0
+    assert rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 5.0
     # The fit explains the landmarks to about the noise level, not to zero (priors).
     assert 0.8 < float(fit.reprojection_error.mean()) < 2.5
     assert (fit.params[EXPRESSION] >= 0).all() and (fit.params[EXPRESSION] <= 1).all()
@@ -106,7 +100,7 @@ def test_perspective_camera_fit(geometry):
     config = LandmarkFitConfig(camera="perspective", identity_weight=0.01, expression_weight=0.01)
     fit = fit_landmarks(geometry, targets, config=config, focal=800.0, principal_point=pp)
     assert fit.reprojection_error.max() < 0.2
-    assert _rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 3.0
+    assert rotation_error_deg(fit.params[ROTATION], gt[ROTATION]).max() < 3.0
     assert torch.equal(fit.params[FOCAL], torch.full((B,), 800.0))
 
 
@@ -122,7 +116,7 @@ def test_tracking_with_fixed_identity_and_previous_frame(geometry):
     second = fit_landmarks(geometry, nxt, identity=gt[IDENTITY], init=prev, previous=prev,
                            config=config)
     assert second.reprojection_error.max() < 0.5
-    assert _rotation_error_deg(second.params[ROTATION], moved[ROTATION]).max() < 1.5
+    assert rotation_error_deg(second.params[ROTATION], moved[ROTATION]).max() < 1.5
     # A heavy temporal weight keeps the previous frame's expression.
     stiff = fit_landmarks(geometry, nxt, identity=gt[IDENTITY], init=prev, previous=prev,
                           config=LandmarkFitConfig(pose_rounds=0, rounds=2, temporal_weight=1e6))

@@ -1,10 +1,12 @@
 """Accuracy measures: similarity alignment recovers known transforms; errors on known cases."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from core.camera import euler_to_matrix
-from core.metrics import aligned_mesh_error, normalized_landmark_error, similarity_align
+from core.metrics import aligned_mesh_error, normalized_landmark_error, rotation_error_deg, similarity_align
 
 
 def test_similarity_alignment_undoes_a_similarity():
@@ -33,3 +35,12 @@ def test_normalized_landmark_error():
     det[0, 45, 0] = 100.0
     pred = det + torch.tensor([3.0, 4.0])
     torch.testing.assert_close(normalized_landmark_error(pred, det), torch.tensor([0.05]))
+
+
+def test_rotation_error_of_known_turns():
+    base = torch.tensor([[0.1, -0.4, 0.2], [0.0, 0.0, 0.0]])
+    turned = base.clone()
+    turned[1, 1] = 0.3  # a pure 0.3 rad yaw from the identity
+    err = rotation_error_deg(turned, base)
+    torch.testing.assert_close(err, torch.tensor([0.0, math.degrees(0.3)]), atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(rotation_error_deg(base, turned), err, atol=1e-3, rtol=1e-5)  # symmetric

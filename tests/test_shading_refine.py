@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix
-from core.metrics import aligned_mesh_error
+from core.metrics import aligned_mesh_error, rotation_error_deg
 from core.residuals import LandmarkGeometry, project_landmarks, update_contour
 from core.shading_refine import ShadingConfig, eye_region_mask, geman_mcclure, refine_from_shading
 from utils.synthetic import SyntheticGenerator
@@ -34,11 +34,12 @@ def _inputs(subject, face, identity):
     return params, images, geometry, corr, landmarks
 
 
-def _refine(face, params, images, geometry, corr, landmarks, config=ShadingConfig()):
+def _refine(face, params, images, geometry, corr, landmarks, config=ShadingConfig(), landmark_sigma=NOISE_PX,
+            landmark_huber=4.0):
     return refine_from_shading(
         face, images, params, geometry, corr, landmarks, prior_albedo=torch.tensor([0.62, 0.45, 0.38]),
-        mask=torch.ones(face.n_vertices), landmark_sigma=NOISE_PX, landmark_huber=4.0, identity_weight=1.0,
-        expression_weight=5.0, bounds=(0.0, 1.0), config=config)
+        mask=torch.ones(face.n_vertices), landmark_sigma=landmark_sigma, landmark_huber=landmark_huber,
+        identity_weight=1.0, expression_weight=5.0, bounds=(0.0, 1.0), config=config)
 
 
 def _neutral_error(face, identity, subject) -> float:
@@ -85,13 +86,6 @@ def test_shading_moves_a_landmark_fit_towards_the_truth(subject, ict_face):
     assert after < 0.85 * before, f"neutral error {before:.2f} mm -> {after:.2f} mm"
 
 
-def _angle_errors(rotation, truth):
-    """Per image angle (degrees) between two Euler-angle rotations: (G, 3), (G, 3) -> (G,)."""
-    relative = euler_to_matrix(rotation).transpose(1, 2) @ euler_to_matrix(truth)
-    cos = ((relative.diagonal(dim1=1, dim2=2).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.arccos(cos))
-
-
 def test_colours_alone_move_shifted_faces_back(subject, ict_face):
     """True face, poses and expressions, each image's face shifted 2 px and turned ~3 degrees off;
     with the landmarks' weight negligible, the colours alone bring the poses most of the way back
@@ -101,12 +95,10 @@ def test_colours_alone_move_shifted_faces_back(subject, ict_face):
     signs = torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, 1.0, -1.0]]).repeat(2, 1)
     off = dict(params, rotation=params["rotation"] + torch.deg2rad(torch.tensor(3.0)) / 3 ** 0.5 * signs,
                trans2d=params["trans2d"] + 2.0 * signs[:, :2])
-    assert 2.5 < float(_angle_errors(off["rotation"], params["rotation"]).min())
-    _, _, moved = refine_from_shading(
-        ict_face, images, off, geometry, corr, landmarks, prior_albedo=torch.tensor([0.62, 0.45, 0.38]),
-        mask=torch.ones(ict_face.n_vertices), landmark_sigma=1e3, landmark_huber=None, identity_weight=1.0,
-        expression_weight=5.0, bounds=(0.0, 1.0), config=ShadingConfig(rounds=2))
-    turn = _angle_errors(moved["rotation"], params["rotation"])
+    assert 2.5 < float(rotation_error_deg(off["rotation"], params["rotation"]).min())
+    _, _, moved = _refine(ict_face, off, images, geometry, corr, landmarks, ShadingConfig(rounds=2),
+                          landmark_sigma=1e3, landmark_huber=None)
+    turn = rotation_error_deg(moved["rotation"], params["rotation"])
     shift = (moved["trans2d"] - params["trans2d"]).norm(dim=-1)
     start_shift = 2.0 * 2 ** 0.5
     assert float(turn.mean()) < 0.5 * 3.0 and float(shift.mean()) < 0.75 * start_shift, (turn, shift)
