@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +32,20 @@ from utils.synthetic import SyntheticGenerator, SyntheticSubject  # noqa: E402
 _FLIP_V = np.array([[1.0], [-1.0]])  # image v runs down (core.camera.weak_perspective_project)
 
 
-def posterior_identity(face: MorphableModel, subject: SyntheticSubject, images: int, noise: float,
-                       rng: np.random.Generator) -> np.ndarray:
-    """Ridge estimate (n_id,) of the identity from ``images`` images' noisy landmarks, all else true."""
-    ids = subject.landmark_indices
-    basis = face.identity_basis[:, ids].double().numpy()  # (n_id, 68, 3)
+def posterior_identity(face: MorphableModel, subject: SyntheticSubject, observed: np.ndarray, images: Sequence[int],
+                       noise: float, points: Sequence[int] = tuple(range(68))) -> np.ndarray:
+    """Ridge estimate (n_id,) of the identity from landmarks ``observed`` (M, 68, 2) of the subject's
+    ``images``, with their true poses, scales and expressions, ``noise`` px per coordinate, and only
+    the landmark numbers in ``points`` used (the model's landmark vertices)."""
+    ids = subject.landmark_indices[list(points)]
+    basis = face.identity_basis[:, ids].double().numpy()  # (n_id, P, 3)
     rows, targets = [], []
-    for k in range(images):
+    for j, k in enumerate(images):
         camera = subject.scale[k] * subject.rotation[k][:2] * _FLIP_V  # (2, 3)
         known = face.neutral[ids].double().numpy() + np.einsum(
             "e,evc->vc", subject.expression[k], face.expression_basis[:, ids].double().numpy())
-        observed = subject.landmarks[k] + rng.normal(0.0, noise, (68, 2))
         rows.append(np.einsum("rc,kvc->vrk", camera, basis).reshape(-1, basis.shape[0]))
-        targets.append((observed - known @ camera.T - subject.translation[k]).reshape(-1))
+        targets.append((observed[j][list(points)] - known @ camera.T - subject.translation[k]).reshape(-1))
     A, b = np.concatenate(rows), np.concatenate(targets)
     return np.linalg.solve(A.T @ A / noise ** 2 + np.eye(A.shape[1]), A.T @ b / noise ** 2)
 
@@ -65,7 +67,8 @@ def main() -> None:
         truth = torch.from_numpy(subject.neutral).float()[None]
         baselines.append(float(aligned_mesh_error(face.neutral[None], truth)))
         for n in args.images:
-            identity = torch.from_numpy(posterior_identity(face, subject, n, args.noise, rng)).float()
+            noisy = subject.landmarks[:n] + rng.normal(0.0, args.noise, (n, 68, 2))
+            identity = torch.from_numpy(posterior_identity(face, subject, noisy, range(n), args.noise)).float()
             errors[n].append(float(aligned_mesh_error(face.vertices(identity[None]), truth)))
     print(f"\n### Landmarks-only bound: true poses and expressions, {args.noise} px noise, "
           f"{args.subjects} subjects (ICT face region, mm)\n")

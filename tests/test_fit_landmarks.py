@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak
-from core.metrics import rotation_error_deg
+from core.metrics import aligned_mesh_error, rotation_error_deg
 from core.residuals import (EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION,
                             LandmarkGeometry, landmark_points, project_landmarks)
 
@@ -41,21 +41,10 @@ def _subjects(geometry, camera="weak", seed=0):
     return gt
 
 
-def _aligned_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean vertex distance (mm) after the best similarity transform of ``a`` onto ``b``."""
-    a0, b0 = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    U, S, Vh = torch.linalg.svd(a0.transpose(1, 2) @ b0)
-    d = torch.ones_like(S)
-    d[:, -1] = torch.sign(torch.linalg.det(U @ Vh))
-    R = U @ torch.diag_embed(d) @ Vh
-    s = (S * d).sum(-1) / (a0 ** 2).sum((1, 2))
-    return (s[:, None, None] * a0 @ R - b0).norm(dim=-1).mean(1)
-
-
 def _mesh_errors(ict_face, fit, gt):
     truth = ict_face.vertices(gt[IDENTITY], gt[EXPRESSION])
     fitted = ict_face.vertices(fit.params[IDENTITY], fit.params[EXPRESSION])
-    return _aligned_error(fitted, truth), _aligned_error(ict_face.neutral.expand(B, -1, -1), truth)
+    return aligned_mesh_error(fitted, truth), aligned_mesh_error(ict_face.neutral.expand(B, -1, -1), truth)
 
 
 def test_closed_form_weak_pose_is_exact_for_rigid_points(geometry):
