@@ -72,11 +72,11 @@ def landmark_bound(face: MorphableModel, case: SyntheticCase, source: str, shrin
     return _neutral_error(face, torch.from_numpy(identity), case)
 
 
-def shading_oracle(face: MorphableModel, case: SyntheticCase, source: str, start: Dict[str, Tensor],
-                   weight: float, config: RigBuildConfig) -> float:
-    """Neutral error (mm) after the photometric stage started from ``start`` (per image (G, ...))."""
+def shading_oracle(face: MorphableModel, geometry: LandmarkGeometry, case: SyntheticCase, source: str,
+                   start: Dict[str, Tensor], weight: float, config: RigBuildConfig) -> float:
+    """Neutral error (mm) after the photometric stage started from ``start`` (per image (G, ...));
+    ``geometry`` is ``face``'s landmark geometry."""
     crops, landmarks, _ = case.inputs[source]
-    geometry = LandmarkGeometry(face)
     points = geometry.points(start[IDENTITY], start[EXPRESSION])
     correspondence = update_contour(geometry, points, euler_to_matrix(start[ROTATION]))
     detector = SOURCE_DETECTOR[source]
@@ -108,11 +108,12 @@ def study(face: MorphableModel, case: SyntheticCase, source: str, weights: List[
     mean_face = dict(truth, **{IDENTITY: torch.zeros_like(truth[IDENTITY])})
     fitted = dict(landmark_result.params)
     fitted[IDENTITY] = landmark_result.params[IDENTITY][None].expand(g, -1)
+    starts = {"from the truth": truth, "true poses and expressions, mean face": mean_face,
+              "from the landmark stage": fitted}
+    geometry = LandmarkGeometry(face)
     for w in weights:
-        out[f"shading {w:g}: from the truth"] = shading_oracle(face, case, source, truth, w, config)
-        out[f"shading {w:g}: true poses and expressions, mean face"] = shading_oracle(face, case, source, mean_face,
-                                                                                     w, config)
-        out[f"shading {w:g}: from the landmark stage"] = shading_oracle(face, case, source, fitted, w, config)
+        for name, start in starts.items():
+            out[f"shading {w:g}: {name}"] = shading_oracle(face, geometry, case, source, start, w, config)
     return out
 
 
