@@ -32,7 +32,7 @@ import os
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,8 @@ from benchmarks.rig_eval import SOURCE_DETECTOR, SOURCES, SyntheticCase, detecto
 from core.camera import euler_to_matrix  # noqa: E402
 from core.metrics import aligned_mesh_error  # noqa: E402
 from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from core.residuals import EXPRESSION, IDENTITY, ROTATION, LandmarkGeometry, update_contour  # noqa: E402
+from core.residuals import (EXPRESSION, IDENTITY, ROTATION, LandmarkGeometry, expression_bounds,  # noqa: E402
+                            update_contour)
 from core.rig_builder import RigBuildConfig, _above_chin, _albedo_prior, build_rig  # noqa: E402
 from core.shading_refine import refine_from_shading  # noqa: E402
 from utils.landmark_noise import INNER, detector_weights  # noqa: E402
@@ -61,15 +62,17 @@ def _neutral_error(face: MorphableModel, identity: Tensor, case: SyntheticCase) 
     return float(aligned_mesh_error(face.vertices(identity[None].float()), case.truth_neutral))
 
 
-def landmark_bound(face: MorphableModel, case: SyntheticCase, source: str, shrink: float) -> float:
+def landmark_bound(face: MorphableModel, case: SyntheticCase, source: str, shrinks: Sequence[float]
+                   ) -> Dict[float, float]:
     """Neutral error (mm) of the inner-landmark ridge identity with the true per-image parameters,
-    the noise assumed ``shrink`` times the landmarks' robust spread around the truth."""
+    per shrink factor: the noise assumed that many times the landmarks' robust spread around the truth."""
     _, landmarks, idx = case.inputs[source]
-    residual = (landmarks.numpy() - detector_landmarks(face, case.subject)[idx])[:, list(_INNER_POINTS)]
+    observed = landmarks.numpy().astype(np.float64)
+    residual = (observed - detector_landmarks(face, case.subject)[idx])[:, list(_INNER_POINTS)]
     noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))  # robust std per coordinate, px
-    identity = posterior_identity(face, case.subject, landmarks.numpy().astype(np.float64), idx,
-                                  shrink * max(noise, 1e-3), _INNER_POINTS)
-    return _neutral_error(face, torch.from_numpy(identity), case)
+    return {k: _neutral_error(face, torch.from_numpy(posterior_identity(
+                face, case.subject, observed, idx, k * max(noise, 1e-3), _INNER_POINTS)), case)
+            for k in shrinks}
 
 
 def shading_oracle(face: MorphableModel, geometry: LandmarkGeometry, case: SyntheticCase, source: str,
@@ -85,7 +88,7 @@ def shading_oracle(face: MorphableModel, geometry: LandmarkGeometry, case: Synth
         face, crops, start, geometry, correspondence, landmarks, prior_albedo=_albedo_prior(face),
         mask=_above_chin(face, config.neck_margin), landmark_sigma=config.landmark_sigma,
         landmark_huber=config.landmark_huber, identity_weight=config.identity_weight,
-        expression_weight=config.expression_weight, bounds=(0.0, 1.0), confidence=confidence,
+        expression_weight=config.expression_weight, bounds=expression_bounds(face).get(EXPRESSION), confidence=confidence,
         config=dataclasses.replace(config.shading, weight=weight))
     return _neutral_error(face, identity, case)
 
@@ -98,8 +101,8 @@ def study(face: MorphableModel, case: SyntheticCase, source: str, weights: List[
     staged = detector_weighted(partial(build_rig, face, config=dataclasses.replace(config, photometric=False)), detector)
     full = detector_weighted(partial(build_rig, face, config=config), detector)
     landmark_result = staged(crops, landmarks)
-    out = {f"landmark bound (inner 51, true poses and expressions), noise {k:g} x spread":
-           landmark_bound(face, case, source, k) for k in (1.0, 8.0)}
+    out = {f"landmark bound (inner 51, true poses and expressions), noise {k:g} x spread": error
+           for k, error in landmark_bound(face, case, source, (1.0, 8.0)).items()}
     out["landmark stage"] = float(aligned_mesh_error(landmark_result.rig.neutral[None], case.truth_neutral))
     out["rig builder (default)"] = float(aligned_mesh_error(full(crops, landmarks).rig.neutral[None],
                                                             case.truth_neutral))
@@ -140,7 +143,7 @@ def main() -> None:
     print("| | " + " | ".join(SOURCES) + " |")
     print("|---|" + "---|" * len(SOURCES))
     for row in errors[SOURCES[0]]:
-        cells: List[Optional[str]] = []
+        cells: List[str] = []
         for source in SOURCES:
             values = errors[source].get(row)
             cells.append(f"{np.mean(values) / np.mean(baselines[source]):.3f}" if values else "-")
