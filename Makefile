@@ -13,9 +13,9 @@ PYTEST_ARGS ?= -q
 # OpenMP threads that spin while waiting stall torch badly when the 2 cores are shared.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup venv extensions model demo test benchmarks clean
+.PHONY: setup venv install model demo test benchmarks clean
 
-setup: venv extensions
+setup: venv install
 
 venv: $(VENV)/.requirements-installed
 
@@ -25,9 +25,14 @@ $(VENV)/.requirements-installed: requirements_pip.txt
 	$(PY) -m pip install --quiet -r requirements_pip.txt
 	touch $@
 
-# The Cython rasterizer (core/_rasterize.pyx); the NumPy fallback is used where it is not built.
-extensions: venv
-	@if [ -f setup.py ]; then $(PY) setup.py build_ext --inplace --quiet; fi
+# The project itself, editable (import names core, models, utils from any folder), which also
+# builds the Cython rasterizer (core/render/_rasterize.pyx) in place. No build isolation: the
+# build needs only what requirements_pip.txt installed (setuptools, Cython, numpy), offline.
+install: $(VENV)/.project-installed
+
+$(VENV)/.project-installed: $(VENV)/.requirements-installed pyproject.toml setup.py core/render/_rasterize.pyx
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
 
 model: venv
 	$(PY) -m utils.get_face_model ict
@@ -42,7 +47,7 @@ test: setup
 	INORIG_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 benchmarks: setup model
-	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; $(PY) -m benchmarks.$$m || exit 1; done
 
 clean:
-	rm -rf build core/*.so core/_rasterize.c .pytest_cache
+	rm -rf build core/render/*.so core/render/_rasterize.c *.egg-info .pytest_cache $(VENV)/.project-installed

@@ -28,11 +28,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from utils.landmark_noise import INNER, landmark_spread, noise_path, relative_confidence, save_landmark_noise  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.synthetic import SyntheticGenerator  # noqa: E402
-from utils.training_data import detector_landmarks  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
+from core.face_model.model import MorphableModel  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
+from utils.landmarks.noise import (  # noqa: E402
+    INNER,
+    landmark_spread,
+    noise_path,
+    relative_confidence,
+    save_landmark_noise,
+)
+from utils.synthetic.generator import SyntheticGenerator  # noqa: E402
+from utils.synthetic.truth import detector_landmarks  # noqa: E402
 
 logger = logging.getLogger("calibrate_landmarks")
 ROOT = Path(__file__).resolve().parent

@@ -89,7 +89,7 @@ def existing_synthetic_inputs(n_frames: int):
     """The synthetic subject rendered by an earlier run (same video length), or None."""
     import numpy as np
 
-    from utils.synthetic_clip import SyntheticInputs
+    from utils.synthetic.clip import SyntheticInputs
 
     made = SyntheticInputs.at(SYNTHETIC_DIR)
     try:
@@ -107,7 +107,7 @@ def resolve_inputs(args, model, timings: Dict[str, float]) -> Tuple[Path, Path]:
     need_rig = args.synthetic or (args.rig_dir is None and not Path(rig_dir).is_dir())
     need_video = args.synthetic or (args.video is None and not Path(video).exists())
     if need_rig or need_video:
-        from utils.synthetic_clip import write_synthetic_inputs
+        from utils.synthetic.clip import write_synthetic_inputs
 
         start = time.perf_counter()
         made = existing_synthetic_inputs(args.synthetic_frames)
@@ -164,8 +164,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     timings: Dict[str, float] = {}
     outputs: Dict[str, Path] = {}
-    from core.morphable_model import FaceModelError, load_face_model
-    from core.rig import Rig, RigFileError
+    from core.face_model.load import load_face_model
+    from core.face_model.model import FaceModelError
+    from core.rig.rig import Rig, RigFileError
     from utils.get_face_model import DEFAULT_PATHS, prepare_ict
 
     try:
@@ -199,9 +200,9 @@ def main(argv=None) -> int:
         logger.error("%s", err)
         return 1
 
-    from core.rig_builder import RigBuildConfig
-    from utils.landmarks import FaceLandmarker
-    from utils.rig_pipeline import RigInputError, build_rig_from_folder
+    from core.rig.builder import RigBuildConfig
+    from utils.landmarks.detect import FaceLandmarker
+    from utils.pipelines.rig import RigInputError, build_rig_from_folder
 
     landmarker = FaceLandmarker("auto")
     config = RigBuildConfig(photometric=not args.no_photometric)
@@ -245,9 +246,13 @@ def run_video(args, video: Path, fit_model, target, landmarker, config, timings:
     """Source rig from the video's frames, tracking and retargeting; (exit code, `TrackingRun`)."""
     import torch
 
-    from core.retarget import RetargetError
-    from utils.video import VideoReadError
-    from utils.video_pipeline import VideoInputError, source_rig_from_video, track_and_retarget
+    from core.rig.retarget import RetargetError
+    from utils.io.video import VideoReadError
+    from utils.pipelines.video import (
+        VideoInputError,
+        source_rig_from_video,
+        track_and_retarget,
+    )
 
     torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
     start = time.perf_counter()

@@ -35,12 +35,12 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler  # noqa: E402
 
-from core.morphable_model import load_face_model  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
 from models.inorig import INORig, NetworkConfig  # noqa: E402
-from models.losses import LossWeights, network_losses  # noqa: E402
+from models.training.augment import AugmentConfig  # noqa: E402
+from models.training.data import SyntheticFaceDataset  # noqa: E402
+from models.training.losses import LossWeights, network_losses  # noqa: E402
 from models.weights import save_network  # noqa: E402
-from utils.augment import AugmentConfig  # noqa: E402
-from utils.training_data import SyntheticFaceDataset  # noqa: E402
 
 logger = logging.getLogger("train")
 

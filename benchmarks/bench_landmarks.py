@@ -8,7 +8,7 @@ detection alone on every frame (what tracking saves), and the mean distance betw
 landmarks and those from a fresh detection on every frame.
 
 Usage:
-    python benchmarks/bench_landmarks.py [VIDEO ...] [--frames N]
+    python -m benchmarks.bench_landmarks [VIDEO ...] [--frames N]
 (default: every .mp4 in ../shared/data/real/videos relative to the repository root)
 """
 
@@ -25,9 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from utils.filters import OneEuroParams, mean_deviation, mean_motion  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.video import VideoReader, track_video  # noqa: E402
+from utils.io.video import VideoReader  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
+from utils.landmarks.filters import OneEuroParams, mean_deviation, mean_motion  # noqa: E402
+from utils.landmarks.tracking import track_video  # noqa: E402
 
 VIDEOS = REPO.parent / "shared" / "data" / "real" / "videos"
 

@@ -1,6 +1,6 @@
 """The network (issue 7) vs the classical rig builder, side by side on the same inputs.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_network.py [--weights net_weights/inorig_ict.pth]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_network [--weights net_weights/inorig_ict.pth]
         [--subjects 20] [--images 8] [--videos d0 d3 d6 d12] [--skip-real]
 
 Methods: ``classical`` (`core.rig_builder.build_rig`, default `RigBuildConfig`), ``regression``
@@ -25,27 +25,39 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.rig_eval import (SHARED, SOURCE_DETECTOR, SOURCES, Builder, RetargetPairs, crop_batch,  # noqa: E402
-                                 detector_weighted, folder_crops, identity_consistency, print_synthetic_table,
-                                 synthetic_cases, synthetic_row, timed, video_frame_sets)
+from benchmarks.rig_eval import (  # noqa: E402
+    SHARED,
+    SOURCE_DETECTOR,
+    SOURCES,
+    Builder,
+    RetargetPairs,
+    crop_batch,
+    detector_weighted,
+    folder_crops,
+    identity_consistency,
+    print_synthetic_table,
+    synthetic_cases,
+    synthetic_row,
+    timed,
+    video_frame_sets,
+)
+from core.face_model.load import load_face_model  # noqa: E402
+from core.face_model.model import MorphableModel  # noqa: E402
 from core.metrics import normalized_landmark_error  # noqa: E402
-from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from core.rig_builder import build_rig  # noqa: E402
+from core.rig.builder import build_rig  # noqa: E402
 from models.inorig import INORig  # noqa: E402
 from models.weights import NetworkWeightsError, load_network  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
 
 logger = logging.getLogger("bench_network")
 

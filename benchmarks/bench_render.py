@@ -1,6 +1,6 @@
 """Speed of image formation: rasterizing the ICT face region and sampling feature maps.
 
-    .venv/bin/python benchmarks/bench_render.py [--model external/ICT-FaceKit] [--repeats 30]
+    .venv/bin/python -m benchmarks.bench_render [--model external/ICT-FaceKit] [--repeats 30]
         [--threads N]
 
 Prints a table of median and best wall times (ms). Targets (issue 3): rasterizing the ICT face
@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core import render  # noqa: E402
 from core.camera import euler_to_matrix, weak_perspective_screen  # noqa: E402
-from core.morphable_model import load_face_model  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
+from core.render.rasterize import kernel_built, rasterize  # noqa: E402
+from core.render.visibility import vertex_visibility  # noqa: E402
 from core.sampling import sample_points  # noqa: E402
 
 SIZE = 256
@@ -58,15 +55,15 @@ def face_screen(model_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
 def bench_rasterize(screen: torch.Tensor, triangles: torch.Tensor, repeats: int) -> list[tuple]:
     """Rows (case, median, best) for each rasterizer backend."""
     rows = []
-    backends = ["cython", "numpy"] if render._kernel is not None else ["numpy"]
+    backends = ["cython", "numpy"] if kernel_built() else ["numpy"]
     for backend in backends:
-        med, best = _time(lambda: render.rasterize(screen, triangles, SIZE, SIZE,
+        med, best = _time(lambda: rasterize(screen, triangles, SIZE, SIZE,
                                                    backend=backend), repeats)
         rows.append((f"rasterize ICT face 256x256, {backend}", med, best))
     with_grad = screen.clone().requires_grad_()
-    med, best = _time(lambda: render.rasterize(with_grad, triangles, SIZE, SIZE), repeats)
+    med, best = _time(lambda: rasterize(with_grad, triangles, SIZE, SIZE), repeats)
     rows.append(("rasterize, differentiable bary (auto)", med, best))
-    med, best = _time(lambda: render.vertex_visibility(screen, triangles, (SIZE, SIZE)), repeats)
+    med, best = _time(lambda: vertex_visibility(screen, triangles, (SIZE, SIZE)), repeats)
     rows.append(("vertex_visibility incl. rasterize (auto)", med, best))
     return rows
 

@@ -1,6 +1,6 @@
 """Rig building: accuracy on synthetic subjects and real photos, identity consistency, speed.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_rig.py [--subjects 20] [--images 8]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_rig [--subjects 20] [--images 8]
 
 Prints markdown tables (recorded in docs/benchmarks.md, "Rig building (issue 5)"):
 1. Synthetic (ICT, generator of utils/synthetic.py, seeds 1000+): rig neutral-shape error and per-image
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from functools import partial
@@ -28,18 +27,26 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.rig_eval import (SHARED, SOURCE_DETECTOR, SOURCES, detector_weighted,  # noqa: E402
-                                 identity_consistency, print_synthetic_table, synthetic_cases, synthetic_row,
-                                 timed, video_frame_sets)
+from benchmarks.rig_eval import (  # noqa: E402
+    SHARED,
+    SOURCE_DETECTOR,
+    SOURCES,
+    detector_weighted,
+    identity_consistency,
+    print_synthetic_table,
+    synthetic_cases,
+    synthetic_row,
+    timed,
+    video_frame_sets,
+)
+from core.face_model.load import load_face_model  # noqa: E402
 from core.metrics import normalized_landmark_error  # noqa: E402
-from core.morphable_model import load_face_model  # noqa: E402
-from core.rig_builder import RigBuildConfig, build_rig  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
+from core.rig.builder import RigBuildConfig, build_rig  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
 
 
 def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, landmarker) -> None:
@@ -53,7 +60,7 @@ def synthetic(model, face, subjects: int, images: int, config: RigBuildConfig, l
 
 
 def real_photos(face, config: RigBuildConfig, landmarker) -> None:
-    from utils.rig_pipeline import build_rig_from_folder
+    from utils.pipelines.rig import build_rig_from_folder
 
     folder = SHARED / "rig_case1"
     if not folder.is_dir():

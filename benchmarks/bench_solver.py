@@ -10,7 +10,7 @@ Times (median of repeats, after a warm-up):
   one frame with the identity held (what video needs at 30 fps).
 
 Usage:
-    python benchmarks/bench_solver.py [--model-dir external/ICT-FaceKit] [--repeats 5]
+    python -m benchmarks.bench_solver [--model-dir external/ICT-FaceKit] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -28,12 +28,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak  # noqa: E402
-from core.morphable_model import load_face_model  # noqa: E402
-from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D,  # noqa: E402
-                            LandmarkGeometry, expression_bounds, landmark_block,
-                            landmark_points, prior_block, project_landmarks)
-from core.solver import SolverConfig, solve  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
+from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak  # noqa: E402
+from core.fitting.landmark_geometry import (  # noqa: E402
+    LandmarkGeometry,
+    landmark_points,
+    project_landmarks,
+)
+from core.fitting.residuals import expression_bounds, landmark_block, prior_block  # noqa: E402
+from core.fitting.solver import SolverConfig, solve  # noqa: E402
+from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D  # noqa: E402
 
 ITERATIONS = 10
 

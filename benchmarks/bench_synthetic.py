@@ -1,6 +1,6 @@
 """Benchmark of the synthetic data generator: time per image, and how the real landmarker sees it.
 
-    .venv/bin/python benchmarks/bench_synthetic.py --subjects 20 --images 8
+    .venv/bin/python -m benchmarks.bench_synthetic --subjects 20 --images 8
 
 Prints two tables (markdown):
 
@@ -27,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.morphable_model import load_face_model  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
 from utils.get_face_model import ICT_DIR  # noqa: E402
-from utils.skin_albedo import SkinAlbedoSampler  # noqa: E402
-from utils.synthetic import SyntheticConfig, SyntheticGenerator, write_subject  # noqa: E402
+from utils.synthetic.files import write_subject  # noqa: E402
+from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator  # noqa: E402
+from utils.synthetic.skin_albedo import SkinAlbedoSampler  # noqa: E402
 
 YAW_BINS_DEG = (0.0, 15.0, 30.0, 45.0, 60.0)
 
@@ -79,7 +78,7 @@ def median_seconds(run, repeats: int) -> float:
 
 
 def detection_table(model, n_subjects: int, n_images: int, seed: int) -> None:
-    from utils.landmarks import FaceLandmarker
+    from utils.landmarks.detect import FaceLandmarker
 
     generator = SyntheticGenerator(model)
     landmarker = FaceLandmarker(backend="dlib")

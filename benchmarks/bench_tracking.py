@@ -1,6 +1,6 @@
 """Benchmark: video tracking with a rig, retargeting, the whole demo, and memory over long videos.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_tracking.py [--pairs 5] [--memory-minutes 10]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_tracking [--pairs 5] [--memory-minutes 10]
         [--skip real demo synthetic memory]
 
 Prints markdown tables (recorded in docs/benchmarks.md, "Tracking and retargeting (issue 6)"):
@@ -33,25 +33,25 @@ from typing import Dict, List
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from core.camera import euler_to_matrix, weak_perspective_screen  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
+from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks  # noqa: E402
 from core.metrics import aligned_mesh_error  # noqa: E402
-from core.morphable_model import load_face_model  # noqa: E402
-from core.residuals import LandmarkGeometry, project_landmarks  # noqa: E402
-from core.rig import Rig  # noqa: E402
-from core.rig_builder import build_rig  # noqa: E402
-from core.rig_tracker import FrameTrack, RigTracker, TrackerConfig  # noqa: E402
-from utils.filters import OneEuroParams  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.synthetic import SyntheticGenerator  # noqa: E402
-from utils.synthetic_clip import write_synthetic_inputs  # noqa: E402
-from utils.video import VideoReader, track_video  # noqa: E402
-from utils.video_pipeline import source_rig_from_video  # noqa: E402
-from utils.visualization import to_float_batch  # noqa: E402
+from core.rig.builder import build_rig  # noqa: E402
+from core.rig.rig import Rig  # noqa: E402
+from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig  # noqa: E402
+from utils.io.images import to_float_batch  # noqa: E402
+from utils.io.video import VideoReader  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
+from utils.landmarks.filters import OneEuroParams  # noqa: E402
+from utils.landmarks.tracking import track_video  # noqa: E402
+from utils.pipelines.video import source_rig_from_video  # noqa: E402
+from utils.synthetic.clip import write_synthetic_inputs  # noqa: E402
+from utils.synthetic.generator import SyntheticGenerator  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "real"
 # Smoothing variants: (landmark One Euro filter, temporal prior weight).
@@ -85,7 +85,7 @@ def track_variants(rig: Rig, face, video: Path, landmarker, lighting_variant: st
                 for name, (_, w) in VARIANTS.items()}
     nolight = RigTracker(rig, face, TrackerConfig(lighting=False))
     filters = {name: f for name, (f, _) in VARIANTS.items()}
-    from utils.filters import OneEuroFilter
+    from utils.landmarks.filters import OneEuroFilter
 
     smoothers = {name: OneEuroFilter(f) if f is not None else None for name, f in filters.items()}
     out = {name: {"tracks": [], "seconds": []} for name in VARIANTS}
@@ -279,7 +279,7 @@ def memory(face, landmarker, minutes: float) -> None:
         return
     rig, _ = source_rig_from_video(video, face, landmarker)
     tracker = RigTracker(rig, face)
-    from utils.video_pipeline import TrackingRecorder
+    from utils.io.tracking import TrackingRecorder
 
     recorder = TrackingRecorder(rig.n_expression)
     with VideoReader(video) as reader:

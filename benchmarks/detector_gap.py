@@ -1,6 +1,6 @@
 """Where the rig benchmark's detected-landmark row loses its accuracy: a stage-by-stage study.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/detector_gap.py [--subjects 8] [--weights 2 20]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.detector_gap [--subjects 8] [--weights 2 20]
 
 For held-out synthetic subjects (seeds 1000+, as bench_rig.py) and each landmark source (ground
 truth + 1.5 px noise, dlib's detections on the renders), prints the rig neutral-shape error over
@@ -29,31 +29,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from benchmarks.landmark_bound import posterior_identity  # noqa: E402
-from benchmarks.rig_eval import SOURCE_DETECTOR, SOURCES, SyntheticCase, detector_weighted, synthetic_cases  # noqa: E402
+from benchmarks.rig_eval import (  # noqa: E402
+    SOURCE_DETECTOR,
+    SOURCES,
+    SyntheticCase,
+    detector_weighted,
+    synthetic_cases,
+)
 from core.camera import euler_to_matrix  # noqa: E402
+from core.face_model.load import load_face_model  # noqa: E402
+from core.face_model.model import MorphableModel  # noqa: E402
+from core.fitting.landmark_geometry import LandmarkGeometry, update_contour  # noqa: E402
+from core.fitting.residuals import expression_bounds  # noqa: E402
+from core.fitting.shading_refine import refine_from_shading  # noqa: E402
+from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION  # noqa: E402
 from core.metrics import aligned_mesh_error  # noqa: E402
-from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from core.residuals import (EXPRESSION, IDENTITY, ROTATION, LandmarkGeometry, expression_bounds,  # noqa: E402
-                            update_contour)
-from core.rig_builder import RigBuildConfig, _above_chin, _albedo_prior, build_rig  # noqa: E402
-from core.shading_refine import refine_from_shading  # noqa: E402
-from utils.landmark_noise import INNER, detector_weights  # noqa: E402
-from utils.landmarks import FaceLandmarker  # noqa: E402
-from utils.training_data import detector_landmarks, subject_params  # noqa: E402
+from core.rig.builder import RigBuildConfig, _above_chin, _albedo_prior, build_rig  # noqa: E402
+from utils.landmarks.detect import FaceLandmarker  # noqa: E402
+from utils.landmarks.noise import INNER, detector_weights  # noqa: E402
+from utils.synthetic.truth import detector_landmarks, subject_params  # noqa: E402
 
 _INNER_POINTS = tuple(range(INNER.start, INNER.stop))
 

@@ -1,6 +1,6 @@
 """How well can 68 noisy landmarks alone determine a face's shape? A bound for the rig benchmark.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/landmark_bound.py [--subjects 20] [--noise 1.5]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.landmark_bound [--subjects 20] [--noise 1.5]
 
 For each held-out synthetic subject (seeds 1000+, as bench_rig.py) the true head poses, camera
 scales and expressions are given, and the identity is estimated from the model's 68 landmark
@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from core.face_model.load import load_face_model  # noqa: E402
+from core.face_model.model import MorphableModel  # noqa: E402
 from core.metrics import aligned_mesh_error  # noqa: E402
-from core.morphable_model import MorphableModel, load_face_model  # noqa: E402
-from utils.synthetic import SyntheticGenerator, SyntheticSubject  # noqa: E402
+from utils.synthetic.generator import SyntheticGenerator, SyntheticSubject  # noqa: E402
 
 _FLIP_V = np.array([[1.0], [-1.0]])  # image v runs down (core.camera.weak_perspective_project)
 

@@ -18,17 +18,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from core.face_model.model import MorphableModel
 from core.metrics import aligned_mesh_error
-from core.morphable_model import MorphableModel
-from core.rig import Rig
-from core.rig_builder import RigBuildResult
+from core.rig.builder import RigBuildResult
+from core.rig.rig import Rig
 from utils.crop import FaceCrop, crop_batch, crop_face
-from utils.landmark_noise import detector_weights
-from utils.landmarks import FaceLandmarker, detect_folder
-from utils.synthetic import SyntheticGenerator, SyntheticSubject
-from utils.training_data import detector_landmarks
-from utils.video import VideoReader
-from utils.visualization import to_float_batch
+from utils.io.images import to_float_batch
+from utils.io.video import VideoReader
+from utils.landmarks.detect import FaceLandmarker, detect_folder
+from utils.landmarks.noise import detector_weights
+from utils.synthetic.generator import SyntheticGenerator, SyntheticSubject
+from utils.synthetic.truth import detector_landmarks
 
 __all__ = ["Builder", "SHARED", "SOURCES", "SOURCE_DETECTOR", "detector_weighted", "SyntheticCase",
            "synthetic_cases", "timed", "synthetic_row", "print_synthetic_table", "RetargetPairs", "crop_batch",

@@ -11,44 +11,15 @@ The ``*_screen`` functions return ``(u, v, depth)`` per point, the input that
 ``core.render.rasterize`` takes; their depth is the camera-space z scaled so that larger means
 nearer (see each function for its unit).
 """
-
 from __future__ import annotations
 
 import torch
 
-__all__ = [
-    "euler_to_matrix",
-    "matrix_to_euler",
-    "axis_angle_to_matrix",
-    "matrix_to_axis_angle",
-    "transform_points",
-    "weak_perspective_screen",
-    "weak_perspective_project",
-    "weak_perspective_jacobian",
-    "perspective_screen",
-    "perspective_project",
-    "apply_similarity_2d",
-    "invert_similarity_2d",
-]
+from core.checks import check_batch, check_shape
+
+__all__ = ['euler_to_matrix', 'matrix_to_euler', 'axis_angle_to_matrix', 'matrix_to_axis_angle', 'transform_points', 'weak_perspective_screen', 'weak_perspective_project', 'weak_perspective_jacobian', 'perspective_screen', 'perspective_project', 'apply_similarity_2d', 'invert_similarity_2d']
 
 _EPS = 1e-8
-
-
-def _check_shape(name: str, x: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    """Raise ValueError unless ``x`` has ``len(shape)`` dims matching ``shape`` (None = any)."""
-    ok = isinstance(x, torch.Tensor) and x.dim() == len(shape)
-    ok = ok and all(s is None or s == d for s, d in zip(shape, x.shape))
-    if not ok:
-        expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        actual = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{name}: expected shape {expected}, got {actual}")
-
-
-def _check_batch(batch: int, **tensors: torch.Tensor) -> None:
-    """Raise ValueError unless every tensor has leading dimension ``batch``."""
-    for name, x in tensors.items():
-        if x.shape[0] != batch:
-            raise ValueError(f"{name}: expected batch size {batch}, got {x.shape[0]}")
 
 
 def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -66,7 +37,7 @@ def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
         ...                atol=1e-6)
         True
     """
-    _check_shape("angles", angles, (None, 3))
+    check_shape("angles", angles, (None, 3))
     cx, cy, cz = torch.cos(angles).unbind(-1)
     sx, sy, sz = torch.sin(angles).unbind(-1)
     rows = [
@@ -87,7 +58,7 @@ def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:
         - R: (B, 3, 3)
         - output: (B, 3)
     """
-    _check_shape("R", R, (None, 3, 3))
+    check_shape("R", R, (None, 3, 3))
     cos_yaw = torch.sqrt(R[:, 0, 0] ** 2 + R[:, 1, 0] ** 2)
     yaw = torch.atan2(-R[:, 2, 0], cos_yaw)
     locked = cos_yaw < 1e-6
@@ -113,7 +84,7 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
         - axis_angle: (B, 3)
         - output: (B, 3, 3)
     """
-    _check_shape("axis_angle", axis_angle, (None, 3))
+    check_shape("axis_angle", axis_angle, (None, 3))
     theta2 = (axis_angle * axis_angle).sum(-1)
     small = theta2 < 1e-8
     theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
@@ -135,7 +106,7 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
         - R: (B, 3, 3)
         - output: (B, 3)
     """
-    _check_shape("R", R, (None, 3, 3))
+    check_shape("R", R, (None, 3, 3))
     m = R
     trace = m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2]
     # 4 q_i^2 for (w, x, y, z); choose the largest to divide by.
@@ -176,13 +147,13 @@ def transform_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor | No
         - t: (B, 3) or None (no translation)
         - output: (B, N, 3)
     """
-    _check_shape("points", points, (None, None, 3))
-    _check_shape("R", R, (None, 3, 3))
-    _check_batch(points.shape[0], R=R)
+    check_shape("points", points, (None, None, 3))
+    check_shape("R", R, (None, 3, 3))
+    check_batch(points.shape[0], R=R)
     out = points @ R.transpose(1, 2)
     if t is not None:
-        _check_shape("t", t, (None, 3))
-        _check_batch(points.shape[0], t=t)
+        check_shape("t", t, (None, 3))
+        check_batch(points.shape[0], t=t)
         out = out + t[:, None, :]
     return out
 
@@ -201,9 +172,9 @@ def weak_perspective_screen(points: torch.Tensor, R: torch.Tensor, scale: torch.
         - trans2d: (B, 2) pixels
         - output: (B, N, 3)
     """
-    _check_shape("scale", scale, (None,))
-    _check_shape("trans2d", trans2d, (None, 2))
-    _check_batch(points.shape[0], scale=scale, trans2d=trans2d)
+    check_shape("scale", scale, (None,))
+    check_shape("trans2d", trans2d, (None, 2))
+    check_batch(points.shape[0], scale=scale, trans2d=trans2d)
     xc = transform_points(points, R) * scale[:, None, None]
     return torch.stack([xc[..., 0] + trans2d[:, None, 0], trans2d[:, None, 1] - xc[..., 1],
                         xc[..., 2]], dim=-1)
@@ -239,9 +210,9 @@ def weak_perspective_jacobian(R: torch.Tensor, scale: torch.Tensor) -> torch.Ten
         - scale: (B,) pixels per mm
         - output: (B, 2, 3)
     """
-    _check_shape("R", R, (None, 3, 3))
-    _check_shape("scale", scale, (None,))
-    _check_batch(R.shape[0], scale=scale)
+    check_shape("R", R, (None, 3, 3))
+    check_shape("scale", scale, (None,))
+    check_batch(R.shape[0], scale=scale)
     return torch.stack([R[:, 0], -R[:, 1]], dim=1) * scale[:, None, None]
 
 
@@ -262,10 +233,10 @@ def perspective_screen(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor,
         - principal_point: (B, 2) pixels (cx, cy)
         - output: (B, N, 3)
     """
-    _check_shape("t", t, (None, 3))
-    _check_shape("focal", focal, (None,))
-    _check_shape("principal_point", principal_point, (None, 2))
-    _check_batch(points.shape[0], focal=focal, principal_point=principal_point)
+    check_shape("t", t, (None, 3))
+    check_shape("focal", focal, (None,))
+    check_shape("principal_point", principal_point, (None, 2))
+    check_batch(points.shape[0], focal=focal, principal_point=principal_point)
     xc = transform_points(points, R, t)
     inv_depth = focal[:, None] / (-xc[..., 2])
     u = principal_point[:, None, 0] + xc[..., 0] * inv_depth
@@ -305,9 +276,9 @@ def apply_similarity_2d(points: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         - M: (B, 2, 3)
         - output: (B, N, 2)
     """
-    _check_shape("points", points, (None, None, 2))
-    _check_shape("M", M, (None, 2, 3))
-    _check_batch(points.shape[0], M=M)
+    check_shape("points", points, (None, None, 2))
+    check_shape("M", M, (None, 2, 3))
+    check_batch(points.shape[0], M=M)
     return points @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]
 
 
@@ -319,7 +290,7 @@ def invert_similarity_2d(M: torch.Tensor) -> torch.Tensor:
         - M: (B, 2, 3)
         - output: (B, 2, 3)
     """
-    _check_shape("M", M, (None, 2, 3))
+    check_shape("M", M, (None, 2, 3))
     A, b = M[:, :, :2], M[:, :, 2:]
     det = A[:, 0, 0] * A[:, 1, 1] - A[:, 0, 1] * A[:, 1, 0]
     if bool((det.abs() < 1e-12).any()):

@@ -9,16 +9,15 @@ is lit by ``pi * Y_00 * c = 0.8862 c`` whatever its normal.
 
 Normals are expected in the space the lighting is defined in (camera space for image fitting).
 """
-
 from __future__ import annotations
 
 import math
 
 import torch
 
-from core.camera import _check_batch, _check_shape
+from core.checks import check_batch, check_shape
 
-__all__ = ["SH_CONSTANT", "vertex_normals", "sh_basis", "sh_shading", "shade", "solve_sh"]
+__all__ = ['SH_CONSTANT', 'sh_basis', 'sh_shading', 'shade', 'solve_sh']
 
 _Y0 = 0.5 * math.sqrt(1.0 / math.pi)
 _Y1 = math.sqrt(3.0 / (4.0 * math.pi))
@@ -31,54 +30,6 @@ _A0, _A1, _A2 = math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0
 SH_CONSTANT = _A0 * _Y0
 
 
-def _check_triangles(triangles: torch.Tensor, n_vertices: int) -> None:
-    """Raise ValueError unless ``triangles`` is (F, 3) integer indices into ``n_vertices``."""
-    _check_shape("triangles", triangles, (None, 3))
-    if triangles.dtype.is_floating_point or triangles.dtype == torch.bool:
-        raise ValueError(f"triangles: expected an integer tensor, got {triangles.dtype}")
-    if not triangles.numel():
-        return
-    if triangles.device.type == "cpu":  # NumPy: single-threaded, immune to a busy second core
-        flat = triangles.detach().numpy()
-        low, high = int(flat.min()), int(flat.max())
-    else:
-        low, high = (int(x) for x in torch.aminmax(triangles))
-    if low < 0 or high >= n_vertices:
-        raise ValueError(f"triangles: indices must lie in [0, {n_vertices}), got [{low}, {high}]")
-
-
-def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """Unnormalised triangle normals ``(v1 - v0) x (v2 - v0)``; length is twice the area.
-
-    Shape:
-        - vertices: (B, V, 3)
-        - triangles: (F, 3)
-        - output: (B, F, 3)
-    """
-    v0, v1, v2 = (vertices[:, triangles[:, i]] for i in range(3))
-    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
-
-
-def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals (the sum of incident triangle normals, normalised).
-
-    Triangles are counter-clockwise seen from outside, so normals point out of the surface.
-    Vertices in no triangle get a zero normal.
-
-    Shape:
-        - vertices: (B, V, 3)
-        - triangles: (F, 3) int64
-        - output: (B, V, 3)
-    """
-    _check_shape("vertices", vertices, (None, None, 3))
-    _check_triangles(triangles, vertices.shape[1])
-    fn = face_normals(vertices, triangles)
-    normals = torch.zeros_like(vertices)
-    for i in range(3):
-        normals = normals.index_add(1, triangles[:, i], fn)
-    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
-
-
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     """The nine SH irradiance basis functions evaluated at unit normals.
 
@@ -86,7 +37,7 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
         - normals: (B, V, 3) unit vectors
         - output: (B, V, 9)
     """
-    _check_shape("normals", normals, (None, None, 3))
+    check_shape("normals", normals, (None, None, 3))
     x, y, z = normals.unbind(-1)
     return torch.stack([
         torch.full_like(x, _A0 * _Y0),
@@ -104,9 +55,9 @@ def sh_shading(normals: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
         - sh: (B, 9, 3)
         - output: (B, V, 3)
     """
-    _check_shape("sh", sh, (None, 9, 3))
+    check_shape("sh", sh, (None, 9, 3))
     basis = sh_basis(normals)
-    _check_batch(basis.shape[0], sh=sh)
+    check_batch(basis.shape[0], sh=sh)
     return basis @ sh
 
 
@@ -119,7 +70,7 @@ def shade(albedo: torch.Tensor, normals: torch.Tensor, sh: torch.Tensor) -> torc
         - sh: (B, 9, 3)
         - output: (B, V, 3)
     """
-    _check_shape("albedo", albedo, (None, normals.shape[1], 3))
+    check_shape("albedo", albedo, (None, normals.shape[1], 3))
     return albedo * sh_shading(normals, sh)
 
 
@@ -145,14 +96,14 @@ def solve_sh(albedo: torch.Tensor, normals: torch.Tensor, observed: torch.Tensor
         - mask: (B, V) or None
         - output: (B, 9, 3)
     """
-    _check_shape("albedo", albedo, (None, None, 3))
+    check_shape("albedo", albedo, (None, None, 3))
     batch, n_vertices = albedo.shape[:2]
     for name, x in (("normals", normals), ("observed", observed)):
-        _check_shape(name, x, (batch, n_vertices, 3))
+        check_shape(name, x, (batch, n_vertices, 3))
     if mask is None:
         weight = torch.ones(batch, n_vertices, dtype=albedo.dtype, device=albedo.device)
     else:
-        _check_shape("mask", mask, (batch, n_vertices))
+        check_shape("mask", mask, (batch, n_vertices))
         weight = mask.to(albedo.dtype)
     basis = sh_basis(normals)                                      # (B, V, 9)
     design = albedo.permute(0, 2, 1)[..., None] * basis[:, None]   # (B, 3, V, 9)

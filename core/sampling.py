@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.camera import _check_batch, _check_shape
+from core.checks import check_batch, check_shape
 
 __all__ = ["sample_points"]
 
@@ -40,9 +40,9 @@ def sample_points(image: torch.Tensor, uv: torch.Tensor, padding_mode: str = "ze
         tensor([[[2.],
                  [5.]]])
     """
-    _check_shape("image", image, (None, None, None, None))
-    _check_shape("uv", uv, (None, None, 2))
-    _check_batch(image.shape[0], uv=uv)
+    check_shape("image", image, (None, None, None, None))
+    check_shape("uv", uv, (None, None, 2))
+    check_batch(image.shape[0], uv=uv)
     height, width = image.shape[-2:]
     scale = torch.tensor([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)],
                          dtype=uv.dtype, device=uv.device)

@@ -34,17 +34,27 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from core.camera import euler_to_matrix, weak_perspective_project, weak_perspective_screen
-from core.morphable_model import MorphableModel
-from core.photometric import SubsetBasis, sample_vertex_subset, sampled_block
-from core.render import vertex_visibility
-from core.residuals import (EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, Correspondence,
-                            LandmarkGeometry, expression_bounds, landmark_block, prior_block,
-                            project_landmarks, update_contour)
-from core.rig import CorrectiveBasis, Rig, vertex_neighbours
-from core.rig_builder import RigBuildResult, check_rig_inputs, observe_appearance
+from core.camera import (
+    euler_to_matrix,
+    weak_perspective_project,
+    weak_perspective_screen,
+)
+from core.face_model.model import MorphableModel
+from core.fitting.landmark_geometry import (
+    Correspondence,
+    LandmarkGeometry,
+    project_landmarks,
+    update_contour,
+)
+from core.fitting.photometric import SubsetBasis, sample_vertex_subset, sampled_block
+from core.fitting.residuals import expression_bounds, landmark_block, prior_block
+from core.fitting.solver import SolverConfig, SolveResult, solve
+from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
+from core.mesh import vertex_neighbours
+from core.render.visibility import vertex_visibility
+from core.rig.builder import RigBuildResult, check_rig_inputs, observe_appearance
+from core.rig.rig import CorrectiveBasis, Rig
 from core.sampling import sample_points
-from core.solver import SolveResult, SolverConfig, solve
 from models.backbone import FEATURE_STRIDE, FeatureExtractor
 from models.heads import INNER_LANDMARKS, InitHead, fit_similarity, normalize_landmarks
 from models.rig_decoder import NeuralRigDecoder

@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from core.rig import CorrectiveBasis
+from core.rig.rig import CorrectiveBasis
 
 __all__ = ["NeuralRigDecoder"]
 

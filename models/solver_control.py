@@ -12,7 +12,7 @@ from typing import Callable, Dict, Sequence
 import torch
 from torch import Tensor, nn
 
-from core.solver import IterationControl, IterationState
+from core.fitting.solver import IterationControl, IterationState
 
 __all__ = ["SolverControlNet"]
 

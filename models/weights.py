@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from core.morphable_model import MorphableModel
+from core.face_model.model import MorphableModel
 from models.inorig import INORig, NetworkConfig
 
 __all__ = ["WEIGHTS_FORMAT", "NetworkWeightsError", "save_network", "load_network", "face_model_signature"]

@@ -6,7 +6,6 @@ INORIG_OFFLINE=1 is set for the whole session.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 ICT_ARCHIVE = SHARED / "data" / "face_models" / "ICT-FaceKit.tar.xz"
 
-sys.path.insert(0, str(REPO_ROOT))
 os.environ["INORIG_OFFLINE"] = "1"
 # Before torch is imported: OpenMP threads that spin while waiting stall badly on a shared 2-core
 # machine (see docs/benchmarks.md, Solver).
@@ -39,7 +37,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ict_dir(tmp_path_factory) -> Path:
     """A prepared ICT-FaceKit folder: the repository's external/ICT-FaceKit, else unpacked from ../shared."""
-    from utils.get_face_model import ICT_DIR, prepare_ict, _has_ict
+    from utils.get_face_model import ICT_DIR, _has_ict, prepare_ict
 
     if _has_ict(ICT_DIR):
         return ICT_DIR
@@ -51,7 +49,7 @@ def ict_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ict_model(ict_dir):
     """The full ICT model (26,719 vertices), float32."""
-    from core.morphable_model import load_face_model
+    from core.face_model.load import load_face_model
 
     return load_face_model("ict", ict_dir)
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import demo
-from core.rig import Rig
-from utils.synthetic_clip import write_synthetic_inputs
-from utils.video import VideoReader
-from utils.video_writer import VideoWriter
+from core.rig.rig import Rig
+from utils.io.video import VideoReader
+from utils.io.video_writer import VideoWriter
+from utils.synthetic.clip import write_synthetic_inputs
 
 FRAMES = 10
 SHIPPED_WEIGHTS = Path(demo.__file__).resolve().parent / "net_weights" / "inorig_ict.pth"
@@ -133,8 +133,8 @@ def test_unreadable_video_keeps_the_rig(inputs, tmp_path, caplog):
 
 
 def test_video_with_faceless_frames_is_flagged(demo_run, inputs, tmp_path, ict_face):
-    from utils.landmarks import FaceLandmarker
-    from utils.video_pipeline import track_and_retarget
+    from utils.landmarks.detect import FaceLandmarker
+    from utils.pipelines.video import track_and_retarget
 
     _, out = demo_run
     _, frames = _frames(inputs.video)
@@ -156,8 +156,8 @@ def test_video_with_faceless_frames_is_flagged(demo_run, inputs, tmp_path, ict_f
 def test_truncated_video_keeps_the_frames_read(demo_run, inputs, tmp_path, ict_face):
     import cv2
 
-    from utils.landmarks import FaceLandmarker
-    from utils.video_pipeline import track_and_retarget
+    from utils.landmarks.detect import FaceLandmarker
+    from utils.pipelines.video import track_and_retarget
 
     _, out = demo_run
     _, frames = _frames(inputs.video)

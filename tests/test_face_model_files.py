@@ -11,7 +11,8 @@ import pytest
 import scipy.io
 import torch
 
-from core.morphable_model import FaceModelError, load_face_model
+from core.face_model.load import load_face_model
+from core.face_model.model import FaceModelError
 
 RNG = np.random.default_rng(0)
 
@@ -62,7 +63,7 @@ def test_tiny_ict_values_and_triangulation(tmp_path):
 
 def test_cache_invalidated_when_a_source_changes(tmp_path, caplog):
     truth = make_tiny_ict(tmp_path / "ICT")
-    caplog.set_level(logging.INFO, logger="core.face_model_files")
+    caplog.set_level(logging.INFO, logger="core.face_model.ict")
     load_face_model("ict", tmp_path / "ICT", cache_dir=tmp_path / "c")
     load_face_model("ict", tmp_path / "ICT", cache_dir=tmp_path / "c")
     assert sum("parsing" in r.message for r in caplog.records) == 1  # second load came from the cache

@@ -11,7 +11,7 @@ import pytest
 import torch
 import trimesh
 
-from core.morphable_model import load_face_model
+from core.face_model.load import load_face_model
 
 # The 68 iBUG landmark vertex ids of ICT, as listed in ../shared/docs/method.md.
 METHOD_MD_LANDMARKS = [int(x) for x in """
@@ -43,7 +43,7 @@ def test_units_are_millimetres(ict_model):
 
 
 def test_basis_is_file_minus_neutral(ict_model, ict_dir):
-    from core.face_model_files import read_obj
+    from core.face_model.obj import read_obj
 
     d = ict_dir / "FaceXModel"
     neutral = read_obj(d / "generic_neutral_mesh.obj", with_faces=False)["v"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.image_io import ImageReadError, iter_image_folder, list_images, read_image
+from utils.io.images import ImageReadError, iter_image_folder, list_images, read_image
 
 
 def _blocks() -> np.ndarray:

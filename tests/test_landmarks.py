@@ -7,10 +7,17 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.drawing import draw_bbox, draw_landmarks
-from utils.image_io import read_image
-from utils.landmarks import (BackendUnavailableError, Face, FaceLandmarker, LandmarkError,
-                             detect_folder, main, select_face)
+from utils.io.images import ImageArrayError, read_image
+from utils.landmarks.__main__ import main
+from utils.landmarks.detect import (
+    BackendUnavailableError,
+    Face,
+    FaceLandmarker,
+    LandmarkError,
+    detect_folder,
+    select_face,
+)
+from utils.landmarks.drawing import draw_bbox, draw_landmarks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RIG = SHARED / "data" / "real" / "rig_case1"
@@ -97,9 +104,9 @@ def test_auto_falls_back_to_dlib_with_one_warning(monkeypatch, tmp_path, recwarn
 
 
 def test_bad_input_errors(landmarker):
-    with pytest.raises(LandmarkError, match="image_rgb: expected an"):
+    with pytest.raises(ImageArrayError, match="image_rgb: expected an"):
         landmarker.detect(np.zeros((10, 10), np.uint8))
-    with pytest.raises(LandmarkError, match="image_rgb: expected dtype uint8"):
+    with pytest.raises(ImageArrayError, match="image_rgb: expected dtype uint8"):
         landmarker.detect(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(LandmarkError, match="bbox"):
         landmarker.landmarks_in_box(np.zeros((10, 10, 3), np.uint8), (5, 5, 2, 8))

@@ -6,7 +6,8 @@ import pytest
 import torch
 import trimesh
 
-from core.lighting import SH_CONSTANT, sh_basis, sh_shading, shade, solve_sh, vertex_normals
+from core.lighting import SH_CONSTANT, sh_basis, sh_shading, shade, solve_sh
+from core.mesh import vertex_normals
 
 
 def _sphere(subdivisions: int = 3, dtype=torch.float64):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, weak_perspective_project
-from core.photometric import SubsetBasis, photometric_block, sampled_block
-from core.rig import CorrectiveBasis
-from core.solver import IterationState, block_jacobian
+from core.fitting.photometric import SubsetBasis, photometric_block, sampled_block
+from core.fitting.solver import IterationState, block_jacobian
+from core.rig.rig import CorrectiveBasis
 from models.backbone import FeatureExtractor
 from models.heads import InitHead, fit_similarity, normalize_landmarks
 from models.inorig import BLOCK_NAMES, INORig, NetworkConfig
@@ -350,8 +350,8 @@ def _log(path: Path):
 def training_run(ict_model, ict_dir, tmp_path_factory):
     """Train 20 regression steps on a fixed 2 x 2 batch, then resume for 6 end-to-end steps."""
     import train
-    from utils.synthetic import SyntheticConfig
-    from utils.training_data import build_cache
+    from models.training.data import build_cache
+    from utils.synthetic.generator import SyntheticConfig
 
     root = tmp_path_factory.mktemp("train")
     cache = build_cache(ict_model, root / "cache.npz", subjects=2, images=2, seed=5, detect=False,
@@ -409,8 +409,8 @@ def test_exported_weights_record_the_training_command(training_run, ict_face):
 
 def test_photometric_loss_is_lowest_at_the_true_geometry_and_pulls_back_to_it(small_net, ict_model):
     from models.inorig import NetworkOutput
-    from models.losses import photometric_loss
-    from utils.synthetic import SyntheticConfig, SyntheticGenerator
+    from models.training.losses import photometric_loss
+    from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
 
     size = SMALL.image_size
     subj = SyntheticGenerator(ict_model, SyntheticConfig(image_size=size, supersample=1)).subject(3, seed=21)
@@ -452,8 +452,8 @@ def test_shipped_weights_load_with_their_provenance(shipped_net, ict_face):
 
 
 def test_shipped_solver_converges_on_a_synthetic_subject(shipped_net, ict_model, ict_face):
-    from utils.synthetic import SyntheticConfig, SyntheticGenerator
-    from utils.training_data import detector_landmarks
+    from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
+    from utils.synthetic.truth import detector_landmarks
 
     subject = SyntheticGenerator(ict_model, SyntheticConfig(supersample=1)).subject(4, seed=4321)
     truth = torch.as_tensor(detector_landmarks(ict_face, subject))[None]

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from core.lighting import sh_shading, shade, vertex_normals
-from core.photometric import (SubsetBasis, estimate_albedo, estimate_appearance, image_gradients,
-                              observe, photometric_block)
+from core.fitting.photometric import (
+    SubsetBasis,
+    estimate_albedo,
+    estimate_appearance,
+    image_gradients,
+    observe,
+    photometric_block,
+)
+from core.lighting import sh_shading, shade
+from core.mesh import vertex_normals
 
 
 def _sphere(n: int = 24):
@@ -49,7 +56,7 @@ def test_appearance_alternation_explains_the_colours():
     sh[:, 1:4] = 0.25 * torch.randn(4, 3, 1, generator=g, dtype=torch.float64)
     albedo = torch.tensor([0.62, 0.45, 0.38], dtype=torch.float64) * (0.9 + 0.2 * torch.rand(v.shape[0], 1, generator=g, dtype=torch.float64))
     colors = shade(albedo.expand(4, -1, -1), normals, sh)
-    from core.photometric import Observation
+    from core.fitting.photometric import Observation
 
     obs = Observation(colors=colors, weights=torch.ones(4, v.shape[0], dtype=torch.float64), normals=normals,
                       screen=torch.zeros(4, v.shape[0], 3, dtype=torch.float64))

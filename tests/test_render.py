@@ -7,15 +7,24 @@ import pytest
 import torch
 import trimesh
 
-from core import render
+import core.render.rasterize as rasterize_module
 from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import vertex_normals
-from core.render import (Fragments, composite, default_sh, front_facing, interpolate, rasterize,
-                         render_depth, render_flat, render_normals, render_overlay,
-                         render_shaded, render_vertex_colors, vertex_visibility)
+from core.mesh import vertex_normals
+from core.render.rasterize import Fragments, interpolate, kernel_built, rasterize
+from core.render.shade import (
+    composite,
+    default_sh,
+    render_depth,
+    render_flat,
+    render_normals,
+    render_overlay,
+    render_shaded,
+    render_vertex_colors,
+)
+from core.render.visibility import front_facing, vertex_visibility
 
 BACKENDS = [pytest.param("cython", marks=pytest.mark.skipif(
-    render._kernel is None, reason="core._rasterize is not built (python setup.py build_ext "
+    not kernel_built(), reason="core.render._rasterize is not built (pip install -e . or python setup.py build_ext "
     "--inplace)")), "numpy"]
 
 # A square facing the camera (counter-clockwise seen from +z, i.e. with v pointing down its
@@ -79,7 +88,7 @@ def test_nearer_of_two_overlapping_triangles_wins(backend):
 
 
 def test_backends_agree_on_random_overlapping_triangles():
-    if render._kernel is None:
+    if not kernel_built():
         pytest.skip("core._rasterize is not built")
     for seed in range(3):
         verts, tris = _random_soup(seed)
@@ -95,7 +104,7 @@ def test_backends_agree_on_random_overlapping_triangles():
 def test_numpy_backend_chunks_give_the_same_result(monkeypatch):
     verts, tris = _random_soup(7)
     whole = rasterize(verts, tris, 40, 56, backend="numpy")
-    monkeypatch.setattr(render, "_NUMPY_CHUNK", 50)
+    monkeypatch.setattr(rasterize_module, "_NUMPY_CHUNK", 50)
     chunked = rasterize(verts, tris, 40, 56, backend="numpy")
     assert torch.equal(whole.tri_id, chunked.tri_id)
 
@@ -219,14 +228,14 @@ def test_interpolate_on_background_is_zero():
 
 
 def test_fallback_warns_once(monkeypatch, caplog):
-    monkeypatch.setattr(render, "_kernel", None)
-    monkeypatch.setattr(render, "_warned_fallback", False)
-    with caplog.at_level(logging.WARNING, logger="core.render"):
+    monkeypatch.setattr(rasterize_module, "_kernel", None)
+    monkeypatch.setattr(rasterize_module, "_warned_fallback", False)
+    with caplog.at_level(logging.WARNING, logger="core.render.rasterize"):
         a = rasterize(SQUARE, SQUARE_TRIS, 10, 10)
         rasterize(SQUARE, SQUARE_TRIS, 10, 10)
     assert sum("NumPy fallback" in r.message for r in caplog.records) == 1
     assert int(a.mask.sum()) == 25
-    with pytest.raises(RuntimeError, match="core._rasterize is not built"):
+    with pytest.raises(RuntimeError, match="core.render._rasterize is not built"):
         rasterize(SQUARE, SQUARE_TRIS, 10, 10, backend="cython")
 
 
@@ -268,6 +277,6 @@ def test_ict_face_renders_with_outward_winding_and_backends_agree(ict_face):
     visible = vertex_visibility(turned, ict_face.triangles, (256, 256))[0]
     assert not bool(visible[landmarks[9:17]].any())
     assert bool(visible[landmarks[list(range(8)) + [30, 33]]].all())
-    if render._kernel is not None:
+    if kernel_built():
         numpy_frags = rasterize(screen, ict_face.triangles, 256, 256, backend="numpy")
         assert torch.equal(frags.tri_id, numpy_frags.tri_id)

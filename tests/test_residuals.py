@@ -8,10 +8,28 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, perspective_project, weak_perspective_project
-from core.residuals import (EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION,
-                            LandmarkGeometry, expression_bounds, landmark_block, landmark_points,
-                            prior_block, project_landmarks, temporal_block, update_contour)
-from core.solver import block_jacobian
+from core.fitting.landmark_geometry import (
+    LandmarkGeometry,
+    landmark_points,
+    project_landmarks,
+    update_contour,
+)
+from core.fitting.residuals import (
+    expression_bounds,
+    landmark_block,
+    prior_block,
+    temporal_block,
+)
+from core.fitting.solver import block_jacobian
+from core.fitting.variables import (
+    EXPRESSION,
+    FOCAL,
+    IDENTITY,
+    ROTATION,
+    SCALE,
+    TRANS2D,
+    TRANSLATION,
+)
 
 F64 = torch.float64
 
@@ -171,7 +189,7 @@ def test_expression_bounds_and_bad_inputs(ict_face, geometry):
 
 def test_unrolled_landmark_solve_is_differentiable(geometry):
     """Shifting every target by (dx, dy) shifts the fitted 2D translation by exactly that much."""
-    from core.solver import SolverConfig, solve
+    from core.fitting.solver import SolverConfig, solve
 
     p = _params(geometry, 1, seed=6)
     base = project_landmarks(geometry, p, "weak", "static")

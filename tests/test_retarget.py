@@ -7,11 +7,20 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import shade, vertex_normals
-from core.render import default_sh, rasterize, render_vertex_colors
-from core.retarget import RetargetError, expression_map, face_window, frontal_pose, render_rig, retarget
-from core.rig import Rig
-from core.rig_tracker import RigTracker, TrackerConfig
+from core.lighting import shade
+from core.mesh import vertex_normals
+from core.render.rasterize import rasterize
+from core.render.shade import default_sh, render_vertex_colors
+from core.rig.retarget import (
+    RetargetError,
+    expression_map,
+    face_window,
+    frontal_pose,
+    render_rig,
+    retarget,
+)
+from core.rig.rig import Rig
+from core.rig.tracker import RigTracker, TrackerConfig
 from tests.test_tracking import landmarks_of, sequence
 
 

@@ -1,14 +1,14 @@
 """The rig: deformation transfer of the generic expressions, corrective decoder, rig.npz round trip."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from core.camera import euler_to_matrix
-from core.rig import (CorrectiveBasis, Rig, RigFileError, local_affine_maps, similarity_part, transfer_deltas,
-                      vertex_neighbours)
+from core.mesh import vertex_neighbours
+from core.rig.rig import CorrectiveBasis, Rig, RigFileError
+from core.rig.transfer import local_affine_maps, similarity_part, transfer_deltas
 
 
 def _grid(n: int = 6):

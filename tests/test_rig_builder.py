@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks
+from core.fitting.shading_refine import ShadingConfig
 from core.metrics import aligned_mesh_error
-from core.residuals import LandmarkGeometry, project_landmarks
-from core.rig import CorrectiveBasis, Rig
-from core.rig_builder import RigBuildConfig, build_rig, fit_rig_code
-from core.shading_refine import ShadingConfig
-from utils.synthetic import SyntheticGenerator
-from utils.training_data import subject_params
+from core.rig.builder import RigBuildConfig, build_rig, fit_rig_code
+from core.rig.rig import CorrectiveBasis, Rig
+from utils.synthetic.generator import SyntheticGenerator
+from utils.synthetic.truth import subject_params
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_rig_code_explains_person_specific_expressions(ict_face):
             "rotation": 0.3 * torch.randn(n, 3, generator=g), "scale": torch.full((n,), 1.2),
             "trans2d": torch.full((n, 2), 128.0)}
     corr = geometry.default_correspondence(n)
-    from core.rig_builder import _rig_landmarks
+    from core.rig.builder import _rig_landmarks
 
     targets = _rig_landmarks(person, geometry, flat, corr)
     generic = Rig.from_model(ict_face, identity, transfer=False)

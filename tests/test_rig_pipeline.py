@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from core.fitting.shading_refine import ShadingConfig
 from core.metrics import aligned_mesh_error
-from core.rig import Rig
-from core.rig_builder import RigBuildConfig
-from core.shading_refine import ShadingConfig
-from utils.image_io import read_image
-from utils.landmarks import FaceLandmarker
-from utils.mesh_io import load_mesh
-from utils.rig_pipeline import RigInputError, build_rig_from_folder
-from utils.synthetic import SyntheticConfig, SyntheticGenerator
+from core.rig.builder import RigBuildConfig
+from core.rig.rig import Rig
+from utils.io.images import read_image
+from utils.io.meshes import load_mesh
+from utils.landmarks.detect import FaceLandmarker
+from utils.pipelines.rig import RigInputError, build_rig_from_folder
+from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
 
 FAST = RigBuildConfig(rounds=2, iterations=6, shading=ShadingConfig(rounds=1, iterations=10))
 
@@ -39,7 +39,7 @@ def _write_png(path, image: np.ndarray) -> None:
 
 
 def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_path, monkeypatch):
-    import utils.rig_pipeline as pipeline
+    import utils.pipelines.rig as pipeline
 
     seen = {}
 

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import shade, sh_shading, vertex_normals
-from core.render import rasterize, render_vertex_colors
-from core.residuals import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, LandmarkGeometry, project_landmarks
-from core.rig import Rig, RigFileError
-from core.rig_tracker import RigTracker, TrackerConfig, normalizing_transform
+from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks
+from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
+from core.lighting import sh_shading, shade
+from core.mesh import vertex_normals
+from core.render.rasterize import rasterize
+from core.render.shade import render_vertex_colors
+from core.rig.rig import Rig, RigFileError
+from core.rig.tracker import RigTracker, TrackerConfig, normalizing_transform
 
 T = 12
 SIZE = 512

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from utils.augment import AugmentConfig
-from utils.synthetic import SyntheticConfig, SyntheticGenerator
-from utils.training_data import (SyntheticFaceDataset, TrainingCacheError, build_cache,
-                                 detector_landmarks, load_cache)
+from models.training.augment import AugmentConfig
+from models.training.data import (
+    SyntheticFaceDataset,
+    TrainingCacheError,
+    build_cache,
+    load_cache,
+)
+from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
+from utils.synthetic.truth import detector_landmarks
 
 SMALL = SyntheticConfig(image_size=64, supersample=1)
 

@@ -7,11 +7,11 @@ import imageio.v2 as iio
 import numpy as np
 import pytest
 
-from utils.filters import mean_deviation, mean_motion
-from utils.image_io import read_image
-from utils.landmarks import FaceLandmarker
-from utils.tracking import FaceTracker
-from utils.video import VideoReadError, VideoReader, track_video
+from utils.io.images import read_image
+from utils.io.video import VideoReader, VideoReadError
+from utils.landmarks.detect import FaceLandmarker
+from utils.landmarks.filters import mean_deviation, mean_motion
+from utils.landmarks.tracking import FaceTracker, track_video
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RIG_PHOTO = SHARED / "data" / "real" / "rig_case1" / "sample0_view1.jpg"

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from core.camera import apply_similarity_2d, invert_similarity_2d
-from utils.landmarks import check_image
-from utils.visualization import to_float_batch
+from utils.io.images import check_image, to_float_batch
 
 CROP_SCALE = 1.2
 CROP_SIZE = 256

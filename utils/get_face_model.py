@@ -24,19 +24,19 @@ import zipfile
 from pathlib import Path
 from typing import Optional
 
-from core.face_model_files import ICT_DOWNLOAD_HINT, ict_model_dir
-from core.morphable_model import FaceModelError, load_face_model
+from core.face_model.ict import ICT_DOWNLOAD_HINT, ict_model_dir
+from core.face_model.load import load_face_model
+from core.face_model.model import FaceModelError
+from utils.paths import EXTERNAL_DIR
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EXTERNAL = REPO_ROOT / "external"
-ICT_DIR = EXTERNAL / "ICT-FaceKit"
+ICT_DIR = EXTERNAL_DIR / "ICT-FaceKit"
 ICT_URL = "https://github.com/ICT-VGL/ICT-FaceKit/archive/refs/heads/master.zip"
 DEFAULT_PATHS = {
     "ict": ICT_DIR,
-    "bfm2009": EXTERNAL / "BFM",
-    "face3d": EXTERNAL / "face3d" / "examples" / "Data" / "BFM" / "Out",
+    "bfm2009": EXTERNAL_DIR / "BFM",
+    "face3d": EXTERNAL_DIR / "face3d" / "examples" / "Data" / "BFM" / "Out",
 }
 
 

@@ -4,7 +4,6 @@ Images here are numpy ``(H, W, 3)`` uint8 RGB (I/O convention); the rendering it
 ``core.render``. ``python -m utils.visualization --demo [--out DIR]`` renders the ICT neutral face
 and a random identity / expression into PNGs under a folder it prints.
 """
-
 from __future__ import annotations
 
 import argparse
@@ -18,13 +17,18 @@ import torch
 from PIL import Image
 
 from core.camera import euler_to_matrix, weak_perspective_screen
-from core.lighting import vertex_normals
-from core.render import (rasterize, render_depth, render_normals, render_overlay,
-                         render_shaded)
-from utils.drawing import draw_landmarks
+from core.mesh import vertex_normals
+from core.render.rasterize import rasterize
+from core.render.shade import (
+    render_depth,
+    render_normals,
+    render_overlay,
+    render_shaded,
+)
+from utils.io.images import check_image, to_float, to_uint8
+from utils.landmarks.drawing import draw_landmarks
 
-__all__ = ["to_uint8", "to_float", "to_float_batch", "overlay_mesh", "draw_landmark_pair", "image_grid",
-           "side_by_side", "frame_mesh", "render_mesh", "save_png", "demo", "main"]
+__all__ = ['overlay_mesh', 'draw_landmark_pair', 'image_grid', 'side_by_side', 'frame_mesh', 'render_mesh', 'save_png', 'demo', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -34,46 +38,6 @@ RENDER_MODES = ("shaded", "normals", "depth")
 # ICT parts drawn as see-through layers in the original (eye blend / occlusion shells, tear film,
 # eyelashes): left out of opaque renders.
 _ICT_OVERLAY_REGIONS = ("eye_blend", "eye_occlusion", "lacrimal_fluid", "eyelashes")
-
-
-def _check_rgb(name: str, image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
-            or image.dtype != np.uint8:
-        desc = f"{image.shape} {image.dtype}" if isinstance(image, np.ndarray) else type(image)
-        raise ValueError(f"{name}: expected an (H, W, 3) uint8 RGB array, got {desc}")
-    return image
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) float image in [0, 1] (C = 1 or 3) -> (H, W, 3) uint8."""
-    if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"image: expected shape (1 or 3, H, W), got {tuple(image.shape)}")
-    arr = image.detach().expand(3, -1, -1).permute(1, 2, 0).cpu().float().numpy()
-    return np.clip(np.round(arr * 255.0), 0, 255).astype(np.uint8)
-
-
-def to_float_batch(images_rgb: np.ndarray) -> torch.Tensor:
-    """A stack of uint8 RGB images as one float batch in [0, 1].
-
-    The float conversion is done in numpy: its result is a fresh writable array that torch
-    shares (no second copy, and read-only inputs such as decoded frames need no copy to be
-    writable).
-
-    Shape:
-        - images_rgb: (B, H, W, 3) uint8
-        - output: (B, 3, H, W) float32
-    """
-    if not isinstance(images_rgb, np.ndarray) or images_rgb.ndim != 4 or images_rgb.shape[3] != 3 \
-            or images_rgb.dtype != np.uint8:
-        desc = f"{images_rgb.shape} {images_rgb.dtype}" if isinstance(images_rgb, np.ndarray) \
-            else type(images_rgb)
-        raise ValueError(f"images_rgb: expected a (B, H, W, 3) uint8 RGB array, got {desc}")
-    return torch.from_numpy(images_rgb.astype(np.float32)).permute(0, 3, 1, 2).div_(255.0)
-
-
-def to_float(image_rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    return to_float_batch(_check_rgb("image_rgb", image_rgb)[None])
 
 
 def _single(x: np.ndarray | torch.Tensor, name: str, cols: int) -> torch.Tensor:
@@ -110,7 +74,7 @@ def draw_landmark_pair(image_rgb: np.ndarray, detected: np.ndarray | None,
 
     Either set may be None. Points are (x, y) pixels, shape (68, 2).
     """
-    out = _check_rgb("image_rgb", image_rgb)
+    out = check_image(image_rgb, "image_rgb")
     for points, color in ((detected, DETECTED_COLOR), (projected, PROJECTED_COLOR)):
         if points is not None:
             out = draw_landmarks(out, np.asarray(torch.as_tensor(points).detach().cpu()),
@@ -131,7 +95,7 @@ def image_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int 
     """
     if not images:
         raise ValueError("images: expected at least one image, got none")
-    images = [_check_rgb(f"images[{i}]", im) for i, im in enumerate(images)]
+    images = [check_image(im, f"images[{i}]") for i, im in enumerate(images)]
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"labels: expected {len(images)} captions, got {len(labels)}")
     ncols = len(images) if ncols is None else max(1, min(int(ncols), len(images)))
@@ -222,7 +186,7 @@ def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
     """Write a uint8 RGB image as PNG (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_check_rgb("image_rgb", image_rgb)).save(path)
+    Image.fromarray(check_image(image_rgb, "image_rgb")).save(path)
     return path
 
 
@@ -234,7 +198,7 @@ def demo(out_dir: str | Path, model_dir: str | Path | None = None, seed: int = 0
     depth; an overlay of the random face (60 % grey) on the neutral render with both faces'
     projected landmarks; and ``summary.png`` with everything in a grid.
     """
-    from core.morphable_model import load_face_model
+    from core.face_model.load import load_face_model
     from utils.get_face_model import ICT_DIR
 
     model = load_face_model("ict", ICT_DIR if model_dir is None else model_dir)

@@ -1,0 +1,223 @@
+"""Z-buffer rasterization into fragments, vertex visibility, and shaders that consume fragments.
+
+Two small parts, as in PyTorch3D: ``rasterize`` finds, per pixel centre, the nearest triangle
+(larger depth is nearer, docs/conventions.md) and returns ``Fragments``; the shaders turn
+fragments into images. The triangle search is a discrete z-buffer (Cython kernel
+``core.render._rasterize``, or its NumPy twin when the extension is not built, with identical results).
+When the vertices require grad, barycentric coordinates and depth are recomputed in torch from
+the triangle ids, so they are differentiable with respect to the vertex positions (not across
+triangle boundaries).
+
+Screen vertices are ``(u, v, depth)`` as ``core.camera.weak_perspective_screen`` /
+``perspective_screen`` return them. Barycentrics are screen-space (exact for weak perspective).
+Rendered images are ``(B, C, H, W)`` float tensors, as networks take images.
+"""
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from core.checks import check_shape, check_triangles
+
+__all__ = ["Fragments", "rasterize", "interpolate", "kernel_built"]
+
+logger = logging.getLogger(__name__)
+
+try:
+    from core.render import _rasterize as _kernel
+except ImportError:  # extension not built: the NumPy twin is used
+    _kernel = None
+
+_warned_fallback = False
+# Candidate (triangle, pixel) pairs evaluated at once by the NumPy twin; bounds its memory.
+_NUMPY_CHUNK = 1 << 21
+
+
+class Fragments(NamedTuple):
+    """Per-pixel rasterization result.
+
+    Shape:
+        - tri_id: (B, H, W) int64, index into the triangles, -1 on background
+        - bary: (B, H, W, 3) barycentric weights of the triangle's corners, 0 on background
+        - depth: (B, H, W) interpolated depth (larger is nearer), -inf on background
+    """
+
+    tri_id: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(B, H, W) bool, True where a triangle covers the pixel."""
+        return self.tri_id >= 0
+
+
+def _zbuffer_numpy(vertices: np.ndarray, triangles: np.ndarray, height: int, width: int,
+                   cull_backfaces: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Vectorised twin of ``core._rasterize.zbuffer``: same arithmetic, same tie-breaking."""
+    tri_id = np.full(height * width, -1, dtype=np.int64)
+    bary = np.zeros((height * width, 3))
+    depth = np.full(height * width, -np.inf)
+    corners = vertices[triangles]                                   # (F, 3, 3)
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = corners.reshape(-1, 9).T
+    with np.errstate(invalid="ignore"):
+        area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
+        keep = np.isfinite(corners).all(axis=(1, 2)) & (area != 0.0)
+        if cull_backfaces:
+            keep &= ~(area > 0.0)
+        umin, umax = corners[:, :, 0].min(1), corners[:, :, 0].max(1)
+        vmin, vmax = corners[:, :, 1].min(1), corners[:, :, 1].max(1)
+        keep &= ~((umax < 0) | (vmax < 0) | (umin > width - 1) | (vmin > height - 1))
+    faces = np.flatnonzero(keep)
+    j0 = np.maximum(np.ceil(umin[faces]), 0).astype(np.int64)
+    j1 = np.minimum(np.floor(umax[faces]), width - 1).astype(np.int64)
+    i0 = np.maximum(np.ceil(vmin[faces]), 0).astype(np.int64)
+    i1 = np.minimum(np.floor(vmax[faces]), height - 1).astype(np.int64)
+    n_cols = np.maximum(j1 - j0 + 1, 0)
+    counts = n_cols * np.maximum(i1 - i0 + 1, 0)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(faces):
+        # Largest run of triangles whose candidate pixels fit in one chunk (at least one).
+        stop = max(int(np.searchsorted(ends, ends[start] - counts[start] + _NUMPY_CHUNK,
+                                       side="right")), start + 1)
+        sel = slice(start, stop)
+        n = counts[sel]
+        local = np.repeat(np.arange(stop - start), n)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        cols = n_cols[sel][local]
+        px = (j0[sel][local] + k % np.maximum(cols, 1)).astype(np.float64)
+        py = (i0[sel][local] + k // np.maximum(cols, 1)).astype(np.float64)
+        f = faces[sel][local]
+        ax, ay, az, bx, by, bz, cx, cy, cz, ar = (
+            q[f] for q in (x0, y0, z0, x1, y1, z1, x2, y2, z2, area))
+        w0 = ((cx - bx) * (py - by) - (cy - by) * (px - bx)) / ar
+        w1 = ((ax - cx) * (py - cy) - (ay - cy) * (px - cx)) / ar
+        w2 = ((bx - ax) * (py - ay) - (by - ay) * (px - ax)) / ar
+        inside = (w0 >= 0.0) & (w1 >= 0.0) & (w2 >= 0.0)
+        z = (w0 * az + w1 * bz + w2 * cz)[inside]
+        weights = np.stack([w0[inside], w1[inside], w2[inside]], axis=-1)
+        pix = (py[inside] * width + px[inside]).astype(np.int64)
+        f = f[inside]
+        # Per pixel: largest depth, then lowest triangle index (the kernel's strict '>').
+        order = np.lexsort((f, -z, pix))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = pix[order][1:] != pix[order][:-1]
+        win = order[first]
+        win = win[z[win] > depth[pix[win]]]
+        depth[pix[win]] = z[win]
+        tri_id[pix[win]] = f[win]
+        bary[pix[win]] = weights[win]
+        start = stop
+    return tri_id.reshape(height, width), bary.reshape(height, width, 3), \
+        depth.reshape(height, width)
+
+
+def kernel_built() -> bool:
+    """Whether the compiled z-buffer kernel is available (else the NumPy twin is used)."""
+    return _kernel is not None
+
+
+def _select_backend(backend: str) -> str:
+    """Resolve 'auto' and check that the requested backend exists."""
+    global _warned_fallback
+    if backend not in ("auto", "cython", "numpy"):
+        raise ValueError(f"backend: expected 'auto', 'cython' or 'numpy', got {backend!r}")
+    if backend == "cython" and _kernel is None:
+        raise RuntimeError("backend='cython': the extension core.render._rasterize is not built; run "
+                           "`python setup.py build_ext --inplace` in the repository root")
+    if backend == "auto":
+        if _kernel is not None:
+            return "cython"
+        if not _warned_fallback:
+            logger.warning("core.render._rasterize is not built; rasterizing with the slower NumPy "
+                           "fallback (build it with `python setup.py build_ext --inplace`)")
+            _warned_fallback = True
+        return "numpy"
+    return backend
+
+
+def _barycentrics(vertices_px: torch.Tensor, triangles: torch.Tensor, tri_id: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable screen-space barycentrics and depth at the pixel centres of ``tri_id``."""
+    batch, height, width = tri_id.shape
+    n_vertices = vertices_px.shape[1]
+    flat_id = tri_id.reshape(-1)
+    covered = torch.nonzero(flat_id >= 0)[:, 0]                     # flat (b, row, col) index
+    image, pixel = covered // (height * width), covered % (height * width)
+    corner_ids = triangles[flat_id[covered]] + (image * n_vertices)[:, None]
+    a, b, c = vertices_px.reshape(-1, 3)[corner_ids].unbind(1)      # (P, 3) each
+    px = (pixel % width).to(vertices_px.dtype)
+    py = (pixel // width).to(vertices_px.dtype)
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    w0 = (c[:, 0] - b[:, 0]) * (py - b[:, 1]) - (c[:, 1] - b[:, 1]) * (px - b[:, 0])
+    w1 = (a[:, 0] - c[:, 0]) * (py - c[:, 1]) - (a[:, 1] - c[:, 1]) * (px - c[:, 0])
+    weights = torch.stack([w0, w1, area - w0 - w1], dim=-1) / area[:, None]
+    z = (weights * torch.stack([a[:, 2], b[:, 2], c[:, 2]], dim=-1)).sum(-1)
+    bary = vertices_px.new_zeros(batch * height * width, 3).index_put((covered,), weights)
+    depth = vertices_px.new_full((batch * height * width,), -float("inf")).index_put(
+        (covered,), z)
+    return bary.reshape(batch, height, width, 3), depth.reshape(batch, height, width)
+
+
+def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
+              backend: str = "auto", cull_backfaces: bool = False) -> Fragments:
+    """Z-buffer rasterization of triangle meshes at pixel centres.
+
+    Args:
+        vertices_px: screen vertices (u, v, depth): pixels, depth larger = nearer.
+        triangles: vertex indices, shared by the batch.
+        height, width: image size; pixel (row i, col j) is sampled at u = j, v = i.
+        backend: 'cython' (compiled kernel), 'numpy' (fallback twin) or 'auto' (the kernel when
+            built, else the fallback with one logged warning).
+        cull_backfaces: ignore triangles seen from behind (see ``front_facing``).
+
+    Returns:
+        Fragments; when ``vertices_px`` requires grad, bary and depth are recomputed in torch
+        from the triangle ids and carry gradients to it.
+
+    Shape:
+        - vertices_px: (B, V, 3)
+        - triangles: (F, 3) int64
+        - output: Fragments with (B, H, W) tri_id and depth, (B, H, W, 3) bary
+    """
+    check_shape("vertices_px", vertices_px, (None, None, 3))
+    check_triangles(triangles, vertices_px.shape[1])
+    if int(height) <= 0 or int(width) <= 0:
+        raise ValueError(f"height, width: expected positive image size, got {height}x{width}")
+    backend = _select_backend(backend)
+    kernel = _kernel.zbuffer if backend == "cython" else _zbuffer_numpy
+    tris = triangles.detach().cpu().numpy().astype(np.int64, copy=False)
+    tris = np.ascontiguousarray(tris)
+    verts = vertices_px.detach().cpu().numpy().astype(np.float64)
+    results = [kernel(np.ascontiguousarray(v), tris, int(height), int(width),
+                      bool(cull_backfaces)) for v in verts]
+    # Conversions in NumPy (single-threaded): cheap, and immune to a busy second core.
+    np_dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
+    tri_id, bary, depth = (torch.from_numpy(np.stack(r).astype(dtype, copy=False))
+                           .to(vertices_px.device)
+                           for r, dtype in zip(zip(*results), (np.int64, np_dtype, np_dtype)))
+    if vertices_px.requires_grad and torch.is_grad_enabled():
+        bary, depth = _barycentrics(vertices_px, triangles.to(vertices_px.device), tri_id)
+    return Fragments(tri_id, bary, depth)
+
+
+def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch.Tensor
+                ) -> torch.Tensor:
+    """Interpolate per-vertex attributes at every pixel with the fragments' barycentrics.
+
+    Shape:
+        - attributes: (B, V, C)
+        - output: (B, H, W, C), zeros on background
+    """
+    check_shape("attributes", attributes, (fragments.tri_id.shape[0], None, None))
+    batch, height, width = fragments.tri_id.shape
+    corner_ids = triangles.to(attributes.device)[fragments.tri_id.clamp(min=0).reshape(batch, -1)]
+    channels = attributes.shape[-1]
+    values = torch.gather(attributes, 1, corner_ids.reshape(batch, -1, 1).expand(-1, -1, channels))
+    values = values.reshape(batch, -1, 3, channels)
+    out = (values * fragments.bary.reshape(batch, -1, 3, 1).to(values.dtype)).sum(2)
+    return out.reshape(batch, height, width, channels)

@@ -1,0 +1,229 @@
+"""A person's face rig: neutral shape + person-specific expression blendshapes + albedo.
+
+The rig (method.md, "Ours") is the identity's neutral face plus the model's generic expression basis
+transferred to that face, plus a low-dimensional per-person corrective decoded from the rig code:
+
+    blendshapes = transfer(generic_deltas, generic_neutral -> person_neutral) + decode(rig_code)
+
+`transfer_deltas` carries each generic delta through the local deformation from the generic to the
+person's neutral face (the rotation and size of a per-vertex map fitted over the one-ring, the
+normal included, as in deformation transfer), so a larger face gets a proportionally larger
+expression and a differently oriented surface an expression that follows it.
+`CorrectiveBasis` is the linear decoder of the classical path: for each expression, a few smooth
+shape directions restricted to where that expression moves the face. The network issue replaces it
+with a learned decoder.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+
+from core.face_model.model import MorphableModel
+from core.rig.transfer import transfer_deltas
+
+logger = logging.getLogger(__name__)
+
+RIG_FORMAT_VERSION = 1
+
+
+class RigFileError(ValueError):
+    """A rig file is missing, corrupt, or belongs to another face model."""
+
+
+# ------------------------------------------------------------------ corrective decoder
+@dataclass
+class CorrectiveBasis:
+    """Linear decoder rig code -> corrective blendshape deltas (the classical rig decoder).
+
+    For expression k the corrective is ``mask_k * sum_r code[k, r] * directions[r]``: ``directions``
+    are the first ``rank`` identity components (smooth, face-like shape changes, mm per unit), and
+    ``mask_k`` (in [0, 1]) is where expression k moves the face, so a correction stays local to the
+    expression it belongs to.
+
+    Shapes: directions (R, V, 3), masks (K, V); code (B, K, R) -> correctives (B, K, V, 3).
+    """
+
+    directions: torch.Tensor
+    masks: torch.Tensor
+
+    @classmethod
+    def from_model(cls, model: MorphableModel, rank: int = 6, support: float = 0.05) -> "CorrectiveBasis":
+        """Build it from a model's identity basis and the support of its expression deltas."""
+        magnitude = model.expression_basis.norm(dim=-1)  # (K, V)
+        peak = magnitude.max(dim=1, keepdim=True).values.clamp(min=1e-9)
+        masks = (magnitude / peak / support).clamp(max=1.0)
+        return cls(directions=model.identity_basis[:rank].clone(), masks=masks)
+
+    @property
+    def rank(self) -> int:
+        return int(self.directions.shape[0])
+
+    @property
+    def code_shape(self) -> tuple:
+        return (int(self.masks.shape[0]), self.rank)
+
+    def decode(self, code: torch.Tensor) -> torch.Tensor:
+        """Shape: code (B, K, R) -> (B, K, V, 3)."""
+        if code.ndim != 3 or tuple(code.shape[1:]) != self.code_shape:
+            raise ValueError(f"rig code must be (B, {self.code_shape[0]}, {self.code_shape[1]}), "
+                             f"got {tuple(code.shape)}")
+        return torch.einsum("bkr,rvc,kv->bkvc", code, self.directions, self.masks)
+
+
+# ------------------------------------------------------------------ the rig
+@dataclass
+class Rig:
+    """One person's rig over V vertices of a face model (usually its face region).
+
+    Attributes:
+        neutral: (V, 3) mm. blendshapes: (K, V, 3) deltas per unit expression weight.
+        albedo: (V, 3) in [0, 1]. triangles: (F, 3). vertex_ids: (V,) ids in the full model.
+        expression_names: K names. expression_range: bounds of the weights or None.
+        model: the face model kind/region the rig was built on (e.g. ``"ict/face"``).
+        codes: the estimated codes (``identity`` (n_id,), ``rig_code`` (K, R), ``albedo`` ...).
+    """
+
+    neutral: torch.Tensor
+    blendshapes: torch.Tensor
+    albedo: torch.Tensor
+    triangles: torch.Tensor
+    vertex_ids: torch.Tensor
+    expression_names: List[str]
+    model: str
+    expression_range: Optional[tuple] = None
+    codes: Dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.neutral.shape[0])
+
+    @property
+    def n_expression(self) -> int:
+        return int(self.blendshapes.shape[0])
+
+    @classmethod
+    def from_model(cls, model: MorphableModel, identity: torch.Tensor, rig_code: Optional[torch.Tensor] = None,
+                   corrective: Optional[CorrectiveBasis] = None, albedo: Optional[torch.Tensor] = None,
+                   transfer: bool = True) -> "Rig":
+        """Assemble a rig from a model and codes.
+
+        Shape:
+            identity (n_identity,), rig_code (K, R) or None, albedo (V, 3) or None.
+        """
+        if identity.shape != (model.n_identity,):
+            raise ValueError(f"identity must be ({model.n_identity},), got {tuple(identity.shape)}")
+        neutral = model.vertices(identity.unsqueeze(0))  # (1, V, 3)
+        if transfer:
+            blend = transfer_deltas(model.expression_basis, model.neutral, neutral, model.triangles)[0]
+        else:
+            blend = model.expression_basis.clone()
+        codes = {"identity": identity.detach().clone()}
+        if rig_code is not None:
+            if corrective is None:
+                raise ValueError("a rig code needs the CorrectiveBasis that decodes it")
+            blend = blend + corrective.decode(rig_code.unsqueeze(0))[0]
+            codes["rig_code"] = rig_code.detach().clone()
+        if albedo is None:
+            albedo = (model.albedo_mean if model.albedo_mean is not None
+                      else torch.full_like(model.neutral, 0.6))
+        return cls(neutral=neutral[0], blendshapes=blend, albedo=albedo, triangles=model.triangles,
+                   vertex_ids=model.vertex_ids, expression_names=list(model.expression_names),
+                   model=model.name, expression_range=model.expression_range, codes=codes)
+
+    def vertices(self, expression: torch.Tensor) -> torch.Tensor:
+        """The person's mesh for expression weights (object space, mm).
+
+        Shape:
+            expression (B, K) -> (B, V, 3).
+        """
+        if expression.ndim != 2 or expression.shape[1] != self.n_expression:
+            raise ValueError(f"expression must be (B, {self.n_expression}), got {tuple(expression.shape)}")
+        flat = expression.to(self.blendshapes.dtype) @ self.blendshapes.reshape(self.n_expression, -1)
+        return self.neutral.unsqueeze(0) + flat.reshape(-1, self.n_vertices, 3)
+
+    def as_model(self, template: MorphableModel) -> MorphableModel:
+        """The rig presented as a morphable model, so that the model fitters can drive it.
+
+        Neutral = the rig's neutral, expression basis = its blendshapes, albedo = its albedo; the
+        identity is fixed: one all-zero identity component (the rig's shape is the person's). The
+        template (the model region the rig was built on) supplies the landmarks, jawlines,
+        regions and UVs.
+
+        Raises:
+            RigFileError: the template is over other vertices than the rig.
+        """
+        if template.n_vertices != self.n_vertices or not torch.equal(
+                template.vertex_ids.cpu(), self.vertex_ids.cpu().to(template.vertex_ids.dtype)):
+            raise RigFileError(f"rig over {self.n_vertices} vertices of {self.model!r} does not match "
+                               f"the face model {template.name!r} ({template.n_vertices} vertices)")
+        dtype, device = template.dtype, template.device
+        return replace(
+            template, name=f"{self.model}/rig", neutral=self.neutral.to(device, dtype),
+            identity_basis=torch.zeros(1, self.n_vertices, 3, dtype=dtype, device=device),
+            identity_std=torch.ones(1, dtype=dtype, device=device),
+            expression_basis=self.blendshapes.to(device, dtype),
+            expression_std=torch.ones(self.n_expression, dtype=dtype, device=device),
+            expression_names=list(self.expression_names), expression_range=self.expression_range,
+            albedo_mean=self.albedo.to(device, dtype), albedo_basis=None)
+
+    # ------------------------------------------------------------- files
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write ``rig.npz`` (keys documented in README.md); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            "format_version": np.array(RIG_FORMAT_VERSION),
+            "neutral": self.neutral.detach().cpu().numpy().astype(np.float32),
+            "blendshapes": self.blendshapes.detach().cpu().numpy().astype(np.float32),
+            "albedo": self.albedo.detach().cpu().numpy().astype(np.float32),
+            "triangles": self.triangles.cpu().numpy().astype(np.int64),
+            "vertex_ids": self.vertex_ids.cpu().numpy().astype(np.int64),
+            "expression_names": np.array(self.expression_names),
+            "model": np.array(self.model),
+            "expression_range": np.array(self.expression_range if self.expression_range else [np.nan, np.nan]),
+        }
+        arrays.update({f"code_{k}": v.detach().cpu().numpy() for k, v in self.codes.items()})
+        np.savez(path, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path], expect_model: Optional[str] = None,
+             expect_vertices: Optional[int] = None) -> "Rig":
+        """Read a rig written by `save`; checks it fits the face model in use where given."""
+        path = Path(path)
+        if not path.is_file():
+            raise RigFileError(f"rig file {path} does not exist")
+        required = ("neutral", "blendshapes", "albedo", "triangles", "vertex_ids", "expression_names", "model")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in required if k not in z.files]
+                if missing:
+                    raise RigFileError(f"rig file {path} lacks {', '.join(missing)}: not a rig written by this project")
+                a = {k: z[k] for k in z.files}
+        except RigFileError:
+            raise
+        except Exception as err:  # zip / pickle / header errors of a corrupt file
+            raise RigFileError(f"rig file {path} is corrupt or not an .npz file ({err})") from err
+        v = a["neutral"].shape[0] if a["neutral"].ndim == 2 else -1
+        k = len(a["expression_names"])
+        if a["neutral"].shape != (v, 3) or a["blendshapes"].shape != (k, v, 3) or a["albedo"].shape != (v, 3):
+            raise RigFileError(f"rig file {path} has inconsistent shapes: neutral {a['neutral'].shape}, "
+                               f"blendshapes {a['blendshapes'].shape}, albedo {a['albedo'].shape}, {k} names")
+        model = str(a["model"])
+        if expect_model is not None and model != expect_model:
+            raise RigFileError(f"rig file {path} was built on face model {model!r}, not {expect_model!r}")
+        if expect_vertices is not None and v != expect_vertices:
+            raise RigFileError(f"rig file {path} has {v} vertices, the face model in use has {expect_vertices}")
+        rng = a.get("expression_range")
+        rng = None if rng is None or np.isnan(rng).any() else (float(rng[0]), float(rng[1]))
+        return cls(neutral=torch.from_numpy(a["neutral"]), blendshapes=torch.from_numpy(a["blendshapes"]),
+                   albedo=torch.from_numpy(a["albedo"]), triangles=torch.from_numpy(a["triangles"]),
+                   vertex_ids=torch.from_numpy(a["vertex_ids"]),
+                   expression_names=[str(n) for n in a["expression_names"]], model=model,
+                   expression_range=rng,
+                   codes={kk[5:]: torch.from_numpy(vv) for kk, vv in a.items() if kk.startswith("code_")})
