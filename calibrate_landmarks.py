@@ -1,4 +1,4 @@
-"""Measure a landmark detector's per-point noise on synthetic renders (`utils.landmark_noise`).
+"""Measure a landmark detector's per-point noise on synthetic renders (`utils.landmarks.noise`).
 
     python calibrate_landmarks.py --detector dlib --subjects 40 --holdout 10 --seed 500
 

@@ -1,11 +1,11 @@
 """Train the network (`models.inorig.INORig`) on cached synthetic subjects with ground truth.
 
-    python -m utils.training_data --out cache/train_synth.npz --subjects 600 --images 6
+    python -m models.training.data --out cache/train_synth.npz --subjects 600 --images 6
     python train.py --cache cache/train_synth.npz --out runs/inorig_ict --export net_weights/inorig_ict.pth
 
 Two phases: ``--regression-steps`` steps train the features and the regression head alone (no
 solver, cheap), then the whole network trains end to end through the unrolled solver. Losses
-(`models.losses`): per-stage vertex and neutral-shape errors against the ground truth, rotation,
+(`models.training.losses`): per-stage vertex and neutral-shape errors against the ground truth, rotation,
 landmark reprojection, rig-code prior, and with ``--photometric-weight`` a photometric term
 (image vs shaded albedo at the fitted meshes; off for the shipped weights). Writes a CSV log
 (``<out>/log.csv``), resumable checkpoints (``<out>/last.pt``; ``--resume``), and with
@@ -50,7 +50,7 @@ _GT_KEYS = ("identity", "expression", "angles", "scale", "translation")
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cache", type=Path, required=True, help="training cache from utils.training_data")
+    p.add_argument("--cache", type=Path, required=True, help="training cache from models.training.data")
     p.add_argument("--out", type=Path, required=True, help="run folder: log.csv, last.pt")
     p.add_argument("--export", type=Path, default=None, help="write the final weights here (net_weights/...)")
     p.add_argument("--model-path", type=Path, default=ROOT / "external" / "ICT-FaceKit")
@@ -235,7 +235,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.regression_steps > args.steps:
         raise SystemExit(f"--regression-steps ({args.regression_steps}) exceeds --steps ({args.steps})")
     if not args.cache.is_file():
-        raise SystemExit(f"--cache {args.cache}: not found (build it with python -m utils.training_data)")
+        raise SystemExit(f"--cache {args.cache}: not found (build it with python -m models.training.data)")
     train(args)
     return 0
 

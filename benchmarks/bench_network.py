@@ -3,7 +3,7 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_network [--weights net_weights/inorig_ict.pth]
         [--subjects 20] [--images 8] [--videos d0 d3 d6 d12] [--skip-real]
 
-Methods: ``classical`` (`core.rig_builder.build_rig`, default `RigBuildConfig`), ``regression``
+Methods: ``classical`` (`core.rig.builder.build_rig`, default `RigBuildConfig`), ``regression``
 (``INORig.build_rig(solve_steps=False)``: the network's regressed start only) and ``full``
 (``INORig.build_rig()``: regression + in-network optimization). Prints markdown tables:
 

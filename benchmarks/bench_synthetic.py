@@ -9,7 +9,7 @@ Prints two tables (markdown):
   1 image per subject (the on-the-fly training case), with and without 2x supersampling; medians
   over repeats, since the 2-core machine is shared. Then the per-subject procedural albedo and
   writing to disk.
-- the dlib landmarker (``utils.landmarks.FaceLandmarker(backend='dlib')``) on the default
+- the dlib landmarker (``utils.landmarks.detect.FaceLandmarker(backend='dlib')``) on the default
   renders of ``--subjects`` x ``--images``: detection rate and mean landmark error against the
   ground truth (all 68 points, and the 51 inner points 17-67), normalised by the outer-eye-corner
   distance, by absolute yaw.

@@ -11,7 +11,7 @@ Prints markdown tables (recorded in docs/benchmarks.md, "Tracking and retargetin
    acceleration, mm, of the posed mesh) on the stillest 30-frame stretch, with and without smoothing.
 2. The whole demo as a user runs it: rig from 8 photos of rig_case1 + 300 frames of a 512x512 video,
    wall time with the demo's per-stage breakdown.
-3. Synthetic pairs (ICT, `utils.synthetic_clip`): a source subject's 60-frame video (dlib landmarks
+3. Synthetic pairs (ICT, `utils.synthetic.clip`): a source subject's 60-frame video (dlib landmarks
    on the renders) drives a target subject's rig built from 8 of its photos; retargeting error =
    the target rig driven by the tracked weights vs. the target's ground-truth mesh with the true
    weights (mm, mean over face vertices), next to baselines; jitter on the clip's still stretch.

@@ -13,7 +13,7 @@ the mean face's error (ratio of means, as bench_rig.py) of:
    these detections could say about the face if everything else were known.
 2. ``landmark stage``: `build_rig` without its photometric stage.
 3. ``rig builder``: `build_rig` with its defaults (what bench_rig.py reports).
-4. Oracles of the photometric stage (`core.shading_refine.refine_from_shading`, per-image poses and
+4. Oracles of the photometric stage (`core.fitting.shading_refine.refine_from_shading`, per-image poses and
    expressions free, the source's landmarks and weights as the pipelines use them, the subject's
    generic expression basis), at each shading weight of ``--weights``, started from
    (a) the truth (identity, poses, expressions): whether the objective holds the true face;
@@ -56,7 +56,7 @@ from core.fitting.residuals import expression_bounds  # noqa: E402
 from core.fitting.shading_refine import refine_from_shading  # noqa: E402
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION  # noqa: E402
 from core.metrics import aligned_mesh_error  # noqa: E402
-from core.rig.builder import RigBuildConfig, _above_chin, _albedo_prior, build_rig  # noqa: E402
+from core.rig.builder import RigBuildConfig, above_chin_mask, albedo_prior, build_rig  # noqa: E402
 from utils.landmarks.detect import FaceLandmarker  # noqa: E402
 from utils.landmarks.noise import INNER, detector_weights  # noqa: E402
 from utils.synthetic.truth import detector_landmarks, subject_params  # noqa: E402
@@ -91,8 +91,8 @@ def shading_oracle(face: MorphableModel, geometry: LandmarkGeometry, case: Synth
     detector = SOURCE_DETECTOR[source]
     confidence = None if detector is None else detector_weights(detector, landmarks)
     identity, _, _ = refine_from_shading(
-        face, crops, start, geometry, correspondence, landmarks, prior_albedo=_albedo_prior(face),
-        mask=_above_chin(face, config.neck_margin), landmark_sigma=config.landmark_sigma,
+        face, crops, start, geometry, correspondence, landmarks, prior_albedo=albedo_prior(face),
+        mask=above_chin_mask(face, config.neck_margin), landmark_sigma=config.landmark_sigma,
         landmark_huber=config.landmark_huber, identity_weight=config.identity_weight,
         expression_weight=config.expression_weight, bounds=expression_bounds(face).get(EXPRESSION), confidence=confidence,
         config=dataclasses.replace(config.shading, weight=weight))

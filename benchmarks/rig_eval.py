@@ -1,7 +1,7 @@
 """Evaluation protocols shared by the rig benchmarks (bench_rig.py, bench_network.py).
 
 A rig builder is any callable ``builder(images, landmarks) -> RigBuildResult`` over one person's
-crops: the classical `core.rig_builder.build_rig` with a config, or the network's
+crops: the classical `core.rig.builder.build_rig` with a config, or the network's
 `models.inorig.INORig.build_rig`. The inputs (synthetic subjects with their landmark sources,
 detected and cropped photos, video frame sets) are prepared once and fed to every builder, so
 methods are compared on the same data.
@@ -43,7 +43,7 @@ SYNTHETIC_COLUMNS = ("images used", "rig neutral error", "mean-face baseline", "
 
 
 def detector_weighted(builder: Callable[..., RigBuildResult], detector: Optional[str]) -> Builder:
-    """``builder`` with the landmarks weighted by ``detector``'s noise profile (`utils.landmark_noise`),
+    """``builder`` with the landmarks weighted by ``detector``'s noise profile (`utils.landmarks.noise`),
     as the pipelines do for their landmarker; unchanged for None or a detector without a profile."""
     if detector is None:
         return builder
@@ -189,7 +189,7 @@ def detect_crops(frames: Sequence[np.ndarray], landmarker: FaceLandmarker) -> Li
 
 
 def folder_crops(folder: Path, landmarker: FaceLandmarker) -> List[FaceCrop]:
-    """Crops of every usable photo in ``folder``, detected and cropped as `utils.rig_pipeline` does."""
+    """Crops of every usable photo in ``folder``, detected and cropped as `utils.pipelines.rig` does."""
     found = detect_folder(folder, landmarker)
     return [crop_face(image, face.landmarks) for _, image, face in found.faces]
 

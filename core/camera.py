@@ -17,7 +17,12 @@ import torch
 
 from core.checks import check_batch, check_shape
 
-__all__ = ['euler_to_matrix', 'matrix_to_euler', 'axis_angle_to_matrix', 'matrix_to_axis_angle', 'transform_points', 'weak_perspective_screen', 'weak_perspective_project', 'weak_perspective_jacobian', 'perspective_screen', 'perspective_project', 'apply_similarity_2d', 'invert_similarity_2d']
+__all__ = [
+    "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle",
+    "transform_points", "weak_perspective_screen", "weak_perspective_project",
+    "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
+    "invert_similarity_2d",
+]
 
 _EPS = 1e-8
 

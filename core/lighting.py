@@ -17,7 +17,7 @@ import torch
 
 from core.checks import check_batch, check_shape
 
-__all__ = ['SH_CONSTANT', 'sh_basis', 'sh_shading', 'shade', 'solve_sh']
+__all__ = ["SH_CONSTANT", "sh_basis", "sh_shading", "shade", "solve_sh"]
 
 _Y0 = 0.5 * math.sqrt(1.0 / math.pi)
 _Y1 = math.sqrt(3.0 / (4.0 * math.pi))

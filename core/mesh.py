@@ -10,7 +10,8 @@ import torch
 
 from core.checks import check_shape, check_triangles
 
-__all__ = ['vertex_normals']
+__all__ = ["vertex_normals", "face_normals", "vertex_neighbours"]
+
 
 def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     """Unnormalised triangle normals ``(v1 - v0) x (v2 - v0)``; length is twice the area.

@@ -7,12 +7,12 @@
 2. `models.heads.InitHead`: rotation, expression and identity regressed from the pooled features
    and the landmarks, with a confidence per landmark; scale and translation in closed form from
    the landmarks.
-3. ``levels`` x ``iterations`` unrolled Gauss-Newton steps of `core.solver.solve` (identity shared
+3. ``levels`` x ``iterations`` unrolled Gauss-Newton steps of `core.fitting.solver.solve` (identity shared
    by the person's images, the rest per image) over: 68-point landmarks with sliding contour
    (weighted by the learned confidences),
    priors centred on the regression, and from the second level on the feature-metric terms
    (learned features sampled at projected vertices must agree across the images and with the
-   rig's canonical per-vertex features, `core.photometric.sampled_block`). Damping and block
+   rig's canonical per-vertex features, `core.fitting.photometric.sampled_block`). Damping and block
    weights per iteration come from `models.solver_control.SolverControlNet`. In training the
    steps are differentiable, so everything is trained end to end.
 4. `models.rig_decoder.NeuralRigDecoder`: fused features + identity -> corrective blendshapes.

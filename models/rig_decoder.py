@@ -2,7 +2,7 @@
 
 The rig code ``z`` is encoded from the per-image features pooled over all images of the person
 (mean and max: any number of images, order-free); an MLP decodes ``z`` and the identity code
-into coefficients of `core.rig.CorrectiveBasis` (local, face-like shape directions per
+into coefficients of `core.rig.rig.CorrectiveBasis` (local, face-like shape directions per
 expression), so the output is a full (K, V, 3) blendshape correction from a network of a few
 hundred kilobytes. The last layer starts at zero: an untrained decoder adds nothing.
 """

@@ -1,7 +1,7 @@
 """Learned solver behaviour: damping and residual-block weights per unrolled iteration.
 
 A small MLP sees, at every iteration of every level, the log of each block's current cost (the
-residual statistics the solver reports in `core.solver.IterationState`) and which iteration and
+residual statistics the solver reports in `core.fitting.solver.IterationState`) and which iteration and
 level it is, and returns a damping and one weight multiplier per block (`IterationControl`). Its
 last layer starts at zero: untrained, it returns the base damping and weights.
 """
@@ -56,7 +56,7 @@ class SolverControlNet(nn.Module):
 
     def controller(self, level: int, base_weights: Dict[str, Tensor]
                    ) -> Callable[[IterationState], IterationControl]:
-        """A `core.solver.solve` control callback for one level: base weights x learned multipliers."""
+        """A `core.fitting.solver.solve` control callback for one level: base weights x learned multipliers."""
         def control(state: IterationState) -> IterationControl:
             batch = state.damping.shape[0]
             out = self(state.block_costs, level, state.iteration, batch)

@@ -37,9 +37,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ict_dir(tmp_path_factory) -> Path:
     """A prepared ICT-FaceKit folder: the repository's external/ICT-FaceKit, else unpacked from ../shared."""
-    from utils.get_face_model import ICT_DIR, _has_ict, prepare_ict
+    from utils.get_face_model import ICT_DIR, has_ict, prepare_ict
 
-    if _has_ict(ICT_DIR):
+    if has_ict(ICT_DIR):
         return ICT_DIR
     if not ICT_ARCHIVE.is_file():
         pytest.skip(f"no ICT-FaceKit model: neither {ICT_DIR} nor the archive {ICT_ARCHIVE} exists")

@@ -89,7 +89,7 @@ def test_nearer_of_two_overlapping_triangles_wins(backend):
 
 def test_backends_agree_on_random_overlapping_triangles():
     if not kernel_built():
-        pytest.skip("core._rasterize is not built")
+        pytest.skip("core.render._rasterize is not built")
     for seed in range(3):
         verts, tris = _random_soup(seed)
         for cull in (False, True):

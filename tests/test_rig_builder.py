@@ -97,12 +97,12 @@ def test_rig_code_explains_person_specific_expressions(ict_face):
             "rotation": 0.3 * torch.randn(n, 3, generator=g), "scale": torch.full((n,), 1.2),
             "trans2d": torch.full((n, 2), 128.0)}
     corr = geometry.default_correspondence(n)
-    from core.rig.builder import _rig_landmarks
+    from core.rig.builder import project_rig_landmarks
 
-    targets = _rig_landmarks(person, geometry, flat, corr)
+    targets = project_rig_landmarks(person, geometry, flat, corr)
     generic = Rig.from_model(ict_face, identity, transfer=False)
-    before = (_rig_landmarks(generic, geometry, flat, corr) - targets).norm(dim=-1).mean()
+    before = (project_rig_landmarks(generic, geometry, flat, corr) - targets).norm(dim=-1).mean()
     code = fit_rig_code(geometry, corrective, flat, corr, targets, None, sigma=1.0, weight=1e-6)
     fitted = Rig.from_model(ict_face, identity, rig_code=code, corrective=corrective, transfer=False)
-    after = (_rig_landmarks(fitted, geometry, flat, corr) - targets).norm(dim=-1).mean()
+    after = (project_rig_landmarks(fitted, geometry, flat, corr) - targets).norm(dim=-1).mean()
     assert float(before) > 1.0 and float(after) < 0.05 * float(before)

@@ -59,7 +59,7 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
     run = build_rig_from_folder(photos, out, ict_face, landmarker=landmarker, config=FAST)
 
     assert run.used == ["person_0", "person_1", "person_2"]
-    # The landmarks are weighted by the detector's measured noise (utils.landmark_noise).
+    # The landmarks are weighted by the detector's measured noise (utils.landmarks.noise).
     landmarks = torch.stack([torch.from_numpy(c.landmarks_crop).float() for c in run.crops])
     assert torch.allclose(seen["confidence"], landmarker.landmark_weights(landmarks))
     jaw, inner = seen["confidence"][:, :17].max(1).values, seen["confidence"].max(1).values

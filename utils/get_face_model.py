@@ -40,7 +40,7 @@ DEFAULT_PATHS = {
 }
 
 
-def _has_ict(path: Path) -> bool:
+def has_ict(path: Path) -> bool:
     try:
         ict_model_dir(path)
         return True
@@ -71,7 +71,7 @@ def _install_from(unpacked: Path, target: Path) -> None:
 
 def prepare_ict(target: Path = ICT_DIR, source: Optional[str] = None, offline: Optional[bool] = None) -> Path:
     """Make sure the ICT-FaceKit files are at ``target``; return that path."""
-    if _has_ict(target):
+    if has_ict(target):
         logger.info("using the ICT-FaceKit model at %s", target)
         return target
     if target.exists() and any(target.iterdir()):

@@ -28,7 +28,10 @@ from core.render.shade import (
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
 
-__all__ = ['overlay_mesh', 'draw_landmark_pair', 'image_grid', 'side_by_side', 'frame_mesh', 'render_mesh', 'save_png', 'demo', 'main']
+__all__ = [
+    "overlay_mesh", "draw_landmark_pair", "image_grid", "side_by_side", "frame_mesh", "render_mesh",
+    "save_png", "demo", "main",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,9 @@
+"""Face models: the linear morphable model and its loaders (ICT-FaceKit, BFM 2009, face3d).
+
+    >>> from core.face_model import load_face_model  # doctest: +SKIP
+    >>> face = load_face_model("ict", "external/ICT-FaceKit").region("face")  # doctest: +SKIP
+"""
+from core.face_model.load import load_face_model
+from core.face_model.model import FaceModelError, MorphableModel
+
+__all__ = ["FaceModelError", "MorphableModel", "load_face_model"]

@@ -1,8 +1,9 @@
-"""Parsers for the face model files users have: ICT-FaceKit, BFM 2009 (+ expression basis), face3d.
+"""ICT-FaceKit loader (open, MIT): the generic neutral mesh, 100 identity and 53 expression OBJ
+files, converted to millimetres and cached as one ``.npz`` beside the files.
 
-Each loader returns a dict of numpy arrays in millimetres that `core.morphable_model.model_from_arrays`
-turns into a `MorphableModel`. File formats are described in ../shared/docs/method.md ("Face models").
-Every problem raises `FaceModelError` naming the file and what is wrong.
+Returns a dict of numpy arrays for `core.face_model.model.model_from_arrays`; the vertex ranges of
+the model's parts (face, head, eyes, teeth, ...) become named regions. File layout: ../shared/docs/
+method.md ("Face models"). Every problem raises `FaceModelError` naming the file and what is wrong.
 """
 from __future__ import annotations
 

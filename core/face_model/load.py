@@ -18,6 +18,7 @@ from core.face_model.model import (
 
 logger = logging.getLogger(__name__)
 
+
 def load_face_model(kind: str, path: Union[str, Path], *, dtype: torch.dtype = torch.float32,
                     device: Union[str, torch.device] = "cpu", region: Optional[str] = None,
                     cache_dir: Union[str, Path, None] = None, **options) -> MorphableModel:

@@ -63,7 +63,7 @@ class LandmarkFitConfig:
         identity_weight: weight of the N(0, 1) prior on identity coefficients.
         expression_weight: weight of the prior pulling expression coefficients to 0.
         temporal_weight: weight of the difference to ``previous`` (per variable, video).
-        dynamic_contour: slide contour landmarks with the pose (`core.residuals.update_contour`).
+        dynamic_contour: slide contour landmarks with the pose (`core.fitting.landmark_geometry.update_contour`).
         pose_rounds, pose_iterations: stage 2 (contour updates x LM iterations).
         rounds, iterations: stage 3.
         solver: LM settings (its ``max_iterations`` is replaced by the values above).

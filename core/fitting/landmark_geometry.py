@@ -1,25 +1,11 @@
-"""Residual blocks for face fitting: 68-point landmark reprojection and priors on the codes.
+"""The 68 landmarks on the face model: which model points they are, and how they slide with pose.
 
-Blocks are `core.solver.ResidualBlock` objects over these variable names (batch first; in a
-multi-image problem ``identity`` is global (B, n_id) and the others may carry a group axis
-(B, G, ...), see `core.solver`):
-
-=================  =====================================================================
-``identity``       (B, n_identity) identity coefficients ~ N(0, 1)
-``expression``     (B, n_expression) expression coefficients (ICT: weights in [0, 1])
-``rotation``       (B, 3) Euler angles (pitch, yaw, roll), radians (docs/conventions.md)
-``scale``          (B,) weak perspective: pixels per mm
-``trans2d``        (B, 2) weak perspective: 2D translation, pixels
-``translation``    (B, 3) pinhole: camera-space translation, mm (the face at negative z)
-``focal``          (B,) pinhole: focal length, pixels
-=================  =====================================================================
-
-Landmark reprojection projects model points through `core.camera` (weak perspective or pinhole).
-The model points of the 68 landmarks follow a `Correspondence`: each landmark is a blend of two
-model vertices, by default the model's landmark vertex. Contour landmarks slide with the head
-pose (`update_contour`, rule documented there). Jacobians: closed form for the identity and
-expression codes (linear bases, chained through the projection's Jacobian), torch.func for the
-pose (left to the solver).
+`LandmarkGeometry` restricts a model to its landmark and jawline vertices (a few dozen), so that
+landmark fits never evaluate the whole mesh. The model points of the 68 landmarks follow a
+`Correspondence`: each landmark is a blend of two model vertices, by default the model's landmark
+vertex. Contour landmarks (the jawline, 0-7 and 9-16) slide to the silhouette with the head pose
+(`update_contour`, rule documented there). `project_landmarks` gives their pixel positions for
+the camera variables of `core.fitting.variables`.
 """
 from __future__ import annotations
 
@@ -41,7 +27,9 @@ from core.fitting.variables import (
     check_camera_kind,
 )
 
-__all__ = ['LandmarkGeometry', 'Correspondence', 'update_contour', 'landmark_points', 'project_landmarks']
+__all__ = [
+    "LandmarkGeometry", "Correspondence", "update_contour", "landmark_points", "project_landmarks",
+]
 
 # Contour landmarks per side with the outward object-space x direction of that side.
 _SIDES = {"right": (tuple(range(0, 8)), -1.0), "left": (tuple(range(9, 17)), 1.0)}

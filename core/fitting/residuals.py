@@ -1,4 +1,11 @@
-"""TODO."""
+"""Residual blocks of the fitters: 68-point landmark reprojection, priors and temporal smoothness.
+
+Blocks are `core.fitting.solver.ResidualBlock` objects over the variables named in
+`core.fitting.variables`. Landmark reprojection projects the model points of a `Correspondence`
+(`core.fitting.landmark_geometry`) with the weak-perspective or pinhole camera; Jacobians are in
+closed form for the identity and expression codes (linear bases chained through the projection's
+Jacobian) and forward-mode for the camera variables.
+"""
 from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -23,7 +30,8 @@ from core.fitting.variables import (
     flatten_groups,
 )
 
-__all__ = ['landmark_block', 'prior_block', 'temporal_block', 'expression_bounds']
+__all__ = ["landmark_block", "prior_block", "temporal_block", "expression_bounds"]
+
 
 def _camera_jacobians(points: Tensor, params: Mapping[str, Tensor], camera: CameraKind,
                       principal_point: Optional[Tensor]) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:

@@ -21,7 +21,10 @@ from torch import Tensor
 
 from core.camera import euler_to_matrix, perspective_project, weak_perspective_project
 
-__all__ = ['IDENTITY', 'EXPRESSION', 'ROTATION', 'SCALE', 'TRANS2D', 'TRANSLATION', 'FOCAL', 'CameraKind']
+__all__ = [
+    "IDENTITY", "EXPRESSION", "ROTATION", "SCALE", "TRANS2D", "TRANSLATION", "FOCAL", "CameraKind",
+    "camera_project", "check_camera_kind", "flatten_groups",
+]
 
 IDENTITY, EXPRESSION, ROTATION = "identity", "expression", "rotation"
 SCALE, TRANS2D, TRANSLATION, FOCAL = "scale", "trans2d", "translation", "focal"

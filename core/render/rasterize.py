@@ -57,7 +57,7 @@ class Fragments(NamedTuple):
 
 def _zbuffer_numpy(vertices: np.ndarray, triangles: np.ndarray, height: int, width: int,
                    cull_backfaces: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vectorised twin of ``core._rasterize.zbuffer``: same arithmetic, same tie-breaking."""
+    """Vectorised twin of ``core.render._rasterize.zbuffer``: same arithmetic, same tie-breaking."""
     tri_id = np.full(height * width, -1, dtype=np.int64)
     bary = np.zeros((height * width, 3))
     depth = np.full(height * width, -np.inf)

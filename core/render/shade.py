@@ -14,7 +14,11 @@ from core.lighting import SH_CONSTANT, sh_shading
 from core.mesh import vertex_normals
 from core.render.rasterize import Fragments, interpolate, rasterize
 
-__all__ = ['default_sh', 'render_flat', 'render_vertex_colors', 'render_shaded', 'render_normals', 'render_depth', 'composite', 'render_overlay']
+__all__ = [
+    "default_sh", "render_flat", "render_vertex_colors", "render_shaded", "render_normals",
+    "render_depth", "composite", "render_overlay",
+]
+
 
 def _to_image(pixels: torch.Tensor, fragments: Fragments) -> torch.Tensor:
     """(B, H, W, C) with background zeroed -> (B, C, H, W)."""

@@ -7,7 +7,8 @@ from core.checks import check_batch, check_shape, check_triangles
 from core.mesh import face_normals
 from core.render.rasterize import Fragments, rasterize
 
-__all__ = ['front_facing', 'vertex_visibility']
+__all__ = ["front_facing", "vertex_visibility"]
+
 
 def front_facing(vertices_px: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     """Back-face test: True for triangles whose outside faces the camera.

@@ -3,16 +3,16 @@
 Coarse to fine (method.md, "Ours"):
 
 1. ``init``: each image alone, pose then pose + identity + expression from its landmarks
-   (`core.fit_landmarks`).
+   (`core.fitting.fit_landmarks`).
 2. ``landmarks``: all images together, one identity shared by all, expression and pose per image
    (the solver's per-group arrow structure), contour landmarks re-slid between rounds; from the
    second round on, the expression basis is the generic one transferred to the current identity
    (`core.rig`), so the per-image meshes are exactly the rig's.
 3. ``photometric``: the identity from how the skin's shading varies across the images (normals of
-   the current shape, albedo eliminated in closed form, SH lighting per image; `core.shading_refine`),
+   the current shape, albedo eliminated in closed form, SH lighting per image; `core.fitting.shading_refine`),
    refined together with the poses and expressions, which the colours' positions pin better than
    68 landmarks do; albedo and lighting in closed form.
-4. ``rig code``: the per-person corrective blendshapes (`core.rig.CorrectiveBasis`) from all images'
+4. ``rig code``: the per-person corrective blendshapes (`core.rig.rig.CorrectiveBasis`) from all images'
    landmarks, in closed form with expressions and poses held (`fit_rig_code`).
 
 Everything is batched over the images of the one person; crops are square (usually 256 px) in a
@@ -58,7 +58,10 @@ from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigBuildConfig", "RigBuildResult", "build_rig", "check_rig_inputs", "fit_rig_code", "observe_appearance"]
+__all__ = [
+    "RigBuildConfig", "RigBuildResult", "build_rig", "check_rig_inputs", "fit_rig_code",
+    "observe_appearance", "above_chin_mask", "albedo_prior", "project_rig_landmarks",
+]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
 
@@ -78,7 +81,7 @@ class RigBuildConfig:
             Huber already caps what a wild landmark can pull; docs/benchmarks.md, rig building).
         rounds, iterations: joint landmark stage (contour updates x LM iterations).
         photometric: run the photometric stage (identity, poses and expressions from shading,
-            `core.shading_refine`).
+            `core.fitting.shading_refine`).
         shading: settings of that stage.
         neck_margin: vertices lower than this many mm below the chin are left out of the albedo,
             lighting and photometric terms (they take the skin prior).
@@ -156,7 +159,7 @@ def _landmark_blocks(geometry: LandmarkGeometry, targets: Tensor, corr: Correspo
     ]
 
 
-def _above_chin(model: MorphableModel, margin: float) -> Tensor:
+def above_chin_mask(model: MorphableModel, margin: float) -> Tensor:
     """1 for vertices above the chin minus ``margin`` mm on the neutral face, else 0: (V,).
 
     Below the chin the images mostly show the neck's shadow, a collar or a shirt; those vertices
@@ -175,7 +178,7 @@ def _with_transferred_expressions(model: MorphableModel, identity: Tensor) -> Mo
     return dataclasses.replace(model, expression_basis=basis)
 
 
-def _albedo_prior(model: MorphableModel) -> Tensor:
+def albedo_prior(model: MorphableModel) -> Tensor:
     """The model's mean albedo (V, 3), or the skin colour `SKIN_PRIOR` (3,) for a model without one."""
     return model.albedo_mean if model.albedo_mean is not None else torch.tensor(SKIN_PRIOR, dtype=model.dtype)
 
@@ -185,7 +188,7 @@ def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, 
                        neighbours: Optional[Tensor] = None) -> Tuple[Observation, Tensor, Tensor]:
     """Observe the images at a fit, then per-vertex albedo and per-image SH lighting in closed form.
 
-    Vertices more than ``neck_margin`` mm below the chin are left out (see `_above_chin`); the
+    Vertices more than ``neck_margin`` mm below the chin are left out (see `above_chin_mask`); the
     albedo prior is the model's mean albedo or `SKIN_PRIOR`.
 
     Shape:
@@ -194,9 +197,9 @@ def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, 
     """
     if neighbours is None:
         neighbours = vertex_neighbours(model.triangles, model.n_vertices)
-    prior = _albedo_prior(model).to(vertices.dtype)
+    prior = albedo_prior(model).to(vertices.dtype)
     obs = observe(images.to(vertices.dtype), vertices, model.triangles, rotation, scale, trans2d)
-    obs.weights = obs.weights * _above_chin(model, neck_margin).to(obs.weights.dtype)
+    obs.weights = obs.weights * above_chin_mask(model, neck_margin).to(obs.weights.dtype)
     return (obs, *estimate_appearance(obs, prior, neighbours))
 
 
@@ -265,7 +268,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         geometry_r = LandmarkGeometry(current)
         identity, _, per_image = refine_from_shading(
             current, images, _flat(params), geometry_r, _contour(geometry_r, params), landmarks,
-            prior_albedo=_albedo_prior(model), mask=_above_chin(model, config.neck_margin),
+            prior_albedo=albedo_prior(model), mask=above_chin_mask(model, config.neck_margin),
             landmark_sigma=config.landmark_sigma, landmark_huber=config.landmark_huber,
             identity_weight=config.identity_weight, expression_weight=config.expression_weight,
             bounds=bounds.get(EXPRESSION), confidence=confidence, config=config.shading)
@@ -298,7 +301,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     # final_model's expressions are already transferred to this identity: no second transfer.
     rig = Rig.from_model(final_model, identity, rig_code=rig_code, corrective=corrective,
                          albedo=None if albedo is None else albedo.detach(), transfer=False)
-    uv = _rig_landmarks(rig, final_geometry, flat, corr)
+    uv = project_rig_landmarks(rig, final_geometry, flat, corr)
     timings["rig code"] = time.perf_counter() - start
     err = (uv - landmarks).norm(dim=-1).mean(-1)
     out_params = {n: flat[n] for n in _PER_IMAGE}
@@ -309,7 +312,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
                           landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings)
 
 
-def _rig_landmarks(rig: Rig, geometry: LandmarkGeometry, flat: Dict[str, Tensor],
+def project_rig_landmarks(rig: Rig, geometry: LandmarkGeometry, flat: Dict[str, Tensor],
                    corr: Correspondence) -> Tensor:
     """Projected 68 landmarks of the rig's per-image meshes. Shape: -> (G, 68, 2)."""
     points = rig.vertices(flat[EXPRESSION])[:, geometry.vertex_ids]

@@ -2,7 +2,7 @@
 
 The rig (one person's neutral + blendshapes + albedo) is fixed; each frame with 68 landmarks gets
 
-1. expression weights and a weak-perspective pose from the landmarks (`core.fit_landmarks` on the
+1. expression weights and a weak-perspective pose from the landmarks (`core.fitting.fit_landmarks` on the
    rig presented as a model, `Rig.as_model`), warm-started from the previous frame, with a
    temporal prior pulling the expression weights towards the previous frame's (smoothness);
 2. second-order SH lighting in closed form from the frame's colours at a fixed subset of visible

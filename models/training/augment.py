@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Occluder shapes: flat-coloured ellipses and rectangles, and textured patches (a procedural
-#: texture from `utils.synthetic_scene.sample_background` inside an ellipse or a rectangle).
+#: texture from `utils.synthetic.scene.sample_background` inside an ellipse or a rectangle).
 OCCLUDER_KINDS: Tuple[str, ...] = ("ellipse", "rectangle", "texture")
 
 # Where occluders go, as (row, column) ranges of their centre in fractions of the crop: the lower

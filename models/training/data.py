@@ -2,9 +2,9 @@
 
 Rendering (`utils.synthetic`) and landmark detection are too slow to do per training step, so
 `build_cache` renders them once into one compressed ``.npz`` file and `SyntheticFaceDataset` reads
-it, picks a few images per subject and augments them (`utils.augment`) on the fly::
+it, picks a few images per subject and augments them (`models.training.augment`) on the fly::
 
-    python -m utils.training_data --out cache/train_synth.npz --subjects 600 --images 6
+    python -m models.training.data --out cache/train_synth.npz --subjects 600 --images 6
 
 Seeds: subject ``i`` is ``SyntheticGenerator.subject(images, seed=(seed, i, 1))``, a seed *list*
 ending in 1, so that training subjects never coincide with the evaluation subjects of the
@@ -53,7 +53,9 @@ from models.training.augment import AugmentConfig, augment_images, augment_landm
 from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
 from utils.synthetic.truth import detector_landmarks
 
-__all__ = ['CACHE_FORMAT', 'TrainingCacheError', 'build_cache', 'load_cache', 'SyntheticFaceDataset', 'main']
+__all__ = [
+    "CACHE_FORMAT", "TrainingCacheError", "build_cache", "load_cache", "SyntheticFaceDataset", "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def load_cache(path: Union[str, Path]) -> Dict[str, object]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such training cache (build one with "
-                                f"`python -m utils.training_data --out {path}`)")
+                                f"`python -m models.training.data --out {path}`)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [name for name in _ARRAYS if name not in data.files]
@@ -297,11 +299,11 @@ class SyntheticFaceDataset(Dataset):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m utils.training_data --out FILE.npz --subjects S --images M``."""
+    """CLI: ``python -m models.training.data --out FILE.npz --subjects S --images M``."""
     from core.face_model.load import load_face_model
     from utils.get_face_model import DEFAULT_PATHS
 
-    parser = argparse.ArgumentParser(prog="python -m utils.training_data",
+    parser = argparse.ArgumentParser(prog="python -m models.training.data",
                                      description="Render a cached synthetic training set.")
     parser.add_argument("--out", type=Path, required=True, help="output .npz file")
     parser.add_argument("--subjects", type=int, default=600, help="number of subjects")

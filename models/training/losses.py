@@ -83,7 +83,7 @@ def photometric_loss(net: INORig, out: NetworkOutput, images: Tensor, huber: flo
     """Mean robust colour error between the images and the final meshes' shaded albedo.
 
     Per person, albedo (per vertex, shared by the images) and SH lighting (per image) are
-    estimated in closed form at the fitted meshes and held fixed (`core.rig_builder.
+    estimated in closed form at the fitted meshes and held fixed (`core.rig.builder.
     observe_appearance`: visible vertices above the chin); the loss is the visibility-weighted
     Huber error of the image colours sampled at the projected vertices, so its gradient moves the
     geometry and the pose to where the image agrees with the shading. Needs no ground truth (the

@@ -15,7 +15,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ['to_uint8', 'to_float', 'to_float_batch']
+__all__ = [
+    "to_uint8", "to_float", "to_float_batch", "ImageArrayError", "check_image", "ImageReadError",
+    "ImageItem", "read_image", "list_images", "iter_image_folder",
+]
+
 
 class ImageArrayError(ValueError):
     """An image array of the wrong shape or type was passed; the message names the argument."""
@@ -33,6 +37,7 @@ def check_image(image: np.ndarray, name: str = "image_rgb") -> np.ndarray:
     if image.dtype != np.uint8:
         raise ImageArrayError(f"{name}: expected dtype uint8, got {image.dtype}")
     return np.ascontiguousarray(image)
+
 
 logger = logging.getLogger(__name__)
 

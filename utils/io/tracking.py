@@ -13,7 +13,8 @@ import torch
 from core.camera import euler_to_matrix
 from core.rig.tracker import FrameTrack
 
-__all__ = ['TrackingRecorder']
+__all__ = ["TrackingRecorder"]
+
 
 class TrackingRecorder:
     """Per-frame tracking arrays, streamed to scratch files as frames come, then one ``tracking.npz``.

@@ -1,4 +1,4 @@
-"""Streaming video reading, and per-frame landmarks tracked and filtered over a video.
+"""Streaming video reading: frames one at a time as (H, W, 3) uint8 RGB arrays.
 
 Frames are decoded one at a time (OpenCV's FFmpeg backend), so memory stays bounded whatever the
 length. The container's frame count is checked at the end: a truncated or corrupt file yields

@@ -12,6 +12,7 @@ from utils.landmarks.detect import FaceLandmarker, detect_folder
 
 logger = logging.getLogger(__name__)
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: landmark every image of a folder and write one overlay PNG per image."""
     from utils.landmarks.drawing import draw_bbox, draw_landmarks

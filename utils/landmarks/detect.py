@@ -281,7 +281,7 @@ class FaceLandmarker:
 
     def landmark_weights(self, landmarks: torch.Tensor) -> torch.Tensor | None:
         """Weights of this backend's detections (G, 68, 2) from its measured noise: (G, 68), or
-        None where no noise profile is shipped (`utils.landmark_noise.detector_weights`: dlib's
+        None where no noise profile is shipped (`utils.landmarks.noise.detector_weights`: dlib's
         jawline ~0.6 of an inner point, and all ~0.26 of what a 1.5 px detector would get).
         Fitters take them as landmark confidence."""
         return detector_weights(self.backend, torch.as_tensor(landmarks))

@@ -22,7 +22,7 @@ The profile also says how noisy the detector is overall: dlib's typical inner po
 landmarks 1.5 px off (`REFERENCE_PX`, the benchmark's ground truth + noise). `detector_weights`
 therefore scales each image's weights by ``(REFERENCE_PX / inner spread in pixels) ** 2`` (about
 0.26 for dlib): the priors count for more against a noisier detector, as they should (the
-shading term keeps its balance with the landmarks, `core.shading_refine.ShadingConfig.weight`).
+shading term keeps its balance with the landmarks, `core.fitting.shading_refine.ShadingConfig.weight`).
 Together: synthetic dlib rigs 1.68 -> 1.22 of the mean face, real-video consistency 0.32 -> 0.27
 with the session-4 rig builder (docs/benchmarks.md, rig building).
 

@@ -1,4 +1,5 @@
-"""Landmarks on consecutive frames, detecting faces only when tracking needs it.
+"""Landmarks on consecutive frames, detecting faces only when tracking needs it; `track_video`
+streams a video's frames with their tracked, filtered landmarks.
 
 Detection is the expensive step (dlib HOG: ~10-20 ms on a 512 px frame; landmarks: ~1 ms). A
 `FaceTracker` detects on the first frame and whenever tracking is lost; otherwise it reuses the
@@ -28,6 +29,7 @@ from utils.landmarks.detect import Box, Face, FaceLandmarker
 from utils.landmarks.filters import OneEuroFilter, OneEuroParams
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, eq=False)
 class VideoFrame:
@@ -118,6 +120,7 @@ def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | N
             video.close()
     if missing:
         logger.warning("%s: no face found on %d frames", info.path, missing)
+
 
 # Landmarks that move rigidly with the head (nose, eye corners): the flow that carries the box.
 _RIGID = np.r_[27:36, 36, 39, 42, 45]

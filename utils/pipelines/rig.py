@@ -1,6 +1,6 @@
 """Photos of one person in, rig and per-image reconstructions out (files under an output folder).
 
-Images -> landmarks and crops (`utils.landmarks`, `utils.crop`) -> rig building (`core.rig_builder`)
+Images -> landmarks and crops (`utils.landmarks`, `utils.crop`) -> rig building (`core.rig.builder`)
 -> ``rig/rig.npz``, ``mesh/*.obj``, ``params/*.json``, ``visualization/*.png``. Every file is
 written as soon as it is computed; bad images are reported and skipped, never fatal unless no
 usable image is left.

@@ -2,10 +2,10 @@
 
 1. `source_rig_from_video`: the video's person gets a rig from a few of its frames spread over head
    yaw (as the original caches a few video frames of the person): landmarks on the first frames,
-   crops kept for a bounded set of candidates, `core.rig_builder.build_rig` on the chosen ones.
-2. `track_and_retarget`: frame by frame, landmarks (`utils.video.track_video`) -> the source rig
-   tracked (`core.rig_tracker`) -> the target rig driven by the frame's expression
-   (`core.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
+   crops kept for a bounded set of candidates, `core.rig.builder.build_rig` on the chosen ones.
+2. `track_and_retarget`: frame by frame, landmarks (`utils.landmarks.tracking.track_video`) -> the source rig
+   tracked (`core.rig.tracker`) -> the target rig driven by the frame's expression
+   (`core.rig.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
    and ``videos/tracking.npz`` (per-frame arrays, streamed to scratch files, gathered at the end).
 
@@ -41,7 +41,7 @@ from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.tracking import track_video
 from utils.visualization import overlay_mesh
 
-__all__ = ['VideoInputError', 'TrackingRun', 'source_rig_from_video', 'track_and_retarget', 'yaw_proxy']
+__all__ = ["VideoInputError", "TrackingRun", "source_rig_from_video", "track_and_retarget", "yaw_proxy"]
 
 logger = logging.getLogger(__name__)
 

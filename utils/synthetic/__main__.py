@@ -12,7 +12,8 @@ from utils.synthetic.generator import SyntheticConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ['main']
+__all__ = ["main"]
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI: ``python -m utils.synthetic --out DIR --subjects N --images M --seed S``."""

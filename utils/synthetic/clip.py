@@ -1,12 +1,12 @@
 """Synthetic demo inputs with ground truth: a subject's photos and a video of the same subject.
 
 The photos are a `utils.synthetic` subject's crops. The video shows that subject with smoothly
-varying expressions (keyframes drawn by `utils.synthetic_scene.sample_expression`, eased in and
+varying expressions (keyframes drawn by `utils.synthetic.scene.sample_expression`, eased in and
 out) and head pose (slow yaw / pitch / roll sways), with a still stretch in the middle (for jitter
 measurements), one SH lighting and background, rendered per vertex (albedo x SH shading, as the
 generator and the fitting model it) through `core.render`. Deterministic given the seed.
 
-    python -m utils.synthetic_clip --out examples/generated/synthetic --frames 60
+    python -m utils.synthetic.clip --out examples/generated/synthetic --frames 60
 
 writes ``rig_images/image_XX.png``, ``video.mp4`` and ``truth.npz`` (per-frame ``expression``,
 ``angles``, ``scale``, ``translation``, ``sh``, ``landmarks``; the subject's ``identity``,
@@ -228,11 +228,11 @@ def write_synthetic_inputs(model: MorphableModel, folder: Path, n_images: int = 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """CLI: ``python -m utils.synthetic_clip --out DIR [--images 8] [--frames 60] [--size 256]``."""
+    """CLI: ``python -m utils.synthetic.clip --out DIR [--images 8] [--frames 60] [--size 256]``."""
     from core.face_model.load import load_face_model
     from utils.get_face_model import DEFAULT_PATHS
 
-    parser = argparse.ArgumentParser(prog="python -m utils.synthetic_clip", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.synthetic.clip", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--frames", type=int, default=60)

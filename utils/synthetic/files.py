@@ -24,7 +24,7 @@ from utils.synthetic.generator import (
     SyntheticSubject,
 )
 
-__all__ = ['generate_dataset', 'write_subject', 'load_subject']
+__all__ = ["generate_dataset", "write_subject", "load_subject"]
 
 # Arrays stored once per subject (subject.npz) and per image (image_YY_mesh.npz / json).
 _SUBJECT_ARRAYS = ("albedo", "neutral", "vertex_ids", "triangles", "landmark_indices")

@@ -1,8 +1,8 @@
 """Synthetic face images with ground truth: random subjects rendered as 256x256 face crops.
 
 A subject is a random identity with an albedo (the model's albedo basis where it has one, BFM;
-else the procedural skin of `utils.skin_albedo`, ICT). Each of its images gets a random
-expression, head pose, SH lighting and background (`utils.synthetic_scene`) and is rendered with a
+else the procedural skin of `utils.synthetic.skin_albedo`, ICT). Each of its images gets a random
+expression, head pose, SH lighting and background (`utils.synthetic.scene`) and is rendered with a
 weak-perspective camera (as the original) through `core.camera`, `core.lighting` and
 `core.render`, framed like a 1.2x crop around the 68 landmarks. Everything is deterministic given
 the seed: image ``k`` of a subject depends only on ``(seed, k)``, not on how many are generated.
@@ -58,7 +58,10 @@ from utils.synthetic.scene import (
 )
 from utils.synthetic.skin_albedo import SkinAlbedoSampler
 
-__all__ = ['DEFAULT_RENDER_REGIONS', 'SyntheticConfig', 'SyntheticSubject', 'SyntheticGenerator', 'generate_subject', 'crop_camera', 'region_triangles', 'supersampled_screen', 'shade_and_resolve']
+__all__ = [
+    "DEFAULT_RENDER_REGIONS", "SyntheticConfig", "SyntheticSubject", "SyntheticGenerator",
+    "generate_subject", "crop_camera", "region_triangles", "supersampled_screen", "shade_and_resolve",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from core.face_model.model import MorphableModel
 from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks
 from utils.synthetic.generator import SyntheticSubject
 
-__all__ = ['detector_landmarks', 'subject_params']
+__all__ = ["detector_landmarks", "subject_params"]
+
 
 def detector_landmarks(face: MorphableModel, subject: SyntheticSubject) -> np.ndarray:
     """Ground-truth 68 landmarks of a synthetic subject's images as a detector places them.
@@ -23,7 +24,7 @@ def detector_landmarks(face: MorphableModel, subject: SyntheticSubject) -> np.nd
 
     Args:
         face: the model the subject's identity and expression belong to (the ICT face region).
-        subject: a subject from `utils.synthetic.SyntheticGenerator`.
+        subject: a subject from `utils.synthetic.generator.SyntheticGenerator`.
 
     Shape:
         - output: (M, 68, 2) float32 crop pixels (u, v), M = ``subject.n_images``
