@@ -8,10 +8,17 @@ Every function is batched (batch dimension first), differentiable and keeps the 
 of its inputs.
 
 The ``*_screen`` functions return ``(u, v, depth)`` per point, the input that
-``core.render.rasterize`` takes; their depth is the camera-space z scaled so that larger means
-nearer (see each function for its unit).
+`core.render.rasterize.rasterize` takes; their depth is the camera-space z scaled so that larger
+means nearer (see each function for its unit).
+
+`WeakPerspective` is the head pose every stage passes around (fits, tracks, renders): rotation,
+scale and 2D translation of a batch, with ``screen`` / ``project`` / ``reframed``. `square_frame`
+is the one definition of a face crop's frame (the landmarks' bounding square grown by 1.2).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Tuple, Union
 
 import torch
 
@@ -21,7 +28,7 @@ __all__ = [
     "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle",
     "transform_points", "weak_perspective_screen", "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
-    "invert_similarity_2d",
+    "invert_similarity_2d", "square_frame", "WeakPerspective",
 ]
 
 _EPS = 1e-8
@@ -303,3 +310,131 @@ def invert_similarity_2d(M: torch.Tensor) -> torch.Tensor:
     A_inv = torch.stack([A[:, 1, 1], -A[:, 0, 1], -A[:, 1, 0], A[:, 0, 0]], -1).reshape(-1, 2, 2)
     A_inv = A_inv / det[:, None, None]
     return torch.cat([A_inv, -A_inv @ b], dim=-1)
+
+
+def square_frame(points: torch.Tensor, grow: float = 1.2, size: float = 256.0
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The square frame of ``size`` pixels around 2D points: ``outer = step * frame + offset``.
+
+    The square is centred on the points' bounding box, with side ``grow`` times the box's longer
+    side, not rotated. Pixel centres are at integer coordinates in both frames: frame pixel
+    ``-0.5`` (the outer edge) lies on the square's edge, the frame's centre ``(size - 1) / 2`` on
+    the box's centre. Face crops (`utils.crop`), the tracker's normalised frame and the synthetic
+    renders' framing all use it.
+
+    Shape:
+        - points: (B, N, 2), N >= 2
+        - output: step (B,) outer pixels per frame pixel, offset (B, 2)
+
+    Example:
+        >>> step, offset = square_frame(torch.tensor([[[10.0, 20.0], [110.0, 70.0]]]), grow=1.0, size=100)
+        >>> step, offset
+        (tensor([1.]), tensor([[10.5000, -4.5000]]))
+    """
+    if points.ndim != 3 or points.shape[-1] != 2 or points.shape[1] < 2:
+        raise ValueError(f"points: expected shape (B, N >= 2, 2), got {tuple(points.shape)}")
+    if grow <= 0 or size < 1:
+        raise ValueError(f"grow, size: expected grow > 0 and size >= 1, got {grow}, {size}")
+    lo, hi = points.amin(dim=1), points.amax(dim=1)
+    side = (hi - lo).amax(dim=-1) * grow
+    if not bool(torch.isfinite(side).all()) or bool((side <= 0).any()):
+        raise ValueError("points: all points coincide (or are not finite); no frame size")
+    step = side / size
+    offset = (lo + hi) / 2 - side[:, None] / 2 + 0.5 * step[:, None]
+    return step, offset
+
+
+@dataclass(frozen=True)
+class WeakPerspective:
+    """Weak-perspective head poses of a batch, as the original release's camera.
+
+    ``u = scale * (R X).x + tx``, ``v = -scale * (R X).y + ty`` with ``R`` from the Euler angles
+    (`euler_to_matrix`); depth ``scale * (R X).z`` (pixels, larger is nearer).
+
+    Attributes:
+        rotation: (B, 3) Euler angles (pitch, yaw, roll), radians.
+        scale: (B,) pixels per mm.
+        trans2d: (B, 2) pixels.
+
+    Example:
+        >>> pose = WeakPerspective(torch.zeros(1, 3), torch.tensor([2.0]), torch.tensor([[128.0, 128.0]]))
+        >>> pose.project(torch.tensor([[[10.0, 20.0, 0.0]]]))
+        tensor([[[148.,  88.]]])
+        >>> pose.reframed(torch.tensor([0.5]), torch.tensor([[10.0, 0.0]])).project(torch.tensor([[[10.0, 20.0, 0.0]]]))
+        tensor([[[84., 44.]]])
+    """
+
+    rotation: torch.Tensor
+    scale: torch.Tensor
+    trans2d: torch.Tensor
+
+    def __post_init__(self) -> None:
+        check_shape("rotation", self.rotation, (None, 3))
+        check_shape("scale", self.scale, (None,))
+        check_shape("trans2d", self.trans2d, (None, 2))
+        check_batch(self.rotation.shape[0], scale=self.scale, trans2d=self.trans2d)
+
+    @property
+    def batch(self) -> int:
+        return int(self.rotation.shape[0])
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, torch.Tensor]) -> "WeakPerspective":
+        """The pose held in a fitter's parameter dict (``rotation``, ``scale``, ``trans2d``)."""
+        return cls(params["rotation"], params["scale"], params["trans2d"])
+
+    def as_params(self) -> Dict[str, torch.Tensor]:
+        """``{"rotation", "scale", "trans2d"}``, the fitters' variable names."""
+        return {"rotation": self.rotation, "scale": self.scale, "trans2d": self.trans2d}
+
+    def matrix(self) -> torch.Tensor:
+        """Rotation matrices (B, 3, 3)."""
+        return euler_to_matrix(self.rotation)
+
+    def screen(self, points: torch.Tensor) -> torch.Tensor:
+        """Screen coordinates ``(u, v, depth)`` of object-space points: (B, N, 3) mm -> (B, N, 3)."""
+        return weak_perspective_screen(points, self.matrix(), self.scale, self.trans2d)
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Pixel coordinates of object-space points: (B, N, 3) mm -> (B, N, 2)."""
+        return weak_perspective_project(points, self.matrix(), self.scale, self.trans2d)
+
+    def jacobian(self) -> torch.Tensor:
+        """d(u, v)/dX for object-space points, the same for every point: (B, 2, 3)."""
+        return weak_perspective_jacobian(self.matrix(), self.scale)
+
+    def camera_points(self, points: torch.Tensor) -> torch.Tensor:
+        """Rotated points ``R X`` (camera axes, mm, no translation): (B, N, 3) -> (B, N, 3)."""
+        return transform_points(points, self.matrix())
+
+    def reframed(self, step: torch.Tensor, offset: torch.Tensor) -> "WeakPerspective":
+        """The same pose seen in another pixel frame ``p' = step * p + offset``.
+
+        A scale and a shift of the image keep weak perspective exact: e.g. from a crop's pixels to
+        the photo's (``step``, ``offset`` from `square_frame`), or back with ``1 / step`` and
+        ``-offset / step``.
+
+        Shape:
+            step (B,) or (); offset (B, 2) or (2,).
+        """
+        step = torch.as_tensor(step, dtype=self.scale.dtype).expand(self.batch)
+        offset = torch.as_tensor(offset, dtype=self.trans2d.dtype).expand(self.batch, 2)
+        return WeakPerspective(self.rotation, self.scale * step, self.trans2d * step[:, None] + offset)
+
+    def __getitem__(self, index: Union[int, slice, torch.Tensor]) -> "WeakPerspective":
+        """A sub-batch (an int index keeps a batch of one)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return WeakPerspective(self.rotation[index], self.scale[index], self.trans2d[index])
+
+    def detach(self) -> "WeakPerspective":
+        return WeakPerspective(self.rotation.detach(), self.scale.detach(), self.trans2d.detach())
+
+    def to(self, dtype: torch.dtype) -> "WeakPerspective":
+        return WeakPerspective(self.rotation.to(dtype), self.scale.to(dtype), self.trans2d.to(dtype))
+
+    @staticmethod
+    def cat(poses: "list[WeakPerspective]") -> "WeakPerspective":
+        """One batch from several."""
+        return WeakPerspective(torch.cat([p.rotation for p in poses]), torch.cat([p.scale for p in poses]),
+                               torch.cat([p.trans2d for p in poses]))

@@ -34,18 +34,9 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from core.camera import (
-    euler_to_matrix,
-    weak_perspective_project,
-    weak_perspective_screen,
-)
+from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
-from core.fitting.landmark_geometry import (
-    Correspondence,
-    LandmarkGeometry,
-    project_landmarks,
-    update_contour,
-)
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks, update_contour
 from core.fitting.photometric import SubsetBasis, sample_vertex_subset, sampled_block
 from core.fitting.residuals import expression_bounds, landmark_block, prior_block
 from core.fitting.solver import SolverConfig, SolveResult, solve
@@ -281,12 +272,10 @@ class INORig(nn.Module):
         with torch.no_grad():
             face = self.face
             verts = face.vertices(flat[IDENTITY].detach(), flat[EXPRESSION].detach())
-            R = euler_to_matrix(flat[ROTATION].detach())
-            screen = weak_perspective_screen(verts, R, flat[SCALE].detach(), flat[TRANS2D].detach())
+            screen = WeakPerspective.from_params(flat).detach().screen(verts)
             visible = vertex_visibility(screen.cpu(), face.triangles.cpu(), size).to(feats.device)
             weights = visible[:, self.feature_ids].to(feats.dtype).reshape(p, g, -1)
-        uv = weak_perspective_project(self.subset.points(flat[IDENTITY], flat[EXPRESSION]),
-                                      euler_to_matrix(flat[ROTATION]), flat[SCALE], flat[TRANS2D])
+        uv = WeakPerspective.from_params(flat).project(self.subset.points(flat[IDENTITY], flat[EXPRESSION]))
         sampled = sample_points(feats.reshape(p * g, *feats.shape[2:]), uv * _MAP_SCALE + _MAP_OFFSET)
         sampled = sampled.reshape(p, g, -1, c)
         mean = (weights[..., None] * sampled).sum(1, keepdim=True) / weights.sum(1)[:, None, :, None].clamp(min=1e-6)
@@ -347,11 +336,10 @@ class INORig(nn.Module):
         flat = {n: v.cpu() for n, v in _flat(out.params).items()}
         blend = (face.expression_basis + out.correctives[0]).cpu()
         albedo = sh = None
+        verts = out.vertices[0].cpu()
         if appearance:
-            face_cpu = face.to("cpu")
-            verts = out.vertices[0].cpu()
-            _, albedo, sh = observe_appearance(face_cpu, images.float(), verts, flat[ROTATION], flat[SCALE],
-                                               flat[TRANS2D], neighbours=self.neighbours().cpu())
+            _, albedo, sh = observe_appearance(face.to("cpu"), images.float(), verts, WeakPerspective.from_params(flat),
+                                               neighbours=self.neighbours().cpu())
         timings["appearance"] = time.perf_counter() - start
         if albedo is None:
             albedo = torch.full_like(out.neutral[0].cpu(), 0.6)
@@ -368,4 +356,4 @@ class INORig(nn.Module):
         logger.info("network rig from %d images: landmark error %.2f px (mean), stages %s", g, float(err.mean()),
                     ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         return RigBuildResult(rig=rig, params=params, sh=sh, landmarks_2d=uv, reprojection_error=err,
-                              timings=timings)
+                              timings=timings, meshes=verts.float())

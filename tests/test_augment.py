@@ -6,14 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.training.augment import (
-    OCCLUDER_KINDS,
-    AugmentConfig,
-    augment_images,
-    augment_landmarks,
-    jpeg_roundtrip,
-    occluder_mask,
-)
+from models.training.augment import (OCCLUDER_KINDS, AugmentConfig, augment_images, augment_landmarks,
+                                     jpeg_roundtrip, occluder_mask)
 
 OFF = AugmentConfig.identity()
 

@@ -5,19 +5,10 @@ import math
 import pytest
 import torch
 
-from core.camera import (
-    apply_similarity_2d,
-    axis_angle_to_matrix,
-    euler_to_matrix,
-    invert_similarity_2d,
-    matrix_to_axis_angle,
-    matrix_to_euler,
-    perspective_project,
-    perspective_screen,
-    transform_points,
-    weak_perspective_project,
-    weak_perspective_screen,
-)
+from core.camera import (WeakPerspective, apply_similarity_2d, axis_angle_to_matrix, euler_to_matrix,
+                         invert_similarity_2d, matrix_to_axis_angle, matrix_to_euler, perspective_project,
+                         perspective_screen, square_frame, transform_points, weak_perspective_project,
+                         weak_perspective_screen)
 
 
 def _rx(a: float) -> torch.Tensor:
@@ -166,3 +157,39 @@ def test_shape_errors_name_the_argument():
                                  torch.zeros(1, 2))
     with pytest.raises(ValueError, match="M: transform is singular"):
         invert_similarity_2d(torch.zeros(1, 2, 3))
+
+
+def test_square_frame_maps_the_landmark_square_onto_the_frame_edges():
+    """The box's corners land on the frame's outer pixel edges (-0.5 and size - 0.5), its centre on
+    the centre pixel; a non-square box is centred in a square of its longer side."""
+    lms = torch.tensor([[100.0, 50.0], [300.0, 250.0]]).repeat(34, 1)[None]
+    step, offset = square_frame(lms, grow=1.0, size=256)
+    corners = (lms[0] - offset[0]) / step[0]
+    torch.testing.assert_close(corners.amin(0), torch.full((2,), -0.5))
+    torch.testing.assert_close(corners.amax(0), torch.full((2,), 255.5))
+    wide = torch.tensor([[[0.0, 0.0], [200.0, 100.0]]])
+    step, offset = square_frame(wide, grow=1.2, size=100)
+    framed = (wide[0] - offset[0]) / step[0]
+    torch.testing.assert_close(framed.mean(0), torch.full((2,), 49.5))
+    torch.testing.assert_close(step, torch.tensor([2.4]))
+    with pytest.raises(ValueError, match="coincide"):
+        square_frame(torch.ones(1, 5, 2))
+
+
+def test_weak_perspective_pose_reframes_exactly():
+    """A pose seen in another pixel frame projects to the same points mapped into that frame, and
+    mapping there and back is the identity."""
+    g = torch.Generator().manual_seed(3)
+    pose = WeakPerspective(0.3 * torch.randn(4, 3, generator=g), 1 + torch.rand(4, generator=g),
+                           100 * torch.rand(4, 2, generator=g))
+    points = 50 * torch.randn(4, 7, 3, generator=g)
+    step, offset = 0.5 + torch.rand(4, generator=g), 20 * torch.randn(4, 2, generator=g)
+    moved = pose.reframed(step, offset)
+    torch.testing.assert_close(moved.project(points), pose.project(points) * step[:, None, None] + offset[:, None])
+    back = moved.reframed(1 / step, -offset / step[:, None])
+    torch.testing.assert_close(back.trans2d, pose.trans2d)
+    torch.testing.assert_close(back.scale, pose.scale)
+    torch.testing.assert_close(pose[1].project(points[1:2]), pose.project(points)[1:2])
+    torch.testing.assert_close(pose.screen(points)[..., :2], pose.project(points))
+    with pytest.raises(ValueError, match="trans2d"):
+        WeakPerspective(torch.zeros(2, 3), torch.ones(2), torch.zeros(3, 2))

@@ -5,13 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.landmarks.filters import (
-    OneEuroFilter,
-    OneEuroParams,
-    mean_deviation,
-    mean_motion,
-    smooth_track,
-)
+from utils.landmarks.filters import OneEuroFilter, OneEuroParams, mean_deviation, mean_motion, smooth_track
 
 
 def test_first_sample_passes_and_constant_stays_constant():

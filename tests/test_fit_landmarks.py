@@ -8,20 +8,8 @@ import pytest
 import torch
 
 from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak
-from core.fitting.landmark_geometry import (
-    LandmarkGeometry,
-    landmark_points,
-    project_landmarks,
-)
-from core.fitting.variables import (
-    EXPRESSION,
-    FOCAL,
-    IDENTITY,
-    ROTATION,
-    SCALE,
-    TRANS2D,
-    TRANSLATION,
-)
+from core.fitting.landmark_geometry import LandmarkGeometry, landmark_points, project_landmarks
+from core.fitting.variables import EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION
 from core.metrics import aligned_mesh_error, rotation_error_deg
 
 B = 8

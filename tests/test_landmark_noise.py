@@ -7,17 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils.landmarks.noise import (
-    PHOTO_POWER,
-    REFERENCE_PX,
-    LandmarkNoiseError,
-    detector_weights,
-    landmark_spread,
-    load_landmark_noise,
-    noise_path,
-    relative_confidence,
-    save_landmark_noise,
-)
+from utils.landmarks.noise import (PHOTO_POWER, REFERENCE_PX, LandmarkNoiseError, detector_weights,
+                                   landmark_spread, load_landmark_noise, noise_path, relative_confidence,
+                                   save_landmark_noise)
 
 
 def _residuals(sigma: torch.Tensor, n: int, outliers: float = 0.0, seed: int = 0):

@@ -9,14 +9,8 @@ import pytest
 
 from utils.io.images import ImageArrayError, read_image
 from utils.landmarks.__main__ import main
-from utils.landmarks.detect import (
-    BackendUnavailableError,
-    Face,
-    FaceLandmarker,
-    LandmarkError,
-    detect_folder,
-    select_face,
-)
+from utils.landmarks.detect import (BackendUnavailableError, Face, FaceLandmarker, LandmarkError,
+                                    detect_folder, select_face)
 from utils.landmarks.drawing import draw_bbox, draw_landmarks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -5,13 +5,7 @@ import pytest
 import torch
 import trimesh
 
-from utils.io.meshes import (
-    MeshIOError,
-    load_mesh,
-    load_textured_obj,
-    save_mesh,
-    save_textured_obj,
-)
+from utils.io.meshes import MeshIOError, load_mesh, load_textured_obj, save_mesh, save_textured_obj
 
 
 def _colored_sphere():

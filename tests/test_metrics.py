@@ -6,12 +6,7 @@ import math
 import torch
 
 from core.camera import euler_to_matrix
-from core.metrics import (
-    aligned_mesh_error,
-    normalized_landmark_error,
-    rotation_error_deg,
-    similarity_align,
-)
+from core.metrics import aligned_mesh_error, normalized_landmark_error, rotation_error_deg, similarity_align
 
 
 def test_similarity_alignment_undoes_a_similarity():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from core.camera import WeakPerspective
 from core.fitting.photometric import (
     SubsetBasis,
     estimate_albedo,
@@ -70,13 +71,20 @@ def test_observe_samples_the_image_and_hides_the_back():
     image = torch.zeros(1, 3, 128, 128, dtype=torch.float64)
     image[:, 0] = torch.linspace(0, 1, 128, dtype=torch.float64)[None, :]  # red ramps along u
     rot = torch.zeros(1, 3, dtype=torch.float64)
-    obs = observe(image, v[None], t, rot, torch.tensor([1.0], dtype=torch.float64),
-                  torch.tensor([[64.0, 64.0]], dtype=torch.float64))
+    pose = WeakPerspective(rot, torch.tensor([1.0], dtype=torch.float64), torch.tensor([[64.0, 64.0]], dtype=torch.float64))
+    obs = observe(image, v[None], t, pose)
     front = v[:, 2] > 20
     back = v[:, 2] < -5
     assert bool((obs.weights[0, back] == 0).all()) and float(obs.weights[0, front].mean()) > 0.9
     u = obs.screen[0, front, 0]
     torch.testing.assert_close(obs.colors[0, front, 0], u / 127, atol=1e-6, rtol=0)
+    # A subset observed on a coarse z-buffer (the tracker's lighting): the same verdict on the
+    # clear cases, colours sampled at the same places.
+    ids = torch.cat([torch.nonzero(front)[:, 0], torch.nonzero(back)[:, 0]])
+    coarse = observe(image, v[None], t, pose, subset=ids, raster_size=32)
+    n_front = int(front.sum())
+    assert bool((coarse.weights[0, n_front:] == 0).all()) and float(coarse.weights[0, :n_front].mean()) > 0.9
+    torch.testing.assert_close(coarse.colors[0], obs.colors[0, ids])
 
 
 def test_photometric_jacobians_match_autograd(ict_face):

@@ -11,16 +11,8 @@ import core.render.rasterize as rasterize_module
 from core.camera import euler_to_matrix, weak_perspective_screen
 from core.mesh import vertex_normals
 from core.render.rasterize import Fragments, interpolate, kernel_built, rasterize
-from core.render.shade import (
-    composite,
-    default_sh,
-    render_depth,
-    render_flat,
-    render_normals,
-    render_overlay,
-    render_shaded,
-    render_vertex_colors,
-)
+from core.render.shade import (composite, default_sh, render_depth, render_flat, render_normals,
+                               render_overlay, render_shaded, render_vertex_colors)
 from core.render.visibility import front_facing, vertex_visibility
 
 BACKENDS = [pytest.param("cython", marks=pytest.mark.skipif(

@@ -8,28 +8,11 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, perspective_project, weak_perspective_project
-from core.fitting.landmark_geometry import (
-    LandmarkGeometry,
-    landmark_points,
-    project_landmarks,
-    update_contour,
-)
-from core.fitting.residuals import (
-    expression_bounds,
-    landmark_block,
-    prior_block,
-    temporal_block,
-)
+from core.fitting.landmark_geometry import (LandmarkGeometry, landmark_points, project_landmarks,
+                                            update_contour)
+from core.fitting.residuals import expression_bounds, landmark_block, prior_block, temporal_block
 from core.fitting.solver import block_jacobian
-from core.fitting.variables import (
-    EXPRESSION,
-    FOCAL,
-    IDENTITY,
-    ROTATION,
-    SCALE,
-    TRANS2D,
-    TRANSLATION,
-)
+from core.fitting.variables import EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION
 
 F64 = torch.float64
 

@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from core.camera import euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_screen
 from core.lighting import shade
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
 from core.render.shade import default_sh, render_vertex_colors
-from core.rig.retarget import (
-    RetargetError,
-    expression_map,
-    face_window,
-    frontal_pose,
-    render_rig,
-    retarget,
-)
+from core.rig.retarget import RetargetError, expression_map, face_window, frontal_pose, render_rig, retarget
 from core.rig.rig import Rig
 from core.rig.tracker import RigTracker, TrackerConfig
 from tests.test_tracking import landmarks_of, sequence
@@ -71,9 +64,10 @@ def test_retarget_follows_names_and_the_target_face(rigs):
 
 def test_frontal_pose_centres_and_fills_the_frame(rigs):
     _, target = rigs
-    rotation, scale, trans = frontal_pose(target.neutral, 300, 400, fill=0.6)
-    screen = weak_perspective_screen(target.neutral[None], euler_to_matrix(rotation[None]), scale[None],
-                                     trans[None])[0]
+    pose = frontal_pose(target.neutral, 300, 400, fill=0.6)
+    assert pose.batch == 1 and float(pose.rotation.abs().max()) == 0.0
+    screen = weak_perspective_screen(target.neutral[None], euler_to_matrix(pose.rotation), pose.scale,
+                                     pose.trans2d)[0]
     lo, hi = screen[:, :2].amin(0), screen[:, :2].amax(0)
     torch.testing.assert_close((lo + hi) / 2, torch.tensor([199.5, 149.5]), atol=1e-3, rtol=0)
     assert abs(float((hi - lo).max()) - 0.6 * 300) < 1e-3
@@ -92,7 +86,7 @@ def test_render_rig_matches_a_full_frame_render(rigs):
     rotation, scale, trans = torch.tensor([[0.1, 0.4, 0.05]]), torch.tensor([0.9]), torch.tensor([[130.0, 140.0]])
     background = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     verts = retarget(target, expression)
-    out = render_rig(target, verts, rotation, scale, trans, background)
+    out = render_rig(target, verts, WeakPerspective(rotation, scale, trans), background)
     R = euler_to_matrix(rotation)
     screen = weak_perspective_screen(verts, R, scale, trans)
     fragments = rasterize(screen, target.triangles, 256, 256, cull_backfaces=True)

@@ -49,7 +49,7 @@ def test_photometric_stage_keeps_the_fit_and_estimates_appearance(subject, ict_f
     truth = torch.from_numpy(subject.neutral).float()[None]
     assert float(aligned_mesh_error(res.rig.neutral[None], truth)) < 0.75 * float(
         aligned_mesh_error(ict_face.neutral[None], truth))
-    assert res.sh.shape == (4, 9, 3) and set(res.timings) == {"init", "landmarks", "photometric", "rig code"}
+    assert res.sh.shape == (4, 9, 3) and set(res.timings) == {"coarse fit", "landmark fit", "photometric refinement", "rig code"}
     # The estimated albedo matches the generator's skin where the face is seen, up to the
     # albedo-lighting scale ambiguity (compare chromaticity).
     albedo, true_albedo = res.rig.albedo, torch.from_numpy(subject.albedo).float()

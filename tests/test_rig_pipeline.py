@@ -39,7 +39,7 @@ def _write_png(path, image: np.ndarray) -> None:
 
 
 def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_path, monkeypatch):
-    import utils.pipelines.rig as pipeline
+    import utils.pipelines.builders as pipeline
 
     seen = {}
 
@@ -66,8 +66,8 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
     assert bool((jaw < 0.9 * inner).all()) and bool((inner < 0.5).all())
     assert set(run.skipped) == {"broken.jpg", "wall.png"}
     assert run.skipped["wall.png"] == "no face found" and "broken.jpg" in run.skipped["broken.jpg"]
-    assert set(run.timings) == {"landmarks", "coarse fit", "photometric refinement", "rig code",
-                                "writing outputs"}
+    assert set(run.timings) == {"landmark detection", "coarse fit", "landmark fit", "photometric refinement",
+                                "rig code", "writing outputs"}
 
     rig = Rig.load(out / "rig" / "rig.npz", expect_model="ict/face", expect_vertices=9409)
     with np.load(out / "rig" / "rig.npz") as z:

@@ -8,18 +8,10 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix
-from core.fitting.landmark_geometry import (
-    LandmarkGeometry,
-    project_landmarks,
-    update_contour,
-)
-from core.fitting.shading_refine import (
-    ShadingConfig,
-    eye_region_mask,
-    geman_mcclure,
-    refine_from_shading,
-)
+from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks, update_contour
+from core.fitting.shading_refine import ShadingConfig, eye_region_mask, refine_from_shading
 from core.metrics import aligned_mesh_error, rotation_error_deg
+from core.robust import geman_mcclure
 from utils.synthetic.generator import SyntheticGenerator
 from utils.synthetic.truth import subject_params
 

@@ -8,16 +8,8 @@ import pytest
 import scipy.optimize
 import torch
 
-from core.fitting.solver import (
-    IterationControl,
-    ResidualBlock,
-    SolverConfig,
-    block_jacobian,
-    evaluate_cost,
-    robust_cholesky,
-    solve,
-    solve_spd,
-)
+from core.fitting.solver import (IterationControl, ResidualBlock, SolverConfig, block_jacobian, evaluate_cost,
+                                 robust_cholesky, solve, solve_spd)
 
 F64 = torch.float64
 TIGHT = SolverConfig(max_iterations=200, ftol=1e-15, xtol=1e-15)

@@ -11,21 +11,9 @@ import torch
 
 from utils.synthetic.__main__ import main
 from utils.synthetic.files import load_subject, write_subject
-from utils.synthetic.generator import (
-    SyntheticConfig,
-    SyntheticGenerator,
-    crop_camera,
-    generate_subject,
-)
-from utils.synthetic.scene import (
-    EXPRESSION_RECIPES,
-    expose,
-    sample_background,
-    sample_expression,
-    sample_pose,
-    sample_sh,
-    sh_irradiance_range,
-)
+from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator, crop_camera, generate_subject
+from utils.synthetic.scene import (EXPRESSION_RECIPES, expose, sample_background, sample_expression,
+                                   sample_pose, sample_sh, sh_irradiance_range)
 from utils.synthetic.skin_albedo import landmark_region_weights, procedural_albedo
 
 # Small, fast crops for the tests that do not look at realism.

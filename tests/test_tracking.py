@@ -17,7 +17,7 @@ from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
 from core.render.shade import render_vertex_colors
 from core.rig.rig import Rig, RigFileError
-from core.rig.tracker import RigTracker, TrackerConfig, normalizing_transform
+from core.rig.tracker import RigTracker, TrackerConfig
 
 T = 12
 SIZE = 512
@@ -65,14 +65,6 @@ def test_rig_as_model_reproduces_the_rig(rig, ict_face):
     assert torch.equal(model.landmark_indices, ict_face.landmark_indices)
     with pytest.raises(RigFileError, match="does not match"):
         rig.as_model(ict_face.region("narrow_face"))
-
-
-def test_normalizing_transform_maps_the_landmark_square():
-    lms = torch.tensor([[100.0, 50.0], [300.0, 250.0]]).repeat(34, 1)
-    t = normalizing_transform(lms, size=256.0, grow=1.0)
-    corners = (lms - t[1:]) / t[0]
-    torch.testing.assert_close(corners.amin(0), torch.zeros(2))
-    torch.testing.assert_close(corners.amax(0), torch.full((2,), 256.0))
 
 
 def test_tracking_recovers_expressions_and_poses(rig, ict_face):

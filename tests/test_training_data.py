@@ -9,12 +9,7 @@ import pytest
 import torch
 
 from models.training.augment import AugmentConfig
-from models.training.data import (
-    SyntheticFaceDataset,
-    TrainingCacheError,
-    build_cache,
-    load_cache,
-)
+from models.training.data import SyntheticFaceDataset, TrainingCacheError, build_cache, load_cache
 from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator
 from utils.synthetic.truth import detector_landmarks
 

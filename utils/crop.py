@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from core.camera import apply_similarity_2d, invert_similarity_2d
+from core.camera import WeakPerspective, apply_similarity_2d, invert_similarity_2d, square_frame
 from utils.io.images import check_image, to_float_batch
 
 CROP_SCALE = 1.2
@@ -29,8 +29,8 @@ def crop_transform(landmarks: torch.Tensor, scale: float = CROP_SCALE,
                    size: int = CROP_SIZE) -> torch.Tensor:
     """Similarity transforms crop pixels -> original pixels for square crops around landmarks.
 
-    The square is centred on the landmarks' bounding box, with side ``scale`` times the box's
-    longer side; it is not rotated.
+    The square is `core.camera.square_frame`'s: centred on the landmarks' bounding box, with side
+    ``scale`` times the box's longer side, not rotated.
 
     Args:
         landmarks: (x, y) points in original-image pixels.
@@ -50,18 +50,9 @@ def crop_transform(landmarks: torch.Tensor, scale: float = CROP_SCALE,
         tensor([[[ 1.0000,  0.0000, 10.5000],
                  [ 0.0000,  1.0000, -4.5000]]])
     """
-    if landmarks.ndim != 3 or landmarks.shape[-1] != 2 or landmarks.shape[1] < 2:
-        raise ValueError(f"landmarks: expected shape (B, N >= 2, 2), got "
-                         f"{tuple(landmarks.shape)}")
     if scale <= 0 or size < 1:
         raise ValueError(f"scale, size: expected scale > 0 and size >= 1, got {scale}, {size}")
-    lo, hi = landmarks.amin(dim=1), landmarks.amax(dim=1)
-    side = (hi - lo).amax(dim=-1) * scale
-    if not bool(torch.isfinite(side).all()) or bool((side <= 0).any()):
-        raise ValueError("landmarks: all points coincide (or are not finite); no crop size")
-    step = side / size  # original pixels per crop pixel
-    # crop u_c = -0.5 (outer edge) lands on the square's edge centre - side / 2
-    offset = (lo + hi) / 2 - side[:, None] / 2 + 0.5 * step[:, None]
+    step, offset = square_frame(landmarks, scale, size)
     zero = torch.zeros_like(step)
     return torch.stack([torch.stack([step, zero, offset[:, 0]], -1),
                         torch.stack([zero, step, offset[:, 1]], -1)], dim=1)
@@ -105,6 +96,12 @@ class FaceCrop:
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """(N, 2) original-image pixel coordinates -> crop pixel coordinates."""
         return _map_points(points, self.image_to_crop)
+
+    def pose_in_image(self, pose: WeakPerspective) -> WeakPerspective:
+        """A pose fitted in the crop's pixels, seen in the original image's (a scale and a shift,
+        so weak perspective stays exact)."""
+        m = torch.as_tensor(self.crop_to_image, dtype=pose.scale.dtype)
+        return pose.reframed(m[0, 0], m[:, 2])
 
 
 def _warp(image: np.ndarray, image_to_crop: np.ndarray, size: int) -> np.ndarray:

@@ -19,12 +19,7 @@ from PIL import Image
 from core.camera import euler_to_matrix, weak_perspective_screen
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
-from core.render.shade import (
-    render_depth,
-    render_normals,
-    render_overlay,
-    render_shaded,
-)
+from core.render.shade import render_depth, render_normals, render_overlay, render_shaded
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
 

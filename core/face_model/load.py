@@ -9,12 +9,7 @@ import torch
 
 from core.face_model.bfm import load_bfm2009, load_face3d
 from core.face_model.ict import load_ict
-from core.face_model.model import (
-    KINDS,
-    FaceModelError,
-    MorphableModel,
-    model_from_arrays,
-)
+from core.face_model.model import KINDS, FaceModelError, MorphableModel, model_from_arrays
 
 logger = logging.getLogger(__name__)
 

@@ -23,30 +23,12 @@ from torch import Tensor
 
 from core.camera import euler_to_matrix, matrix_to_euler
 from core.face_model.model import MorphableModel
-from core.fitting.landmark_geometry import (
-    Correspondence,
-    LandmarkGeometry,
-    landmark_points,
-    project_landmarks,
-    update_contour,
-)
-from core.fitting.residuals import (
-    expression_bounds,
-    landmark_block,
-    prior_block,
-    temporal_block,
-)
+from core.fitting.landmark_geometry import (Correspondence, LandmarkGeometry, landmark_points,
+                                            project_landmarks, update_contour)
+from core.fitting.residuals import expression_bounds, landmark_block, prior_block, temporal_block
 from core.fitting.solver import SolverConfig, solve
-from core.fitting.variables import (
-    EXPRESSION,
-    FOCAL,
-    IDENTITY,
-    ROTATION,
-    SCALE,
-    TRANS2D,
-    TRANSLATION,
-    CameraKind,
-)
+from core.fitting.variables import (EXPRESSION, FOCAL, IDENTITY, ROTATION, SCALE, TRANS2D, TRANSLATION,
+                                    CameraKind)
 
 logger = logging.getLogger(__name__)
 

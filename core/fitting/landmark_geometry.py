@@ -17,15 +17,8 @@ from torch import Tensor
 
 from core.camera import euler_to_matrix
 from core.face_model.model import MorphableModel
-from core.fitting.variables import (
-    CAMERA_VARIABLES,
-    EXPRESSION,
-    IDENTITY,
-    ROTATION,
-    CameraKind,
-    camera_project,
-    check_camera_kind,
-)
+from core.fitting.variables import (CAMERA_VARIABLES, EXPRESSION, IDENTITY, ROTATION, CameraKind,
+                                    camera_project, check_camera_kind)
 
 __all__ = [
     "LandmarkGeometry", "Correspondence", "update_contour", "landmark_points", "project_landmarks",

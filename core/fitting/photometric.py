@@ -17,28 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import jvp, vmap
 
-from core.camera import (
-    euler_to_matrix,
-    weak_perspective_jacobian,
-    weak_perspective_project,
-    weak_perspective_screen,
-)
+from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_jacobian, weak_perspective_project
 from core.face_model.model import MorphableModel
 from core.fitting.solver import ResidualBlock, Weight
-from core.fitting.variables import (
-    EXPRESSION,
-    IDENTITY,
-    ROTATION,
-    SCALE,
-    TRANS2D,
-    flatten_groups,
-)
+from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, flatten_groups
 from core.lighting import sh_shading, solve_sh
 from core.mesh import vertex_normals
 from core.render.visibility import vertex_visibility
 from core.sampling import sample_points
 
-__all__ = ["SKIN_PRIOR", "Observation", "observe", "estimate_albedo", "estimate_appearance",
+__all__ = ["SKIN_PRIOR", "Observation", "observe", "grazing_weight", "estimate_albedo", "estimate_appearance",
            "image_gradients", "SubsetBasis", "photometric_block", "sampled_block"]
 
 # Mean skin albedo used as the prior where a model has no albedo basis (linear RGB-ish, [0, 1]).
@@ -60,30 +48,70 @@ class Observation:
     screen: Tensor
 
 
-def observe(images: Tensor, vertices: Tensor, triangles: Tensor, rotation: Tensor, scale: Tensor,
-            trans2d: Tensor, grazing: Tuple[float, float] = (0.15, 0.45)) -> Observation:
+def grazing_weight(normal_z: Tensor, grazing: Tuple[float, float]) -> Tensor:
+    """0 below ``grazing[0]``, 1 above ``grazing[1]``, linear between, of camera-space normals' z.
+
+    Grazing views are unreliable: colours there mix with the background and the neighbours.
+    """
+    lo, hi = grazing
+    return ((normal_z - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def _coarse_visibility(screen: Tensor, triangles: Tensor, size: int) -> Tensor:
+    """Visibility from a ``size``-pixel z-buffer over each face's own box (self-occlusion only).
+
+    Screen points are scaled, depth included, so that the box spans the raster: the depth tolerance
+    of one raster pixel then means the same whatever the face's size in the image.
+    """
+    uv = screen[..., :2]
+    lo = uv.amin(1, keepdim=True)
+    k = (size - 2) / (uv.amax(1, keepdim=True) - lo).amax(-1, keepdim=True).clamp(min=1.0)
+    local = torch.cat([(uv - lo) * k + 0.5, screen[..., 2:] * k], -1)
+    return vertex_visibility(local, triangles, (size, size), tol=1.0)
+
+
+def observe(images: Tensor, vertices: Tensor, triangles: Tensor, pose: WeakPerspective, *,
+            grazing: Tuple[float, float] = (0.15, 0.45), subset: Optional[Tensor] = None,
+            normal_triangles: Optional[Tensor] = None, raster_size: Optional[int] = None) -> Observation:
     """Sample image colours at the projected vertices, with visibility weights.
 
     A vertex's weight is 0 where it is hidden (z-buffer) or outside the image, and ramps from 0 to
-    1 as the camera-space normal's z goes from ``grazing[0]`` to ``grazing[1]`` (grazing views are
-    unreliable: colours there mix with the background).
+    1 as the camera-space normal's z goes from ``grazing[0]`` to ``grazing[1]`` (`grazing_weight`).
+    The rig builder, the shading stage and the tracker's lighting all observe the images this way.
+
+    Args:
+        images: the frames, RGB in [0, 1].
+        vertices: object-space meshes, mm; triangles: their triangles.
+        pose: the meshes' head poses in the images' pixels.
+        grazing: normal z range of the ramp.
+        subset: observe only these vertex ids (default all).
+        normal_triangles: triangles whose normals reach the observed vertices (default all; a
+            subset's incident triangles are enough and cheaper).
+        raster_size: decide visibility on a coarse ``raster_size`` z-buffer over the face's box
+            (cheap, self-occlusion only) instead of the images' full size.
 
     Shape:
-        images (B, 3, H, W) in [0, 1]; vertices (B, V, 3) object space mm; rotation (B, 3);
-        scale (B,); trans2d (B, 2) -> Observation over (B, V).
+        images (B, 3, H, W); vertices (B, V, 3); subset (M,) -> Observation over (B, M) (M = V by
+        default).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
     with torch.no_grad():
-        R = euler_to_matrix(rotation)
-        screen = weak_perspective_screen(vertices, R, scale, trans2d)
-        visible = vertex_visibility(screen, triangles, tuple(images.shape[-2:]))
-        normals = vertex_normals(vertices @ R.transpose(1, 2), triangles)
-        lo, hi = grazing
-        facing = ((normals[..., 2] - lo) / (hi - lo)).clamp(0.0, 1.0)
-        colors = sample_points(images, screen[..., :2])
-    return Observation(colors=colors, weights=visible.to(colors.dtype) * facing, normals=normals,
-                       screen=screen)
+        screen = pose.screen(vertices)
+        height, width = images.shape[-2:]
+        if raster_size is None:
+            visible = vertex_visibility(screen, triangles, (height, width))
+        else:
+            visible = _coarse_visibility(screen, triangles, raster_size)
+        normals = vertex_normals(pose.camera_points(vertices),
+                                 triangles if normal_triangles is None else normal_triangles)
+        if subset is not None:
+            screen, visible, normals = screen[:, subset], visible[:, subset], normals[:, subset]
+        uv = screen[..., :2]
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= width - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= height - 1)
+        colors = sample_points(images, uv)
+        weights = (visible & inside).to(colors.dtype) * grazing_weight(normals[..., 2], grazing)
+    return Observation(colors=colors, weights=weights, normals=normals, screen=screen)
 
 
 def _smooth(values: Tensor, neighbours: Tensor, iterations: int) -> Tensor:

@@ -14,21 +14,10 @@ import torch
 from torch import Tensor
 
 from core.face_model.model import MorphableModel
-from core.fitting.landmark_geometry import (
-    Correspondence,
-    LandmarkGeometry,
-    landmark_points,
-)
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, landmark_points
 from core.fitting.solver import ResidualBlock, Weight, batched_jacfwd
-from core.fitting.variables import (
-    CAMERA_VARIABLES,
-    EXPRESSION,
-    IDENTITY,
-    CameraKind,
-    camera_project,
-    check_camera_kind,
-    flatten_groups,
-)
+from core.fitting.variables import (CAMERA_VARIABLES, EXPRESSION, IDENTITY, CameraKind, camera_project,
+                                    check_camera_kind, flatten_groups)
 
 __all__ = ["landmark_block", "prior_block", "temporal_block", "expression_bounds"]
 

@@ -26,22 +26,17 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective
 from core.face_model.model import MorphableModel
-from core.fitting.landmark_geometry import (
-    Correspondence,
-    LandmarkGeometry,
-    project_landmarks,
-)
-from core.fitting.photometric import Observation, estimate_albedo, estimate_appearance
-from core.fitting.solver import huber
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
+from core.fitting.photometric import estimate_albedo, estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
 from core.lighting import sh_shading
 from core.mesh import vertex_normals
-from core.render.visibility import vertex_visibility
+from core.robust import geman_mcclure, huber
 from core.sampling import sample_points
 
-__all__ = ["ShadingConfig", "eye_region_mask", "geman_mcclure", "refine_from_shading"]
+__all__ = ["ShadingConfig", "eye_region_mask", "refine_from_shading"]
 
 _PER_IMAGE = (EXPRESSION, ROTATION, SCALE, TRANS2D)
 # Weight of the quadratic pull back inside the expression bounds (the fit uses the clamped values).
@@ -92,25 +87,10 @@ def eye_region_mask(model: MorphableModel, margin: float) -> Tensor:
     return (torch.cdist(model.neutral, eyes).min(1).values > margin).to(model.dtype)
 
 
-def geman_mcclure(r: Tensor, sigma: float) -> Tensor:
-    """Geman-McClure cost ``sigma^2 r^2 / (sigma^2 + r^2)`` per residual, any shape.
-
-    Quadratic (``r^2``) for ``|r| << sigma``, bounded by ``sigma^2``, its pull largest at
-    ``|r| = sigma / sqrt(3)`` and fading beyond: outliers neither dominate the sum nor steer.
-    """
-    s2 = sigma * sigma
-    r2 = r * r
-    return s2 * r2 / (s2 + r2)
-
-
-def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) -> Tuple[Tensor, Tensor]:
-    """Per-image camera-space normals (G, V, 3) and screen points (G, V, 3) at ``identity`` (n_id,)."""
+def _shape(model: MorphableModel, identity: Tensor, fixed: Dict[str, Tensor]) -> Tuple[Tensor, WeakPerspective]:
+    """Per-image meshes (G, V, 3) at ``identity`` (n_id,) and the images' poses."""
     g = fixed[EXPRESSION].shape[0]
-    vertices = model.vertices(identity[None].expand(g, -1), fixed[EXPRESSION])
-    R = euler_to_matrix(fixed[ROTATION])
-    normals = vertex_normals(vertices @ R.transpose(1, 2), model.triangles)
-    screen = weak_perspective_screen(vertices, R, fixed[SCALE], fixed[TRANS2D])
-    return normals, screen
+    return model.vertices(identity[None].expand(g, -1), fixed[EXPRESSION]), WeakPerspective.from_params(fixed)
 
 
 def _per_image_parameters(fixed: Dict[str, Tensor], free: bool, steps: Tuple[float, float, float, float],
@@ -169,15 +149,12 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
     conf = (torch.ones(g, 68, dtype=dtype) if confidence is None else confidence.to(dtype))[..., None]
     usable = mask.to(dtype) * eye_region_mask(model, config.eye_margin)
     prior = prior_albedo.to(dtype)
-    lo, hi = config.grazing
     sh = None
     for _ in range(config.rounds):
         with torch.no_grad():
-            normals, screen = _shape(model, identity, fixed)
-            visible = vertex_visibility(screen, model.triangles, tuple(images.shape[-2:]))
-            weights = visible.to(dtype) * ((normals[..., 2] - lo) / (hi - lo)).clamp(0, 1) * usable
-            seen = Observation(colors=sample_points(images, screen[..., :2]), weights=weights,
-                               normals=normals, screen=screen)
+            vertices, pose = _shape(model, identity, fixed)
+            seen = observe(images, vertices, model.triangles, pose, grazing=config.grazing)
+            seen.weights = weights = seen.weights * usable
             _, sh = estimate_appearance(seen, prior, prior_weight=config.albedo_reg)
         scale = config.weight * (2.0 * float(conf.sum())) / (3.0 * weights.sum().clamp(min=1.0)) / config.sigma ** 2
         code = identity.clone().requires_grad_(True)
@@ -188,9 +165,9 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
         def closure() -> Tensor:
             optimiser.zero_grad()
             per_image, penalty = current()
-            n, scr = _shape(model, code, per_image)
-            observed = sample_points(images, scr[..., :2])
-            shading = sh_shading(n, sh)
+            vertices, pose = _shape(model, code, per_image)
+            observed = sample_points(images, pose.project(vertices))
+            shading = sh_shading(vertex_normals(pose.camera_points(vertices), model.triangles), sh)
             a = estimate_albedo(observed, shading, weights, prior, prior_weight=config.albedo_reg)
             photo = (weights[..., None] * geman_mcclure(observed - a * shading, config.sigma)).sum()
             flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})

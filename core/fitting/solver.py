@@ -34,38 +34,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import (
-    Callable,
-    Dict,
-    List,
-    Literal,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-    Union,
-)
+from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 from torch.func import jvp, vjp, vmap
 
-logger = logging.getLogger(__name__)
+from core.robust import huber
 
 __all__ = [
-    "ResidualBlock",
-    "SolverConfig",
-    "IterationState",
-    "IterationControl",
-    "SolveResult",
-    "solve",
-    "evaluate_cost",
-    "block_jacobian",
-    "batched_jacfwd",
-    "robust_cholesky",
-    "solve_spd",
-    "huber",
+    "ResidualBlock", "SolverConfig", "IterationState", "IterationControl", "SolveResult", "solve",
+    "evaluate_cost", "block_jacobian", "batched_jacfwd", "robust_cholesky", "solve_spd",
 ]
+
+logger = logging.getLogger(__name__)
 
 Params = Mapping[str, Tensor]
 Weight = Union[float, Tensor]
@@ -360,22 +342,6 @@ class _Layout:
         if bool((lo_s > hi_s).any()) or bool((lo_l > hi_l).any()):
             raise ValueError("bounds: a lower bound exceeds its upper bound")
         return lo_s, hi_s, lo_l, hi_l
-
-
-# --------------------------------------------------------------------------- blocks
-def huber(r: Tensor, delta: Optional[float]) -> Tuple[Tensor, Tensor]:
-    """(rho(r^2), IRLS weight) per residual; plain least squares when ``delta`` is None.
-
-    ``rho = r^2`` inside ``|r| <= delta`` and ``2 delta |r| - delta^2`` outside (continuous, with a
-    continuous slope), the same robust cost the solver's blocks use; any shape.
-    """
-    if delta is None:
-        return r * r, torch.ones_like(r)
-    a = r.abs()
-    inside = a <= delta
-    rho = torch.where(inside, r * r, 2 * delta * a - delta * delta)
-    w = torch.where(inside, torch.ones_like(r), delta / torch.where(inside, torch.ones_like(a), a))
-    return rho, w
 
 
 def _block_weight(block: ResidualBlock, weight: Weight, layout: _Layout) -> Tensor:

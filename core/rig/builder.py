@@ -29,25 +29,11 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import (
-    euler_to_matrix,
-    weak_perspective_jacobian,
-    weak_perspective_project,
-)
+from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
 from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks
-from core.fitting.landmark_geometry import (
-    Correspondence,
-    LandmarkGeometry,
-    landmark_points,
-    update_contour,
-)
-from core.fitting.photometric import (
-    SKIN_PRIOR,
-    Observation,
-    estimate_appearance,
-    observe,
-)
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, landmark_points, update_contour
+from core.fitting.photometric import SKIN_PRIOR, Observation, estimate_appearance, observe
 from core.fitting.residuals import expression_bounds, landmark_block, prior_block
 from core.fitting.shading_refine import ShadingConfig, refine_from_shading
 from core.fitting.solver import SolverConfig, solve
@@ -106,16 +92,18 @@ class RigBuildConfig:
 
 @dataclass
 class RigBuildResult:
-    """Output of `build_rig`.
+    """Output of `build_rig` (and of the network's ``INORig.build_rig``).
 
     Attributes:
         rig: the person's `Rig`.
         params: per image ``expression`` (G, K), ``rotation`` (G, 3), ``scale`` (G,), ``trans2d``
-            (G, 2), and the shared ``identity`` (n_id,).
+            (G, 2) (the pose in crop pixels), and the shared ``identity`` (n_id,).
         sh: (G, 9, 3) camera-space SH lighting per image (None without the photometric stage).
         landmarks_2d: (G, 68, 2) projected model landmarks in crop pixels.
         reprojection_error: (G,) mean landmark distance, crop pixels.
         timings: stage -> seconds.
+        meshes: (G, V, 3) the rig's mesh of each image (``rig.vertices(params["expression"])``,
+            object space, mm), computed once here for whoever writes or renders them.
     """
 
     rig: Rig
@@ -124,6 +112,16 @@ class RigBuildResult:
     landmarks_2d: Tensor
     reprojection_error: Tensor
     timings: Dict[str, float]
+    meshes: Optional[Tensor] = None
+
+    @property
+    def pose(self) -> WeakPerspective:
+        """The per-image head poses (batch G) in crop pixels."""
+        return WeakPerspective.from_params(self.params)
+
+    def image_meshes(self) -> Tensor:
+        """(G, V, 3) per-image meshes: `meshes`, or evaluated from the rig where a builder gave none."""
+        return self.meshes if self.meshes is not None else self.rig.vertices(self.params[EXPRESSION])
 
 
 def _grouped(params: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -183,22 +181,22 @@ def albedo_prior(model: MorphableModel) -> Tensor:
     return model.albedo_mean if model.albedo_mean is not None else torch.tensor(SKIN_PRIOR, dtype=model.dtype)
 
 
-def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, rotation: Tensor,
-                       scale: Tensor, trans2d: Tensor, *, neck_margin: float = 5.0,
-                       neighbours: Optional[Tensor] = None) -> Tuple[Observation, Tensor, Tensor]:
+def observe_appearance(model: MorphableModel, images: Tensor, vertices: Tensor, pose: WeakPerspective, *,
+                       neck_margin: float = 5.0, neighbours: Optional[Tensor] = None
+                       ) -> Tuple[Observation, Tensor, Tensor]:
     """Observe the images at a fit, then per-vertex albedo and per-image SH lighting in closed form.
 
     Vertices more than ``neck_margin`` mm below the chin are left out (see `above_chin_mask`); the
     albedo prior is the model's mean albedo or `SKIN_PRIOR`.
 
     Shape:
-        images (G, 3, H, W); vertices (G, V, 3); rotation (G, 3); scale (G,); trans2d (G, 2)
-        -> Observation over (G, V), albedo (V, 3), sh (G, 9, 3).
+        images (G, 3, H, W); vertices (G, V, 3); pose of batch G -> Observation over (G, V),
+        albedo (V, 3), sh (G, 9, 3).
     """
     if neighbours is None:
         neighbours = vertex_neighbours(model.triangles, model.n_vertices)
     prior = albedo_prior(model).to(vertices.dtype)
-    obs = observe(images.to(vertices.dtype), vertices, model.triangles, rotation, scale, trans2d)
+    obs = observe(images.to(vertices.dtype), vertices, model.triangles, pose)
     obs.weights = obs.weights * above_chin_mask(model, neck_margin).to(obs.weights.dtype)
     return (obs, *estimate_appearance(obs, prior, neighbours))
 
@@ -245,7 +243,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
                                                   expression_weight=config.expression_weight,
                                                   rounds=2, iterations=6))
     params = _grouped(init.params)
-    timings["init"] = time.perf_counter() - start
+    timings["coarse fit"] = time.perf_counter() - start
 
     start = time.perf_counter()
     free = [IDENTITY, *_PER_IMAGE]
@@ -257,7 +255,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
         result = solve(_landmark_blocks(geometry, landmarks, corr, config, confidence), params, free=free,
                        per_group=list(_PER_IMAGE), bounds=bounds, config=solver_config)
         params = result.params
-    timings["landmarks"] = time.perf_counter() - start
+    timings["landmark fit"] = time.perf_counter() - start
 
     start = time.perf_counter()
     sh = None
@@ -282,9 +280,8 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
                            config=solver_config).params
         flat = _flat(params)
         _, albedo, sh = observe_appearance(model, images, final_model.vertices(flat[IDENTITY], flat[EXPRESSION]),
-                                           flat[ROTATION], flat[SCALE], flat[TRANS2D],
-                                           neck_margin=config.neck_margin)
-    timings["photometric"] = time.perf_counter() - start
+                                           WeakPerspective.from_params(flat), neck_margin=config.neck_margin)
+    timings["photometric refinement"] = time.perf_counter() - start
 
     start = time.perf_counter()
     identity = params[IDENTITY][0].detach()
@@ -301,7 +298,8 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     # final_model's expressions are already transferred to this identity: no second transfer.
     rig = Rig.from_model(final_model, identity, rig_code=rig_code, corrective=corrective,
                          albedo=None if albedo is None else albedo.detach(), transfer=False)
-    uv = project_rig_landmarks(rig, final_geometry, flat, corr)
+    meshes = rig.vertices(flat[EXPRESSION])
+    uv = WeakPerspective.from_params(flat).project(landmark_points(meshes[:, final_geometry.vertex_ids], corr))
     timings["rig code"] = time.perf_counter() - start
     err = (uv - landmarks).norm(dim=-1).mean(-1)
     out_params = {n: flat[n] for n in _PER_IMAGE}
@@ -309,15 +307,15 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     logger.info("rig from %d images: landmark error %.2f px (mean), stages %s", g, float(err.mean()),
                 ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return RigBuildResult(rig=rig, params=out_params, sh=None if sh is None else sh.detach(),
-                          landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings)
+                          landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings,
+                          meshes=meshes.detach())
 
 
 def project_rig_landmarks(rig: Rig, geometry: LandmarkGeometry, flat: Dict[str, Tensor],
-                   corr: Correspondence) -> Tensor:
+                          corr: Correspondence) -> Tensor:
     """Projected 68 landmarks of the rig's per-image meshes. Shape: -> (G, 68, 2)."""
     points = rig.vertices(flat[EXPRESSION])[:, geometry.vertex_ids]
-    return weak_perspective_project(landmark_points(points, corr), euler_to_matrix(flat[ROTATION]),
-                                    flat[SCALE], flat[TRANS2D])
+    return WeakPerspective.from_params(flat).project(landmark_points(points, corr))
 
 
 def fit_rig_code(geometry: LandmarkGeometry, corrective: CorrectiveBasis, flat: Dict[str, Tensor],
@@ -342,10 +340,10 @@ def fit_rig_code(geometry: LandmarkGeometry, corrective: CorrectiveBasis, flat: 
     idx = corr.indices.reshape(g, 136)
     gathered = d_vertex[torch.arange(g)[:, None], idx].reshape(g, 68, 2, *d_vertex.shape[2:])
     d_landmark = (gathered * corr.weights[..., None, None, None].to(gathered.dtype)).sum(2)  # (G, 68, 3, K, R)
-    R = euler_to_matrix(flat[ROTATION])
-    A = torch.einsum("gij,gnjkr->gnikr", weak_perspective_jacobian(R, flat[SCALE]), d_landmark)
+    pose = WeakPerspective.from_params(flat)
+    A = torch.einsum("gij,gnjkr->gnikr", pose.jacobian(), d_landmark)
     pts = landmark_points(geometry.points(flat[IDENTITY], flat[EXPRESSION]), corr)
-    r = weak_perspective_project(pts, R, flat[SCALE], flat[TRANS2D]) - landmarks
+    r = pose.project(pts) - landmarks
     c = torch.ones(g, 68, dtype=r.dtype) if confidence is None else confidence.to(r.dtype)
     k, rank = corrective.code_shape
     A = (A * c[..., None, None, None].sqrt()).reshape(-1, k * rank)

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective
 from core.lighting import shade
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
@@ -67,19 +67,18 @@ def retarget(target: Rig, expression: Tensor, source_names: Optional[Sequence[st
     return target.vertices(expression)
 
 
-def frontal_pose(neutral: Tensor, height: int, width: int, fill: float = 0.6
-                 ) -> Tuple[Tensor, Tensor, Tensor]:
+def frontal_pose(neutral: Tensor, height: int, width: int, fill: float = 0.6) -> WeakPerspective:
     """A frontal weak-perspective pose centring a face so that its height fills ``fill`` of the frame.
 
     Shape:
-        neutral (V, 3) -> rotation (3,), scale (), trans2d (2,).
+        neutral (V, 3) -> a pose of batch 1.
     """
     lo, hi = neutral.amin(0), neutral.amax(0)
     centre = (lo + hi) / 2
     scale = fill * min(height, width) / float((hi - lo)[:2].max())
-    trans = torch.tensor([(width - 1) / 2 - scale * float(centre[0]), (height - 1) / 2 + scale * float(centre[1])],
+    trans = torch.tensor([[(width - 1) / 2 - scale * float(centre[0]), (height - 1) / 2 + scale * float(centre[1])]],
                          dtype=neutral.dtype)
-    return torch.zeros(3, dtype=neutral.dtype), torch.tensor(scale, dtype=neutral.dtype), trans
+    return WeakPerspective(torch.zeros(1, 3, dtype=neutral.dtype), torch.tensor([scale], dtype=neutral.dtype), trans)
 
 
 def face_window(screen: Tensor, height: int, width: int, margin: int = 2) -> Optional[Tuple[int, int, int, int]]:
@@ -100,8 +99,8 @@ def face_window(screen: Tensor, height: int, width: int, margin: int = 2) -> Opt
     return x0, y0, x1, y1
 
 
-def render_rig(rig: Rig, vertices: Tensor, rotation: Tensor, scale: Tensor, trans2d: Tensor,
-               background: Tensor, sh: Optional[Tensor] = None) -> Tensor:
+def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Tensor,
+               sh: Optional[Tensor] = None) -> Tensor:
     """Render meshes of a rig with its albedo under SH lighting over a background.
 
     Only the window around the face is rasterized (`face_window`).
@@ -109,13 +108,13 @@ def render_rig(rig: Rig, vertices: Tensor, rotation: Tensor, scale: Tensor, tran
     Args:
         rig: supplies the albedo and triangles.
         vertices: object-space meshes (e.g. `retarget`'s).
-        rotation, scale, trans2d: weak-perspective pose in the frame's pixels.
+        pose: the head poses in the frame's pixels.
         background: frames to draw on, [0, 1].
         sh: camera-space SH lighting; None = a fixed white light from the front (`default_sh`).
 
     Shape:
-        vertices (B, V, 3); rotation (B, 3); scale (B,); trans2d (B, 2); background (B, 3, H, W);
-        sh (B, 9, 3) or None -> (B, 3, H, W).
+        vertices (B, V, 3); pose of batch B; background (B, 3, H, W); sh (B, 9, 3) or None
+        -> (B, 3, H, W).
     """
     b, v = vertices.shape[:2]
     if vertices.shape != (b, rig.n_vertices, 3):
@@ -125,10 +124,10 @@ def render_rig(rig: Rig, vertices: Tensor, rotation: Tensor, scale: Tensor, tran
     dtype = vertices.dtype
     if sh is None:
         sh = default_sh(b, dtype=dtype)
-    R = euler_to_matrix(rotation.to(dtype))
-    screen = weak_perspective_screen(vertices, R, scale.to(dtype), trans2d.to(dtype))
-    colors = shade(rig.albedo.to(dtype)[None].expand(b, -1, -1), vertex_normals(vertices @ R.transpose(1, 2),
-                                                                                 rig.triangles), sh.to(dtype))
+    pose = pose.to(dtype)
+    screen = pose.screen(vertices)
+    colors = shade(rig.albedo.to(dtype)[None].expand(b, -1, -1),
+                   vertex_normals(pose.camera_points(vertices), rig.triangles), sh.to(dtype))
     colors = colors.clamp(0.0, 1.0)
     height, width = background.shape[-2:]
     out = background.clone()

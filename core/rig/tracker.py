@@ -28,21 +28,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.camera import euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective, square_frame
 from core.face_model.model import MorphableModel
 from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks
 from core.fitting.landmark_geometry import LandmarkGeometry
-from core.fitting.photometric import sample_vertex_subset
+from core.fitting.photometric import observe, sample_vertex_subset
 from core.fitting.variables import EXPRESSION, ROTATION, SCALE, TRANS2D
 from core.lighting import solve_sh
-from core.mesh import vertex_normals
-from core.render.visibility import vertex_visibility
 from core.rig.rig import Rig
-from core.sampling import sample_points
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrackerConfig", "FrameTrack", "RigTracker", "normalizing_transform"]
+__all__ = ["TrackerConfig", "FrameTrack", "RigTracker"]
 
 _POSE = (ROTATION, SCALE, TRANS2D)
 
@@ -113,6 +110,8 @@ class FrameTrack:
         landmarks_2d: (68, 2) projected rig landmarks, or None where the frame was not fitted.
         landmarks: (68, 2) the frame's landmarks, or None.
         error: mean landmark reprojection error / outer-eye-corner distance (NaN if not fitted).
+        vertices: (V, 3) the rig's mesh at ``expression`` (object space, mm), computed once by the
+            tracker for whoever renders the frame; None before the first fitted frame.
     """
 
     index: int
@@ -126,44 +125,16 @@ class FrameTrack:
     landmarks_2d: Optional[Tensor] = None
     landmarks: Optional[Tensor] = None
     error: float = float("nan")
+    vertices: Optional[Tensor] = None
+
+    @property
+    def pose(self) -> WeakPerspective:
+        """The head pose as a batch of one, in the video frame's pixels."""
+        return WeakPerspective(self.rotation[None], self.scale[None], self.trans2d[None])
 
     def params(self) -> Dict[str, Tensor]:
         """Batched (1, ...) ``expression``, ``rotation``, ``scale``, ``trans2d``."""
-        return {EXPRESSION: self.expression[None], ROTATION: self.rotation[None], SCALE: self.scale[None],
-                TRANS2D: self.trans2d[None]}
-
-
-def normalizing_transform(landmarks: Tensor, size: float = 256.0, grow: float = 1.2) -> Tensor:
-    """Scale and shift ``(step, ox, oy)`` with ``image = step * normalised + (ox, oy)``.
-
-    The landmarks' bounding square grown by ``grow`` maps onto ``[0, size]``.
-
-    Shape:
-        landmarks (68, 2) -> (3,)
-    """
-    lo, hi = landmarks.amin(0), landmarks.amax(0)
-    side = float((hi - lo).max()) * grow
-    if not np.isfinite(side) or side <= 0:
-        raise ValueError("landmarks: all points coincide (or are not finite)")
-    step = side / size
-    centre = (lo + hi) / 2
-    return torch.stack([torch.tensor(step, dtype=landmarks.dtype), centre[0] - step * size / 2,
-                        centre[1] - step * size / 2])
-
-
-def _to_normalized(params: Dict[str, Tensor], t: Tensor) -> Dict[str, Tensor]:
-    """Image-pixel pose -> normalised-frame pose (``t`` from `normalizing_transform`)."""
-    out = dict(params)
-    out[SCALE] = params[SCALE] / t[0]
-    out[TRANS2D] = (params[TRANS2D] - t[1:]) / t[0]
-    return out
-
-
-def _to_image(params: Dict[str, Tensor], t: Tensor) -> Dict[str, Tensor]:
-    out = dict(params)
-    out[SCALE] = params[SCALE] * t[0]
-    out[TRANS2D] = params[TRANS2D] * t[0] + t[1:]
-    return out
+        return {EXPRESSION: self.expression[None], **self.pose.as_params()}
 
 
 def _eye_distance(landmarks: Tensor) -> float:
@@ -184,25 +155,11 @@ class _LightProbe:
         touched[self.subset] = True
         self.incident = tris[touched[tris].any(1)]
 
-    def __call__(self, image: Tensor, vertices: Tensor, params: Dict[str, Tensor]) -> Tensor:
+    def __call__(self, image: Tensor, vertices: Tensor, pose: WeakPerspective) -> Tensor:
         """Shape: image (1, 3, H, W) in [0, 1]; vertices (1, V, 3) -> sh (1, 9, 3)."""
-        R = euler_to_matrix(params[ROTATION])
-        screen = weak_perspective_screen(vertices, R, params[SCALE], params[TRANS2D])
-        normals = vertex_normals(vertices @ R.transpose(1, 2), self.incident)[:, self.subset]
-        # Visibility from a coarse z-buffer over the face's box only (self-occlusion, e.g. the nose).
-        uv = screen[0, :, :2]
-        lo = uv.amin(0)
-        k = (self.config.light_raster - 2) / float((uv.amax(0) - lo).max().clamp(min=1.0))
-        local = torch.cat([(uv - lo) * k + 0.5, screen[0, :, 2:] * k], 1)[None]
-        size = self.config.light_raster
-        visible = vertex_visibility(local, self.model.triangles, (size, size), tol=1.0)[:, self.subset]
-        pts = screen[:, self.subset, :2]
-        h, w = image.shape[-2:]
-        inside = (pts[..., 0] >= 0) & (pts[..., 0] <= w - 1) & (pts[..., 1] >= 0) & (pts[..., 1] <= h - 1)
-        facing = ((normals[..., 2] - 0.15) / 0.3).clamp(0.0, 1.0)
-        weight = visible.to(image.dtype) * inside.to(image.dtype) * facing
-        colors = sample_points(image, pts)
-        return solve_sh(self.albedo, normals, colors, weight, reg=self.config.sh_reg)
+        seen = observe(image, vertices, self.model.triangles, pose, subset=self.subset,
+                       normal_triangles=self.incident, raster_size=self.config.light_raster)
+        return solve_sh(self.albedo, seen.normals, seen.colors, seen.weights, reg=self.config.sh_reg)
 
 
 class RigTracker:
@@ -262,7 +219,7 @@ class RigTracker:
                               torch.tensor(float("nan"), dtype=dtype), torch.full((2,), float("nan"), dtype=dtype),
                               landmarks=landmarks)
         return FrameTrack(index, False, True, last.expression, last.rotation, last.scale, last.trans2d, last.sh,
-                          None, landmarks)
+                          None, landmarks, vertices=last.vertices)
 
     def step(self, landmarks: Optional[np.ndarray | Tensor], image: Optional[np.ndarray] = None) -> FrameTrack:
         """Track one frame.
@@ -285,14 +242,14 @@ class RigTracker:
         if not bool(torch.isfinite(lms).all()):
             self._last = self._carry(index, None)
             return self._last
-        t = normalizing_transform(lms, self.config.crop_size)
-        target = ((lms - t[1:]) / t[0])[None]
+        step, offset = square_frame(lms[None], size=self.config.crop_size)  # normalised -> frame pixels
+        target = (lms[None] - offset[:, None]) / step
         if self._fresh or self._last is None or not self._last.valid:
             fit = fit_landmarks(self.geometry, target, config=self._first, identity=self._identity,
                                 confidence=self._confidence)
         else:
-            previous = _to_normalized(self._last.params(), t)
-            previous[EXPRESSION] = previous[EXPRESSION][:, self._free]
+            previous = self._last.pose.reframed(1.0 / step, -offset / step).as_params()
+            previous[EXPRESSION] = self._last.expression[None, self._free]
             held = {n: previous[n] for n in self.config.temporal_variables}
             fit = fit_landmarks(self.geometry, target, config=self._warm, identity=self._identity,
                                 confidence=self._confidence, init=previous,
@@ -302,14 +259,15 @@ class RigTracker:
             logger.debug("frame %d: landmark fit rejected (error %.1f%% of the eye distance)", index, 100 * error)
             self._last = self._carry(index, lms)
             return self._last
-        params = _to_image({n: fit.params[n] for n in _POSE}, t)
-        params[EXPRESSION] = torch.zeros(1, self.rig.n_expression, dtype=self.model.dtype)
-        params[EXPRESSION][:, self._free] = fit.params[EXPRESSION]
+        pose = WeakPerspective.from_params(fit.params).reframed(step, offset)
+        expression = torch.zeros(1, self.rig.n_expression, dtype=self.model.dtype)
+        expression[:, self._free] = fit.params[EXPRESSION]
+        vertices = self.model.vertices(None, expression)
         sh = None
         if self._light is not None and image is not None:
             frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.model.dtype) / 255.0
-            sh = self._light(frame, self.model.vertices(None, params[EXPRESSION]), params)[0]
+            sh = self._light(frame, vertices, pose)[0]
         self._fresh = False
-        self._last = FrameTrack(index, True, True, params[EXPRESSION][0], params[ROTATION][0], params[SCALE][0],
-                                params[TRANS2D][0], sh, fit.landmarks_2d[0] * t[0] + t[1:], lms, error)
+        self._last = FrameTrack(index, True, True, expression[0], pose.rotation[0], pose.scale[0], pose.trans2d[0],
+                                sh, fit.landmarks_2d[0] * step + offset[0], lms, error, vertices=vertices[0])
         return self._last

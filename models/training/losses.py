@@ -12,11 +12,11 @@ from typing import Dict, Sequence
 import torch
 from torch import Tensor
 
-from core.camera import euler_to_matrix, weak_perspective_project
-from core.fitting.solver import huber as huber_cost
+from core.camera import WeakPerspective
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
 from core.lighting import sh_shading
 from core.rig.builder import observe_appearance
+from core.robust import huber as huber_cost
 from core.sampling import sample_points
 from models.inorig import INORig, NetworkOutput
 
@@ -98,12 +98,12 @@ def photometric_loss(net: INORig, out: NetworkOutput, images: Tensor, huber: flo
     params = out.params
     total, weight = images.new_zeros(()), images.new_zeros(())
     for i in range(p):
-        verts, rot, scale, trans = out.vertices[i], params[ROTATION][i], params[SCALE][i], params[TRANS2D][i]
+        verts = out.vertices[i]
+        pose = WeakPerspective(params[ROTATION][i], params[SCALE][i], params[TRANS2D][i])
         with torch.no_grad():
-            obs, albedo, sh = observe_appearance(face, images[i], verts.detach(), rot.detach(), scale.detach(),
-                                                 trans.detach(), neighbours=neighbours)
+            obs, albedo, sh = observe_appearance(face, images[i], verts.detach(), pose.detach(), neighbours=neighbours)
             target = albedo[None] * sh_shading(obs.normals, sh)
-        uv = weak_perspective_project(verts, euler_to_matrix(rot), scale, trans)
+        uv = pose.project(verts)
         rho = huber_cost(sample_points(images[i], uv) - target, huber)[0] / (2.0 * huber)
         total = total + (obs.weights[..., None] * rho).sum()
         weight = weight + 3.0 * obs.weights.sum()

@@ -28,98 +28,9 @@ from utils.io.video import VideoReader
 from utils.landmarks.detect import Box, Face, FaceLandmarker
 from utils.landmarks.filters import OneEuroFilter, OneEuroParams
 
+__all__ = ["TrackedFace", "box_iou", "FaceTracker", "VideoFrame", "LandmarkStream", "track_video"]
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class VideoFrame:
-    """One frame with its landmarks.
-
-    Attributes:
-        index: frame number from 0.
-        time_s: index / fps.
-        image: (H, W, 3) uint8 RGB, or None when not kept.
-        face: the per-frame face (raw landmarks), or None where no face was found.
-        landmarks: (68, 2) temporally filtered landmarks, or None where no face was found.
-        detected: whether a full-frame face detection ran on this frame.
-        detect_s: seconds spent on detection for this frame.
-        landmark_s: seconds spent on landmarks for this frame.
-        flow_s: seconds spent on optical flow (tracking) for this frame.
-    """
-
-    index: int
-    time_s: float
-    image: np.ndarray | None
-    face: Face | None
-    landmarks: np.ndarray | None
-    detected: bool
-    detect_s: float
-    landmark_s: float
-    flow_s: float
-
-    @property
-    def has_face(self) -> bool:
-        """Whether landmarks were found on this frame."""
-        return self.face is not None
-
-
-def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | None = None, *,
-                filter_params: OneEuroParams | None = OneEuroParams(),
-                verify_every: int = 10, max_frames: int | None = None,
-                keep_images: bool = True) -> Iterator[VideoFrame]:
-    """Stream a video's frames with tracked, filtered 68-point landmarks.
-
-    Faces are detected on the first frame and when tracking is lost (see `FaceTracker`); frames
-    without a face are flagged (``face is None``), logged, and restart the filter.
-
-    Args:
-        source: video file, or an open `VideoReader` (to see its ``info`` - frame rate, size,
-            frame count - before iterating; it is left open).
-        landmarker: defaults to ``FaceLandmarker('dlib')``.
-        filter_params: One Euro settings, or None to leave landmarks unfiltered.
-        verify_every: see `FaceTracker`.
-        max_frames: stop after this many frames (no truncation check then).
-        keep_images: put each frame's image in the result (False saves memory downstream).
-
-    Raises:
-        VideoReadError: unreadable video (at once), or truncated/corrupt (after the frames that
-            could be read).
-
-    Example:
-        >>> with VideoReader("clip.mp4") as video:  # doctest: +SKIP
-        ...     print(video.info.fps, video.info.width, video.info.height)
-        ...     tracks = [frame.landmarks for frame in track_video(video)]
-    """
-    tracker = FaceTracker(landmarker or FaceLandmarker("dlib"), verify_every=verify_every)
-    smoother = OneEuroFilter(filter_params) if filter_params is not None else None
-    missing = 0
-    owned = not isinstance(source, VideoReader)
-    video = VideoReader(source) if owned else source
-    try:
-        info = video.info
-        logger.info("%s: %dx%d at %.3f fps, %d frames", info.path, info.width, info.height,
-                    info.fps, info.frame_count)
-        for index, image in enumerate(video):
-            if max_frames is not None and index >= max_frames:
-                break
-            result = tracker.update(image)
-            time_s = index / info.fps
-            landmarks = None
-            if result.face is None:
-                missing += 1
-                logger.debug("%s: frame %d: no face found", info.path, index)
-                if smoother is not None:
-                    smoother.reset()
-            else:
-                landmarks = (smoother(result.face.landmarks, time_s) if smoother is not None
-                             else result.face.landmarks)
-            yield VideoFrame(index, time_s, image if keep_images else None, result.face, landmarks,
-                             result.detected, result.detect_s, result.landmark_s, result.flow_s)
-    finally:
-        if owned:
-            video.close()
-    if missing:
-        logger.warning("%s: no face found on %d frames", info.path, missing)
 
 
 # Landmarks that move rigidly with the head (nose, eye corners): the flow that carries the box.
@@ -269,3 +180,118 @@ class FaceTracker:
         self._set_fit(box, face.landmarks)
         self._box, self._landmarks, self._gray = face.bbox, face.landmarks, gray
         return TrackedFace(face, True, detect_s, landmark_s, flow_s)
+
+
+@dataclass(frozen=True, eq=False)
+class VideoFrame:
+    """One frame with its landmarks.
+
+    Attributes:
+        index: frame number from 0.
+        time_s: index / fps.
+        image: (H, W, 3) uint8 RGB, or None when not kept.
+        face: the per-frame face (raw landmarks), or None where no face was found.
+        landmarks: (68, 2) temporally filtered landmarks, or None where no face was found.
+        detected: whether a full-frame face detection ran on this frame.
+        detect_s: seconds spent on detection for this frame.
+        landmark_s: seconds spent on landmarks for this frame.
+        flow_s: seconds spent on optical flow (tracking) for this frame.
+    """
+
+    index: int
+    time_s: float
+    image: np.ndarray | None
+    face: Face | None
+    landmarks: np.ndarray | None
+    detected: bool
+    detect_s: float
+    landmark_s: float
+    flow_s: float
+
+    @property
+    def has_face(self) -> bool:
+        """Whether landmarks were found on this frame."""
+        return self.face is not None
+
+
+class LandmarkStream:
+    """Per-frame tracked, filtered landmarks of one video, fed its frames in order.
+
+    The state of a `FaceTracker` and a One Euro filter: a pipeline can feed some frames, do other
+    work, and go on with the next frame exactly as one uninterrupted pass would (the video
+    pipeline's scan hands its landmarks on to tracking this way, each frame landmarked once).
+
+    Args:
+        landmarker: detections and landmarks.
+        filter_params: One Euro settings, or None to leave landmarks unfiltered.
+        verify_every: see `FaceTracker`.
+    """
+
+    def __init__(self, landmarker: FaceLandmarker, *, filter_params: OneEuroParams | None = OneEuroParams(),
+                 verify_every: int = 10) -> None:
+        self.tracker = FaceTracker(landmarker, verify_every=verify_every)
+        self.smoother = OneEuroFilter(filter_params) if filter_params is not None else None
+        self.missing = 0
+
+    def __call__(self, index: int, image: np.ndarray, time_s: float, keep_image: bool = True) -> VideoFrame:
+        """The landmarks of the next frame (a frame without a face restarts the filter)."""
+        result = self.tracker.update(image)
+        landmarks = None
+        if result.face is None:
+            self.missing += 1
+            logger.debug("frame %d: no face found", index)
+            if self.smoother is not None:
+                self.smoother.reset()
+        else:
+            landmarks = (self.smoother(result.face.landmarks, time_s) if self.smoother is not None
+                         else result.face.landmarks)
+        return VideoFrame(index, time_s, image if keep_image else None, result.face, landmarks,
+                          result.detected, result.detect_s, result.landmark_s, result.flow_s)
+
+
+def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | None = None, *,
+                filter_params: OneEuroParams | None = OneEuroParams(),
+                verify_every: int = 10, max_frames: int | None = None,
+                keep_images: bool = True) -> Iterator[VideoFrame]:
+    """Stream a video's frames with tracked, filtered 68-point landmarks.
+
+    Faces are detected on the first frame and when tracking is lost (see `FaceTracker`); frames
+    without a face are flagged (``face is None``), logged, and restart the filter.
+
+    Args:
+        source: video file, or an open `VideoReader` (to see its ``info`` - frame rate, size,
+            frame count - before iterating; it is left open).
+        landmarker: defaults to ``FaceLandmarker('dlib')``.
+        filter_params: One Euro settings, or None to leave landmarks unfiltered.
+        verify_every: see `FaceTracker`.
+        max_frames: stop after this many frames (no truncation check then).
+        keep_images: put each frame's image in the result (False saves memory downstream).
+
+    Raises:
+        VideoReadError: unreadable video (at once), or truncated/corrupt (after the frames that
+            could be read).
+
+    Example:
+        >>> with VideoReader("clip.mp4") as video:  # doctest: +SKIP
+        ...     print(video.info.fps, video.info.width, video.info.height)
+        ...     tracks = [frame.landmarks for frame in track_video(video)]
+    """
+    stream = LandmarkStream(landmarker or FaceLandmarker("dlib"), filter_params=filter_params,
+                            verify_every=verify_every)
+    owned = not isinstance(source, VideoReader)
+    video = VideoReader(source) if owned else source
+    try:
+        info = video.info
+        logger.info("%s: %dx%d at %.3f fps, %d frames", info.path, info.width, info.height,
+                    info.fps, info.frame_count)
+        for index, image in enumerate(video):
+            if max_frames is not None and index >= max_frames:
+                break
+            yield stream(index, image, index / info.fps, keep_image=keep_images)
+    finally:
+        if owned:
+            video.close()
+    if stream.missing:
+        logger.warning("%s: no face found on %d frames", info.path, stream.missing)
+
+

@@ -12,15 +12,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.camera import euler_to_matrix, weak_perspective_screen
 from core.face_model.model import MorphableModel
-from core.rig.builder import RigBuildConfig, RigBuildResult, build_rig
+from core.rig.builder import RigBuildConfig, RigBuildResult
+from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceLandmarker, detect_folder
@@ -28,11 +28,11 @@ from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RigInputError", "RigRun", "RigBuilder", "build_rig_from_folder", "image_screen"]
+__all__ = ["PARAMS_FORMAT_VERSION", "RigInputError", "RigRun", "build_rig_from_folder"]
 
-# A rig builder other than the classical solver (e.g. the network's ``INORig.build_rig``):
-# crops (G, 3, H, W) in [0, 1] and landmarks (G, 68, 2) crop pixels -> RigBuildResult.
-RigBuilder = Callable[[torch.Tensor, torch.Tensor], RigBuildResult]
+#: ``params/*.json``: 1 (no ``format_version`` key) until 0.6; 2 adds ``format_version``, full
+#: ``units`` and ``conventions`` (the other keys are unchanged).
+PARAMS_FORMAT_VERSION = 2
 
 
 class RigInputError(ValueError):
@@ -52,43 +52,34 @@ class RigRun:
     crops: List[FaceCrop] = field(default_factory=list)
 
 
-def image_screen(vertices: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
-                 trans2d: torch.Tensor, crop: FaceCrop) -> torch.Tensor:
-    """Screen coordinates (u, v, depth) in the original image of a mesh fitted in a crop.
-
-    The crop's transform is a scale and a shift, so the weak-perspective camera stays one.
-
-    Shape:
-        vertices (V, 3); rotation (3,); scale (); trans2d (2,) -> (V, 3).
-    """
-    screen = weak_perspective_screen(vertices[None], euler_to_matrix(rotation[None]), scale[None],
-                                     trans2d[None])[0]
-    m = torch.as_tensor(crop.crop_to_image, dtype=screen.dtype)
-    step = m[0, 0]
-    return torch.cat([screen[:, :2] * step + m[:, 2], screen[:, 2:] * step], dim=1)
-
-
 def _params_json(stem: str, i: int, result: RigBuildResult, crop: FaceCrop, names: List[str]) -> dict:
+    """One image's ``params/<stem>.json`` (format `PARAMS_FORMAT_VERSION`; units in ``units``)."""
     p = result.params
-    m = crop.crop_to_image
-    rot = p["rotation"][i]
+    crop_pose = result.pose[i]
+    pose = crop.pose_in_image(crop_pose)
+    projected = crop.to_image(result.landmarks_2d[i].numpy())
     return {
+        "format_version": PARAMS_FORMAT_VERSION,
         "image": stem,
         "camera": "weak_perspective",
-        "rotation_euler_xyz_rad": rot.tolist(),
-        "rotation_matrix": euler_to_matrix(rot[None])[0].tolist(),
-        "scale": float(p["scale"][i]) * float(m[0, 0]),
-        "trans2d": (m[:, :2] @ p["trans2d"][i].numpy() + m[:, 2]).tolist(),
-        "crop": {"crop_to_image": m.tolist(), "scale": float(p["scale"][i]),
-                 "trans2d": p["trans2d"][i].tolist()},
+        "rotation_euler_xyz_rad": pose.rotation[0].tolist(),
+        "rotation_matrix": pose.matrix()[0].tolist(),
+        "scale": float(pose.scale[0]),
+        "trans2d": pose.trans2d[0].tolist(),
+        "crop": {"crop_to_image": crop.crop_to_image.tolist(), "scale": float(crop_pose.scale[0]),
+                 "trans2d": crop_pose.trans2d[0].tolist()},
         "expression": dict(zip(names, p["expression"][i].tolist())),
         "expression_coefficients": p["expression"][i].tolist(),
         "sh": None if result.sh is None else result.sh[i].tolist(),
-        "landmarks_2d": crop.to_image(result.landmarks_2d[i].numpy()).tolist(),
+        "landmarks_2d": projected.tolist(),
         "landmarks_detected": crop.landmarks_image.tolist(),
-        "landmark_error_px": float(np.linalg.norm(crop.to_image(result.landmarks_2d[i].numpy())
-                                                  - crop.landmarks_image, axis=1).mean()),
-        "units": {"scale": "pixels per mm", "trans2d": "pixels", "rotation": "radians, R = Rz Ry Rx"},
+        "landmark_error_px": float(np.linalg.norm(projected - crop.landmarks_image, axis=1).mean()),
+        "units": {"scale": "pixels per mm", "trans2d": "pixels of the photo", "rotation":
+                  "Euler (pitch, yaw, roll) about x, y, z in radians, R = Rz Ry Rx",
+                  "landmarks": "pixels of the photo, pixel centres at integer coordinates",
+                  "landmark_error_px": "pixels of the photo", "mesh": "millimetres, object space "
+                  "(+y up, +z towards the viewer), the face model's vertex order"},
+        "conventions": "u = scale * (R X).x + trans2d[0], v = -scale * (R X).y + trans2d[1] (docs/conventions.md)",
     }
 
 
@@ -108,8 +99,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           visualize: bool = True, builder: Optional[RigBuilder] = None) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
-    ``builder`` replaces the classical solver (``config`` is then unused), e.g. the network's
-    ``INORig.build_rig``; its stage timings are reported as they come.
+    ``builder`` replaces the classical solver (`utils.pipelines.builders.classical_builder` with
+    ``config`` and the landmarker's noise profile), e.g. the network's ``INORig.build_rig``.
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -129,18 +120,12 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     stems = [p.stem for p, _, _ in faces]
     crops = [crop_face(image, face.landmarks) for _, image, face in faces]
     run.crops = crops
-    run.timings["landmarks"] = time.perf_counter() - start
+    run.timings["landmark detection"] = time.perf_counter() - start
 
     images, landmarks = crop_batch(crops)
-    if builder is None:
-        result = build_rig(model, images, landmarks, config=config,
-                           confidence=landmarker.landmark_weights(landmarks))
-        run.timings["coarse fit"] = result.timings["init"] + result.timings["landmarks"]
-        run.timings["photometric refinement"] = result.timings["photometric"]
-        run.timings["rig code"] = result.timings["rig code"]
-    else:
-        result = builder(images, landmarks)
-        run.timings.update(result.timings)
+    builder = builder or classical_builder(model, config, landmarker.backend)
+    result = builder(images, landmarks)
+    run.timings.update(result.timings)
     run.result = result
 
     start = time.perf_counter()
@@ -148,7 +133,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.outputs["rig"] = rig.save(out_dir / "rig" / "rig.npz")
     run.outputs["rig_neutral"] = save_mesh(out_dir / "mesh" / "rig_neutral.obj", rig.neutral, rig.triangles,
                                            colors=rig.albedo)
-    meshes = rig.vertices(result.params["expression"])
+    meshes = result.image_meshes()
     for i, (stem, (_, image, _)) in enumerate(tqdm(list(zip(stems, faces)), desc="writing outputs",
                                                     disable=None)):
         save_mesh(out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
@@ -158,8 +143,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         run.used.append(stem)
         run.landmark_error[stem] = params["landmark_error_px"]
         if visualize:
-            screen = image_screen(meshes[i], result.params["rotation"][i], result.params["scale"][i],
-                                  result.params["trans2d"][i], crops[i])
+            screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
             save_png(out_dir / "visualization" / f"{stem}.png",
                      _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
                                     np.asarray(params["landmarks_2d"])))

@@ -30,20 +30,9 @@ from core.face_model.model import MorphableModel
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
 from utils.io.images import to_float
-from utils.synthetic.generator import (
-    DEFAULT_RENDER_REGIONS,
-    SyntheticGenerator,
-    SyntheticSubject,
-    region_triangles,
-    shade_and_resolve,
-    supersampled_screen,
-)
-from utils.synthetic.scene import (
-    expose,
-    sample_background,
-    sample_expression,
-    sample_sh,
-)
+from utils.synthetic.generator import (DEFAULT_RENDER_REGIONS, SyntheticGenerator, SyntheticSubject,
+                                       region_triangles, shade_and_resolve, supersampled_screen)
+from utils.synthetic.scene import expose, sample_background, sample_expression, sample_sh
 from utils.synthetic.skin_albedo import SkinAlbedoSampler
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,7 @@ import numpy as np
 from core.face_model.model import MorphableModel
 from utils.io.images import read_image
 from utils.io.meshes import save_mesh
-from utils.synthetic.generator import (
-    SyntheticConfig,
-    SyntheticGenerator,
-    SyntheticSubject,
-)
+from utils.synthetic.generator import SyntheticConfig, SyntheticGenerator, SyntheticSubject
 
 __all__ = ["generate_dataset", "write_subject", "load_subject"]
 

@@ -49,13 +49,7 @@ from core.mesh import vertex_normals
 from core.render.rasterize import Fragments, rasterize
 from core.render.shade import render_vertex_colors
 from core.render.visibility import vertex_visibility
-from utils.synthetic.scene import (
-    expose,
-    sample_background,
-    sample_expression,
-    sample_pose,
-    sample_sh,
-)
+from utils.synthetic.scene import expose, sample_background, sample_expression, sample_pose, sample_sh
 from utils.synthetic.skin_albedo import SkinAlbedoSampler
 
 __all__ = [
