@@ -1,0 +1,161 @@
+"""The export jobs: a rig (and a tracking) in, ``rig.glb`` / ``animation.glb`` / ``animation_arkit.csv`` out.
+
+Each job checks that its inputs fit together and says which file is wrong when they do not:
+a tracking drives a rig by expression *name* (the tracking's weights are picked in the rig's order),
+so every expression of the rig must be among the tracking's; a tracking file that records the face
+model or the vertex count of its rig must agree with the rig.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Tuple, Union
+
+import numpy as np
+
+from core.rig import Rig
+from utils.export.arkit import NameStyle, target_mapping, write_live_link_csv
+from utils.export.errors import ExportError
+from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, srgb_to_linear, vertex_normals, write_animation_glb,
+                               write_rig_glb)
+from utils.export.motion import head_quaternions, hold_invalid
+from utils.io_tracking import TrackingData, load_tracking
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["rig_mesh", "rig_weights", "animation_keys", "export_rig", "export_animation", "export_live_link_csv", "export_files",
+           "FORMATS"]
+
+FORMATS = ("glb", "csv")
+_FILES = {"rig": "rig.glb", "animation": "animation.glb", "csv": "animation_arkit.csv"}
+
+
+def _label(rig: Rig, source: Optional[Union[str, Path]]) -> str:
+    return f"rig {source}" if source else f"rig ({rig.model}, in memory)"
+
+
+def _check_rig(rig: Rig, source: Optional[Union[str, Path]] = None) -> None:
+    """Raise `ExportError` where the rig's arrays disagree or hold non-finite values."""
+    v, k = rig.n_vertices, rig.n_expression
+    label = _label(rig, source)
+    if tuple(rig.blendshapes.shape) != (k, v, 3) or len(rig.expression_names) != k:
+        raise ExportError(f"{label}: blendshapes {tuple(rig.blendshapes.shape)} and {len(rig.expression_names)} "
+                          f"names do not match the neutral's {v} vertices")
+    if tuple(rig.albedo.shape) != (v, 3):
+        raise ExportError(f"{label}: albedo is {tuple(rig.albedo.shape)}, the neutral has {v} vertices")
+    tri = rig.triangles
+    if tri.ndim != 2 or tri.shape[1] != 3 or len(tri) == 0 or int(tri.min()) < 0 or int(tri.max()) >= v:
+        raise ExportError(f"{label}: triangles {tuple(tri.shape)} do not index its {v} vertices")
+    if not (bool(rig.neutral.isfinite().all()) and bool(rig.blendshapes.isfinite().all())):
+        raise ExportError(f"{label}: neutral or blendshapes hold NaN or infinite values")
+
+
+def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, Path]] = None) -> MeshData:
+    """The rig in glTF units: metres, linear colours, targets named and merged as ``names`` says.
+
+    Raises:
+        ExportError: the rig's arrays disagree or hold non-finite values.
+    """
+    _check_rig(rig, source)
+    mapping = target_mapping(rig.expression_names, names)
+    neutral = rig.neutral.detach().cpu().numpy().astype(np.float64)
+    blend = rig.blendshapes.detach().cpu().numpy().astype(np.float64)
+    triangles = rig.triangles.cpu().numpy().astype(np.int64)
+    return MeshData(positions=(neutral * MM_TO_M).astype(np.float32),
+                    normals=vertex_normals(neutral, triangles),
+                    colors=srgb_to_linear(rig.albedo.detach().cpu().numpy()),
+                    triangles=triangles,
+                    targets=(mapping.deltas(blend) * MM_TO_M).astype(np.float32),
+                    target_names=list(mapping.names), name="face")
+
+
+def rig_weights(rig: Rig, tracking: TrackingData, rig_source: Optional[Union[str, Path]] = None) -> np.ndarray:
+    """The tracking's weights picked by name in the rig's expression order.
+
+    Raises:
+        ExportError: a rig expression is not in the tracking, or the tracking records another face
+            model or vertex count than the rig's (the message names both files).
+
+    Shape:
+        -> (N, K_rig) float32 (NaN where the tracking has NaN).
+    """
+    label, where = _label(rig, rig_source), f"tracking {tracking.path or '(in memory)'}"
+    if tracking.n_vertices is not None and tracking.n_vertices != rig.n_vertices:
+        raise ExportError(f"{where} was tracked with a rig of {tracking.n_vertices} vertices; {label} has "
+                          f"{rig.n_vertices}")
+    if tracking.model is not None and tracking.model != rig.model:
+        raise ExportError(f"{where} was tracked on face model {tracking.model!r}; {label} is {rig.model!r}")
+    position = {name: i for i, name in enumerate(tracking.expression_names)}
+    missing = [n for n in rig.expression_names if n not in position]
+    if missing:
+        raise ExportError(f"{label} has expressions {missing[:5]}{' ...' if len(missing) > 5 else ''} that {where} "
+                          f"lacks (its {tracking.n_expression} expressions are of another face model?)")
+    extra = [n for n in tracking.expression_names if n not in set(rig.expression_names)]
+    if extra:
+        logger.warning("%s: expressions %s are not in %s and are left out", where, extra[:5], label)
+    return tracking.expression[:, [position[n] for n in rig.expression_names]]
+
+
+def export_rig(rig: Rig, path: Union[str, Path], names: NameStyle = "arkit",
+               options: GltfOptions = GltfOptions(), source: Optional[Union[str, Path]] = None) -> Path:
+    """Write ``rig.glb`` (see `utils.export.gltf`)."""
+    return write_rig_glb(rig_mesh(rig, names, source), path, options)
+
+
+def animation_keys(rig: Rig, tracking: TrackingData, names: NameStyle = "arkit",
+                   source: Optional[Union[str, Path]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The animation's keys: morph weights in target order and head quaternions, invalid frames held.
+
+    Raises:
+        ExportError: see `rig_weights` and `hold_invalid`.
+
+    Shape:
+        -> weights (N, T) float32, rotations (N, 4) float32 ``(x, y, z, w)``, sign-continuous.
+    """
+    weights = rig_weights(rig, tracking, source)
+    held = hold_invalid(replace(tracking, expression=weights, expression_names=list(rig.expression_names)))
+    return target_mapping(rig.expression_names, names).weights(held.expression), head_quaternions(held.rotation)
+
+
+def export_animation(rig: Rig, tracking: TrackingData, path: Union[str, Path], names: NameStyle = "arkit",
+                     options: GltfOptions = GltfOptions(), source: Optional[Union[str, Path]] = None) -> Path:
+    """Write ``animation.glb``: the rig driven by the tracking (`animation_keys`)."""
+    weights, rotations = animation_keys(rig, tracking, names, source)
+    return write_animation_glb(rig_mesh(rig, names, source), weights, rotations, tracking.fps, path, options)
+
+
+def export_live_link_csv(tracking: TrackingData, path: Union[str, Path]) -> Path:
+    """Write ``animation_arkit.csv`` (Live Link Face) from the tracking, invalid frames held."""
+    held = hold_invalid(tracking)
+    return write_live_link_csv(path, held.expression, tracking.expression_names, tracking.fps,
+                               head_rotation=held.rotation, left_eye=held.gaze_left, right_eye=held.gaze_right)
+
+
+def export_files(rig_path: Union[str, Path], out_dir: Union[str, Path], tracking_path: Optional[Union[str, Path]] = None,
+                 formats: Iterable[str] = FORMATS, names: NameStyle = "arkit",
+                 options: GltfOptions = GltfOptions()) -> Dict[str, Path]:
+    """Convert existing outputs: ``rig.npz`` (and ``tracking.npz``) -> files in ``out_dir``.
+
+    Writes ``rig.glb`` (``glb``); with a tracking also ``animation.glb`` (``glb``) and
+    ``animation_arkit.csv`` (``csv``). Returns ``{"rig" | "animation" | "csv": path}``.
+
+    Raises:
+        RigFileError, TrackingFileError, ExportError: unreadable or mismatched inputs (named).
+    """
+    formats = set(formats)
+    unknown = formats - set(FORMATS)
+    if unknown:
+        raise ExportError(f"unknown format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    rig = Rig.load(rig_path)
+    tracking = load_tracking(tracking_path) if tracking_path is not None else None
+    written: Dict[str, Path] = {}
+    if "glb" in formats:
+        written["rig"] = export_rig(rig, out_dir / _FILES["rig"], names, options, rig_path)
+    if tracking is not None and "glb" in formats:
+        written["animation"] = export_animation(rig, tracking, out_dir / _FILES["animation"], names, options, rig_path)
+    if tracking is not None and "csv" in formats:
+        rig_weights(rig, tracking, rig_path)  # the same name check as the animation
+        written["csv"] = export_live_link_csv(tracking, out_dir / _FILES["csv"])
+    return written
