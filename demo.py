@@ -243,36 +243,40 @@ def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, fl
 
 def run_video(args, video: Path, fit_model, target, landmarker, config, timings: Dict[str, float],
               outputs: Dict[str, Path], builder=None) -> Tuple[int, Optional[object]]:
-    """Source rig from the video's frames, tracking and retargeting; (exit code, `TrackingRun`)."""
+    """Landmarks of the video (one pass), the video person's rig from its frames, tracking and
+    retargeting; (exit code, `TrackingRun`)."""
     import torch
 
     from core.rig.retarget import RetargetError
     from utils.io.video import VideoReadError
-    from utils.pipelines.video import (
-        VideoInputError,
-        source_rig_from_video,
-        track_and_retarget,
-    )
+    from utils.pipelines.video import VideoInputError, scan_video, source_rig_from_video, track_and_retarget
 
     torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
-    start = time.perf_counter()
     try:
-        source, frames = source_rig_from_video(video, fit_model, landmarker, n_frames=args.source_frames,
-                                               scan_frames=min(300, args.max_frames or 300), config=config,
-                                               builder=builder)
-    except (VideoReadError, VideoInputError) as err:
+        scan = scan_video(video, landmarker, source_frames=args.source_frames)
+    except VideoReadError as err:
         logger.error("%s (the rig outputs above are complete)", err)
         return 1, None
-    outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
-    timings["video: source rig"] = time.perf_counter() - start
-    logger.info("video person's rig from frames %s of %s", frames, video)
-    try:
-        run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, max_frames=args.max_frames,
-                                 pose=args.retarget_pose, light=args.retarget_light)
-    except (VideoReadError, RetargetError) as err:
-        logger.error("%s (the rig outputs above are complete)", err)
-        return 1, None
-    timings.update({f"video: {stage}": sec for stage, sec in run.timings.items()})
+    with scan:
+        timings.update({f"video: {stage}": sec for stage, sec in scan.timings.items()})
+        start = time.perf_counter()
+        try:
+            source, frames = source_rig_from_video(scan, fit_model, source_frames=args.source_frames, config=config,
+                                                   builder=builder, detector=landmarker.backend)
+        except (VideoReadError, VideoInputError) as err:
+            logger.error("%s (the rig outputs above are complete)", err)
+            return 1, None
+        outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
+        timings["video: source rig"] = time.perf_counter() - start
+        logger.info("video person's rig from frames %s of %s", frames, video)
+        try:
+            run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
+                                     max_frames=args.max_frames, pose=args.retarget_pose, light=args.retarget_light)
+        except (VideoReadError, RetargetError) as err:
+            logger.error("%s (the rig outputs above are complete)", err)
+            return 1, None
+    for stage, sec in run.timings.items():
+        timings[f"video: {stage}"] = timings.get(f"video: {stage}", 0.0) + sec
     outputs.update(run.outputs)
     if run.error:
         logger.error("%s: tracked the %d frames read before the error; outputs hold those", run.error, run.frames)

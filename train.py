@@ -45,7 +45,7 @@ from models.weights import save_network  # noqa: E402
 logger = logging.getLogger("train")
 
 ROOT = Path(__file__).resolve().parent
-_GT_KEYS = ("identity", "expression", "angles", "scale", "translation")
+_GT_KEYS = ("identity", "expression", "rotation", "scale", "trans2d")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -168,7 +168,7 @@ def train(args: argparse.Namespace) -> Dict[str, float]:
                 group["lr"] = _lr_at(step, args)
             with torch.no_grad():
                 truth = {"identity": batch["identity"], "expression": batch["expression"],
-                         "rotation": batch["angles"], "scale": batch["scale"], "trans2d": batch["translation"]}
+                         "rotation": batch["rotation"], "scale": batch["scale"], "trans2d": batch["trans2d"]}
                 batch["landmarks_true"] = net.projected_landmarks(truth)
             output = model(batch["images"], batch["landmarks"], solve_steps=solve_steps)
             losses = network_losses(net, output, batch, LossWeights(

@@ -90,7 +90,7 @@ def detection_table(model, n_subjects: int, n_images: int, seed: int) -> None:
             faces = landmarker.detect(subject.images[k])
             best = min(faces, key=lambda f: normalised_error(f.landmarks, truth), default=None)
             error = np.inf if best is None else normalised_error(best.landmarks, truth)
-            yaw.append(abs(np.degrees(subject.angles[k, 1])))
+            yaw.append(abs(np.degrees(subject.rotation[k, 1])))
             found.append(error < 0.5)          # this face, not a spurious box elsewhere
             errors.append(error)
             inner.append(np.inf if best is None else

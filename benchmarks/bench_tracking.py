@@ -188,8 +188,8 @@ def _truth_landmarks(face, truth, noise_px: float, rng: np.random.Generator) -> 
     """The clip's ground-truth landmarks with the sliding jawline, plus Gaussian noise (pixels)."""
     n = len(truth["scale"])
     params = {"identity": torch.from_numpy(truth["identity"])[None].expand(n, -1),
-              "expression": torch.from_numpy(truth["expression"]), "rotation": torch.from_numpy(truth["angles"]),
-              "scale": torch.from_numpy(truth["scale"]), "trans2d": torch.from_numpy(truth["translation"])}
+              "expression": torch.from_numpy(truth["expression"]), "rotation": torch.from_numpy(truth["rotation"]),
+              "scale": torch.from_numpy(truth["scale"]), "trans2d": torch.from_numpy(truth["trans2d"])}
     lms = project_landmarks(LandmarkGeometry(face), params, "weak", "dynamic").numpy()
     return list(lms + rng.normal(0.0, noise_px, lms.shape))
 

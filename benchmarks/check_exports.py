@@ -230,9 +230,9 @@ def expected_values(rig_glb: Path, animation_glb: Path, rig_npz: Optional[Path],
         return {"names": np.array(rig.target_names), "neutral": rig.positions.astype(np.float64),
                 "targets": rig.targets.astype(np.float64), "weights": anim.weights.astype(np.float64),
                 "rotations": anim.rotations.astype(np.float64), "times": anim.times.astype(np.float64)}
-    from core.rig import Rig
+    from core.rig.rig import Rig
     from utils.export.outputs import animation_keys, rig_mesh
-    from utils.io_tracking import load_tracking
+    from utils.io.tracking import load_tracking
 
     rig, tracking = Rig.load(rig_npz), load_tracking(tracking_npz)
     mesh = rig_mesh(rig, names)  # type: ignore[arg-type]

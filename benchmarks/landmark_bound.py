@@ -40,11 +40,11 @@ def posterior_identity(face: MorphableModel, subject: SyntheticSubject, observed
     basis = face.identity_basis[:, ids].double().numpy()  # (n_id, P, 3)
     rows, targets = [], []
     for j, k in enumerate(images):
-        camera = subject.scale[k] * subject.rotation[k][:2] * _FLIP_V  # (2, 3)
+        camera = subject.scale[k] * subject.rotation_matrix[k][:2] * _FLIP_V  # (2, 3)
         known = face.neutral[ids].double().numpy() + np.einsum(
             "e,evc->vc", subject.expression[k], face.expression_basis[:, ids].double().numpy())
         rows.append(np.einsum("rc,kvc->vrk", camera, basis).reshape(-1, basis.shape[0]))
-        targets.append((observed[j][list(points)] - known @ camera.T - subject.translation[k]).reshape(-1))
+        targets.append((observed[j][list(points)] - known @ camera.T - subject.trans2d[k]).reshape(-1))
     A, b = np.concatenate(rows), np.concatenate(targets)
     return np.linalg.solve(A.T @ A / noise ** 2 + np.eye(A.shape[1]), A.T @ b / noise ** 2)
 

@@ -64,7 +64,7 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
     with np.load(videos / "tracking.npz") as z:
         assert z["expression"].shape == (FRAMES, rig.n_expression)
         assert z["rotation"].shape == (FRAMES, 3) and z["rotation_matrix"].shape == (FRAMES, 3, 3)
-        assert z["translation"].shape == (FRAMES, 2) and z["scale"].shape == (FRAMES,)
+        assert z["trans2d"].shape == (FRAMES, 2) and z["scale"].shape == (FRAMES,)
         assert z["landmarks_2d"].shape == (FRAMES, 68, 2) and z["sh"].shape == (FRAMES, 9, 3)
         assert z["detected"].dtype == bool and z["valid"].dtype == bool
         assert z["detected"].sum() >= FRAMES - 1 and z["valid"].all()
@@ -74,7 +74,7 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
         eyes = np.linalg.norm(truth["landmarks"][:, 36] - truth["landmarks"][:, 45], axis=1)
         err = np.linalg.norm(z["landmarks_2d"] - truth["landmarks"], axis=-1).mean(1) / eyes
         assert float(err[detected].mean()) < 0.07, err  # ~0.05: the detector itself errs by ~5 %
-        yaw = np.degrees(z["rotation"][detected, 1] - truth["angles"][detected, 1])
+        yaw = np.degrees(z["rotation"][detected, 1] - truth["rotation"][detected, 1])
         assert np.abs(yaw).mean() < 5, yaw
     assert Rig.load(videos / "source_rig.npz").n_vertices == rig.n_vertices
 

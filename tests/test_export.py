@@ -18,7 +18,7 @@ import torch
 from pygltflib import GLTF2
 from scipy.spatial.transform import Rotation
 
-from core.rig import Rig, RigFileError
+from core.rig.rig import Rig, RigFileError
 from utils.export import ExportError, GltfOptions, export_animation, export_files, export_live_link_csv, export_rig
 from utils.export.__main__ import main as cli_main
 from utils.export.arkit import (ARKIT_NAMES, LIVE_LINK_HEADER, arkit_name, live_link_timecode, target_mapping,
@@ -26,7 +26,7 @@ from utils.export.arkit import (ARKIT_NAMES, LIVE_LINK_HEADER, arkit_name, live_
 from utils.export.gltf import srgb_to_linear
 from utils.export.gltf_read import read_glb
 from utils.export.motion import continuous_quaternions, hold_invalid, matrix_to_quaternion
-from utils.io_tracking import TrackingFileError, load_tracking
+from utils.io.tracking import TrackingFileError, load_tracking
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ISSUE_HEADER = (
@@ -95,8 +95,8 @@ def quat_rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ tracking.npz reader
 def test_load_tracking_reads_what_the_recorder_writes(tmp_path):
-    from core.rig_tracker import FrameTrack
-    from utils.video_pipeline import TrackingRecorder
+    from core.rig.tracker import FrameTrack
+    from utils.io.tracking import TrackingRecorder
 
     recorder = TrackingRecorder(len(NAMES))
     rows = tracking_arrays(n=4)
@@ -105,9 +105,10 @@ def test_load_tracking_reads_what_the_recorder_writes(tmp_path):
                                 expression=torch.from_numpy(rows["expression"][i]),
                                 rotation=torch.from_numpy(rows["rotation"][i]), scale=torch.tensor(2.0),
                                 trans2d=torch.from_numpy(rows["translation"][i])))
-    path = recorder.save(tmp_path / "tracking.npz", 29.97, NAMES)
+    path = recorder.save(tmp_path / "tracking.npz", 29.97, NAMES, model="toy", n_vertices=5)
     data = load_tracking(path)
-    assert data.format_version == 1 and data.n_frames == 4 and data.fps == pytest.approx(29.97)
+    assert data.format_version == 2 and data.n_frames == 4 and data.fps == pytest.approx(29.97)
+    assert data.model == "toy" and data.n_vertices == 5
     assert data.expression_names == NAMES and data.expression.dtype == np.float32
     np.testing.assert_array_equal(data.expression, rows["expression"])
     np.testing.assert_array_equal(data.trans2d, rows["translation"])
@@ -116,7 +117,16 @@ def test_load_tracking_reads_what_the_recorder_writes(tmp_path):
     np.testing.assert_allclose(data.times, np.arange(4) / 29.97)
 
 
-def test_load_tracking_accepts_the_future_layout(tmp_path):
+def test_load_tracking_reads_version_1_files(tmp_path):
+    """Files written by 0.6 and earlier: no format_version, the 2-D offset under ``translation``."""
+    arrays = tracking_arrays(n=3)
+    np.savez(tmp_path / "old.npz", **arrays)
+    data = load_tracking(tmp_path / "old.npz")
+    assert data.format_version == 1 and data.model is None
+    np.testing.assert_array_equal(data.trans2d, arrays["translation"])
+
+
+def test_load_tracking_reads_gaze_of_version_2(tmp_path):
     arrays = tracking_arrays(n=3)
     arrays["trans2d"] = arrays.pop("translation")
     gaze = np.array([[0.1, -0.2], [0.0, 0.0], [0.3, 0.1]], np.float32)
@@ -440,7 +450,7 @@ def test_cli_writes_all_files_and_exit_codes(tmp_path, capsys):
 def test_ict_eye_blink_left_closes_the_faces_own_left_eye(ict_face, tmp_path):
     """Render the exported face with only eyeBlinkLeft (ICT eyeBlink_L) at 1: the +x eye closes."""
     from core.camera import weak_perspective_screen
-    from core.render import rasterize
+    from core.render.rasterize import rasterize
 
     rig = Rig.from_model(ict_face, torch.zeros(ict_face.n_identity), transfer=False)
     path = export_rig(rig, tmp_path / "rig.glb")

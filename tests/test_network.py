@@ -420,8 +420,8 @@ def test_photometric_loss_is_lowest_at_the_true_geometry_and_pulls_back_to_it(sm
 
     def loss_at(shift: torch.Tensor) -> torch.Tensor:
         params = {"identity": identity, "expression": expression,
-                  "rotation": torch.from_numpy(subj.angles)[None], "scale": torch.from_numpy(subj.scale)[None],
-                  "trans2d": torch.from_numpy(subj.translation)[None] + shift}
+                  "rotation": torch.from_numpy(subj.rotation)[None], "scale": torch.from_numpy(subj.scale)[None],
+                  "trans2d": torch.from_numpy(subj.trans2d)[None] + shift}
         neutral, vertices = small_net.meshes(identity, expression)
         out = NetworkOutput(params=params, stages=[params], rig_code=torch.zeros(1, 1),
                             correctives=torch.zeros(1), neutral=neutral, vertices=vertices)

@@ -40,7 +40,7 @@ def test_same_seed_same_data_other_seed_differs(small_generator):
     a = small_generator.subject(2, seed=(3, 1))
     b = small_generator.subject(2, seed=(3, 1))
     c = small_generator.subject(1, seed=(3, 2))
-    for name in ("images", "expression", "angles", "sh", "landmarks", "identity", "albedo",
+    for name in ("images", "expression", "rotation", "sh", "landmarks", "identity", "albedo",
                  "vertices"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
         assert not np.array_equal(getattr(a, name)[:1], getattr(c, name)[:1]), name
@@ -53,21 +53,21 @@ def test_same_seed_same_data_other_seed_differs(small_generator):
 def test_landmarks_are_projected_landmark_vertices(subject, ict_model):
     s = subject
     lm3d = s.vertices[:, s.landmark_indices].astype(np.float64)          # (M, 68, 3)
-    rotated = np.einsum("mij,mnj->mni", s.rotation.astype(np.float64), lm3d)
-    u = s.scale[:, None] * rotated[..., 0] + s.translation[:, None, 0]
-    v = -s.scale[:, None] * rotated[..., 1] + s.translation[:, None, 1]
+    rotated = np.einsum("mij,mnj->mni", s.rotation_matrix.astype(np.float64), lm3d)
+    u = s.scale[:, None] * rotated[..., 0] + s.trans2d[:, None, 0]
+    v = -s.scale[:, None] * rotated[..., 1] + s.trans2d[:, None, 1]
     assert np.abs(np.stack([u, v], -1) - s.landmarks).max() < 1e-4
     # Camera space is R X; the ground-truth landmark vertices are the model's landmark vertices.
-    assert np.allclose(s.vertices_camera, np.einsum("mij,mnj->mni", s.rotation, s.vertices),
+    assert np.allclose(s.vertices_camera, np.einsum("mij,mnj->mni", s.rotation_matrix, s.vertices),
                        atol=1e-3)
     full = ict_model.vertices(torch.as_tensor(s.identity)[None].expand(s.n_images, -1),
                               torch.as_tensor(s.expression))
     assert np.allclose(full[:, ict_model.landmark_indices].numpy(), lm3d, atol=1e-3)
     assert np.array_equal(s.vertex_ids[s.landmark_indices], ict_model.landmark_indices.numpy())
     # Rotation matrices are the Euler angles' (R = Rz Ry Rx) and orthonormal.
-    assert np.allclose(s.rotation @ s.rotation.transpose(0, 2, 1), np.eye(3), atol=1e-5)
-    pitch, yaw, roll = s.angles[0]
-    assert s.rotation[0, 2, 0] == pytest.approx(-math.sin(yaw), abs=1e-6)
+    assert np.allclose(s.rotation_matrix @ s.rotation_matrix.transpose(0, 2, 1), np.eye(3), atol=1e-5)
+    pitch, yaw, roll = s.rotation[0]
+    assert s.rotation_matrix[0, 2, 0] == pytest.approx(-math.sin(yaw), abs=1e-6)
 
 
 def test_crop_camera_frames_the_landmark_box():
@@ -103,7 +103,7 @@ def test_expression_and_pose_ranges(ict_model):
 
 def test_generated_ranges(subject):
     assert subject.expression.min() >= 0 and subject.expression.max() <= 1
-    assert np.all(np.abs(np.degrees(subject.angles)) <= np.array([20, 60, 15]) + 1e-4)
+    assert np.all(np.abs(np.degrees(subject.rotation)) <= np.array([20, 60, 15]) + 1e-4)
     assert subject.images.shape == (3, 256, 256, 3) and subject.images.dtype == np.uint8
 
 
@@ -169,8 +169,8 @@ def test_frontal_landmarks_visible_and_profile_hides_far_jaw(ict_model):
     turned = SyntheticGenerator(ict_model, dataclasses.replace(
         SMALL, pose_limits_deg=(0, 60, 0), pose_spread=100.0))
     s = turned.subject(4, seed=0)
-    k = int(np.argmax(np.abs(s.angles[:, 1])))
-    yaw = math.degrees(s.angles[k, 1])
+    k = int(np.argmax(np.abs(s.rotation[:, 1])))
+    yaw = math.degrees(s.rotation[k, 1])
     assert abs(yaw) > 40
     # Positive yaw turns the subject's left side (x > 0, jaw landmarks 9-16) away.
     far, near = (slice(9, 17), slice(0, 8)) if yaw > 0 else (slice(0, 8), slice(9, 17))

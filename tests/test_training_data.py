@@ -32,7 +32,7 @@ def test_cache_round_trip(cache, ict_model):
         np.testing.assert_array_equal(arrays["images"][i], subject.images)
         np.testing.assert_array_equal(arrays["identity"][i], subject.identity)
         np.testing.assert_array_equal(arrays["expression"][i], subject.expression)
-        for name in ("angles", "scale", "translation", "sh"):
+        for name in ("rotation", "scale", "trans2d", "sh"):
             np.testing.assert_allclose(arrays[name][i], getattr(subject, name), rtol=1e-6)
         np.testing.assert_allclose(arrays["landmarks"][i], detector_landmarks(face, subject),
                                    atol=1e-4)
@@ -71,7 +71,7 @@ def test_dataset_items(cache):
     assert len(data) == 2
     item = data[1]
     shapes = {"images": (2, 3, 64, 64), "landmarks": (2, 68, 2), "identity": (100,),
-              "expression": (2, 53), "angles": (2, 3), "scale": (2,), "translation": (2, 2),
+              "expression": (2, 53), "rotation": (2, 3), "scale": (2,), "trans2d": (2, 2),
               "sh": (2, 9, 3), "subject": ()}
     assert {k: tuple(v.shape) for k, v in item.items()} == shapes
     assert all(v.dtype == torch.float32 for k, v in item.items() if k != "subject")
@@ -83,7 +83,7 @@ def test_dataset_items(cache):
     rows = [int(np.argmin(np.abs(arrays["expression"][1] - e.numpy()).sum(1)))
             for e in item["expression"]]
     np.testing.assert_array_equal(item["expression"].numpy(), arrays["expression"][1, rows])
-    np.testing.assert_array_equal(item["angles"].numpy(), arrays["angles"][1, rows])
+    np.testing.assert_array_equal(item["rotation"].numpy(), arrays["rotation"][1, rows])
 
 
 def test_dataset_without_augmentation_gives_cached_values(cache):
@@ -104,7 +104,7 @@ def test_dataset_determinism_and_epochs(cache):
     subsets = set()
     for epoch in range(6):
         a.set_epoch(epoch)
-        subsets.add(tuple(a[0]["angles"][:, 1].tolist()))
+        subsets.add(tuple(a[0]["rotation"][:, 1].tolist()))
     assert len(subsets) > 1
     a.set_epoch(0)
     torch.testing.assert_close(a[0]["images"], first["images"], rtol=0, atol=0)
@@ -141,8 +141,8 @@ def test_malformed_cache_errors_name_the_file(cache, tmp_path):
     with pytest.raises(TrainingCacheError, match=rf"{missing}.*missing arrays \['sh'\]"):
         SyntheticFaceDataset(missing)
     wrong = tmp_path / "wrong_shape.npz"
-    np.savez(wrong, **{**arrays, "angles": arrays["angles"][:, :, :2]})
-    with pytest.raises(TrainingCacheError, match=rf"{wrong}: angles: expected shape \(2, 3, 3\)"):
+    np.savez(wrong, **{**arrays, "rotation": arrays["rotation"][:, :, :2]})
+    with pytest.raises(TrainingCacheError, match=rf"{wrong}: rotation: expected shape \(2, 3, 3\)"):
         load_cache(wrong)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip file")

@@ -27,7 +27,7 @@ __all__ = ["Fragments", "rasterize", "interpolate", "kernel_built"]
 logger = logging.getLogger(__name__)
 
 try:
-    from core.render.rasterize import _rasterize as _kernel
+    from core.render import _rasterize as _kernel
 except ImportError:  # extension not built: the NumPy twin is used
     _kernel = None
 

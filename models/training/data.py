@@ -17,8 +17,8 @@ The cache (one ``.npz``; S subjects, M images each, H x W crops; everything is l
 S * M * H * W * 3 bytes of images, about 0.7 GB for 600 x 6 x 256 x 256):
 
 - ``images`` uint8 (S, M, H, W, 3): the renders, RGB.
-- ``identity`` (S, n_id), ``expression`` (S, M, K), ``angles`` (S, M, 3) (pitch, yaw, roll)
-  radians, ``scale`` (S, M) pixels per mm, ``translation`` (S, M, 2) pixels, ``sh`` (S, M, 9, 3):
+- ``identity`` (S, n_id), ``expression`` (S, M, K), ``rotation`` (S, M, 3) Euler (pitch, yaw, roll)
+  radians, ``scale`` (S, M) pixels per mm, ``trans2d`` (S, M, 2) pixels, ``sh`` (S, M, 9, 3):
   the generator's ground truth (weak-perspective camera, docs/conventions.md).
 - ``landmarks`` (S, M, 68, 2): ground-truth landmarks as a detector sees them
   (`detector_landmarks`: the jawline on the silhouette).
@@ -59,11 +59,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``meta["format"]`` of the caches this module writes and reads.
-CACHE_FORMAT = "inorig-synthetic-training-cache/1"
+#: ``meta["format"]`` of the caches this module writes. Version 1 (up to 0.6) named the Euler
+#: angles ``angles`` and the 2-D offset ``translation``; `load_cache` reads both.
+CACHE_FORMAT = "inorig-synthetic-training-cache/2"
+_READABLE_FORMATS = {"inorig-synthetic-training-cache/1": {"rotation": "angles", "trans2d": "translation"},
+                     CACHE_FORMAT: {}}
 
 # Trailing shape of each per-image array after (S, M); "n": the number of expression names.
-_PER_IMAGE = {"expression": ("n",), "angles": (3,), "scale": (), "translation": (2,),
+_PER_IMAGE = {"expression": ("n",), "rotation": (3,), "scale": (), "trans2d": (2,),
               "sh": (9, 3), "landmarks": (68, 2), "landmarks_detected": (68, 2),
               "detected_ok": ()}
 _ARRAYS = ("images", "identity", *_PER_IMAGE, "meta")
@@ -126,14 +129,14 @@ def build_cache(model: MorphableModel, out: Union[str, Path], subjects: int, ima
               "identity": np.zeros((S, face.n_identity), np.float32),
               "landmarks_detected": np.full((S, M, 68, 2), np.nan, np.float32),
               "detected_ok": np.zeros((S, M), bool)}
-    per_image = {name: [] for name in ("expression", "angles", "scale", "translation", "sh",
+    per_image = {name: [] for name in ("expression", "rotation", "scale", "trans2d", "sh",
                                        "landmarks")}
     start = time.perf_counter()
     for i in tqdm(range(S), desc="training subjects", unit="subject"):
         subject = generator.subject(M, seed=_subject_seed(seed, i))
         arrays["images"][i] = subject.images
         arrays["identity"][i] = subject.identity
-        for name in ("expression", "angles", "scale", "translation", "sh"):
+        for name in ("expression", "rotation", "scale", "trans2d", "sh"):
             per_image[name].append(getattr(subject, name).astype(np.float32))
         per_image["landmarks"].append(detector_landmarks(face, subject))
         for k in range(M if landmarker is not None else 0):
@@ -176,11 +179,13 @@ def load_cache(path: Union[str, Path]) -> Dict[str, object]:
                                 f"`python -m models.training.data --out {path}`)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in _ARRAYS if name not in data.files]
+            meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+            stored = _READABLE_FORMATS.get(meta.get("format") if isinstance(meta, dict) else None, {})
+            missing = [name for name in _ARRAYS if stored.get(name, name) not in data.files]
             if missing:
                 raise TrainingCacheError(f"{path}: not a training cache, missing arrays {missing}")
-            arrays: Dict[str, object] = {name: data[name] for name in _ARRAYS}
-        arrays["meta"] = json.loads(str(arrays["meta"]))
+            arrays: Dict[str, object] = {name: data[stored.get(name, name)] for name in _ARRAYS}
+        arrays["meta"] = meta
     except TrainingCacheError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -191,10 +196,10 @@ def load_cache(path: Union[str, Path]) -> Dict[str, object]:
 
 def _check_shapes(path: Path, arrays: Dict[str, object]) -> None:
     meta = arrays["meta"]
-    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or \
+    if not isinstance(meta, dict) or meta.get("format") not in _READABLE_FORMATS or \
             not isinstance(meta.get("expression_names"), list):
         raise TrainingCacheError(f"{path}: meta: expected a JSON object with format "
-                                 f"{CACHE_FORMAT!r} and expression_names")
+                                 f"{CACHE_FORMAT!r} (or an older one) and expression_names")
     images = arrays["images"]
     if images.ndim != 5 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise TrainingCacheError(f"{path}: images: expected uint8 (S, M, H, W, 3), got "
@@ -231,8 +236,8 @@ class SyntheticFaceDataset(Dataset):
         seed: base seed of the draws.
 
     Items are dicts of tensors: ``images`` float32 (G, 3, H, W) in [0, 1], ``landmarks`` float32
-    (G, 68, 2), ``identity`` (n_id,), ``expression`` (G, K), ``angles`` (G, 3), ``scale`` (G,),
-    ``translation`` (G, 2), ``sh`` (G, 9, 3), ``subject`` () int64. The DataLoader's default
+    (G, 68, 2), ``identity`` (n_id,), ``expression`` (G, K), ``rotation`` (G, 3), ``scale`` (G,),
+    ``trans2d`` (G, 2), ``sh`` (G, 9, 3), ``subject`` () int64. The DataLoader's default
     collate stacks them into (P, G, ...).
     """
 
@@ -290,9 +295,9 @@ class SyntheticFaceDataset(Dataset):
             "landmarks": torch.as_tensor(landmarks, dtype=torch.float32),
             "identity": torch.as_tensor(a["identity"][index], dtype=torch.float32),
             "expression": tensor("expression"),
-            "angles": tensor("angles"),
+            "rotation": tensor("rotation"),
             "scale": tensor("scale"),
-            "translation": tensor("translation"),
+            "trans2d": tensor("trans2d"),
             "sh": tensor("sh"),
             "subject": torch.tensor(index, dtype=torch.int64),
         }

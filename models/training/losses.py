@@ -63,7 +63,7 @@ def network_losses(net: INORig, out: NetworkOutput, batch: Dict[str, Tensor],
         n = _mean_distance(neutral, gt_neutral)
         losses[f"vertex_{s}"], losses[f"neutral_{s}"] = v.detach(), n.detach()
         total = total + stage_w[s] * (v + weights.neutral * n)
-    rot = (out.stages[0][ROTATION] - batch["angles"]).abs().mean()
+    rot = (out.stages[0][ROTATION] - batch["rotation"]).abs().mean()
     lm = (net.projected_landmarks(out.params) - batch["landmarks_true"]).norm(dim=-1).mean()
     code = out.rig_code.pow(2).mean()
     losses["rotation_0"], losses["landmarks"] = rot.detach(), lm.detach()

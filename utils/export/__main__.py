@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from core.rig import RigFileError
+from core.rig.rig import RigFileError
 from utils.export.errors import ExportError
 from utils.export.gltf import GltfOptions
 from utils.export.outputs import FORMATS, export_files
-from utils.io_tracking import TrackingFileError
+from utils.io.tracking import TrackingFileError
 
 logger = logging.getLogger("utils.export")
 

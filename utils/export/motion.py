@@ -21,7 +21,7 @@ import torch
 
 from core.camera import euler_to_matrix
 from utils.export.errors import ExportError
-from utils.io_tracking import TrackingData
+from utils.io.tracking import TrackingData
 
 logger = logging.getLogger(__name__)
 

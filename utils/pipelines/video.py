@@ -1,47 +1,56 @@
 """A video in; tracking, retargeting and videos out (files under an output folder), streaming.
 
-1. `source_rig_from_video`: the video's person gets a rig from a few of its frames spread over head
-   yaw (as the original caches a few video frames of the person): landmarks on the first frames,
-   crops kept for a bounded set of candidates, `core.rig.builder.build_rig` on the chosen ones.
-2. `track_and_retarget`: frame by frame, landmarks (`utils.landmarks.tracking.track_video`) -> the source rig
-   tracked (`core.rig.tracker`) -> the target rig driven by the frame's expression
+One pass of landmarks, then the rest:
+
+1. `scan_video`: every frame decoded once and landmarked once (tracked, filtered,
+   `utils.landmarks.tracking.LandmarkStream`); the landmarks go to a scratch file (memory stays
+   flat whatever the video's length), and face crops of a bounded set of candidate frames spread
+   over the whole video are kept for the source rig.
+2. `source_rig_from_video`: the video's person gets a rig from a few of those frames spread over
+   head yaw (as the original caches a few video frames of the person), or from frames chosen by
+   number.
+3. `track_and_retarget`: frame by frame (decoded again, the scan's landmarks reused) -> the source
+   rig tracked (`core.rig.tracker`) -> the target rig driven by the frame's expression
    (`core.rig.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
-   and ``videos/tracking.npz`` (per-frame arrays, streamed to scratch files, gathered at the end).
+   and ``videos/tracking.npz`` (`utils.io.tracking`).
 
 A truncated video keeps every frame that could be read: the videos are closed, the arrays written,
-and the error is reported in the run (``TrackingRun.error``).
+and the error is reported (``VideoScan.error``, ``TrackingRun.error``).
 """
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Literal, Optional
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.camera import euler_to_matrix, weak_perspective_screen
 from core.face_model.model import MorphableModel
-from core.rig.builder import RigBuildConfig, RigBuildResult, build_rig
+from core.rig.builder import RigBuildConfig
 from core.rig.retarget import expression_map, face_window, frontal_pose, render_rig
 from core.rig.rig import Rig
 from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
-from utils.crop import crop_batch, crop_face
+from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.images import to_uint8
 from utils.io.tracking import TrackingRecorder
-from utils.io.video import VideoReader, VideoReadError
+from utils.io.video import VideoInfo, VideoReader, VideoReadError
 from utils.io.video_writer import VideoWriter
 from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import OneEuroParams
-from utils.landmarks.tracking import track_video
+from utils.landmarks.tracking import LandmarkStream
+from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.visualization import overlay_mesh
 
-__all__ = ["VideoInputError", "TrackingRun", "source_rig_from_video", "track_and_retarget", "yaw_proxy"]
+__all__ = ["VideoInputError", "VideoScan", "TrackingRun", "scan_video", "source_rig_from_video",
+           "track_and_retarget", "yaw_proxy"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +79,72 @@ class TrackingRun:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
 
+class _LandmarkLog:
+    """Per-frame (68, 2) landmarks in a scratch file (NaN rows: no face), read back by frame number."""
+
+    def __init__(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="inorig_landmarks_"))
+        self._path = self._folder / "landmarks.bin"
+        self._file = open(self._path, "wb")
+        self._rows: Optional[np.ndarray] = None
+        self.count = 0
+
+    def append(self, landmarks: Optional[np.ndarray]) -> None:
+        row = np.full((68, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        self._file.write(np.ascontiguousarray(row).tobytes())
+        self.count += 1
+
+    def finish(self) -> None:
+        """No more rows: map the file for reading."""
+        self._file.close()
+        if self.count:
+            self._rows = np.memmap(self._path, dtype=np.float64, mode="r", shape=(self.count, 68, 2))
+
+    def __getitem__(self, index: int) -> Optional[np.ndarray]:
+        if self._rows is None or index >= self.count:
+            raise IndexError(f"frame {index}: not scanned ({self.count} frames were)")
+        row = np.array(self._rows[index])
+        return None if np.isnan(row).any() else row
+
+    def close(self) -> None:
+        """Remove the scratch file."""
+        if not self._file.closed:
+            self._file.close()
+        self._rows = None
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+@dataclass
+class VideoScan:
+    """One pass of landmarks over a video (`scan_video`): what the source rig and tracking need.
+
+    Attributes:
+        path: the video. info: what its container says (fps, size, frame count).
+        frames: frames read. landmarks: per frame (68, 2) landmarks or None (``landmarks[i]``).
+        candidates: (yaw proxy, frame number, crop) of the frames kept for the source rig.
+        timings: ``decoding`` and ``landmarks`` seconds.
+        error: the read error of a truncated or corrupt video (frames before it are kept), or None.
+    """
+
+    path: Path
+    info: VideoInfo
+    frames: int
+    landmarks: _LandmarkLog
+    candidates: List[Tuple[float, int, FaceCrop]]
+    timings: Dict[str, float]
+    error: Optional[str] = None
+
+    def close(self) -> None:
+        """Remove the scratch file of the landmarks."""
+        self.landmarks.close()
+
+    def __enter__(self) -> "VideoScan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def yaw_proxy(landmarks: np.ndarray) -> float:
     """Signed head-turn proxy from 2D landmarks: nose tip offset from the eyes' midpoint / eye distance."""
     eyes = landmarks[36] - landmarks[45]
@@ -77,64 +152,119 @@ def yaw_proxy(landmarks: np.ndarray) -> float:
     return float(np.dot(landmarks[30] - mid, eyes) / max(float(np.dot(eyes, eyes)), 1e-9))
 
 
-def source_rig_from_video(video: Path, model: MorphableModel, landmarker: FaceLandmarker, n_frames: int = 8,
-                          scan_frames: int = 300, config: RigBuildConfig = RigBuildConfig(),
-                          builder: Optional[Callable[[torch.Tensor, torch.Tensor], RigBuildResult]] = None
-                          ) -> tuple:
-    """A rig of the video's person from ``n_frames`` of its first ``scan_frames`` frames.
+def _every(n_frames: int, count: int) -> int:
+    """Candidate spacing: about ``4 * count`` candidates over ``n_frames`` (all frames when unknown)."""
+    return max(1, n_frames // (4 * count)) if n_frames else 1
 
-    ``builder`` (crops, landmarks) -> `RigBuildResult` replaces the classical solver (e.g. the
-    network's ``INORig.build_rig``).
 
-    Candidates are kept at regular intervals (at most ``4 * n_frames`` crops in memory); the chosen
-    ones spread over the head-yaw proxy (`yaw_proxy`), extremes included.
+def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
+               source_frames: Union[int, Sequence[int]] = 8,
+               landmark_filter: Optional[OneEuroParams] = OneEuroParams()) -> VideoScan:
+    """Landmarks of every frame of ``video`` (each frame decoded and landmarked once) and candidate
+    crops for the source rig.
 
-    Returns:
-        (`Rig`, list of the chosen frame indices).
+    Args:
+        video: the video file.
+        landmarker: detections and landmarks.
+        source_frames: how many frames will build the video person's rig (candidates are kept at
+            regular intervals over the whole video: about four per rig frame, at most eight per
+            rig frame in memory), or the frame numbers to use (only those are kept).
+        landmark_filter: One Euro filter of the landmarks (None: raw).
 
     Raises:
-        VideoInputError: no face in the scanned frames. `VideoReadError`: unreadable video.
+        VideoReadError: the video cannot be opened (a truncated one is scanned up to the error,
+            reported in ``error``).
     """
+    explicit = None if isinstance(source_frames, int) else {int(i) for i in source_frames}
+    count = len(explicit) if explicit is not None else int(source_frames)
+    if count < 1:
+        raise ValueError(f"source_frames: expected at least one frame, got {source_frames!r}")
+    stream = LandmarkStream(landmarker, filter_params=landmark_filter)
+    log = _LandmarkLog()
+    candidates: List[Tuple[float, int, FaceCrop]] = []
+    timings = {"decoding": 0.0, "landmarks": 0.0}
+    error = None
     with VideoReader(video) as reader:
-        total = reader.info.frame_count or scan_frames
-        scan = min(scan_frames, total)
-        every = max(1, scan // (4 * n_frames))
-        candidates = []
+        info = reader.info
+        every = _every(info.frame_count, count)
+        frames = iter(reader)
+        index = 0
+        clock = time.perf_counter()
         try:
-            for frame in track_video(reader, landmarker, max_frames=scan):
-                if frame.landmarks is not None and frame.index % every == 0:
-                    crop = crop_face(frame.image, frame.landmarks)
-                    candidates.append((yaw_proxy(frame.landmarks), frame.index, crop))
-        except VideoReadError as err:
-            if not candidates:
-                raise
-            logger.warning("%s (using the frames read before it)", err)
-    if not candidates:
-        raise VideoInputError(f"{video}: no face found in its first {scan} frames, nothing to track")
-    candidates.sort(key=lambda c: c[0])
-    pick = np.unique(np.linspace(0, len(candidates) - 1, min(n_frames, len(candidates))).round().astype(int))
-    chosen = [candidates[i] for i in pick]
+            for image in tqdm(frames, total=info.frame_count or None, desc="landmarks", unit="frame", disable=None):
+                start = time.perf_counter()
+                timings["decoding"] += start - clock
+                frame = stream(index, image, index / info.fps, keep_image=False)
+                log.append(frame.landmarks)
+                keep = index in explicit if explicit is not None else index % every == 0
+                if keep and frame.landmarks is not None:
+                    candidates.append((yaw_proxy(frame.landmarks), index, crop_face(image, frame.landmarks)))
+                    if explicit is None and len(candidates) > 8 * count:  # unknown length: thin out
+                        candidates, every = candidates[::2], 2 * every
+                index += 1
+                clock = time.perf_counter()
+                timings["landmarks"] += clock - start
+        except VideoReadError as err:  # truncated or corrupt: keep what was read
+            error = str(err)
+            logger.warning("%s (using the %d frames read before it)", err, index)
+    log.finish()
+    if stream.missing:
+        logger.warning("%s: no face found on %d of %d frames", video, stream.missing, index)
+    return VideoScan(Path(video), info, index, log, candidates, timings, error)
+
+
+def _choose(scan: VideoScan, source_frames: Union[int, Sequence[int]]) -> List[Tuple[float, int, FaceCrop]]:
+    """The source rig's frames: spread over the yaw proxy (extremes included), or those asked for."""
+    if not isinstance(source_frames, int):
+        found = {c[1] for c in scan.candidates}
+        absent = [i for i in source_frames if int(i) not in found]
+        if absent:
+            raise VideoInputError(f"{scan.path}: no face in source frame(s) {absent} (of {scan.frames} frames)")
+        return sorted(scan.candidates, key=lambda c: c[1])
+    candidates = sorted(scan.candidates, key=lambda c: c[0])
+    pick = np.unique(np.linspace(0, len(candidates) - 1, min(source_frames, len(candidates))).round().astype(int))
+    return [candidates[i] for i in pick]
+
+
+def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_frames: Union[int, Sequence[int]] = 8,
+                          config: RigBuildConfig = RigBuildConfig(), builder: Optional[RigBuilder] = None,
+                          detector: Optional[str] = None) -> Tuple[Rig, List[int]]:
+    """A rig of the video's person from ``source_frames`` of a scanned video.
+
+    Args:
+        scan: the video's `scan_video` (made with the same ``source_frames``).
+        model: the face model region to fit.
+        source_frames: how many frames (spread over head yaw, `yaw_proxy`), or which frame numbers.
+        config: the classical builder's settings (unused with ``builder``).
+        builder: replaces the classical solver (e.g. the network's ``INORig.build_rig``).
+        detector: the landmark backend, whose noise profile weights the classical fit.
+
+    Returns:
+        (`Rig`, the chosen frame numbers, sorted).
+
+    Raises:
+        VideoInputError: no face in the scanned frames (or in a frame asked for).
+    """
+    if scan.frames == 0 and scan.error:
+        raise VideoReadError(scan.error)
+    if not scan.candidates:
+        raise VideoInputError(f"{scan.path}: no face found in its {scan.frames} frames, nothing to track")
+    chosen = _choose(scan, source_frames)
     images, landmarks = crop_batch([c[2] for c in chosen])
-    if builder is None:
-        result = build_rig(model, images.to(model.dtype), landmarks.to(model.dtype), config=config,
-                           confidence=landmarker.landmark_weights(landmarks))
-    else:
-        result = builder(images, landmarks)
+    result = (builder or classical_builder(model, config, detector))(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
-    logger.info("source rig from frames %s of %s (landmark error %.2f px)", indices, video,
+    logger.info("source rig from frames %s of %s (landmark error %.2f crop px)", indices, scan.path,
                 float(result.reprojection_error.mean()))
     return result.rig, indices
 
 
-def _recon_frame(image: np.ndarray, track: FrameTrack, rig: Rig, triangles: torch.Tensor) -> np.ndarray:
-    """The tracked mesh over the frame (only where the frame was fitted)."""
+def _recon_frame(image: np.ndarray, track: FrameTrack, triangles: torch.Tensor) -> np.ndarray:
+    """The tracked mesh (the tracker's own, `FrameTrack.vertices`) over the frame, where fitted."""
     if not track.detected:
         out = image.copy()
         cv2.putText(out, "no face", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 64, 64), 2, cv2.LINE_AA)
         return out
-    verts = rig.vertices(track.expression[None])
-    screen = weak_perspective_screen(verts, euler_to_matrix(track.rotation[None]), track.scale[None],
-                                     track.trans2d[None])[0]
+    screen = track.pose.screen(track.vertices[None])[0]
     h, w = image.shape[:2]
     box = face_window(screen, h, w)
     if box is None:
@@ -158,18 +288,15 @@ class _Retargeter:
 
     def __call__(self, track: FrameTrack) -> np.ndarray:
         expression = track.expression[None] if self.index is None else track.expression[None][:, self.index]
-        if not track.valid or self.pose == "frontal":
-            rotation, scale, trans = self.frontal
-        else:
-            rotation, scale, trans = track.rotation, track.scale, track.trans2d
+        pose = self.frontal if not track.valid or self.pose == "frontal" else track.pose
         sh = track.sh[None] if (self.light == "source" and track.sh is not None) else None
-        verts = self.target.vertices(expression)
-        image = render_rig(self.target, verts, rotation[None], scale[None], trans[None], self.background, sh)
+        image = render_rig(self.target, self.target.vertices(expression), pose, self.background, sh)
         return to_uint8(image[0])
 
 
-def track_and_retarget(video: Path, out_dir: Path, source: Rig, template: MorphableModel, target: Rig,
-                       landmarker: FaceLandmarker, *, max_frames: Optional[int] = None,
+def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, template: MorphableModel,
+                       target: Rig, landmarker: Optional[FaceLandmarker] = None, *,
+                       scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
                        pose: PoseMode = "source", light: LightMode = "source") -> TrackingRun:
@@ -180,36 +307,49 @@ def track_and_retarget(video: Path, out_dir: Path, source: Rig, template: Morpha
         out_dir: output folder (``videos/`` is created in it).
         source: the video person's rig (tracked). template: the model region both rigs are over.
         target: the rig driven by the source's expressions.
-        landmarker: landmarks per frame.
-        max_frames: stop after this many frames.
+        landmarker: landmarks of the frames the scan did not cover (all of them without a scan).
+        scan: the video's `scan_video`: its landmarks are used (each frame landmarked once).
+        max_frames: track at most this many frames.
         tracker_config: see `TrackerConfig`.
-        landmark_filter: One Euro filter of the landmarks (None: raw).
+        landmark_filter: One Euro filter of the landmarks computed here (None: raw).
         pose, light: the retargeted render's head pose and lighting, the source frame's or frontal.
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is reported in ``error``).
+        ValueError: neither a scan nor a landmarker.
     """
+    if scan is None and landmarker is None:
+        raise ValueError("track_and_retarget: needs the video's scan or a landmarker")
     run = TrackingRun()
     videos = Path(out_dir) / "videos"
     tracker = RigTracker(source, template, tracker_config)
     recorder = TrackingRecorder(source.n_expression)
     reader = VideoReader(video)
     info = reader.info
-    size = (info.height, info.width)
-    retargeter = _Retargeter(source, target, pose, light, size)
+    retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
+    stream = None if landmarker is None else LandmarkStream(landmarker, filter_params=landmark_filter)
+    scanned = 0 if scan is None else scan.frames
     paths = {name: videos / f"{name}.mp4" for name in ("input_clip", "output_recon", "output_exptrans")}
     writers = {name: VideoWriter(path, info.fps) for name, path in paths.items()}
     total = min(info.frame_count, max_frames) if max_frames and info.frame_count else (max_frames or info.frame_count)
     errors = []
     clock = time.perf_counter()
     try:
-        frames = track_video(reader, landmarker, filter_params=landmark_filter, max_frames=max_frames)
-        for frame in tqdm(frames, total=total or None, desc="tracking video", unit="frame", disable=None):
-            landmark_s = frame.detect_s + frame.landmark_s + frame.flow_s
-            run.add_time("decoding", time.perf_counter() - clock - landmark_s)
-            run.add_time("landmarks", landmark_s)
+        for index, image in enumerate(tqdm(reader, total=total or None, desc="tracking video", unit="frame",
+                                           disable=None)):
+            if max_frames is not None and index >= max_frames:
+                break
             start = time.perf_counter()
-            track = tracker.step(frame.landmarks, frame.image)
+            run.add_time("decoding", start - clock)
+            if index < scanned:
+                landmarks = scan.landmarks[index]
+            elif stream is not None:
+                landmarks = stream(index, image, index / info.fps, keep_image=False).landmarks
+                run.add_time("landmarks", time.perf_counter() - start)
+            else:
+                break  # the scan ended at a read error; without a landmarker nothing more to track
+            start = time.perf_counter()
+            track = tracker.step(landmarks, image)
             run.add_time("tracking (fit + lighting)", time.perf_counter() - start)
             recorder.add(track)
             run.frames += 1
@@ -217,11 +357,11 @@ def track_and_retarget(video: Path, out_dir: Path, source: Rig, template: Morpha
             if track.detected:
                 errors.append(track.error)
             start = time.perf_counter()
-            recon = _recon_frame(frame.image, track, source, source.triangles)
+            recon = _recon_frame(image, track, source.triangles)
             exptrans = retargeter(track)
             run.add_time("rendering", time.perf_counter() - start)
             start = time.perf_counter()
-            writers["input_clip"].write(frame.image)
+            writers["input_clip"].write(image)
             writers["output_recon"].write(recon)
             writers["output_exptrans"].write(exptrans)
             run.add_time("writing videos", time.perf_counter() - start)
@@ -233,9 +373,12 @@ def track_and_retarget(video: Path, out_dir: Path, source: Rig, template: Morpha
         for writer in writers.values():
             writer.close()
         run.outputs.update({name: p for name, p in paths.items() if writers[name].frames})
-        run.outputs["tracking"] = recorder.save(videos / "tracking.npz", info.fps, source.expression_names)
+        run.outputs["tracking"] = recorder.save(videos / "tracking.npz", info.fps, source.expression_names,
+                                                model=source.model, n_vertices=source.n_vertices)
         run.add_time("writing videos", time.perf_counter() - start)
         reader.close()
+    if run.error is None and scan is not None and scan.error and max_frames is None:
+        run.error = scan.error
     run.flagged = run.frames - run.tracked
     run.mean_error = float(np.mean(errors)) if errors else float("nan")
     if run.flagged:

@@ -9,7 +9,7 @@ generator and the fitting model it) through `core.render`. Deterministic given t
     python -m utils.synthetic.clip --out examples/generated/synthetic --frames 60
 
 writes ``rig_images/image_XX.png``, ``video.mp4`` and ``truth.npz`` (per-frame ``expression``,
-``angles``, ``scale``, ``translation``, ``sh``, ``landmarks``; the subject's ``identity``,
+``rotation`` (Euler), ``scale``, ``trans2d``, ``sh``, ``landmarks``; the subject's ``identity``,
 ``expression_names``, ``fps``).
 """
 from __future__ import annotations
@@ -44,16 +44,16 @@ __all__ = ["ClipTruth", "clip_parameters", "ClipRenderer", "SyntheticInputs", "w
 class ClipTruth:
     """Per-frame ground truth of a synthetic clip (numpy, first axis T frames).
 
-    ``expression`` (T, K); ``angles`` (T, 3) (pitch, yaw, roll) radians; ``scale`` (T,) pixels per
-    mm; ``translation`` (T, 2) pixels; ``sh`` (9, 3) (one light for the clip); ``landmarks``
+    ``expression`` (T, K); ``rotation`` (T, 3) Euler (pitch, yaw, roll) radians; ``scale`` (T,) pixels per
+    mm; ``trans2d`` (T, 2) pixels; ``sh`` (9, 3) (one light for the clip); ``landmarks``
     (T, 68, 2) projected model landmarks (filled by `ClipRenderer`); ``still`` (start, stop) frames
     where neither head nor expression moves; ``fps``.
     """
 
     expression: np.ndarray
-    angles: np.ndarray
+    rotation: np.ndarray
     scale: np.ndarray
-    translation: np.ndarray
+    trans2d: np.ndarray
     sh: np.ndarray
     still: tuple
     fps: float
@@ -103,8 +103,8 @@ def clip_parameters(names: Sequence[str], n_frames: int, size: int, seed: int = 
     translation = (size - 1) / 2 + drift
     translation[:, 1] += 0.04 * size
     sh = sample_sh(rng)
-    return ClipTruth(expression=expression.astype(np.float32), angles=angles.astype(np.float32),
-                     scale=scale.astype(np.float32), translation=translation.astype(np.float32),
+    return ClipTruth(expression=expression.astype(np.float32), rotation=angles.astype(np.float32),
+                     scale=scale.astype(np.float32), trans2d=translation.astype(np.float32),
                      sh=np.asarray(sh, np.float32), still=still, fps=fps)
 
 
@@ -155,9 +155,9 @@ class ClipRenderer:
         ss = self.supersample
         for i in range(truth.n_frames):
             verts = self.model.vertices(self.identity, torch.as_tensor(truth.expression[i:i + 1]))
-            R = euler_to_matrix(torch.as_tensor(truth.angles[i:i + 1]))
+            R = euler_to_matrix(torch.as_tensor(truth.rotation[i:i + 1]))
             screen = weak_perspective_screen(verts, R, torch.as_tensor(truth.scale[i:i + 1]),
-                                             torch.as_tensor(truth.translation[i:i + 1]))
+                                             torch.as_tensor(truth.trans2d[i:i + 1]))
             truth.landmarks[i] = screen[0, self.model.landmark_indices, :2].numpy()
             fragments = rasterize(supersampled_screen(screen, ss), self.triangles, size * ss, size * ss,
                                   cull_backfaces=True)
@@ -209,8 +209,8 @@ def write_synthetic_inputs(model: MorphableModel, folder: Path, n_images: int = 
     with VideoWriter(out.video, fps) as writer:
         for frame in renderer.frames(truth, size, seed=seed):
             writer.write(frame)
-    np.savez(out.truth, expression=truth.expression, angles=truth.angles, scale=truth.scale,
-             translation=truth.translation, sh=truth.sh, landmarks=truth.landmarks, still=np.array(truth.still),
+    np.savez(out.truth, expression=truth.expression, rotation=truth.rotation, scale=truth.scale,
+             trans2d=truth.trans2d, sh=truth.sh, landmarks=truth.landmarks, still=np.array(truth.still),
              fps=np.array(fps), identity=subject.identity, expression_names=np.array(model.expression_names))
     logger.info("synthetic inputs in %s: %d photos, %d frames of %dx%d", folder, n_images, n_frames, size, size)
     return out

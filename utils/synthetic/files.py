@@ -25,10 +25,15 @@ __all__ = ["generate_dataset", "write_subject", "load_subject"]
 # Arrays stored once per subject (subject.npz) and per image (image_YY_mesh.npz / json).
 _SUBJECT_ARRAYS = ("albedo", "neutral", "vertex_ids", "triangles", "landmark_indices")
 _MESH_ARRAYS = ("vertices", "vertices_camera", "vertex_visibility")
-_JSON_ARRAYS = ("expression", "angles", "rotation", "scale", "translation", "sh", "landmarks",
+_JSON_ARRAYS = ("expression", "rotation", "rotation_matrix", "scale", "trans2d", "sh", "landmarks",
                 "landmark_visibility")
 # Names in image_YY.json, close to the demo's params/<stem>.json.
 _JSON_NAMES = {"landmarks": "landmarks_2d"}
+#: Subject folders: 1 (no ``format_version`` in subject.json; up to 0.6) names the Euler angles
+#: ``angles``, the rotation matrix ``rotation`` and the 2-D offset ``translation``; 2 uses the
+#: fitters' names ``rotation``, ``rotation_matrix``, ``trans2d``.
+SUBJECT_FORMAT_VERSION = 2
+_VERSION1_NAMES = {"rotation": "angles", "rotation_matrix": "rotation", "trans2d": "translation"}
 
 
 # --------------------------------------------------------------------------- on disk
@@ -60,6 +65,7 @@ def write_subject(subject: SyntheticSubject, folder: Union[str, Path], obj: bool
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
+        "format_version": SUBJECT_FORMAT_VERSION,
         "seed": subject.seed,
         "model": subject.model_name,
         "n_images": subject.n_images,
@@ -115,11 +121,12 @@ def load_subject(folder: Union[str, Path]) -> SyntheticSubject:
     per_image: dict = {name: [] for name in (*_JSON_ARRAYS, *_MESH_ARRAYS, "images", "masks",
                                              "expression_labels", "background_kinds")}
     dtypes = {"landmark_visibility": bool}
+    names = dict(_JSON_NAMES, **(_VERSION1_NAMES if int(meta.get("format_version", 1)) == 1 else {}))
     for k in range(int(meta["n_images"])):
         stem = f"image_{k:02d}"
         params = _read_json(folder / f"{stem}.json")
         for name in _JSON_ARRAYS:
-            key = _JSON_NAMES.get(name, name)
+            key = names.get(name, name)
             if key not in params:
                 raise ValueError(f"{folder / stem}.json: missing {key!r}")
             per_image[name].append(np.asarray(params[key], dtype=dtypes.get(name, np.float32)))

@@ -7,7 +7,7 @@ weak-perspective camera (as the original) through `core.camera`, `core.lighting`
 `core.render`, framed like a 1.2x crop around the 68 landmarks. Everything is deterministic given
 the seed: image ``k`` of a subject depends only on ``(seed, k)``, not on how many are generated.
 
-Ground truth per image: parameters (expression, Euler angles and rotation, scale, 2D translation,
+Ground truth per image: parameters (expression, rotation as Euler angles and as a matrix, scale, 2D offset ``trans2d``,
 SH), the mesh in object space and in camera space (``R @ X``, mm), the 68 landmark vertices
 projected into crop pixels with their visibility, per-vertex visibility, the face mask and the
 image. Per subject: identity, albedo and neutral mesh. Meshes are over ``gt_region`` (the ICT face
@@ -127,8 +127,8 @@ class SyntheticSubject:
     ``vertex_ids`` (V,) ids of these vertices in the generating model, ``triangles`` (F, 3) over
     them, ``landmark_indices`` (68,) into them, ``expression_names``.
     Per image (first axis M): ``images`` (M, H, W, 3) uint8 RGB, ``masks`` (M, H, W) bool (pixels
-    the head covers), ``expression`` (M, n_exp), ``angles`` (M, 3) (pitch, yaw, roll) radians,
-    ``rotation`` (M, 3, 3), ``scale`` (M,) pixels per mm, ``translation`` (M, 2) pixels, ``sh``
+    the head covers), ``expression`` (M, n_exp), ``rotation`` (M, 3) Euler (pitch, yaw, roll) radians,
+    ``rotation_matrix`` (M, 3, 3), ``scale`` (M,) pixels per mm, ``trans2d`` (M, 2) pixels, ``sh``
     (M, 9, 3), ``vertices`` (M, V, 3) object space mm, ``vertices_camera`` (M, V, 3) = R X mm,
     ``landmarks`` (M, 68, 2) crop pixels (u, v), ``landmark_visibility`` (M, 68) bool,
     ``vertex_visibility`` (M, V) bool, ``expression_labels`` and ``background_kinds`` (M str),
@@ -147,10 +147,10 @@ class SyntheticSubject:
     images: np.ndarray
     masks: np.ndarray
     expression: np.ndarray
-    angles: np.ndarray
     rotation: np.ndarray
+    rotation_matrix: np.ndarray
     scale: np.ndarray
-    translation: np.ndarray
+    trans2d: np.ndarray
     sh: np.ndarray
     vertices: np.ndarray
     vertices_camera: np.ndarray
@@ -365,7 +365,7 @@ class SyntheticGenerator:
         angles = sample_pose(rng, limits, config.pose_spread)
         sh = expose(sample_sh(rng), skin_luminance, rng.uniform(*config.exposure))
         background, kind = sample_background(rng, size)
-        return dict(expression=expression, label=label, angles=angles, sh=sh,
+        return dict(expression=expression, label=label, rotation=angles, sh=sh,
                     background=background, kind=kind,
                     jitter=rng.uniform(-1.0, 1.0, size=3) * config.crop_jitter,
                     noise=rng.normal(0.0, config.face_noise, size=(3, size, size)))
@@ -393,7 +393,7 @@ class SyntheticGenerator:
         def stack(key: str) -> torch.Tensor:
             return torch.as_tensor(np.stack([x[key] for x in samples]), dtype=torch.float32)
 
-        expression, angles, sh = stack("expression"), stack("angles"), stack("sh")
+        expression, angles, sh = stack("expression"), stack("rotation"), stack("sh")
         identity_t = torch.as_tensor(identity, dtype=torch.float32)[None]
         vertices = model.vertices(identity_t.expand(n_images, -1), expression)
         R = euler_to_matrix(angles)
@@ -424,10 +424,10 @@ class SyntheticGenerator:
             images=_to_numpy(images),
             masks=_to_numpy(coverage > 0),
             expression=_to_numpy(expression),
-            angles=_to_numpy(angles),
-            rotation=_to_numpy(R),
+            rotation=_to_numpy(angles),
+            rotation_matrix=_to_numpy(R),
             scale=_to_numpy(scale),
-            translation=_to_numpy(translation),
+            trans2d=_to_numpy(translation),
             sh=_to_numpy(sh),
             vertices=_to_numpy(vertices[:, gt]),
             vertices_camera=_to_numpy(camera_space[:, gt]),

@@ -49,6 +49,6 @@ def subject_params(subject: SyntheticSubject) -> Dict[str, torch.Tensor]:
     f32 = torch.float32
     return {"identity": torch.as_tensor(subject.identity, dtype=f32)[None].expand(subject.n_images, -1),
             "expression": torch.as_tensor(subject.expression, dtype=f32),
-            "rotation": torch.as_tensor(subject.angles, dtype=f32),
+            "rotation": torch.as_tensor(subject.rotation, dtype=f32),
             "scale": torch.as_tensor(subject.scale, dtype=f32),
-            "trans2d": torch.as_tensor(subject.translation, dtype=f32)}
+            "trans2d": torch.as_tensor(subject.trans2d, dtype=f32)}
