@@ -388,8 +388,13 @@ class WeakPerspective:
         return {"rotation": self.rotation, "scale": self.scale, "trans2d": self.trans2d}
 
     def matrix(self) -> torch.Tensor:
-        """Rotation matrices (B, 3, 3)."""
-        return euler_to_matrix(self.rotation)
+        """Rotation matrices (B, 3, 3), computed once per pose (a pose is a snapshot of its tensors:
+        every projection of it shares one matrix, also in autograd)."""
+        cached = self.__dict__.get("_matrix")
+        if cached is None:
+            cached = euler_to_matrix(self.rotation)
+            object.__setattr__(self, "_matrix", cached)
+        return cached
 
     def screen(self, points: torch.Tensor) -> torch.Tensor:
         """Screen coordinates ``(u, v, depth)`` of object-space points: (B, N, 3) mm -> (B, N, 3)."""

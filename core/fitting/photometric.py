@@ -99,7 +99,7 @@ def observe(images: Tensor, vertices: Tensor, triangles: Tensor, pose: WeakPersp
     with torch.no_grad():
         screen = pose.screen(vertices)
         height, width = images.shape[-2:]
-        if raster_size is None:
+        if raster_size is None:  # inside the image (to the nearest pixel) and not occluded
             visible = vertex_visibility(screen, triangles, (height, width))
         else:
             visible = _coarse_visibility(screen, triangles, raster_size)
@@ -108,9 +108,11 @@ def observe(images: Tensor, vertices: Tensor, triangles: Tensor, pose: WeakPersp
         if subset is not None:
             screen, visible, normals = screen[:, subset], visible[:, subset], normals[:, subset]
         uv = screen[..., :2]
-        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= width - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= height - 1)
+        if raster_size is not None:  # the coarse z-buffer saw no image edges
+            visible = visible & (uv[..., 0] >= 0) & (uv[..., 0] <= width - 1) & (uv[..., 1] >= 0) \
+                & (uv[..., 1] <= height - 1)
         colors = sample_points(images, uv)
-        weights = (visible & inside).to(colors.dtype) * grazing_weight(normals[..., 2], grazing)
+        weights = visible.to(colors.dtype) * grazing_weight(normals[..., 2], grazing)
     return Observation(colors=colors, weights=weights, normals=normals, screen=screen)
 
 
