@@ -8,6 +8,9 @@ One interface, `FaceLandmarker(backend=...)`, over two backends:
   release used. Its weights download on first use; where they are not in the torch hub cache and
   downloads are not allowed (environment variable ``INORIG_OFFLINE=1``), constructing it raises
   `BackendUnavailableError`.
+- ``'mediapipe'``: MediaPipe's face detector and 478-point face mesh from the models bundled in
+  the mediapipe wheel (offline, Apache-2.0; `utils.mediapipe_mesh`). The 68 points are derived from
+  the mesh by calibrated weights, and ``Face.dense`` holds the mesh itself.
 - ``'auto'``: face_alignment where it can be had, else dlib with one warning.
 
 Landmarks are (68, 2) (x, y) = (column, row) in original-image pixels, pixel centres at integer
@@ -41,7 +44,7 @@ logger = logging.getLogger(__name__)
 N_LANDMARKS = 68
 OFFLINE_ENV = "INORIG_OFFLINE"
 Box = tuple[float, float, float, float]
-Backend = Literal["auto", "dlib", "face_alignment"]
+Backend = Literal["auto", "dlib", "face_alignment", "mediapipe"]
 Selection = Literal["largest", "confident", "central"]
 
 # dlib's HOG detector scans an 80x80 window: faces much smaller are missed, much larger cost time.
@@ -56,6 +59,10 @@ class BackendUnavailableError(LandmarkError):
     """A landmark backend cannot be constructed here (missing package or model weights)."""
 
 
+class FaceNotFoundError(LandmarkError):
+    """The backend finds no face in the given box (MediaPipe's mesh checks; dlib always answers)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Face:
     """One detected face.
@@ -64,12 +71,15 @@ class Face:
         bbox: (x0, y0, x1, y1) box the landmarks were predicted in, original-image pixels.
         landmarks: (68, 2) float64 (x, y) in original-image pixels, iBUG order.
         confidence: detector score where the backend gives one (dlib HOG: SVM margin, ~0-3;
-            SFD: probability); None when the face was tracked rather than detected.
+            SFD, MediaPipe: probability); None when the face was tracked rather than detected.
+        dense: (478, 2) float64 MediaPipe face-mesh points (x, y), original-image pixels, for
+            backend ``'mediapipe'`` (`utils.mediapipe_mesh`); None for the other backends.
     """
 
     bbox: Box
     landmarks: np.ndarray
     confidence: float | None = None
+    dense: np.ndarray | None = None
 
     @property
     def area(self) -> float:
@@ -255,13 +265,18 @@ def _make_backend(backend: str, device: str | None, detector: str,
         return _DlibBackend(detector=detector, detect_max_side=detect_max_side)
     if backend == "face_alignment":
         return _FaceAlignmentBackend(device=device)
+    if backend == "mediapipe":
+        from utils.mediapipe_mesh import MediaPipeBackend  # imports mediapipe only now
+
+        return MediaPipeBackend()
     if backend == "auto":
         try:
             return _FaceAlignmentBackend(device=device)
         except BackendUnavailableError as exc:
             warnings.warn(f"{exc} Falling back to backend='dlib'.", stacklevel=3)
             return _DlibBackend(detector=detector, detect_max_side=detect_max_side)
-    raise LandmarkError(f"backend: expected 'auto', 'dlib' or 'face_alignment', got {backend!r}")
+    raise LandmarkError(f"backend: expected 'auto', 'dlib', 'face_alignment' or 'mediapipe', got "
+                        f"{backend!r}")
 
 
 class FaceLandmarker:
@@ -269,7 +284,8 @@ class FaceLandmarker:
 
     Args:
         backend: ``'auto'`` (face_alignment where its weights can be had, else dlib with one
-            warning), ``'dlib'`` or ``'face_alignment'``.
+            warning), ``'dlib'``, ``'face_alignment'`` or ``'mediapipe'`` (also fills
+            ``Face.dense``).
         device: torch device for face_alignment (default: cuda where available, else cpu).
         detector: dlib detector, ``'hog'`` (fast) or ``'cnn'`` (slower, more robust).
         detect_max_side: dlib detects on a copy downscaled to this longest side first and
@@ -289,7 +305,7 @@ class FaceLandmarker:
 
     @property
     def backend(self) -> str:
-        """The backend in use: ``'dlib'`` or ``'face_alignment'``."""
+        """The backend in use: ``'dlib'``, ``'face_alignment'`` or ``'mediapipe'``."""
         return self._backend.name
 
     def landmark_weights(self, landmarks: torch.Tensor) -> torch.Tensor | None:
@@ -325,23 +341,37 @@ class FaceLandmarker:
 
     def landmarks_in_box(self, image_rgb: np.ndarray, bbox: Box,
                          confidence: float | None = None) -> Face:
-        """68 landmarks of the face in ``bbox`` (x0, y0, x1, y1), without detection."""
+        """68 landmarks of the face in ``bbox`` (x0, y0, x1, y1), without detection.
+
+        Raises:
+            FaceNotFoundError: the backend finds no face there (mediapipe only).
+        """
         image = check_image(image_rgb)
         box = check_box(bbox)
-        points = self._backend.landmarks(image, box)
+        dense = None
+        if hasattr(self._backend, "landmarks_dense"):
+            points, dense = self._backend.landmarks_dense(image, box)
+        else:
+            points = self._backend.landmarks(image, box)
         if points.shape != (N_LANDMARKS, 2):
             raise LandmarkError(f"backend {self.backend}: expected ({N_LANDMARKS}, 2) landmarks, "
                                 f"got {points.shape}")
-        return Face(bbox=box, landmarks=points, confidence=confidence)
+        return Face(bbox=box, landmarks=points, confidence=confidence, dense=dense)
 
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
         """Every face of an (H, W, 3) uint8 RGB image with its landmarks, largest first.
 
-        An image without a face gives an empty list.
+        An image without a face gives an empty list; a detection the landmark stage rejects
+        (`FaceNotFoundError`) is left out.
         """
         image = check_image(image_rgb)
-        return [self.landmarks_in_box(image, box, score)
-                for box, score in self.detect_boxes(image)]
+        faces = []
+        for box, score in self.detect_boxes(image):
+            try:
+                faces.append(self.landmarks_in_box(image, box, score))
+            except FaceNotFoundError as exc:
+                logger.debug("%s", exc)
+        return faces
 
 
 def select_face(faces: Sequence[Face], image_shape: tuple[int, ...],
@@ -400,7 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "writes one overlay PNG per image.")
     parser.add_argument("folder", type=Path, help="folder of jpg/png/bmp/webp images")
     parser.add_argument("--out", type=Path, required=True, help="output folder for overlays")
-    parser.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
+    parser.add_argument("--backend", default="auto",
+                        choices=["auto", "dlib", "face_alignment", "mediapipe"])
     parser.add_argument("--detector", default="hog", choices=["hog", "cnn"],
                         help="dlib face detector")
     parser.add_argument("--select", default="largest", choices=["largest", "confident", "central"],

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from utils.landmarks import Box, Face, FaceLandmarker, check_image
+from utils.landmarks import Box, Face, FaceLandmarker, FaceNotFoundError, check_image
 
 # Landmarks that move rigidly with the head (nose, eye corners): the flow that carries the box.
 _RIGID = np.r_[27:36, 36, 39, 42, 45]
@@ -139,9 +139,12 @@ class FaceTracker:
         face = None
         if box is not None:
             start = time.perf_counter()
-            face = self.landmarker.landmarks_in_box(image, box)
+            try:
+                face = self.landmarker.landmarks_in_box(image, box)
+            except FaceNotFoundError:  # a backend that checks (mediapipe): lost
+                face = None
             landmark_s = time.perf_counter() - start
-            if not self._fits(face.landmarks, box, image.shape):
+            if face is not None and not self._fits(face.landmarks, box, image.shape):
                 face = None
         return face, detect_s, landmark_s, flow_s
 
@@ -164,7 +167,10 @@ class FaceTracker:
             return TrackedFace(None, True, detect_s, landmark_s, flow_s)
         box, score = found[0]
         start = time.perf_counter()
-        face = self.landmarker.landmarks_in_box(image, box, score)
+        try:
+            face = self.landmarker.landmarks_in_box(image, box, score)
+        except FaceNotFoundError:
+            return TrackedFace(None, True, detect_s, landmark_s + time.perf_counter() - start, flow_s)
         landmark_s += time.perf_counter() - start
         self._set_fit(box, face.landmarks)
         self._box, self._landmarks, self._gray = face.bbox, face.landmarks, gray
