@@ -104,7 +104,7 @@ def test_bad_input_errors(landmarker):
     with pytest.raises(LandmarkError, match="bbox"):
         landmarker.landmarks_in_box(np.zeros((10, 10, 3), np.uint8), (5, 5, 2, 8))
     with pytest.raises(LandmarkError, match="backend: expected"):
-        FaceLandmarker("mediapipe")
+        FaceLandmarker("openface")
     with pytest.raises(LandmarkError, match="detector: expected"):
         FaceLandmarker("dlib", detector="yolo")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from utils.landmarks import BackendUnavailableError, Face, FaceLandmarker
-from utils.mediapipe_mesh import (CORRESPONDENCE_PATH, MESH_POINTS, MeshCorrespondenceError,
+from utils.mediapipe_mesh import (CORRESPONDENCE_PATH, IRIS_CENTRES, MESH_POINTS, MeshCorrespondenceError,
                                   load_mesh_correspondence, save_mesh_correspondence)
 
 PHOTO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "rig_case1" / "sample0_view1.jpg"
@@ -61,9 +61,12 @@ def test_finds_the_face_on_a_real_photo_near_dlib(mediapipe_landmarker):
 
 
 def test_ibug_order_eye_corners_not_swapped(mediapipe_landmarker):
-    lm = mediapipe_landmarker.detect(_photo())[0].landmarks
+    face = mediapipe_landmarker.detect(_photo())[0]
+    lm = face.landmarks
     # iBUG: 36 is the image-left outer eye corner (the subject's right eye), 45 the image-right one
     assert lm[36, 0] < lm[39, 0] < lm[42, 0] < lm[45, 0]
+    # the image-left iris centre (468) sits between 36 and 39, the other (473) between 42 and 45
+    assert lm[36, 0] < face.dense[468, 0] < lm[39, 0] and lm[42, 0] < face.dense[473, 0] < lm[45, 0]
     assert lm[48, 0] < lm[54, 0] and lm[0, 0] < lm[8, 0] < lm[16, 0]
     assert max(lm[36, 1], lm[45, 1]) < lm[30, 1] < lm[62, 1] < lm[8, 1]
 
@@ -87,7 +90,7 @@ def test_correspondence_file_shapes_and_flags():
     assert corr.vertex.shape == corr.sigma.shape == corr.contour.shape == corr.iris.shape == (MESH_POINTS,)
     assert corr.ibug_weights.shape == (68, MESH_POINTS) and (corr.ibug_weights >= 0).all()
     assert corr.n_vertices == 9409 and corr.model == "ict/face"
-    assert corr.iris.sum() == 10 and corr.iris[468:].all()
+    assert corr.iris.sum() == 10 and corr.iris[468:].all() and corr.iris[list(IRIS_CENTRES)].all()
     assert 30 <= corr.contour.sum() <= 45 and not (corr.contour & corr.iris).any()
     # contour points are noisier at a fixed surface point than the tied ones
     assert np.median(corr.sigma[corr.contour]) > 1.3 * np.median(corr.sigma[corr.tied])
