@@ -19,10 +19,13 @@ setup: venv install
 
 venv: $(VENV)/.requirements-installed
 
-$(VENV)/.requirements-installed: requirements_pip.txt
+# requirements_mediapipe.txt goes in without dependencies (see the file: mediapipe's declared ones
+# would put opencv-contrib-python's cv2 over opencv-python's).
+$(VENV)/.requirements-installed: requirements_pip.txt requirements_mediapipe.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -r requirements_pip.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements_mediapipe.txt
 	touch $@
 
 # The project itself, editable (import names core, models, utils from any folder), which also

@@ -84,7 +84,7 @@ def summary(residuals: torch.Tensor, eyes: torch.Tensor) -> dict:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--detector", default="dlib", choices=["dlib", "face_alignment"])
+    p.add_argument("--detector", default="dlib", choices=["dlib", "face_alignment", "mediapipe"])
     p.add_argument("--model-path", type=Path, default=ROOT / "external" / "ICT-FaceKit")
     p.add_argument("--subjects", type=int, default=40, help="subjects the profile is measured on")
     p.add_argument("--holdout", type=int, default=10, help="further subjects for the before / after error")

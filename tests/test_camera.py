@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 
-from core.camera import (WeakPerspective, apply_similarity_2d, axis_angle_to_matrix, euler_to_matrix, invert_similarity_2d, matrix_to_axis_angle, matrix_to_euler, perspective_project, perspective_screen, square_frame, transform_points, weak_perspective_project, weak_perspective_screen)
+from core.camera import (WeakPerspective, apply_similarity_2d, axis_angle_to_matrix, euler_to_matrix,
+                         invert_similarity_2d, matrix_to_axis_angle, matrix_to_euler, perspective_project,
+                         perspective_screen, square_frame, transform_points, weak_perspective_project,
+                         weak_perspective_screen)
 
 
 def _rx(a: float) -> torch.Tensor:

@@ -19,7 +19,8 @@ from pygltflib import GLTF2
 from scipy.spatial.transform import Rotation
 
 from core.rig.rig import Rig, RigFileError
-from utils.export import ExportError, GltfOptions, export_animation, export_files, export_live_link_csv, export_rig
+from utils.export import (ExportError, GltfOptions, export_animation, export_files, export_live_link_csv,
+                          export_rig)
 from utils.export.__main__ import main as cli_main
 from utils.export.arkit import (ARKIT_NAMES, LIVE_LINK_HEADER, arkit_name, live_link_timecode, target_mapping,
                                 to_arkit_weights)

@@ -9,8 +9,8 @@ import pytest
 
 from utils.io.images import ImageArrayError, read_image
 from utils.landmarks.__main__ import main
-from utils.landmarks.detect import (BackendUnavailableError, Face, FaceLandmarker, LandmarkError,
-                                    detect_folder, select_face)
+from utils.landmarks.base import BackendUnavailableError, Face, LandmarkError
+from utils.landmarks.detect import FaceLandmarker, detect_folder, select_face
 from utils.landmarks.drawing import draw_bbox, draw_landmarks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -105,7 +105,7 @@ def test_bad_input_errors(landmarker):
     with pytest.raises(LandmarkError, match="bbox"):
         landmarker.landmarks_in_box(np.zeros((10, 10, 3), np.uint8), (5, 5, 2, 8))
     with pytest.raises(LandmarkError, match="backend: expected"):
-        FaceLandmarker("mediapipe")
+        FaceLandmarker("openface")
     with pytest.raises(LandmarkError, match="detector: expected"):
         FaceLandmarker("dlib", detector="yolo")
 

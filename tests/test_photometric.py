@@ -4,14 +4,8 @@ from __future__ import annotations
 import torch
 
 from core.camera import WeakPerspective
-from core.fitting.photometric import (
-    SubsetBasis,
-    estimate_albedo,
-    estimate_appearance,
-    image_gradients,
-    observe,
-    photometric_block,
-)
+from core.fitting.photometric import (SubsetBasis, estimate_albedo, estimate_appearance, image_gradients,
+                                      observe, photometric_block)
 from core.lighting import sh_shading, shade
 from core.mesh import vertex_normals
 

@@ -7,7 +7,8 @@ import trimesh
 from PIL import Image
 
 from utils.io.images import to_float, to_float_batch, to_uint8
-from utils.visualization import (DETECTED_COLOR, PROJECTED_COLOR, draw_landmark_pair, frame_mesh, image_grid, main, overlay_mesh, render_mesh, side_by_side)
+from utils.visualization import (DETECTED_COLOR, PROJECTED_COLOR, draw_landmark_pair, frame_mesh, image_grid,
+                                 main, overlay_mesh, render_mesh, side_by_side)
 
 SQUARE = np.array([[1.5, 2.5, 5.0], [6.5, 2.5, 5.0], [6.5, 7.5, 5.0], [1.5, 7.5, 5.0]])
 SQUARE_TRIS = np.array([[0, 2, 1], [0, 3, 2]])

@@ -11,8 +11,8 @@ head quaternions), `outputs` (the jobs that check inputs and write files).
 from utils.export.arkit import ARKIT_NAMES, LIVE_LINK_HEADER, arkit_name, target_mapping, to_arkit_weights
 from utils.export.errors import ExportError
 from utils.export.gltf import GltfOptions
-from utils.export.outputs import (FORMATS, animation_keys, export_animation, export_files, export_live_link_csv, export_rig, rig_mesh,
-                                  rig_weights)
+from utils.export.outputs import (FORMATS, animation_keys, export_animation, export_files,
+                                  export_live_link_csv, export_rig, rig_mesh, rig_weights)
 
 __all__ = ["ARKIT_NAMES", "LIVE_LINK_HEADER", "arkit_name", "target_mapping", "to_arkit_weights", "ExportError",
            "GltfOptions", "FORMATS", "animation_keys", "export_animation", "export_files", "export_live_link_csv", "export_rig",

@@ -17,8 +17,8 @@ import numpy as np
 from core.rig.rig import Rig
 from utils.export.arkit import NameStyle, target_mapping, write_live_link_csv
 from utils.export.errors import ExportError
-from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, srgb_to_linear, vertex_normals, write_animation_glb,
-                               write_rig_glb)
+from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, srgb_to_linear, vertex_normals,
+                               write_animation_glb, write_rig_glb)
 from utils.export.motion import head_quaternions, hold_invalid
 from utils.io.tracking import TrackingData, load_tracking
 

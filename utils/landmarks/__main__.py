@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "writes one overlay PNG per image.")
     parser.add_argument("folder", type=Path, help="folder of jpg/png/bmp/webp images")
     parser.add_argument("--out", type=Path, required=True, help="output folder for overlays")
-    parser.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "dlib", "face_alignment", "mediapipe"])
     parser.add_argument("--detector", default="hog", choices=["hog", "cnn"],
                         help="dlib face detector")
     parser.add_argument("--select", default="largest", choices=["largest", "confident", "central"],

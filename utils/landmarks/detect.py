@@ -8,6 +8,9 @@ One interface, `FaceLandmarker(backend=...)`, over two backends:
   release used. Its weights download on first use; where they are not in the torch hub cache and
   downloads are not allowed (environment variable ``INORIG_OFFLINE=1``), constructing it raises
   `BackendUnavailableError`.
+- ``'mediapipe'``: MediaPipe's face detector and 478-point face mesh from the models bundled in
+  the mediapipe wheel (offline, Apache-2.0; `utils.landmarks.mesh`). The 68 points are derived from
+  the mesh by calibrated weights, and ``Face.dense`` holds the mesh itself.
 - ``'auto'``: face_alignment where it can be had, else dlib with one warning.
 
 Landmarks are (68, 2) (x, y) = (column, row) in original-image pixels, pixel centres at integer
@@ -20,83 +23,26 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from utils.io.images import check_image, iter_image_folder
+from utils.landmarks.base import (N_LANDMARKS, OFFLINE_ENV, BackendUnavailableError, Box, Face,
+                                  FaceNotFoundError, LandmarkBackend, LandmarkError, check_box, offline)
 from utils.landmarks.noise import detector_weights
 
 logger = logging.getLogger(__name__)
-
-N_LANDMARKS = 68
-OFFLINE_ENV = "INORIG_OFFLINE"
-Box = tuple[float, float, float, float]
-Backend = Literal["auto", "dlib", "face_alignment"]
+Backend = Literal["auto", "dlib", "face_alignment", "mediapipe"]
 Selection = Literal["largest", "confident", "central"]
 
 # dlib's HOG detector scans an 80x80 window: faces much smaller are missed, much larger cost time.
 _HOG_FACE_PX = 110.0
-
-
-class LandmarkError(ValueError):
-    """Bad input to the landmarker (image, box, option); the message names the argument."""
-
-
-class BackendUnavailableError(LandmarkError):
-    """A landmark backend cannot be constructed here (missing package or model weights)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Face:
-    """One detected face.
-
-    Attributes:
-        bbox: (x0, y0, x1, y1) box the landmarks were predicted in, original-image pixels.
-        landmarks: (68, 2) float64 (x, y) in original-image pixels, iBUG order.
-        confidence: detector score where the backend gives one (dlib HOG: SVM margin, ~0-3;
-            SFD: probability); None when the face was tracked rather than detected.
-    """
-
-    bbox: Box
-    landmarks: np.ndarray
-    confidence: float | None = None
-
-    @property
-    def area(self) -> float:
-        """Box area in pixels^2."""
-        x0, y0, x1, y1 = self.bbox
-        return max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
-
-
-def offline() -> bool:
-    """Whether downloads are forbidden (``INORIG_OFFLINE`` set to 1/true/yes)."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
-
-
-def check_box(box: Sequence[float], name: str = "bbox") -> Box:
-    """Validate an (x0, y0, x1, y1) box with x1 > x0 and y1 > y0."""
-    values = tuple(float(v) for v in box)
-    if len(values) != 4 or not np.isfinite(values).all() or values[2] <= values[0] or \
-            values[3] <= values[1]:
-        raise LandmarkError(f"{name}: expected (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got "
-                            f"{box}")
-    return values  # type: ignore[return-value]
-
-
-class _LandmarkBackend(Protocol):
-    name: str
-
-    def detect_boxes(self, image: np.ndarray, face_px: float | None = None
-                     ) -> list[tuple[Box, float | None]]: ...
-
-    def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray: ...
 
 
 def _resize(image: np.ndarray, scale: float) -> np.ndarray:
@@ -235,20 +181,25 @@ class _FaceAlignmentBackend:
 
 
 def _make_backend(backend: str, device: str | None, detector: str,
-                  detect_max_side: int) -> _LandmarkBackend:
+                  detect_max_side: int) -> LandmarkBackend:
     if detector not in ("hog", "cnn"):
         raise LandmarkError(f"detector: expected 'hog' or 'cnn', got {detector!r}")
     if backend == "dlib":
         return _DlibBackend(detector=detector, detect_max_side=detect_max_side)
     if backend == "face_alignment":
         return _FaceAlignmentBackend(device=device)
+    if backend == "mediapipe":
+        from utils.landmarks.mesh import MediaPipeBackend  # imports mediapipe only now
+
+        return MediaPipeBackend()
     if backend == "auto":
         try:
             return _FaceAlignmentBackend(device=device)
         except BackendUnavailableError as exc:
             warnings.warn(f"{exc} Falling back to backend='dlib'.", stacklevel=3)
             return _DlibBackend(detector=detector, detect_max_side=detect_max_side)
-    raise LandmarkError(f"backend: expected 'auto', 'dlib' or 'face_alignment', got {backend!r}")
+    raise LandmarkError(f"backend: expected 'auto', 'dlib', 'face_alignment' or 'mediapipe', got "
+                        f"{backend!r}")
 
 
 class FaceLandmarker:
@@ -256,7 +207,8 @@ class FaceLandmarker:
 
     Args:
         backend: ``'auto'`` (face_alignment where its weights can be had, else dlib with one
-            warning), ``'dlib'`` or ``'face_alignment'``.
+            warning), ``'dlib'``, ``'face_alignment'`` or ``'mediapipe'`` (also fills
+            ``Face.dense``).
         device: torch device for face_alignment (default: cuda where available, else cpu).
         detector: dlib detector, ``'hog'`` (fast) or ``'cnn'`` (slower, more robust).
         detect_max_side: dlib detects on a copy downscaled to this longest side first and
@@ -276,7 +228,7 @@ class FaceLandmarker:
 
     @property
     def backend(self) -> str:
-        """The backend in use: ``'dlib'`` or ``'face_alignment'``."""
+        """The backend in use: ``'dlib'``, ``'face_alignment'`` or ``'mediapipe'``."""
         return self._backend.name
 
     def landmark_weights(self, landmarks: torch.Tensor) -> torch.Tensor | None:
@@ -312,23 +264,37 @@ class FaceLandmarker:
 
     def landmarks_in_box(self, image_rgb: np.ndarray, bbox: Box,
                          confidence: float | None = None) -> Face:
-        """68 landmarks of the face in ``bbox`` (x0, y0, x1, y1), without detection."""
+        """68 landmarks of the face in ``bbox`` (x0, y0, x1, y1), without detection.
+
+        Raises:
+            FaceNotFoundError: the backend finds no face there (mediapipe only).
+        """
         image = check_image(image_rgb)
         box = check_box(bbox)
-        points = self._backend.landmarks(image, box)
+        dense = None
+        if hasattr(self._backend, "landmarks_dense"):
+            points, dense = self._backend.landmarks_dense(image, box)
+        else:
+            points = self._backend.landmarks(image, box)
         if points.shape != (N_LANDMARKS, 2):
             raise LandmarkError(f"backend {self.backend}: expected ({N_LANDMARKS}, 2) landmarks, "
                                 f"got {points.shape}")
-        return Face(bbox=box, landmarks=points, confidence=confidence)
+        return Face(bbox=box, landmarks=points, confidence=confidence, dense=dense)
 
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
         """Every face of an (H, W, 3) uint8 RGB image with its landmarks, largest first.
 
-        An image without a face gives an empty list.
+        An image without a face gives an empty list; a detection the landmark stage rejects
+        (`FaceNotFoundError`) is left out.
         """
         image = check_image(image_rgb)
-        return [self.landmarks_in_box(image, box, score)
-                for box, score in self.detect_boxes(image)]
+        faces = []
+        for box, score in self.detect_boxes(image):
+            try:
+                faces.append(self.landmarks_in_box(image, box, score))
+            except FaceNotFoundError as exc:
+                logger.debug("%s", exc)
+        return faces
 
 
 def select_face(faces: Sequence[Face], image_shape: tuple[int, ...],
@@ -376,4 +342,3 @@ def detect_folder(folder: str | Path, landmarker: FaceLandmarker,
                         tuple(round(v, 1) for v in face.bbox))
         result.faces.append((item.path, item.image, face))
     return result
-

@@ -57,19 +57,21 @@ def noise_path(detector: str) -> Path:
     return NET_WEIGHTS_DIR / f"landmark_noise_{detector}.npz"
 
 
-def landmark_spread(residuals: Tensor, eye_distance: Tensor) -> Tensor:
+def landmark_spread(residuals: Tensor, eye_distance: Tensor, points: int = 68) -> Tensor:
     """Robust per-point standard deviation of detection errors, in eye distances.
 
     Per point and axis: 1.4826 x the median absolute deviation from the median (the standard
     deviation for Gaussian errors, unmoved by a minority of wild detections); the two axes are
-    combined as their root mean square (the per-axis sigma of an isotropic error).
+    combined as their root mean square (the per-axis sigma of an isotropic error). ``points``
+    is the detector's point count (68 for iBUG; 478 for MediaPipe's mesh).
 
     Shape:
-        residuals (N, 68, 2) detected minus true, pixels; eye_distance (N,) pixels -> (68,).
+        residuals (N, P, 2) detected minus true, pixels; eye_distance (N,) pixels -> (P,),
+        P = ``points``.
     """
     n = residuals.shape[0]
-    if residuals.shape != (n, 68, 2) or eye_distance.shape != (n,) or n < 2:
-        raise ValueError(f"landmark_spread: expected residuals (N, 68, 2) and eye_distance (N,) with "
+    if residuals.shape != (n, points, 2) or eye_distance.shape != (n,) or n < 2:
+        raise ValueError(f"landmark_spread: expected residuals (N, {points}, 2) and eye_distance (N,) with "
                          f"N >= 2, got {tuple(residuals.shape)} and {tuple(eye_distance.shape)}")
     rel = residuals / eye_distance[:, None, None]
     mad = (rel - rel.median(0).values).abs().median(0).values  # (68, 2)

@@ -25,7 +25,8 @@ import numpy as np
 
 from utils.io.images import check_image
 from utils.io.video import VideoReader
-from utils.landmarks.detect import Box, Face, FaceLandmarker
+from utils.landmarks.base import Box, Face, FaceNotFoundError
+from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import OneEuroFilter, OneEuroParams
 
 __all__ = ["TrackedFace", "box_iou", "FaceTracker", "VideoFrame", "LandmarkStream", "track_video"]
@@ -150,9 +151,12 @@ class FaceTracker:
         face = None
         if box is not None:
             start = time.perf_counter()
-            face = self.landmarker.landmarks_in_box(image, box)
+            try:
+                face = self.landmarker.landmarks_in_box(image, box)
+            except FaceNotFoundError:  # a backend that checks (mediapipe): lost
+                face = None
             landmark_s = time.perf_counter() - start
-            if not self._fits(face.landmarks, box, image.shape):
+            if face is not None and not self._fits(face.landmarks, box, image.shape):
                 face = None
         return face, detect_s, landmark_s, flow_s
 
@@ -175,7 +179,10 @@ class FaceTracker:
             return TrackedFace(None, True, detect_s, landmark_s, flow_s)
         box, score = found[0]
         start = time.perf_counter()
-        face = self.landmarker.landmarks_in_box(image, box, score)
+        try:
+            face = self.landmarker.landmarks_in_box(image, box, score)
+        except FaceNotFoundError:
+            return TrackedFace(None, True, detect_s, landmark_s + time.perf_counter() - start, flow_s)
         landmark_s += time.perf_counter() - start
         self._set_fit(box, face.landmarks)
         self._box, self._landmarks, self._gray = face.bbox, face.landmarks, gray

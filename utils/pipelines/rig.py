@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig, RigBuildResult
-from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceLandmarker, detect_folder
+from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
 
 logger = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.camera import euler_to_matrix, transform_points, weak_perspective_screen
+from core.camera import WeakPerspective, euler_to_matrix, transform_points, weak_perspective_screen
 from core.face_model.model import MorphableModel
 from core.lighting import shade
 from core.mesh import vertex_normals
@@ -165,6 +165,12 @@ class SyntheticSubject:
     @property
     def n_images(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def pose(self) -> WeakPerspective:
+        """The images' head poses (batch M) in crop pixels."""
+        return WeakPerspective(torch.from_numpy(self.rotation), torch.from_numpy(self.scale),
+                               torch.from_numpy(self.trans2d))
 
 
 def _seed_list(seed: Seed) -> List[int]:
