@@ -25,7 +25,7 @@ import torch
 from core.checks import check_batch, check_shape
 
 __all__ = [
-    "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle",
+    "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle", "matrix_to_quaternion",
     "transform_points", "weak_perspective_screen", "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
     "invert_similarity_2d", "square_frame", "WeakPerspective",
@@ -108,15 +108,18 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
     return eye + a[:, None, None] * K + b[:, None, None] * (K @ K)
 
 
-def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
-    """Axis-angle vectors (angle in [0, pi]) of rotation matrices; inverse of the above.
+def matrix_to_quaternion(R: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions ``(w, x, y, z)`` with ``w >= 0`` of rotation matrices.
 
-    Goes through a unit quaternion (largest-component branch, stable at every angle,
-    including pi).
+    Largest-component branch: stable at every angle, including pi.
 
     Shape:
         - R: (B, 3, 3)
-        - output: (B, 3)
+        - output: (B, 4)
+
+    Example:
+        >>> matrix_to_quaternion(euler_to_matrix(torch.tensor([[0.0, 0.0, torch.pi / 2]])))
+        tensor([[0.7071, 0.0000, 0.0000, 0.7071]])
     """
     check_shape("R", R, (None, 3, 3))
     m = R
@@ -139,7 +142,19 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
         torch.stack([s10, a02, a12, d * d], -1),
     ], dim=1)  # (B, 4 branches, 4): each equals 2 d * q
     q = candidates[torch.arange(R.shape[0], device=R.device), best] / (2 * d[:, None])
-    q = torch.where(q[:, :1] < 0, -q, q)  # w >= 0 -> angle in [0, pi]
+    return torch.where(q[:, :1] < 0, -q, q)
+
+
+def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (angle in [0, pi]) of rotation matrices; inverse of the above.
+
+    Goes through the unit quaternion (`matrix_to_quaternion`, ``w >= 0``).
+
+    Shape:
+        - R: (B, 3, 3)
+        - output: (B, 3)
+    """
+    q = matrix_to_quaternion(R)
     w, xyz = q[:, 0], q[:, 1:]
     sin_half = torch.linalg.vector_norm(xyz, dim=-1)
     angle = 2 * torch.atan2(sin_half, w)

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 
 from core.camera import WeakPerspective, euler_to_matrix
-from core.face_model.model import MorphableModel
+from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks, update_contour
-from core.fitting.photometric import SubsetBasis, sample_vertex_subset, sampled_block
+from core.fitting.photometric import sample_vertex_subset, sampled_block
 from core.fitting.residuals import expression_bounds, landmark_block, prior_block
 from core.fitting.solver import SolverConfig, SolveResult, solve
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
@@ -170,7 +170,7 @@ class INORig(nn.Module):
         self.face = face
         self._neighbours: Optional[Tensor] = None
         self.geometry = LandmarkGeometry(face)
-        self.subset = SubsetBasis(face, self.feature_ids.cpu().to(face.device))
+        self.subset = VertexSubset(face, self.feature_ids.cpu().to(face.device))
         self.bounds = expression_bounds(face)
 
     def place(self, device: torch.device | str) -> "INORig":

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, weak_perspective_project
-from core.fitting.photometric import SubsetBasis, photometric_block, sampled_block
+from core.face_model.model import VertexSubset
+from core.fitting.photometric import photometric_block, sampled_block
 from core.fitting.solver import IterationState, block_jacobian
 from core.rig.rig import CorrectiveBasis
 from models.backbone import FeatureExtractor
@@ -226,7 +227,7 @@ def test_rig_decoder_fusion_is_order_free_and_masked():
 def _feature_problem(face, channels: int, seed: int = 7):
     """A double-precision sampled-block problem over 20 vertices: smooth maps and parameters."""
     model = face.double()
-    subset = SubsetBasis(model, torch.arange(0, 9000, 450))
+    subset = VertexSubset(model, torch.arange(0, 9000, 450))
     gen = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     maps = torch.stack([torch.sin(xx / 15 + c) * torch.cos(yy / 17 - c) for c in range(channels)])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from core.camera import WeakPerspective
-from core.fitting.photometric import (SubsetBasis, estimate_albedo, estimate_appearance, image_gradients,
-                                      observe, photometric_block)
+from core.face_model.model import VertexSubset
+from core.fitting.photometric import estimate_albedo, estimate_appearance, image_gradients, observe, photometric_block
 from core.lighting import sh_shading, shade
 from core.mesh import vertex_normals
 
@@ -89,7 +89,7 @@ def test_photometric_jacobians_match_autograd(ict_face):
     """
     model = ict_face.double()
     ids = torch.arange(0, 9000, 450)
-    subset = SubsetBasis(model, ids)
+    subset = VertexSubset(model, ids)
     g = torch.Generator().manual_seed(2)
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     smooth = torch.stack([torch.sin(xx / 9 + c) * torch.cos(yy / 11 - c) for c in (0.0, 1.0, 2.0)])

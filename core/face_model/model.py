@@ -15,6 +15,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["KINDS", "FaceModelError", "MorphableModel", "VertexSubset", "linear_shape", "model_from_arrays"]
+
 KINDS = ("ict", "bfm2009", "face3d")
 
 
@@ -27,6 +29,24 @@ def _as_tensor(x: Optional[np.ndarray], dtype: torch.dtype) -> Optional[torch.Te
         return None
     t = torch.as_tensor(np.asarray(x))
     return t.to(dtype) if t.is_floating_point() else t.long()
+
+
+def linear_shape(neutral: torch.Tensor, *terms: Tuple[Optional[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``neutral + sum_k coeffs_k @ basis_k``: the one evaluation of every linear shape here (face
+    models, their vertex subsets, rigs). Terms whose coefficients are None are skipped.
+
+    Shape:
+        neutral (V, 3); each term (coeffs (B, n_k), basis_k (n_k, 3V)) -> (B, V, 3), in the
+        coefficients' dtype.
+    """
+    present = [(c, b) for c, b in terms if c is not None]
+    if not present:
+        raise ValueError("linear_shape: needs at least one set of coefficients for the batch size")
+    ref = present[0][0]
+    flat = neutral.reshape(1, -1).to(ref.dtype).expand(ref.shape[0], -1)
+    for coeffs, basis in present:
+        flat = flat + coeffs @ basis.to(ref.dtype)
+    return flat.reshape(ref.shape[0], -1, 3)
 
 
 @dataclass
@@ -143,13 +163,7 @@ class MorphableModel:
         identity = self._coefficients(identity, self.n_identity, "identity", None)
         batch = identity.shape[0] if identity is not None else None
         expression = self._coefficients(expression, self.n_expression, "expression", batch)
-        batch = batch if batch is not None else expression.shape[0]
-        flat = self.neutral.reshape(1, -1).expand(batch, -1)
-        if identity is not None:
-            flat = flat + identity @ self._id_flat.T
-        if expression is not None:
-            flat = flat + expression @ self._exp_flat.T
-        return flat.reshape(batch, self.n_vertices, 3)
+        return linear_shape(self.neutral, (identity, self._id_flat.T), (expression, self._exp_flat.T))
 
     def albedo(self, coeffs: Optional[torch.Tensor] = None, batch: int = 1) -> torch.Tensor:
         """Per-vertex albedo in [0, 1] from albedo coefficients ~ N(0, 1).
@@ -279,3 +293,33 @@ def model_from_arrays(a: dict, dtype: torch.dtype = torch.float32) -> MorphableM
         uvs=t("uvs"),
         uv_triangles=t("uv_triangles"),
     )
+
+
+class VertexSubset:
+    """A model restricted to some of its vertices, evaluated without the rest of the mesh (the
+    landmark fit's few dozen vertices, the photometric and feature-metric terms' samples).
+
+    Shape: vertex_ids (M,); neutral (M, 3); identity_basis (M, 3, n_id); expression_basis
+    (M, 3, n_exp) (the layout per-point Jacobians take).
+    """
+
+    def __init__(self, model: MorphableModel, vertex_ids: torch.Tensor) -> None:
+        self.vertex_ids = vertex_ids.long()
+        self.n_identity, self.n_expression = model.n_identity, model.n_expression
+        self.neutral = model.neutral[self.vertex_ids]
+        self.identity_basis = model.identity_basis[:, self.vertex_ids].permute(1, 2, 0).contiguous()
+        self.expression_basis = model.expression_basis[:, self.vertex_ids].permute(1, 2, 0).contiguous()
+        self._id_flat = self.identity_basis.reshape(-1, self.n_identity)
+        self._exp_flat = self.expression_basis.reshape(-1, self.n_expression)
+
+    def points(self, identity: Optional[torch.Tensor], expression: Optional[torch.Tensor]) -> torch.Tensor:
+        """Positions of the subset's vertices (mm); None coefficients are zeros.
+
+        Shape:
+            identity (B, n_id) or None, expression (B, n_exp) or None -> (B, M, 3).
+        """
+        for name, coeffs, n in (("identity", identity, self.n_identity), ("expression", expression,
+                                                                          self.n_expression)):
+            if coeffs is not None and (coeffs.dim() != 2 or coeffs.shape[1] != n):
+                raise ValueError(f"{name}: expected shape (B, {n}), got {tuple(coeffs.shape)}")
+        return linear_shape(self.neutral, (identity, self._id_flat.T), (expression, self._exp_flat.T))

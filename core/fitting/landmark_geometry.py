@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from core.camera import euler_to_matrix
-from core.face_model.model import MorphableModel
+from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.variables import (CAMERA_VARIABLES, EXPRESSION, IDENTITY, ROTATION, CameraKind,
                                     camera_project, check_camera_kind)
 
@@ -60,15 +60,13 @@ class LandmarkGeometry:
         jaw = {s: v.long() for s, v in jaw.items() if v is not None and v.numel() >= 2}
         ids = torch.cat([model.landmark_indices.long(), *jaw.values()])
         self.vertex_ids, inverse = torch.unique(ids, return_inverse=True)
+        self.subset = VertexSubset(model, self.vertex_ids)
         self.n_identity, self.n_expression = model.n_identity, model.n_expression
         self.expression_range = model.expression_range
-        self.neutral = model.neutral[self.vertex_ids]  # (K, 3)
-        # (K*3, n) flat bases for `points`, and (K, 3, n) for per-landmark Jacobians.
-        self.identity_basis = model.identity_basis[:, self.vertex_ids].permute(1, 2, 0).contiguous()
-        self.expression_basis = (model.expression_basis[:, self.vertex_ids].permute(1, 2, 0)
-                                 .contiguous())
-        self._id_flat = self.identity_basis.reshape(-1, self.n_identity)
-        self._exp_flat = self.expression_basis.reshape(-1, self.n_expression)
+        self.neutral = self.subset.neutral  # (K, 3)
+        # (K, 3, n) bases for per-landmark Jacobians.
+        self.identity_basis = self.subset.identity_basis
+        self.expression_basis = self.subset.expression_basis
         self.default_indices = inverse[:68]
         contour, jaw_pairs, jaw_weights, sides = [], [], [], []
         offset = 68
@@ -107,17 +105,9 @@ class LandmarkGeometry:
             - expression: (B, n_expression) or None (zeros)
             - output: (B, K, 3)
         """
-        ref = identity if identity is not None else expression
-        if ref is None:
+        if identity is None and expression is None:
             raise ValueError("points: needs identity or expression coefficients for the batch size")
-        flat = self.neutral.reshape(1, -1).to(ref.dtype).expand(ref.shape[0], -1)
-        if identity is not None:
-            _check_coeffs("identity", identity, self.n_identity)
-            flat = flat + identity @ self._id_flat.T.to(ref.dtype)
-        if expression is not None:
-            _check_coeffs("expression", expression, self.n_expression)
-            flat = flat + expression @ self._exp_flat.T.to(ref.dtype)
-        return flat.reshape(ref.shape[0], -1, 3)
+        return self.subset.points(identity, expression)
 
 
 def _jaw_point(heights: Tensor, y: float) -> Tuple[Tuple[int, int], Tuple[float, float]]:
@@ -130,10 +120,6 @@ def _jaw_point(heights: Tensor, y: float) -> Tuple[Tuple[int, int], Tuple[float,
     nearest = int((heights - y).abs().argmin())
     return (nearest, nearest), (1.0, 0.0)
 
-
-def _check_coeffs(name: str, x: Tensor, n: int) -> None:
-    if x.dim() != 2 or x.shape[1] != n:
-        raise ValueError(f"{name}: expected shape (B, {n}), got {tuple(x.shape)}")
 
 
 def landmark_points(points: Tensor, correspondence: Correspondence) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.func import jvp, vmap
 
 from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_jacobian, weak_perspective_project
-from core.face_model.model import MorphableModel
+from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.solver import ResidualBlock, Weight
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, flatten_groups
 from core.lighting import sh_shading, solve_sh
@@ -27,7 +27,7 @@ from core.render.visibility import vertex_visibility
 from core.sampling import sample_points
 
 __all__ = ["SKIN_PRIOR", "Observation", "observe", "grazing_weight", "estimate_albedo", "estimate_appearance",
-           "image_gradients", "SubsetBasis", "photometric_block", "sampled_block"]
+           "image_gradients", "photometric_block", "sampled_block"]
 
 # Mean skin albedo used as the prior where a model has no albedo basis (linear RGB-ish, [0, 1]).
 SKIN_PRIOR = (0.62, 0.45, 0.38)
@@ -187,26 +187,7 @@ def image_gradients(images: Tensor, blur_sigma: float = 1.0) -> Tuple[Tensor, Te
     return blurred, torch.stack([du, dv], dim=2)
 
 
-class SubsetBasis:
-    """A model's neutral and bases restricted to some vertices, for residuals over those only.
-
-    Shape: neutral (M, 3); identity_basis (M, 3, n_id); expression_basis (M, 3, n_exp).
-    """
-
-    def __init__(self, model: MorphableModel, vertex_ids: Tensor) -> None:
-        ids = vertex_ids.long()
-        self.vertex_ids = ids
-        self.neutral = model.neutral[ids]
-        self.identity_basis = model.identity_basis[:, ids].permute(1, 2, 0).contiguous()
-        self.expression_basis = model.expression_basis[:, ids].permute(1, 2, 0).contiguous()
-
-    def points(self, identity: Tensor, expression: Tensor) -> Tensor:
-        """Shape: identity (n, n_id), expression (n, n_exp) -> (n, M, 3)."""
-        return (self.neutral + torch.einsum("mck,nk->nmc", self.identity_basis, identity)
-                + torch.einsum("mck,nk->nmc", self.expression_basis, expression))
-
-
-def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weights: Tensor, *,
+def photometric_block(subset: VertexSubset, images: Tensor, targets: Tensor, weights: Tensor, *,
                       weight: Weight = 1.0, huber: Optional[float] = 0.1, blur_sigma: float = 1.0,
                       name: str = "photometric") -> ResidualBlock:
     """Per-group photometric residuals ``sqrt(w) * (I(project(X_m)) - target_m)`` per channel.
@@ -223,7 +204,7 @@ def photometric_block(subset: SubsetBasis, images: Tensor, targets: Tensor, weig
                          blur_sigma=blur_sigma, name=name)
 
 
-def sampled_block(subset: SubsetBasis, maps: Tensor, targets: Tensor, weights: Tensor, *,
+def sampled_block(subset: VertexSubset, maps: Tensor, targets: Tensor, weights: Tensor, *,
                   weight: Weight = 1.0, huber: Optional[float] = None, blur_sigma: float = 1.0,
                   uv_scale: float = 1.0, uv_offset: float = 0.0,
                   name: str = "sampled") -> ResidualBlock:

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 
-from core.face_model.model import MorphableModel
+from core.face_model.model import MorphableModel, linear_shape
 from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
@@ -143,8 +143,8 @@ class Rig:
         """
         if expression.ndim != 2 or expression.shape[1] != self.n_expression:
             raise ValueError(f"expression must be (B, {self.n_expression}), got {tuple(expression.shape)}")
-        flat = expression.to(self.blendshapes.dtype) @ self.blendshapes.reshape(self.n_expression, -1)
-        return self.neutral.unsqueeze(0) + flat.reshape(-1, self.n_vertices, 3)
+        return linear_shape(self.neutral, (expression.to(self.blendshapes.dtype),
+                                           self.blendshapes.reshape(self.n_expression, -1)))
 
     def as_model(self, template: MorphableModel) -> MorphableModel:
         """The rig presented as a morphable model, so that the model fitters can drive it.

@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
+import torch
 from pygltflib import (ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, FLOAT, GLTF2, SCALAR, UNSIGNED_INT, UNSIGNED_SHORT,
                        VEC3, VEC4, Accessor, AccessorSparseIndices, AccessorSparseValues, Animation,
                        AnimationChannel, AnimationChannelTarget, AnimationSampler, Asset, Attributes, Buffer,
                        BufferView, Material, Mesh, Node, PbrMetallicRoughness, Primitive, Scene, Sparse)
+
+from core.mesh import vertex_normals as mesh_normals
 
 logger = logging.getLogger(__name__)
 
@@ -74,20 +77,17 @@ def srgb_to_linear(c: np.ndarray) -> np.ndarray:
 
 
 def vertex_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals; +z for vertices no triangle uses (or of zero area).
+    """Area-weighted unit vertex normals (`core.mesh.vertex_normals`); +z for vertices no triangle
+    uses (or of zero area), since glTF wants unit normals everywhere.
 
     Shape:
         positions (V, 3), triangles (F, 3) -> (V, 3) float32.
     """
-    p = np.asarray(positions, np.float64)
-    t = np.asarray(triangles, np.int64)
-    face = np.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]])  # length = 2 * area
-    normals = np.zeros_like(p)
-    for corner in range(3):
-        np.add.at(normals, t[:, corner], face)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    out = np.where(length > 1e-20, normals / np.maximum(length, 1e-300), np.array([0.0, 0.0, 1.0]))
-    return out.astype(np.float32)
+    p = torch.as_tensor(np.asarray(positions, np.float64))[None]
+    n = mesh_normals(p, torch.as_tensor(np.asarray(triangles, np.int64)))[0].numpy()
+    unused = np.linalg.norm(n, axis=1) < 0.5
+    n[unused] = (0.0, 0.0, 1.0)
+    return n.astype(np.float32)
 
 
 class _Binary:

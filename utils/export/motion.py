@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from core.camera import euler_to_matrix
+from core.camera import matrix_to_quaternion as quaternion_wxyz
 from utils.export.errors import ExportError
 from utils.io.tracking import TrackingData
 
@@ -83,7 +84,8 @@ def hold_invalid(tracking: TrackingData) -> HeldMotion:
 
 
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """Unit quaternions ``(x, y, z, w)`` (glTF's order) of rotation matrices.
+    """Unit quaternions ``(x, y, z, w)`` (glTF's order) of rotation matrices
+    (`core.camera.matrix_to_quaternion`, reordered).
 
     Shape:
         R (N, 3, 3) -> (N, 4) float64.
@@ -91,19 +93,8 @@ def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     R = np.asarray(R, np.float64)
     if R.ndim != 3 or R.shape[1:] != (3, 3):
         raise ValueError(f"R must be (N, 3, 3), got {R.shape}")
-    m = R
-    diag = np.stack([1 + m[:, 0, 0] + m[:, 1, 1] + m[:, 2, 2], 1 + m[:, 0, 0] - m[:, 1, 1] - m[:, 2, 2],
-                     1 - m[:, 0, 0] + m[:, 1, 1] - m[:, 2, 2], 1 - m[:, 0, 0] - m[:, 1, 1] + m[:, 2, 2]], axis=1)
-    case = np.argmax(diag, axis=1)  # the largest component is computed from the diagonal: stable
-    big = 0.5 * np.sqrt(np.maximum(diag[np.arange(len(m)), case], 1e-300))
-    d = 0.25 / big
-    w_ = np.array([big, (m[:, 2, 1] - m[:, 1, 2]) * d, (m[:, 0, 2] - m[:, 2, 0]) * d, (m[:, 1, 0] - m[:, 0, 1]) * d])
-    x_ = np.array([(m[:, 2, 1] - m[:, 1, 2]) * d, big, (m[:, 0, 1] + m[:, 1, 0]) * d, (m[:, 0, 2] + m[:, 2, 0]) * d])
-    y_ = np.array([(m[:, 0, 2] - m[:, 2, 0]) * d, (m[:, 0, 1] + m[:, 1, 0]) * d, big, (m[:, 1, 2] + m[:, 2, 1]) * d])
-    z_ = np.array([(m[:, 1, 0] - m[:, 0, 1]) * d, (m[:, 0, 2] + m[:, 2, 0]) * d, (m[:, 1, 2] + m[:, 2, 1]) * d, big])
-    cols = np.arange(len(m))
-    q = np.stack([x_[case, cols], y_[case, cols], z_[case, cols], w_[case, cols]], axis=1)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
+    q = quaternion_wxyz(torch.from_numpy(R)).numpy()
+    return q[:, [1, 2, 3, 0]] / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 def continuous_quaternions(q: np.ndarray) -> np.ndarray:
