@@ -6,11 +6,13 @@ counter-clockwise seen from outside (docs/conventions.md).
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 
 from core.checks import check_shape, check_triangles
 
-__all__ = ["vertex_normals", "face_normals", "vertex_neighbours"]
+__all__ = ["vertex_normals", "face_normals", "vertex_neighbours", "subset_index", "triangles_within"]
 
 
 def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
@@ -62,3 +64,30 @@ def vertex_neighbours(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
     table = torch.full((n_vertices, max(width, 1)), -1, dtype=torch.long)
     table[edges[:, 0], slot] = edges[:, 1]
     return table
+
+
+def subset_index(vertex_ids: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """Position of each of ``n_vertices`` vertices in the subset ``vertex_ids``, -1 outside it.
+
+    Shape:
+        vertex_ids (M,) -> (n_vertices,) int64.
+    """
+    index = torch.full((n_vertices,), -1, dtype=torch.long)
+    index[vertex_ids.long()] = torch.arange(len(vertex_ids))
+    return index
+
+
+def triangles_within(triangles: torch.Tensor, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The triangles whose three corners lie in a vertex subset (``index`` from `subset_index`).
+
+    Shape:
+        triangles (F, 3) -> corners renumbered into the subset (T, 3), kept triangles (F,) bool.
+
+    Example:
+        >>> tris = torch.tensor([[0, 1, 2], [1, 2, 3]])
+        >>> triangles_within(tris, subset_index(torch.tensor([1, 2, 3]), 4))
+        (tensor([[0, 1, 2]]), tensor([False,  True]))
+    """
+    renumbered = index[triangles.long()]
+    keep = (renumbered >= 0).all(dim=1)
+    return renumbered[keep], keep

@@ -5,7 +5,8 @@ import torch
 
 from core.camera import WeakPerspective
 from core.face_model.model import VertexSubset
-from core.fitting.photometric import estimate_albedo, estimate_appearance, image_gradients, observe, photometric_block
+from core.fitting.photometric import (estimate_albedo, estimate_appearance, image_gradients, observe,
+                                      photometric_block)
 from core.lighting import sh_shading, shade
 from core.mesh import vertex_normals
 

@@ -12,8 +12,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 import scipy.io
+import torch
 
 from core.face_model.model import FaceModelError
+from core.mesh import subset_index, triangles_within
 
 BFM_UM_TO_MM = 1e-3
 
@@ -103,10 +105,8 @@ def _outward(triangles: np.ndarray, vertices: np.ndarray) -> np.ndarray:
 
 
 def _triangles_inside(triangles: np.ndarray, ids: np.ndarray, n_full: int) -> np.ndarray:
-    remap = np.full(n_full, -1, dtype=np.int64)
-    remap[ids] = np.arange(len(ids))
-    t = remap[triangles]
-    return t[(t >= 0).all(axis=1)]
+    index = subset_index(torch.from_numpy(np.asarray(ids, np.int64)), n_full)
+    return triangles_within(torch.from_numpy(np.asarray(triangles, np.int64)), index)[0].numpy()
 
 
 def _bfm_landmarks(folder: Path, n_vertices: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from core.mesh import subset_index, triangles_within
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["KINDS", "FaceModelError", "MorphableModel", "VertexSubset", "linear_shape", "model_from_arrays"]
@@ -212,15 +214,13 @@ class MorphableModel:
             ids = torch.as_tensor(name_or_ids, dtype=torch.long)
             label = f"subset{len(ids)}"
         ids = torch.unique(ids.long())
-        remap = torch.full((self.n_vertices,), -1, dtype=torch.long)
-        remap[ids] = torch.arange(len(ids))
+        remap = subset_index(ids, self.n_vertices)
 
         def reindex(vids: torch.Tensor) -> torch.Tensor:
             out = remap[vids]
             return out[out >= 0]
 
-        tri_new = remap[self.triangles]
-        keep = (tri_new >= 0).all(dim=1)
+        tri_new, keep = triangles_within(self.triangles, remap)
         landmarks = None
         if self.landmark_indices is not None:
             landmarks = remap[self.landmark_indices]
@@ -235,7 +235,7 @@ class MorphableModel:
             expression_std=self.expression_std,
             expression_names=list(self.expression_names),
             expression_range=self.expression_range,
-            triangles=tri_new[keep],
+            triangles=tri_new,
             landmark_indices=landmarks,
             jawline_candidates={k: reindex(v) for k, v in self.jawline_candidates.items()},
             regions={k: reindex(v) for k, v in self.regions.items()},

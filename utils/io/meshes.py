@@ -17,6 +17,8 @@ import torch
 import trimesh
 from PIL import Image
 
+from core.face_model.obj import read_obj
+
 __all__ = ["Mesh", "TexturedMesh", "MeshIOError", "save_mesh", "load_mesh",
            "save_textured_obj", "load_textured_obj"]
 
@@ -176,45 +178,23 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
 def load_textured_obj(path: str | Path) -> TexturedMesh:
     """Read an OBJ with ``f v/vt`` faces (as ``save_textured_obj`` writes) and its texture.
 
-    Polygons with more than three corners are fanned into triangles. The texture is the
-    ``map_Kd`` image of the first material library, or None.
+    Parsed by the project's one OBJ reader (`core.face_model.obj.read_obj`); polygons with more
+    than three corners are fanned into triangles. The texture is the ``map_Kd`` image of the
+    material library, or None.
     """
     path = Path(path)
     if not path.is_file():
         raise MeshIOError(f"{path}: no such OBJ file")
-    verts, tex_coords, tris, uv_tris, mtllib = [], [], [], [], None
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            if parts[0] == "v":
-                verts.append([float(p) for p in parts[1:4]])
-            elif parts[0] == "vt":
-                tex_coords.append([float(p) for p in parts[1:3]])
-            elif parts[0] == "f":
-                corners = [c.split("/") for c in parts[1:]]
-                v_ids = [int(c[0]) - 1 for c in corners]
-                t_ids = [int(c[1]) - 1 for c in corners]
-                for k in range(1, len(corners) - 1):
-                    tris.append([v_ids[0], v_ids[k], v_ids[k + 1]])
-                    uv_tris.append([t_ids[0], t_ids[k], t_ids[k + 1]])
-            elif parts[0] == "mtllib" and mtllib is None:
-                mtllib = path.parent / " ".join(parts[1:])
-        except (ValueError, IndexError) as err:
-            raise MeshIOError(f"{path}:{number}: cannot parse {line!r} (faces need v/vt "
-                              f"indices): {err}") from err
+    obj = read_obj(path, error=MeshIOError)
+    if obj["ft"] is None:
+        raise MeshIOError(f"{path}: faces need v/vt indices (texture coordinates) for a textured mesh")
     texture = None
+    mtllib = None if obj["mtllib"] is None else path.parent / obj["mtllib"]
     if mtllib is not None and mtllib.is_file():
         for line in mtllib.read_text().splitlines():
             if line.startswith("map_Kd"):
-                texture = np.asarray(Image.open(mtllib.parent / line.split(None, 1)[1].strip())
-                                     .convert("RGB"))
+                texture = np.asarray(Image.open(mtllib.parent / line.split(None, 1)[1].strip()).convert("RGB"))
                 break
-    mesh = TexturedMesh(np.asarray(verts, dtype=np.float64).reshape(-1, 3),
-                        np.asarray(tris, dtype=np.int64).reshape(-1, 3),
-                        np.asarray(tex_coords, dtype=np.float64).reshape(-1, 2),
-                        np.asarray(uv_tris, dtype=np.int64).reshape(-1, 3), texture)
-    _check_indices(f"{path}: faces", mesh.triangles, len(mesh.vertices))
+    mesh = TexturedMesh(obj["v"], obj["f"].reshape(-1, 3), obj["vt"].reshape(-1, 2), obj["ft"].reshape(-1, 3), texture)
     _check_indices(f"{path}: face texture indices", mesh.uv_triangles, len(mesh.uvs))
     return mesh

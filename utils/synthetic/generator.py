@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from core.camera import WeakPerspective, euler_to_matrix, transform_points, weak_perspective_screen
 from core.face_model.model import MorphableModel
 from core.lighting import shade
-from core.mesh import vertex_normals
+from core.mesh import subset_index, triangles_within, vertex_normals
 from core.render.rasterize import Fragments, rasterize
 from core.render.shade import render_vertex_colors
 from core.render.visibility import vertex_visibility
@@ -191,17 +191,12 @@ def _region_ids(model: MorphableModel, names: Sequence[str]) -> Optional[torch.T
     return torch.unique(torch.cat(parts)) if parts else None
 
 
-def _triangles_within(triangles: torch.Tensor, ids: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    inside = torch.zeros(n_vertices, dtype=torch.bool)
-    inside[ids] = True
-    return triangles[inside[triangles].all(dim=1)]
-
-
 def region_triangles(model: MorphableModel, names: Sequence[str]) -> torch.Tensor:
     """The model's triangles whose vertices all lie in the named regions (all triangles when
     the model has none of them)."""
     ids = _region_ids(model, names)
-    return model.triangles if ids is None else _triangles_within(model.triangles, ids, model.n_vertices)
+    return model.triangles if ids is None else \
+        model.triangles[triangles_within(model.triangles, subset_index(ids, model.n_vertices))[1]]
 
 
 def crop_camera(landmarks_3d: torch.Tensor, R: torch.Tensor, size: int, crop_scale: float = 1.2,
@@ -345,13 +340,12 @@ class SyntheticGenerator:
         self._triangles, self._see_through = triangles[~see], triangles[see]
         gt_ids = _region_ids(self.model, [config.gt_region] if config.gt_region else [])
         self._gt_ids = torch.arange(n) if gt_ids is None else gt_ids
-        remap = torch.full((n,), -1, dtype=torch.long)
-        remap[self._gt_ids] = torch.arange(len(self._gt_ids))
+        remap = subset_index(self._gt_ids, n)
         self._gt_landmarks = remap[self.model.landmark_indices]
         if (self._gt_landmarks < 0).any():
             raise ValueError(f"config.gt_region {config.gt_region!r} does not contain the 68 "
                              f"landmark vertices of {model.name}")
-        self._gt_triangles = remap[_triangles_within(self.model.triangles, self._gt_ids, n)]
+        self._gt_triangles = triangles_within(self.model.triangles, remap)[0]
         self._albedo_sampler = None if self.model.albedo_mean is not None else \
             SkinAlbedoSampler(self.model)
 
