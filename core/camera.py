@@ -28,7 +28,7 @@ __all__ = [
     "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle", "matrix_to_quaternion",
     "transform_points", "weak_perspective_screen", "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
-    "invert_similarity_2d", "square_frame", "WeakPerspective",
+    "invert_similarity_2d", "square_box", "square_frame", "WeakPerspective",
 ]
 
 _EPS = 1e-8
@@ -346,17 +346,31 @@ def square_frame(points: torch.Tensor, grow: float = 1.2, size: float = 256.0
         >>> step, offset
         (tensor([1.]), tensor([[10.5000, -4.5000]]))
     """
+    if size < 1:
+        raise ValueError(f"size: expected size >= 1, got {size}")
+    centre, side = square_box(points, grow)
+    step = side / size
+    offset = centre - side[:, None] / 2 + 0.5 * step[:, None]
+    return step, offset
+
+
+def square_box(points: torch.Tensor, grow: float = 1.2) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Centre and side of the square around 2D points: the bounding box's centre, ``grow`` times its
+    longer side (`square_frame` maps it onto a frame of pixels).
+
+    Shape:
+        - points: (B, N, 2), N >= 2
+        - output: centre (B, 2), side (B,)
+    """
     if points.ndim != 3 or points.shape[-1] != 2 or points.shape[1] < 2:
         raise ValueError(f"points: expected shape (B, N >= 2, 2), got {tuple(points.shape)}")
-    if grow <= 0 or size < 1:
-        raise ValueError(f"grow, size: expected grow > 0 and size >= 1, got {grow}, {size}")
+    if grow <= 0:
+        raise ValueError(f"grow: expected grow > 0, got {grow}")
     lo, hi = points.amin(dim=1), points.amax(dim=1)
     side = (hi - lo).amax(dim=-1) * grow
     if not bool(torch.isfinite(side).all()) or bool((side <= 0).any()):
         raise ValueError("points: all points coincide (or are not finite); no frame size")
-    step = side / size
-    offset = (lo + hi) / 2 - side[:, None] / 2 + 0.5 * step[:, None]
-    return step, offset
+    return (lo + hi) / 2, side
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import numpy as np
 
 from core.face_model.model import FaceModelError
 
-
 __all__ = ["read_obj"]
 
 

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.camera import WeakPerspective, euler_to_matrix, transform_points, weak_perspective_screen
+from core.camera import (WeakPerspective, euler_to_matrix, square_box, transform_points,
+                         weak_perspective_screen)
 from core.face_model.model import MorphableModel
 from core.lighting import shade
 from core.mesh import subset_index, triangles_within, vertex_normals
@@ -222,9 +223,7 @@ def crop_camera(landmarks_3d: torch.Tensor, R: torch.Tensor, size: int, crop_sca
         raise ValueError(f"landmarks_3d: expected shape (B, N, 3), got {tuple(landmarks_3d.shape)}")
     rotated = transform_points(landmarks_3d, R)
     uv = torch.stack([rotated[..., 0], -rotated[..., 1]], dim=-1)       # at scale 1, no shift
-    low, high = uv.min(dim=1).values, uv.max(dim=1).values
-    side = (high - low).max(dim=1).values * crop_scale
-    centre = 0.5 * (low + high)
+    centre, side = square_box(uv, crop_scale)  # the crops' square (`core.camera.square_frame`)
     if jitter is None:
         jitter = torch.zeros(len(uv), 3, dtype=uv.dtype)
     scale = size / side * (1.0 + jitter[:, 0])
