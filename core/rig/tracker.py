@@ -170,10 +170,16 @@ class RigTracker:
         template: the face model region the rig was built on (landmarks, jawlines, regions).
         config: see `TrackerConfig`.
 
-    Example:
-        >>> tracker = RigTracker(rig, face_model)  # doctest: +SKIP
-        >>> for frame in track_video("clip.mp4"):  # doctest: +SKIP
-        ...     result = tracker.step(frame.landmarks, frame.image)
+    Example (a video's frames come from `utils.landmarks.tracking.track_video`):
+        >>> from core.face_model import load_face_model
+        >>> face = load_face_model("ict", "external/ICT-FaceKit").region("face")
+        >>> rig = Rig.from_model(face, torch.zeros(face.n_identity))
+        >>> tracker = RigTracker(rig, face, TrackerConfig(lighting=False))
+        >>> turned = WeakPerspective(torch.tensor([[0.0, 0.3, 0.0]]), torch.tensor([2.0]), torch.tensor([[256.0, 256.0]]))
+        >>> landmarks = turned.project(rig.neutral[None, face.landmark_indices])[0]  # (68, 2) pixels
+        >>> track = tracker.step(landmarks)
+        >>> track.detected, round(float(track.rotation[1]), 1), round(float(track.scale), 1)
+        (True, 0.3, 2.0)
     """
 
     def __init__(self, rig: Rig, template: MorphableModel, config: TrackerConfig = TrackerConfig()) -> None:

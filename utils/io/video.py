@@ -40,9 +40,17 @@ class VideoReader:
     (after the frames that could be read have been yielded).
 
     Example:
-        >>> with VideoReader("clip.mp4") as video:  # doctest: +SKIP
-        ...     print(video.info.fps, video.info.width, video.info.height)
-        ...     for frame in video: ...
+        >>> import tempfile
+        >>> from utils.io.video_writer import VideoWriter
+        >>> path = Path(tempfile.mkdtemp()) / "clip.mp4"
+        >>> with VideoWriter(path, fps=25) as writer:
+        ...     for k in range(3):
+        ...         writer.write(np.full((48, 64, 3), 60 * k, np.uint8))
+        >>> with VideoReader(path) as video:
+        ...     print(video.info.fps, video.info.width, video.info.height, video.info.frame_count)
+        ...     print([int(frame.mean().round(-1)) for frame in video])
+        25.0 64 48 3
+        [0, 60, 120]
     """
 
     def __init__(self, path: str | Path) -> None:

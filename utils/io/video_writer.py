@@ -44,9 +44,12 @@ class VideoWriter:
         quality: H.264 constant rate factor (lower = better; 18 is visually lossless-ish).
 
     Example:
-        >>> with VideoWriter("out.mp4", fps=25) as writer:  # doctest: +SKIP
-        ...     for frame in frames:
-        ...         writer.write(frame)
+        >>> import tempfile
+        >>> with VideoWriter(Path(tempfile.mkdtemp()) / "out.mp4", fps=25) as writer:
+        ...     for k in range(4):
+        ...         writer.write(np.zeros((48, 64, 3), np.uint8))
+        >>> writer.frames
+        4
     """
 
     def __init__(self, path: Union[str, Path], fps: float, codec: str = "auto", quality: int = 20) -> None:

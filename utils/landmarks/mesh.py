@@ -225,11 +225,10 @@ class MediaPipeMesh:
         crop_size: side of that crop after resampling, pixels (384 with the 2x margin: the face
             at about the mesh model's 192 px input).
 
-    Example:
+    Example (``detect`` returns the faces largest first, each with ``dense`` (478, 2) points):
         >>> mesh = MediaPipeMesh()
-        >>> faces = mesh.detect(image_rgb)           # [MeshFace], largest first
-        >>> faces[0].dense.shape
-        (478, 2)
+        >>> mesh.detect(np.zeros((128, 128, 3), np.uint8))
+        []
     """
 
     def __init__(self, detectors: Sequence[str] = ("full", "short"), min_score: float = 0.5,

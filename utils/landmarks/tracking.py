@@ -278,10 +278,16 @@ def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | N
         VideoReadError: unreadable video (at once), or truncated/corrupt (after the frames that
             could be read).
 
-    Example:
-        >>> with VideoReader("clip.mp4") as video:  # doctest: +SKIP
-        ...     print(video.info.fps, video.info.width, video.info.height)
-        ...     tracks = [frame.landmarks for frame in track_video(video)]
+    Example (a clip without a face: every frame flagged):
+        >>> import tempfile
+        >>> from utils.io.video_writer import VideoWriter
+        >>> path = Path(tempfile.mkdtemp()) / "clip.mp4"
+        >>> with VideoWriter(path, fps=25) as writer:
+        ...     for k in range(3):
+        ...         writer.write(np.full((120, 160, 3), 90, np.uint8))
+        >>> with VideoReader(path) as video:
+        ...     [frame.landmarks for frame in track_video(video)]
+        [None, None, None]
     """
     stream = LandmarkStream(landmarker or FaceLandmarker("dlib"), filter_params=filter_params,
                             verify_every=verify_every)

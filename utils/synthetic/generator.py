@@ -318,8 +318,11 @@ class SyntheticGenerator:
         config: sampling and rendering settings.
 
     Example:
+        >>> from core.face_model import load_face_model
         >>> generator = SyntheticGenerator(load_face_model("ict", "external/ICT-FaceKit"))
-        >>> subject = generator.subject(8, seed=0)
+        >>> subject = generator.subject(2, seed=0)
+        >>> subject.images.shape, subject.landmarks.shape
+        ((2, 256, 256, 3), (2, 68, 2))
     """
 
     def __init__(self, model: MorphableModel, config: SyntheticConfig = SyntheticConfig()) -> None:
