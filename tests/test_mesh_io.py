@@ -93,3 +93,11 @@ def test_bad_input_names_the_problem(tmp_path):
     bad.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     with pytest.raises(MeshIOError, match=r"bad.obj: faces need v/vt indices"):
         load_textured_obj(bad)
+
+
+def test_obj_files_state_their_units_and_axes(tmp_path):
+    """A tool that assumes metres must be told: the first line of every OBJ names the units."""
+    path = save_mesh(tmp_path / "m.obj", np.random.default_rng(0).random((4, 3)), np.array([[0, 1, 2], [0, 2, 3]]))
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# INORig-open") and "millimetres" in first and "+y up" in first
+    assert load_mesh(path).vertices.shape == (4, 3)

@@ -134,3 +134,14 @@ def test_rig_npz_round_trip_and_errors(ict_face, tmp_path):
         Rig.load(tmp_path / "nope.npz")
     with pytest.raises(ValueError, match=r"expression must be \(B, 53\)"):
         rig.vertices(torch.zeros(2, 52))
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert int(arrays["format_version"]) == 2 and "millimetres" in str(arrays["units"])
+    old = tmp_path / "v1.npz"  # as 0.6 wrote it: version 1, no units or conventions
+    np.savez(old, **{k: v for k, v in arrays.items() if k not in ("units", "conventions", "format_version")},
+             **{"format_version": np.array(1)})
+    torch.testing.assert_close(Rig.load(old).neutral, rig.neutral)
+    newer = tmp_path / "v9.npz"
+    np.savez(newer, **{**arrays, "format_version": np.array(9)})
+    with pytest.raises(RigFileError, match="v9.npz has format_version 9"):
+        Rig.load(newer)

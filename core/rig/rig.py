@@ -28,7 +28,14 @@ from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
 
-RIG_FORMAT_VERSION = 1
+#: ``rig.npz`` format: 1 (0.6 and earlier) and 2 (adds ``units`` and ``conventions``) both load.
+RIG_FORMAT_VERSION = 2
+_RIG_UNITS = ("neutral, blendshapes: millimetres (blendshapes per unit expression weight); albedo: "
+              "linear-ish RGB in [0, 1] per vertex; triangles, vertex_ids: 0-based indices (vertex_ids into "
+              "the face model the rig was built on)")
+_RIG_CONVENTIONS = ("object space: right-handed, +y up, +z out of the face towards the viewer, +x to the "
+                    "subject's left; triangles counter-clockwise seen from outside; a mesh is neutral + "
+                    "sum_k weight_k * blendshapes[k] (docs/conventions.md)")
 
 
 class RigFileError(ValueError):
@@ -173,11 +180,14 @@ class Rig:
 
     # ------------------------------------------------------------- files
     def save(self, path: Union[str, Path]) -> Path:
-        """Write ``rig.npz`` (keys documented in README.md); returns the path."""
+        """Write ``rig.npz`` (format `RIG_FORMAT_VERSION`, keys documented in README.md, with its
+        units and conventions); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             "format_version": np.array(RIG_FORMAT_VERSION),
+            "units": np.array(_RIG_UNITS),
+            "conventions": np.array(_RIG_CONVENTIONS),
             "neutral": self.neutral.detach().cpu().numpy().astype(np.float32),
             "blendshapes": self.blendshapes.detach().cpu().numpy().astype(np.float32),
             "albedo": self.albedo.detach().cpu().numpy().astype(np.float32),
@@ -209,6 +219,10 @@ class Rig:
             raise
         except Exception as err:  # zip / pickle / header errors of a corrupt file
             raise RigFileError(f"rig file {path} is corrupt or not an .npz file ({err})") from err
+        version = int(a["format_version"]) if "format_version" in a else 1
+        if version > RIG_FORMAT_VERSION:
+            raise RigFileError(f"rig file {path} has format_version {version}; this release reads up to "
+                               f"{RIG_FORMAT_VERSION} (written by a newer version?)")
         v = a["neutral"].shape[0] if a["neutral"].ndim == 2 else -1
         k = len(a["expression_names"])
         if a["neutral"].shape != (v, 3) or a["blendshapes"].shape != (k, v, 3) or a["albedo"].shape != (v, 3):

@@ -17,12 +17,18 @@ import torch
 import trimesh
 from PIL import Image
 
+from core import __version__
 from core.face_model.obj import read_obj
 
 __all__ = ["Mesh", "TexturedMesh", "MeshIOError", "save_mesh", "load_mesh",
            "save_textured_obj", "load_textured_obj"]
 
 _MESH_EXTENSIONS = (".obj", ".ply")
+#: The comment at the top of every OBJ the project writes: a tool that assumes metres would
+#: otherwise make a 276 m head.
+OBJ_HEADER = (f"INORig-open {__version__}: units millimetres (scale by 0.001 for metres); axes right-handed, "
+              "+y up, +z out of the face towards the viewer, +x to the subject's left; vertices in the face "
+              "model's order (index by model vertex id)")
 
 
 class MeshIOError(ValueError):
@@ -107,7 +113,10 @@ def save_mesh(path: str | Path, vertices: np.ndarray | torch.Tensor,
     vertex_colors = None if colors is None else _colors_uint8(colors, len(verts))
     mesh = trimesh.Trimesh(verts, tris, vertex_colors=vertex_colors, process=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(path)
+    if path.suffix.lower() == ".obj":
+        mesh.export(path, header=OBJ_HEADER)
+    else:
+        mesh.export(path)
     return path
 
 
@@ -157,7 +166,7 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
     _check_indices("triangles", tris, len(verts))
     _check_indices("uv_triangles", uv_tris, len(tex_coords))
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# written by utils/mesh_io.py: per-corner vt indices, vertex order kept"]
+    lines = [f"# {OBJ_HEADER}", "# per-corner vt indices (OBJ's v up)"]
     if texture is not None:
         tex = np.asarray(texture)
         if tex.ndim != 3 or tex.shape[2] != 3 or tex.dtype != np.uint8:
