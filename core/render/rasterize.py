@@ -1,16 +1,17 @@
-"""Z-buffer rasterization into fragments, vertex visibility, and shaders that consume fragments.
+"""Z-buffer rasterization into fragments (per pixel: triangle id, barycentrics, depth).
 
-Two small parts, as in PyTorch3D: ``rasterize`` finds, per pixel centre, the nearest triangle
-(larger depth is nearer, docs/conventions.md) and returns ``Fragments``; the shaders turn
-fragments into images. The triangle search is a discrete z-buffer (Cython kernel
-``core.render._rasterize``, or its NumPy twin when the extension is not built, with identical results).
-When the vertices require grad, barycentric coordinates and depth are recomputed in torch from
-the triangle ids, so they are differentiable with respect to the vertex positions (not across
-triangle boundaries).
+Two small parts, as in PyTorch3D: `rasterize` finds, per pixel centre, the nearest triangle
+(larger depth is nearer, docs/conventions.md) and returns `Fragments`; the shaders of
+`core.render.shade` turn fragments into images. The triangle search is a discrete z-buffer
+(Cython kernel ``core.render._rasterize``, or its NumPy twin when the extension is not built, with
+identical results; tests compare both with a per-pixel exact-arithmetic reference). When the
+vertices require grad, barycentric coordinates and depth are recomputed in torch from the triangle
+ids, so they are differentiable with respect to the vertex positions (not across triangle
+boundaries).
 
-Screen vertices are ``(u, v, depth)`` as ``core.camera.weak_perspective_screen`` /
-``perspective_screen`` return them. Barycentrics are screen-space (exact for weak perspective).
-Rendered images are ``(B, C, H, W)`` float tensors, as networks take images.
+Screen vertices are ``(u, v, depth)`` as `core.camera.WeakPerspective.screen` /
+`core.camera.perspective_screen` return them. Barycentrics are screen-space (exact for weak
+perspective).
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Files in and out: images, meshes, videos (read and written streaming), ``tracking.npz``."""

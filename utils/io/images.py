@@ -3,6 +3,9 @@
 EXIF orientation is applied (phones store portrait photos as rotated landscape pixels plus a tag),
 so landmarks are found on the image as a person sees it. A file that cannot be decoded gives an
 `ImageReadError` naming it; reading a folder reports such files one by one and goes on.
+
+In memory an image is an (H, W, 3) uint8 RGB array (`check_image`); networks and renderers take
+(B, 3, H, W) float tensors in [0, 1] (`to_float_batch`, `to_float`, and back with `to_uint8`).
 """
 from __future__ import annotations
 
