@@ -391,44 +391,101 @@ def print_tables(cases: Dict[str, Path], sides: Sequence[str], runs: Dict[Tuple[
                                         for w, b in identity.values()) + " |")
 
 
+def _with_interpreter_options(command: List[str], options: Sequence[str], work: Path) -> List[str]:
+    """``command`` (python, then a script or ``-c CODE``) with ``options`` for the interpreter; a
+    ``-c`` program is written to a file first (``-m cProfile`` cannot take ``-c``)."""
+    rest = command[1:]
+    if rest[0] == "-c":
+        script = work / "our_side.py"
+        script.write_text(rest[1])
+        rest = [str(script), *rest[2:]]
+    return [command[0], *options, *rest]
+
+
+def import_costs(log: str) -> Tuple[Dict[str, float], Dict[str, Tuple[float, int]]]:
+    """From ``-X importtime`` output: cumulative seconds of each top-level import, and per root
+    package (``torch``, ``core``, ...) the seconds of its modules' own code and their number."""
+    top: Dict[str, float] = {}
+    packages: Dict[str, Tuple[float, int]] = {}
+    for line in log.splitlines():
+        # "import time: self [us] | cumulative | imported package", nesting by two-space indents
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        own, cumulative, name = line[len("import time:"):].split("|")
+        module = name.strip()
+        if not name.startswith("  "):
+            top[module] = top.get(module, 0.0) + int(cumulative) / 1e6
+        root = module.split(".")[0]
+        seconds, count = packages.get(root, (0.0, 0))
+        packages[root] = (seconds + int(own) / 1e6, count + 1)
+    return top, packages
+
+
 def profile(args: argparse.Namespace) -> None:
-    """Our side once on rig_case1 (or ``--profile-folder``) with ``-X importtime``: the run's own
-    stages, interpreter start-up, and the slowest top-level imports."""
+    """Our side on rig_case1 (or ``--profile-folder``): one run with ``-X importtime`` (the run's
+    own stages, interpreter start-up, the slowest top-level imports), one under cProfile (the
+    functions that take the time)."""
+    import pstats
+
     folder = args.profile_folder or SHARED / "rig_case1"
     work = Path(tempfile.mkdtemp(prefix="bench_eos_profile_"))
     try:
-        command = our_command(folder, work / "out")
-        command.insert(1, "-X")
-        command.insert(2, "importtime")
-        load = load_average()
-        wall, stdout = run_timed(command, work / "importtime.log")
-        reported = next((json.loads(line[len(TIMINGS_TAG):]) for line in stdout.splitlines()
-                         if line.startswith(TIMINGS_TAG)), None)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare_start = time.perf_counter() - start
-        print(f"\n### Our whole process on {folder.name} (-X importtime adds a little; load average {load:.2f})\n")
+        load = load_average()
+        wall, stdout = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"], work),
+                                 work / "importtime.log")
+        reported = next((json.loads(line[len(TIMINGS_TAG):]) for line in stdout.splitlines()
+                         if line.startswith(TIMINGS_TAG)), None)
+        print(f"\n### Our whole process on {folder.name} (with -X importtime; load average {load:.2f})\n")
         print("| stage | s |")
         print("|---|---|")
-        print(f"| bare interpreter start-up and exit (`python -c pass`, separate run) | {bare_start:.2f} |")
+        print(f"| (bare interpreter start-up and exit, `python -c pass`, separate run) | {bare_start:.2f} |")
         if reported is not None:
             for name, seconds in reported["timings"].items():
                 print(f"| {name} | {seconds:.2f} |")
             print(f"| not timed by the run (interpreter start-up, exit) | {wall - reported['total']:.2f} |")
         print(f"| **wall time** | **{wall:.2f}** |")
-        # -X importtime lines: "import time: self [us] | cumulative | imported package" (nesting by indent)
-        top: Dict[str, int] = {}
-        for line in (work / "importtime.log").read_text().splitlines():
-            if not line.startswith("import time:") or "cumulative" in line:
-                continue
-            _, cumulative, name = line[len("import time:"):].split("|")
-            if not name.startswith("  "):  # top level: imported by our code directly
-                top[name.strip()] = top.get(name.strip(), 0) + int(cumulative)
-        print(f"\n### Slowest top-level imports (cumulative, -X importtime; {args.top} of {len(top)})\n")
+        top, packages = import_costs((work / "importtime.log").read_text())
+        print(f"\n### Import time by package (-X importtime: own module code of all its modules; total "
+              f"{sum(t for t, _ in packages.values()):.2f} s)\n")
+        print("| package | s | modules |")
+        print("|---|---|---|")
+        for name, (seconds, count) in sorted(packages.items(), key=lambda kv: -kv[1][0])[:args.top]:
+            print(f"| {name} | {seconds:.2f} | {count} |")
+        print("\nTop-level imports (an import started outside any other; lazy imports inside the run show "
+              "here too), cumulative:\n")
         print("| module | s |")
         print("|---|---|")
-        for name, us in sorted(top.items(), key=lambda kv: -kv[1])[:args.top]:
-            print(f"| {name} | {us / 1e6:.2f} |")
+        for name, seconds in sorted(top.items(), key=lambda kv: -kv[1])[:args.top]:
+            print(f"| {name} | {seconds:.2f} |")
+
+        if args.no_cprofile:
+            return
+        shutil.rmtree(work / "out", ignore_errors=True)
+        stats_file = work / "our_side.prof"
+        load = load_average()
+        wall, _ = run_timed(_with_interpreter_options(our_command(folder, work / "out"),
+                                                      ["-m", "cProfile", "-o", str(stats_file)], work),
+                            work / "cprofile.log")
+        stats = pstats.Stats(str(stats_file))
+        rows = []
+        for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+            where = Path(filename)
+            label = f"{where.relative_to(ROOT)}:{line} {name}" if where.is_relative_to(ROOT) else f"{where.name}:{line} {name}"
+            rows.append((label, calls, tottime, cumtime, where.is_relative_to(ROOT)))
+        print(f"\n### Under cProfile (wall {wall:.1f} s, profiler overhead included; load average {load:.2f})\n")
+        print(f"Project functions by cumulative time (top {args.top}):\n")
+        print("| function | calls | cumulative (s) | own (s) |")
+        print("|---|---|---|---|")
+        for label, calls, tottime, cumtime, _ in sorted((r for r in rows if r[4]), key=lambda r: -r[3])[:args.top]:
+            print(f"| {label} | {calls} | {cumtime:.2f} | {tottime:.2f} |")
+        print(f"\nAll functions by own time (top {args.top}):\n")
+        print("| function | calls | own (s) | cumulative (s) |")
+        print("|---|---|---|---|")
+        for label, calls, tottime, cumtime, _ in sorted(rows, key=lambda r: -r[2])[:args.top]:
+            print(f"| {label} | {calls} | {tottime:.2f} | {cumtime:.2f} |")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -445,7 +502,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (frames, logs, eos JSON)")
     parser.add_argument("--profile", action="store_true", help="profile our side's whole process instead")
     parser.add_argument("--profile-folder", type=Path, default=None, help="photos for --profile (default rig_case1)")
-    parser.add_argument("--top", type=int, default=12, help="imports listed by --profile")
+    parser.add_argument("--top", type=int, default=15, help="rows of each --profile listing")
+    parser.add_argument("--no-cprofile", action="store_true", help="--profile without its cProfile run")
     args = parser.parse_args(argv)
     if args.profile:
         profile(args)
