@@ -52,7 +52,7 @@ UNMAPPED_STANDINS = {60: 48, 64: 54}
 
 
 def image_files(inputs: Sequence[Path]) -> List[Path]:
-    """Image files of ``inputs``: each folder's images (name order), then the files given."""
+    """Image files of ``inputs`` in the order given: a folder's images in name order, a file as it is."""
     files: List[Path] = []
     for item in inputs:
         if item.is_dir():
