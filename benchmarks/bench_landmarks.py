@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from utils.io.video import VideoReader  # noqa: E402
 from utils.landmarks.detect import FaceLandmarker  # noqa: E402

@@ -18,7 +18,7 @@ stays within ``--still`` (2 %) of the eye distance over +-4 frames; jitter = RMS
 of frames with a face and time per frame.
 
 Usage:
-    python benchmarks/bench_mediapipe.py [--subjects 20] [--images 8] [--video-frames 300]
+    python -m benchmarks.bench_mediapipe [--subjects 20] [--images 8] [--video-frames 300]
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import torch  # noqa: E402
 from scipy.optimize import lsq_linear  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from core.camera import euler_to_matrix  # noqa: E402
 from core.face_model.load import load_face_model  # noqa: E402

@@ -26,7 +26,6 @@ from typing import Callable, Dict, List
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from core.face_model.load import load_face_model  # noqa: E402
 from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks, init_pose_weak  # noqa: E402

@@ -14,7 +14,7 @@ repository (``INORIG_EXPORT_TOOLS`` names another one)::
 Usage (project venv)::
 
     python -m utils.export out/rig/rig.npz --tracking out/videos/tracking.npz --out out/export
-    python benchmarks/check_exports.py out/export/rig.glb out/export/animation.glb \
+    python -m benchmarks.check_exports out/export/rig.glb out/export/animation.glb \
         [--rig out/rig/rig.npz --tracking out/videos/tracking.npz] [--names arkit] [--json report.json]
 
 (a) the validator's errors / warnings for both files; (b) Blender (run in its own venv as a
@@ -41,7 +41,6 @@ from typing import Dict, Optional
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 logger = logging.getLogger("check_exports")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -489,8 +488,7 @@ def test_ict_eye_blink_left_closes_the_faces_own_left_eye(ict_face, tmp_path):
 
 # ------------------------------------------------------------------ real clients (Blender, Khronos validator)
 def _client_tools():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    import check_exports
+    from benchmarks import check_exports
 
     tools = check_exports.Tools.find()
     missing = tools.missing()

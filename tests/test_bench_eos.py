@@ -1,0 +1,58 @@
+"""The eos benchmark's own pieces that run without eos: its dlib detection matches the project's
+(so both sides of benchmarks/bench_eos.py fit the same landmarks), and its parsers and measures."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_eos import import_costs, landmark_errors
+from benchmarks.eos_fit import DlibLandmarker, image_files
+from tests.conftest import shared_path
+
+
+def test_detection_matches_project_landmarker() -> None:
+    """eos_fit's copy of the detection rule gives the project's dlib landmarks exactly, on small
+    photos (upsampled 2x) and on a larger frame (downscaled first pass)."""
+    pytest.importorskip("dlib")
+    from utils.io.images import read_image
+    from utils.landmarks.detect import FaceLandmarker
+
+    files = image_files([shared_path("real", "rig_case1")])[:3]
+    ours, theirs = FaceLandmarker("dlib"), DlibLandmarker()
+    images = [read_image(f) for f in files]
+    big = np.ascontiguousarray(np.kron(images[0], np.ones((2, 2, 1), dtype=np.uint8)))  # 512 px: the 384 px pass
+    for image in [*images, big]:
+        expected = ours.detect(image)[0]
+        box, landmarks = theirs.detect(image)
+        np.testing.assert_allclose(box, expected.bbox)
+        np.testing.assert_array_equal(landmarks, expected.landmarks)
+
+
+def test_detection_scales() -> None:
+    """The project's scale rule: 2x up to 320 px, a 384 px pass first above that."""
+    assert DlibLandmarker.scales(256) == [2.0]
+    assert DlibLandmarker.scales(384) == [1.0]
+    assert DlibLandmarker.scales(768) == [0.5, 1.0]
+
+
+def test_landmark_errors_normalised_by_eye_corners() -> None:
+    detected = np.zeros((68, 2))
+    detected[36], detected[45] = (0.0, 0.0), (100.0, 0.0)
+    fitted = detected + np.array([3.0, 4.0])  # 5 px everywhere
+    errors = landmark_errors({"a": fitted, "b": fitted}, {"a": detected})
+    assert list(errors) == ["a"]
+    np.testing.assert_allclose(errors["a"], 0.05)
+
+
+def test_import_costs() -> None:
+    log = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:       100 |        100 |     torch._C",
+        "import time:      2000 |       2100 |   torch",
+        "import time:       500 |       2600 | core.model",
+        "import time:       300 |        300 | torch._dynamo",
+    ])
+    top, packages = import_costs(log)
+    assert top == pytest.approx({"core.model": 0.0026, "torch._dynamo": 0.0003})
+    assert packages["torch"] == pytest.approx((0.0024, 3))
+    assert packages["core"] == pytest.approx((0.0005, 1))
