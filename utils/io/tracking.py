@@ -189,11 +189,14 @@ class TrackingRecorder:
 
     Rows go to one raw file per array in a scratch folder (so memory stays flat however long the
     video); `save` gathers them into the npz (numpy writes memory-mapped arrays in chunks) and
-    removes the scratch folder.
+    removes the scratch folder. Where any frame has a gaze (`FrameTrack.gaze`, from iris points),
+    the file also holds ``gaze_left`` / ``gaze_right`` (N, 2) eye ``(yaw, pitch)`` radians in the
+    convention `load_tracking` documents, NaN on the frames without one.
     """
 
     _ROWS = {"expression": None, "rotation": (3,), "scale": (), "trans2d": (2,), "sh": (9, 3),
-             "landmarks_2d": (68, 2), "landmarks_detected": (68, 2), "detected": (), "valid": (), "error": ()}
+             "landmarks_2d": (68, 2), "landmarks_detected": (68, 2), "detected": (), "valid": (), "error": (),
+             "gaze": (2, 2)}
 
     def __init__(self, n_expression: int) -> None:
         self.shapes = {k: ((n_expression,) if v is None else v) for k, v in self._ROWS.items()}
@@ -201,6 +204,7 @@ class TrackingRecorder:
         self._scratch = Path(tempfile.mkdtemp(prefix="inorig_tracking_"))
         self._files = {k: open(self._scratch / f"{k}.bin", "wb") for k in self._ROWS}
         self.frames = 0
+        self.gazed = 0
 
     def add(self, track: FrameTrack) -> None:
         """Append one frame (NaN where a value does not exist: no lighting, no landmarks)."""
@@ -208,8 +212,9 @@ class TrackingRecorder:
             "expression": track.expression, "rotation": track.rotation, "scale": track.scale,
             "trans2d": track.trans2d, "sh": track.sh, "landmarks_2d": track.landmarks_2d,
             "landmarks_detected": track.landmarks, "detected": track.detected, "valid": track.valid,
-            "error": track.error,
+            "error": track.error, "gaze": getattr(track, "gaze", None),
         }
+        self.gazed += int(values["gaze"] is not None)
         for k, v in values.items():
             row = np.full(self.shapes[k], np.nan, self.dtypes[k]) if v is None else \
                 np.asarray(v.numpy() if isinstance(v, torch.Tensor) else v, dtype=self.dtypes[k])
@@ -226,6 +231,10 @@ class TrackingRecorder:
         n = self.frames
         arrays = {k: (np.memmap(self._scratch / f"{k}.bin", dtype=self.dtypes[k], mode="r", shape=(n, *shape))
                       if n else np.zeros((0, *shape), self.dtypes[k])) for k, shape in self.shapes.items()}
+        gaze = arrays.pop("gaze")
+        if self.gazed:  # eyes (left, right) -> the reader's gaze_left / gaze_right rows
+            arrays["gaze_left"], arrays["gaze_right"] = np.array(gaze[:, 0]), np.array(gaze[:, 1])
+        del gaze
         rotation = torch.from_numpy(np.array(arrays["rotation"]))
         rig = {} if model is None else {"model": np.array(model)}
         if n_vertices is not None:
@@ -236,7 +245,9 @@ class TrackingRecorder:
                  camera=np.array("weak_perspective: u = scale * (R X).x + tx, v = -scale * (R X).y + ty"),
                  units=np.array("rotation: Euler (pitch, yaw, roll) radians, R = Rz Ry Rx; scale: pixels per mm; "
                                 "trans2d, landmarks: pixels of the video frame (pixel centres at integers); "
-                                "sh: camera-space SH lighting (9 x RGB); error: fraction of the eye distance"))
+                                "sh: camera-space SH lighting (9 x RGB); error: fraction of the eye distance; "
+                                "gaze_left, gaze_right: eye (yaw, pitch) radians, yaw + towards the face's left "
+                                "(+x), pitch + down, NaN where not tracked"))
         del arrays
         shutil.rmtree(self._scratch, ignore_errors=True)
         return path

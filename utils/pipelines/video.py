@@ -37,7 +37,7 @@ from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
 from core.rig.retarget import expression_map, face_window, frontal_pose, render_rig
 from core.rig.rig import Rig
-from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
+from core.rig.tracker import DenseTies, FrameTrack, RigTracker, TrackerConfig
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.images import to_uint8
 from utils.io.tracking import TrackingRecorder
@@ -45,6 +45,7 @@ from utils.io.video import VideoInfo, VideoReader, VideoReadError
 from utils.io.video_writer import VideoWriter
 from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import OneEuroParams
+from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.visualization import overlay_mesh
@@ -80,17 +81,19 @@ class TrackingRun:
 
 
 class _LandmarkLog:
-    """Per-frame (68, 2) landmarks in a scratch file (NaN rows: no face), read back by frame number."""
+    """Per-frame (P, 2) points (68 landmarks, or a dense mesh) in a scratch file (NaN rows: no face),
+    read back by frame number."""
 
-    def __init__(self) -> None:
+    def __init__(self, points: int = 68) -> None:
         self._folder = Path(tempfile.mkdtemp(prefix="inorig_landmarks_"))
         self._path = self._folder / "landmarks.bin"
         self._file = open(self._path, "wb")
         self._rows: Optional[np.ndarray] = None
+        self.points = points
         self.count = 0
 
     def append(self, landmarks: Optional[np.ndarray]) -> None:
-        row = np.full((68, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        row = np.full((self.points, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
         self._file.write(np.ascontiguousarray(row).tobytes())
         self.count += 1
 
@@ -98,7 +101,7 @@ class _LandmarkLog:
         """No more rows: map the file for reading."""
         self._file.close()
         if self.count:
-            self._rows = np.memmap(self._path, dtype=np.float64, mode="r", shape=(self.count, 68, 2))
+            self._rows = np.memmap(self._path, dtype=np.float64, mode="r", shape=(self.count, self.points, 2))
 
     def __getitem__(self, index: int) -> Optional[np.ndarray]:
         if self._rows is None or index >= self.count:
@@ -124,6 +127,8 @@ class VideoScan:
         candidates: (yaw proxy, frame number, crop) of the frames kept for the source rig.
         timings: ``decoding`` and ``landmarks`` seconds.
         error: the read error of a truncated or corrupt video (frames before it are kept), or None.
+        dense: per frame the dense mesh points (backend 'mediapipe': (478, 2), ``dense[i]``) or
+            None; None when the backend has no mesh.
     """
 
     path: Path
@@ -133,10 +138,13 @@ class VideoScan:
     candidates: List[Tuple[float, int, FaceCrop]]
     timings: Dict[str, float]
     error: Optional[str] = None
+    dense: Optional[_LandmarkLog] = None
 
     def close(self) -> None:
-        """Remove the scratch file of the landmarks."""
+        """Remove the scratch files of the landmarks."""
         self.landmarks.close()
+        if self.dense is not None:
+            self.dense.close()
 
     def __enter__(self) -> "VideoScan":
         return self
@@ -181,6 +189,7 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
         raise ValueError(f"source_frames: expected at least one frame, got {source_frames!r}")
     stream = LandmarkStream(landmarker, filter_params=landmark_filter)
     log = _LandmarkLog()
+    dense_log = _LandmarkLog(MESH_POINTS) if landmarker.backend == "mediapipe" else None
     candidates: List[Tuple[float, int, FaceCrop]] = []
     timings = {"decoding": 0.0, "landmarks": 0.0}
     error = None
@@ -196,6 +205,8 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
                 timings["decoding"] += start - clock
                 frame = stream(index, image, index / info.fps, keep_image=False)
                 log.append(frame.landmarks)
+                if dense_log is not None:
+                    dense_log.append(None if frame.landmarks is None else frame.face.dense)
                 keep = index in explicit if explicit is not None else index % every == 0
                 if keep and frame.landmarks is not None:
                     candidates.append((yaw_proxy(frame.landmarks), index, crop_face(image, frame.landmarks)))
@@ -208,9 +219,11 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
             error = str(err)
             logger.warning("%s (using the %d frames read before it)", err, index)
     log.finish()
+    if dense_log is not None:
+        dense_log.finish()
     if stream.missing:
         logger.warning("%s: no face found on %d of %d frames", video, stream.missing, index)
-    return VideoScan(Path(video), info, index, log, candidates, timings, error)
+    return VideoScan(Path(video), info, index, log, candidates, timings, error, dense_log)
 
 
 def _choose(scan: VideoScan, source_frames: Union[int, Sequence[int]]) -> List[Tuple[float, int, FaceCrop]]:
@@ -294,12 +307,22 @@ class _Retargeter:
         return to_uint8(image[0])
 
 
+def _calibrate_rest(tracker: RigTracker, scan: VideoScan, count: int) -> None:
+    """The tracker's rest face from ``count`` scanned frames with a face, spread over the video."""
+    found = [i for i in range(scan.frames) if scan.landmarks[i] is not None]
+    if not found:
+        return
+    pick = [found[int(k)] for k in np.unique(np.linspace(0, len(found) - 1, min(count, len(found))).round())]
+    dense = None if scan.dense is None else [scan.dense[i] for i in pick]
+    tracker.calibrate_rest([scan.landmarks[i] for i in pick], dense)
+
+
 def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, template: MorphableModel,
                        target: Rig, landmarker: Optional[FaceLandmarker] = None, *,
                        scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-                       pose: PoseMode = "source", light: LightMode = "source") -> TrackingRun:
+                       pose: PoseMode = "source", light: LightMode = "source", rest_frames: int = 240) -> TrackingRun:
     """Track ``video`` with the source rig and drive the target rig; write ``out_dir/videos/*``.
 
     Args:
@@ -313,6 +336,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         tracker_config: see `TrackerConfig`.
         landmark_filter: One Euro filter of the landmarks computed here (None: raw).
         pose, light: the retargeted render's head pose and lighting, the source frame's or frontal.
+        rest_frames: frames of the scan, spread over the video, on which the tracker calibrates the
+            person's rest face (`RigTracker.calibrate_rest`; 0 or no scan: none).
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is reported in ``error``).
@@ -322,7 +347,11 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         raise ValueError("track_and_retarget: needs the video's scan or a landmarker")
     run = TrackingRun()
     videos = Path(out_dir) / "videos"
-    tracker = RigTracker(source, template, tracker_config)
+    with_dense = (scan.dense is not None) if scan is not None else (landmarker.backend == "mediapipe")
+    ties = DenseTies.from_correspondence(load_mesh_correspondence()) if with_dense else None
+    tracker = RigTracker(source, template, tracker_config, dense=ties)
+    if scan is not None and rest_frames > 0:
+        _calibrate_rest(tracker, scan, rest_frames)
     recorder = TrackingRecorder(source.n_expression)
     reader = VideoReader(video)
     info = reader.info
@@ -341,15 +370,18 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                 break
             start = time.perf_counter()
             run.add_time("decoding", start - clock)
+            dense = None
             if index < scanned:
                 landmarks = scan.landmarks[index]
+                dense = None if scan.dense is None else scan.dense[index]
             elif stream is not None:
-                landmarks = stream(index, image, index / info.fps, keep_image=False).landmarks
+                frame = stream(index, image, index / info.fps, keep_image=False)
+                landmarks, dense = frame.landmarks, (None if frame.face is None else frame.face.dense)
                 run.add_time("landmarks", time.perf_counter() - start)
             else:
                 break  # the scan ended at a read error; without a landmarker nothing more to track
             start = time.perf_counter()
-            track = tracker.step(landmarks, image)
+            track = tracker.step(landmarks, image, dense=dense)
             run.add_time("tracking (fit + lighting)", time.perf_counter() - start)
             recorder.add(track)
             run.frames += 1

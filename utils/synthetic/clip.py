@@ -47,7 +47,8 @@ class ClipTruth:
     ``expression`` (T, K); ``rotation`` (T, 3) Euler (pitch, yaw, roll) radians; ``scale`` (T,) pixels per
     mm; ``trans2d`` (T, 2) pixels; ``sh`` (9, 3) (one light for the clip); ``landmarks``
     (T, 68, 2) projected model landmarks (filled by `ClipRenderer`); ``still`` (start, stop) frames
-    where neither head nor expression moves; ``fps``.
+    where neither head nor expression moves; ``fps``; ``gaze`` (T, 2, 2) per eye (left, right)
+    ``(yaw, pitch)`` radians (`core.fitting.gaze`), the eyeballs' rotation, or None (eyes ahead).
     """
 
     expression: np.ndarray
@@ -58,6 +59,7 @@ class ClipTruth:
     still: tuple
     fps: float
     landmarks: Optional[np.ndarray] = None
+    gaze: Optional[np.ndarray] = None
 
     @property
     def n_frames(self) -> int:
@@ -112,7 +114,10 @@ class ClipRenderer:
     """Renders video frames of a synthetic subject (the full model: face, head, eyes, mouth).
 
     The face region takes the subject's albedo, the rest of the head its nearest face vertex's;
-    eyes, teeth and lashes a procedural albedo of the same skin tone.
+    eyes, teeth and lashes a procedural albedo of the same skin tone. Where the clip has a gaze
+    (``ClipTruth.gaze``) the eyeball meshes turn about the centres of their bounding boxes (the
+    rotation centres of `core.fitting.gaze.EyeModel`); the eyeLook* weights, which move only the
+    lids in ICT-FaceKit, are the clip's to set (`utils.synthetic.actions` sets both).
 
     Args:
         model: the full face model the subject was drawn from.
@@ -138,6 +143,23 @@ class ClipRenderer:
             albedo[head] = face_albedo[nearest]
         self.albedo = albedo
         self.luminance = float((face_albedo @ torch.tensor([0.299, 0.587, 0.114])).median())
+        self.eyeballs = [self.model.regions[r] for r in ("eyeball_left", "eyeball_right")
+                         if r in self.model.regions and len(self.model.regions[r])]
+
+    def turn_eyes(self, verts: torch.Tensor, gaze: np.ndarray) -> torch.Tensor:
+        """Eyeball vertices of a mesh turned by a gaze (eyes (left, right)); the rest unchanged.
+
+        Shape: verts (1, V, 3) object space; gaze (2, 2) (yaw, pitch) radians -> (1, V, 3).
+        """
+        if len(self.eyeballs) != 2:
+            return verts
+        out = verts.clone()
+        for ids, (yaw, pitch) in zip(self.eyeballs, np.asarray(gaze, np.float64)):
+            points = verts[0, ids]
+            centre = 0.5 * (points.min(0).values + points.max(0).values)
+            R = euler_to_matrix(torch.tensor([[pitch, yaw, 0.0]], dtype=verts.dtype))[0]
+            out[0, ids] = (points - centre) @ R.T + centre
+        return out
 
     def frames(self, truth: ClipTruth, size: int, background: Optional[np.ndarray] = None,
                seed: int = 0, noise: float = 0.01) -> Iterator[np.ndarray]:
@@ -155,6 +177,8 @@ class ClipRenderer:
         ss = self.supersample
         for i in range(truth.n_frames):
             verts = self.model.vertices(self.identity, torch.as_tensor(truth.expression[i:i + 1]))
+            if truth.gaze is not None:
+                verts = self.turn_eyes(verts, truth.gaze[i])
             R = euler_to_matrix(torch.as_tensor(truth.rotation[i:i + 1]))
             screen = weak_perspective_screen(verts, R, torch.as_tensor(truth.scale[i:i + 1]),
                                              torch.as_tensor(truth.trans2d[i:i + 1]))
