@@ -315,12 +315,22 @@ def summary_document(args, rig_dir, video, backend, rig_run, video_run, driven: 
     return doc
 
 
+def shown(path: Union[str, Path, None]) -> str:
+    """A path as the user would type it: relative to the current folder where it lies inside it."""
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def summary_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
     """The end-of-run table printed by the demo (the same facts as ``summary.json``)."""
     rows: List[Tuple[str, str]] = []
     rig = doc.get("rig")
     if rig is not None:
-        rows.append(("photos' rig from", f"{len(rig['images_used'])} images of {doc['inputs']['photos']}"))
+        rows.append(("photos' rig from", f"{len(rig['images_used'])} images of {shown(doc['inputs']['photos'])}"))
         rows += [(f"  skipped {name}", why) for name, why in rig["images_skipped"].items()]
         for stem, flag in rig["images_flagged"].items():
             rows.append((f"  flagged {stem}", flag["reason"] + (" (left out)" if flag["left_out"] else " (kept)")))
@@ -334,10 +344,10 @@ def summary_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
             rows.append(("rig landmark error, mean", f"{sum(crop) / len(crop):.2f} crop px (256 px face crops) = "
                                                      f"{sum(photo) / len(photo):.2f} photo px"))
     if doc.get("driven_rig"):
-        rows.append(("driven rig", doc["driven_rig"]))
+        rows.append(("driven rig", shown(doc["driven_rig"])))
     video = doc.get("video")
     if video is not None:
-        rows.append(("video", f"{doc['inputs']['video']}: {video['frames']} frames tracked"))
+        rows.append(("video", f"{shown(doc['inputs']['video'])}: {video['frames']} frames tracked"))
         rows.append(("  source rig frames", ", ".join(map(str, video["source_rig_frames"] or []))))
         flagged = video["frames_flagged_no_face"]
         rows.append(("  frames without a face", f"{len(flagged)}" + (f" ({_ranges(flagged)})" if flagged else "")))
@@ -349,10 +359,34 @@ def summary_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
         if video["tracking_fit_frames_per_s"]:
             rows.append(("  tracking speed (fit + lighting)", f"{video['tracking_fit_frames_per_s']:.1f} frames/s"))
     rows += [(f"time: {stage}", f"{sec:.2f} s") for stage, sec in doc["timings_s"].items()]
-    rows.append(("files written", f"{len(doc['files'])} under {doc['out']}"))
-    rows += [("  " + key, str(path)) for key, path in doc["outputs"].items()]
-    rows.append(("summary", str(Path(doc["out"]) / "summary.json")))
+    rows.append(("files written", f"{len(doc['files'])} under {shown(doc['out'])}"))
+    for key, path in doc["outputs"].items():
+        try:
+            name = str(Path(path).resolve().relative_to(Path(doc["out"]).resolve()))
+        except ValueError:
+            name = str(path)
+        name += "/" if Path(path).is_dir() else ""
+        rows.append(("  " + name, OUTPUT_NOTES.get(key, "")))
+    rows.append(("  summary.json", "this summary, with every file written"))
     return rows
+
+
+#: What each output is, as the summary lists it.
+OUTPUT_NOTES = {
+    "rig": "the photos' rig (numpy archive, mm)",
+    "rig_glb": "the rig for 3D tools (glTF 2.0, metres, ARKit-named morph targets)",
+    "rig_neutral": "its neutral mesh with albedo colours (OBJ, mm)",
+    "mesh": "one mesh per photo (OBJ, mm, the model's vertex order)",
+    "params": "one parameter file per photo (JSON; units inside)",
+    "visualization": "photo with landmarks | fitted mesh over it | geometry",
+    "source_rig": "the video person's rig",
+    "input_clip": "the frames tracked",
+    "output_recon": "the tracked mesh over the video",
+    "output_exptrans": "the driven rig, in the video's head pose and light",
+    "tracking": "per-frame expression, head pose, lighting (utils.io.tracking.load_tracking)",
+    "animation_glb": "the driven rig animated (glTF 2.0, one key per frame)",
+    "animation_csv": "the tracked weights as a Live Link Face CSV",
+}
 
 
 def _ranges(values: Sequence[int]) -> str:
