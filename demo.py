@@ -24,10 +24,9 @@ a wrong flag exits 2).
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,6 @@ out_dir = REPO_ROOT / "out" / "demo"  # outputs: <out>/rig, mesh, params, visual
 model_kind = "ict"  # face model: ict (open), bfm2009 or face3d (licensed files in external/)
 # -------------------------------------------------------------------------------------------------
 
-SUMMARY_FORMAT_VERSION = 1
 logger = logging.getLogger("demo")
 
 
@@ -232,180 +230,6 @@ def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, fl
     return net.build_rig
 
 
-# ---- summary -------------------------------------------------------------------------------------
-
-
-def versions(backend: Optional[str]) -> Dict[str, str]:
-    """Versions of the project, Python and the packages that shape the results."""
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("inorig", "torch", "numpy", "opencv-python", "pygltflib"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    package = {"dlib": "dlib-bin", "mediapipe": "mediapipe", "face_alignment": "face-alignment"}.get(backend or "")
-    if package:
-        try:
-            out[f"landmarks ({backend})"] = f"{package} {metadata.version(package)}"
-        except metadata.PackageNotFoundError:
-            out[f"landmarks ({backend})"] = package
-    return out
-
-
-def files_written(out: Path, outputs: Dict[str, Path], since: float) -> List[str]:
-    """Every file written by this run under ``out`` (folders listed file by file), relative to it."""
-    files = set()
-    for path in outputs.values():
-        path = Path(path)
-        candidates = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-        for p in candidates:
-            if p.is_file() and p.stat().st_mtime >= since - 1:
-                try:
-                    files.add(str(p.resolve().relative_to(out.resolve())))
-                except ValueError:
-                    files.add(str(p))
-    return sorted(files)
-
-
-def summary_document(args, rig_dir, video, backend, rig_run, video_run, driven: Optional[str],
-                     timings: Dict[str, float], outputs: Dict[str, Path], since: float, error: Optional[str],
-                     source_frames: Optional[List[int]], scan_cuts: Sequence[int]) -> Dict[str, Any]:
-    """``summary.json``: what was done, with every pixel figure naming its pixels."""
-    doc: Dict[str, Any] = {
-        "format_version": SUMMARY_FORMAT_VERSION,
-        "command": ["demo.py", *sys.argv[1:]] if args.argv is None else ["demo.py", *args.argv],
-        "inputs": {"photos": None if rig_dir is None else str(rig_dir), "video": None if video is None else str(video),
-                   "target_rig": None if args.target_rig is None else str(args.target_rig),
-                   "landmarks": backend, "face": str(args.face), "photometric": not args.no_photometric,
-                   "builder": "network " + str(args.weights) if args.weights else "classical solver"},
-        "driven_rig": driven,
-        "error": error,
-    }
-    if rig_run is not None:
-        errors_photo, errors_crop = rig_run.landmark_error, rig_run.landmark_error_crop
-        doc["rig"] = {
-            "images_used": rig_run.used,
-            "images_skipped": rig_run.skipped,
-            "images_flagged": {stem: {"reason": why, "left_out": stem in rig_run.left_out}
-                               for stem, why in rig_run.flagged.items()},
-            "faces": {stem: {"faces_found": c.faces_found, "chosen_from_left": c.chosen, "rule": c.rule,
-                             "box_photo_px": [round(v, 1) for v in c.bbox]} for stem, c in rig_run.choices.items()},
-            "landmark_error_photo_px": {k: round(v, 3) for k, v in errors_photo.items()},
-            "landmark_error_crop_px": {k: round(v, 3) for k, v in errors_crop.items()},
-            "units": {"landmark_error_photo_px": "mean landmark distance, pixels of the photo",
-                      "landmark_error_crop_px": "mean landmark distance, pixels of the 256 px face crop the fit sees",
-                      "box_photo_px": "x0, y0, x1, y1 in pixels of the photo, pixel centres at integers"},
-        }
-    if video_run is not None:
-        fit = video_run.timings.get("tracking (fit + lighting)")
-        doc["video"] = {
-            "frames": video_run.frames, "frames_tracked": video_run.tracked,
-            "frames_flagged_no_face": video_run.flagged_frames,
-            "source_rig_frames": source_frames, "cuts": list(scan_cuts),
-            "tracking_landmark_error_eye_distance": None if video_run.mean_error != video_run.mean_error
-            else round(video_run.mean_error, 5),
-            "tracking_fit_frames_per_s": round(video_run.frames / fit, 2) if fit else None,
-            "error": video_run.error,
-        }
-    doc["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    doc["versions"] = versions(backend)
-    doc["files"] = files_written(args.out, outputs, since)
-    return doc
-
-
-def shown(path: Union[str, Path, None]) -> str:
-    """A path as the user would type it: relative to the current folder where it lies inside it."""
-    if path is None:
-        return ""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def summary_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
-    """The end-of-run table printed by the demo (the same facts as ``summary.json``)."""
-    rows: List[Tuple[str, str]] = []
-    rig = doc.get("rig")
-    if rig is not None:
-        rows.append(("photos' rig from", f"{len(rig['images_used'])} images of {shown(doc['inputs']['photos'])}"))
-        rows += [(f"  skipped {name}", why) for name, why in rig["images_skipped"].items()]
-        for stem, flag in rig["images_flagged"].items():
-            rows.append((f"  flagged {stem}", flag["reason"] + (" (left out)" if flag["left_out"] else " (kept)")))
-        for stem, face in rig["faces"].items():
-            if face["faces_found"] > 1:
-                rows.append((f"  face taken in {stem}", f"{face['chosen_from_left']} from the left of "
-                                                         f"{face['faces_found']} ({face['rule']})"))
-        if rig["landmark_error_crop_px"]:
-            crop = list(rig["landmark_error_crop_px"].values())
-            photo = list(rig["landmark_error_photo_px"].values())
-            rows.append(("rig landmark error, mean", f"{sum(crop) / len(crop):.2f} crop px (256 px face crops) = "
-                                                     f"{sum(photo) / len(photo):.2f} photo px"))
-    if doc.get("driven_rig"):
-        rows.append(("driven rig", shown(doc["driven_rig"])))
-    video = doc.get("video")
-    if video is not None:
-        rows.append(("video", f"{shown(doc['inputs']['video'])}: {video['frames']} frames tracked"))
-        rows.append(("  source rig frames", ", ".join(map(str, video["source_rig_frames"] or []))))
-        flagged = video["frames_flagged_no_face"]
-        rows.append(("  frames without a face", f"{len(flagged)}" + (f" ({_ranges(flagged)})" if flagged else "")))
-        if video["cuts"]:
-            rows.append(("  cuts (face chosen again)", ", ".join(map(str, video["cuts"]))))
-        if video["tracking_landmark_error_eye_distance"] is not None:
-            rows.append(("  tracking landmark error", f"{100 * video['tracking_landmark_error_eye_distance']:.2f}% "
-                                                      f"of the eye distance"))
-        if video["tracking_fit_frames_per_s"]:
-            rows.append(("  tracking speed (fit + lighting)", f"{video['tracking_fit_frames_per_s']:.1f} frames/s"))
-    rows += [(f"time: {stage}", f"{sec:.2f} s") for stage, sec in doc["timings_s"].items()]
-    rows.append(("files written", f"{len(doc['files'])} under {shown(doc['out'])}"))
-    for key, path in doc["outputs"].items():
-        try:
-            name = str(Path(path).resolve().relative_to(Path(doc["out"]).resolve()))
-        except ValueError:
-            name = str(path)
-        name += "/" if Path(path).is_dir() else ""
-        rows.append(("  " + name, OUTPUT_NOTES.get(key, "")))
-    rows.append(("  summary.json", "this summary, with every file written"))
-    return rows
-
-
-#: What each output is, as the summary lists it.
-OUTPUT_NOTES = {
-    "rig": "the photos' rig (numpy archive, mm)",
-    "rig_glb": "the rig for 3D tools (glTF 2.0, metres, ARKit-named morph targets)",
-    "rig_neutral": "its neutral mesh with albedo colours (OBJ, mm)",
-    "mesh": "one mesh per photo (OBJ, mm, the model's vertex order)",
-    "params": "one parameter file per photo (JSON; units inside)",
-    "visualization": "photo with landmarks | fitted mesh over it | geometry",
-    "source_rig": "the video person's rig",
-    "input_clip": "the frames tracked",
-    "output_recon": "the tracked mesh over the video",
-    "output_exptrans": "the driven rig, in the video's head pose and light",
-    "tracking": "per-frame expression, head pose, lighting (utils.io.tracking.load_tracking)",
-    "animation_glb": "the driven rig animated (glTF 2.0, one key per frame)",
-    "animation_csv": "the tracked weights as a Live Link Face CSV",
-}
-
-
-def _ranges(values: Sequence[int]) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7'."""
-    parts, start = [], None
-    for i, v in enumerate(values):
-        if start is None:
-            start = v
-        if i + 1 == len(values) or values[i + 1] != v + 1:
-            parts.append(str(start) if start == v else f"{start}-{v}")
-            start = None
-    return ", ".join(parts)
-
-
-def print_summary(rows: List[Tuple[str, str]]) -> None:
-    width = max(len(r[0]) for r in rows)
-    print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
-
-
 # ---- the run -------------------------------------------------------------------------------------
 
 
@@ -426,6 +250,7 @@ class Run:
         self.driven: Optional[str] = None
         self.source_frames: Optional[List[int]] = None
         self.cuts: List[int] = []
+        self.created_out = False
 
     def prepare(self):
         """Every input checked and loaded (face model, target rig, weights, landmarker) before any
@@ -467,6 +292,7 @@ class Run:
         except LandmarkError as err:
             raise DemoError(f"--landmarks {args.landmarks}: {err}") from None
         self.backend = landmarker.backend
+        self.created_out = not args.out.exists()
         check_output_dir(args.out)  # last: nothing is created before every other input passed
         if args.synthetic:
             made = synthetic_inputs(model, args.synthetic_frames, self.timings)
@@ -489,38 +315,53 @@ class Run:
         self.driven = self.driven or str(self.rig_run.outputs["rig"])
         return self.rig_run.result.rig
 
-    def drive(self, fit_model, target, landmarker, config, builder) -> None:
-        """Landmarks of the video (one pass), the video person's rig, tracking and retargeting."""
+    def scan(self, landmarker):
+        """One pass of landmarks over the whole video, before any rig is built: a truncated or
+        corrupt video, or one without a face, stops the run here (`DemoError`)."""
         import torch
 
-        from core.rig.retarget import RetargetError
         from utils.io.video import VideoReadError
-        from utils.pipelines.video import VideoInputError, scan_video, source_rig_from_video, track_and_retarget
+        from utils.pipelines.video import scan_video
 
-        args, video = self.args, self.video
+        args = self.args
         torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
         try:
-            scan = scan_video(video, landmarker, source_frames=args.source_frames, face=args.face)
+            scan = scan_video(self.video, landmarker, source_frames=args.source_frames, face=args.face)
         except VideoReadError as err:
             raise DemoError(str(err)) from None
-        with scan:
-            self.cuts = scan.cuts
-            self.timings.update({f"video: {stage}": sec for stage, sec in scan.timings.items()})
-            start = time.perf_counter()
-            try:
-                source, self.source_frames = source_rig_from_video(
-                    scan, fit_model, source_frames=args.source_frames, config=config, builder=builder,
-                    detector=landmarker.backend)
-            except (VideoReadError, VideoInputError) as err:
-                raise DemoError(str(err)) from None
-            self.outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
-            self.timings["video: source rig"] = time.perf_counter() - start
-            try:
-                run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
-                                         max_frames=args.max_frames, pose=args.retarget_pose,
-                                         light=args.retarget_light, face=args.face, target_source=self.driven)
-            except (VideoReadError, RetargetError) as err:
-                raise DemoError(str(err)) from None
+        if scan.error:
+            scan.close()
+            raise DemoError(f"{scan.error} (re-encode the video, or cut it before the damage)")
+        if not scan.candidates:
+            scan.close()
+            asked = "" if isinstance(args.source_frames, int) else f" in frames {args.source_frames}"
+            raise DemoError(f"video {self.video}: no face found{asked} (of {scan.frames} frames): nothing to track")
+        self.cuts = scan.cuts
+        self.timings.update({f"video: {stage}": sec for stage, sec in scan.timings.items()})
+        return scan
+
+    def drive(self, fit_model, target, landmarker, config, builder, scan) -> None:
+        """The video person's rig from its frames, tracking and retargeting (the scan's landmarks)."""
+        from core.rig.retarget import RetargetError
+        from utils.io.video import VideoReadError
+        from utils.pipelines.video import VideoInputError, source_rig_from_video, track_and_retarget
+
+        args, video = self.args, self.video
+        start = time.perf_counter()
+        try:
+            source, self.source_frames = source_rig_from_video(
+                scan, fit_model, source_frames=args.source_frames, config=config, builder=builder,
+                detector=landmarker.backend)
+        except (VideoReadError, VideoInputError) as err:
+            raise DemoError(str(err)) from None
+        self.outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
+        self.timings["video: source rig"] = time.perf_counter() - start
+        try:
+            run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
+                                     max_frames=args.max_frames, pose=args.retarget_pose,
+                                     light=args.retarget_light, face=args.face, target_source=self.driven)
+        except (VideoReadError, RetargetError) as err:
+            raise DemoError(str(err)) from None
         self.video_run = run
         for stage, sec in run.timings.items():
             self.timings[f"video: {stage}"] = self.timings.get(f"video: {stage}", 0.0) + sec
@@ -531,15 +372,20 @@ class Run:
     def summary(self, error: Optional[str]) -> Dict[str, Any]:
         """Write ``summary.json`` (where the output folder exists) and return it."""
         self.timings["total"] = time.perf_counter() - self.started
-        summary_path = self.args.out / "summary.json"
-        doc = summary_document(self.args, self.rig_dir, self.video, self.backend, self.rig_run, self.video_run,
-                               self.driven, self.timings, self.outputs, self.wall_start, error,
-                               self.source_frames, self.cuts)
-        doc["out"] = str(self.args.out)
-        doc["outputs"] = {k: str(v) for k, v in self.outputs.items()}
-        if self.args.out.is_dir():
-            doc["files"] = sorted(set(doc["files"]) | {"summary.json"})
-            summary_path.write_text(json.dumps(doc, indent=1))
+        from utils.pipelines.summary import summary_document, write_summary
+
+        args = self.args
+        inputs = {"photos": None if self.rig_dir is None else str(self.rig_dir),
+                  "video": None if self.video is None else str(self.video),
+                  "target_rig": None if args.target_rig is None else str(args.target_rig),
+                  "landmarks": self.backend, "face": str(args.face), "photometric": not args.no_photometric,
+                  "builder": f"network {args.weights}" if args.weights else "classical solver"}
+        command = ["demo.py", *(sys.argv[1:] if args.argv is None else args.argv)]
+        doc = summary_document(command=command, inputs=inputs, out=args.out, driven=self.driven, error=error,
+                               rig_run=self.rig_run, video_run=self.video_run, source_frames=self.source_frames,
+                               cuts=self.cuts, timings=self.timings, outputs=self.outputs, since=self.wall_start)
+        if args.out.is_dir():
+            write_summary(doc, args.out / "summary.json")
         return doc
 
 
@@ -556,18 +402,22 @@ def main(argv=None) -> int:
     run = Run(args)
     try:
         fit_model, target, landmarker, builder = run.prepare()
+        scan = run.scan(landmarker) if run.video is not None else None
     except (InputError, DemoError) as err:
         logger.error("%s", err)
+        if run.created_out and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # refused before any work: leave no trace
         return 1
     from core.rig.builder import RigBuildConfig
 
     config = RigBuildConfig(photometric=not args.no_photometric)
     error = None
     try:
-        if target is None:
-            target = run.build_rig(fit_model, landmarker, config, builder)
-        if run.video is not None:
-            run.drive(fit_model, target, landmarker, config, builder)
+        with scan if scan is not None else contextlib.nullcontext():
+            if target is None:
+                target = run.build_rig(fit_model, landmarker, config, builder)
+            if scan is not None:
+                run.drive(fit_model, target, landmarker, config, builder, scan)
     except DemoError as err:
         error = str(err)
         logger.error("%s (the outputs written before it are kept)", err)
@@ -575,7 +425,9 @@ def main(argv=None) -> int:
     if args.quiet:
         print(f"{len(doc['files'])} files written under {args.out}; what was done: {args.out / 'summary.json'}")
     else:
-        print_summary(summary_rows(doc))
+        from utils.pipelines.summary import format_rows, summary_rows
+
+        print(format_rows(summary_rows(doc)))
     return 1 if error else 0
 
 

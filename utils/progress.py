@@ -29,5 +29,5 @@ def progress_enabled() -> bool:
 def progress_bar(items: Iterable[T], *, total: Optional[int] = None, desc: str = "", unit: str = "it",
                  enabled: bool = True) -> Iterator[T]:
     """``items`` with a tqdm bar (on a terminal, where `set_progress` and ``enabled`` allow)."""
-    return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=None if (_ENABLED and enabled) else True,
-                     leave=False))
+    disable = None if (_ENABLED and enabled) else True  # None: only on a terminal
+    return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, leave=False))

@@ -45,7 +45,8 @@ def check_image(image: np.ndarray, name: str = "image_rgb") -> np.ndarray:
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic",
+                                     ".heif")
 HEIF_EXTENSIONS: tuple[str, ...] = (".heic", ".heif")
 
 

@@ -29,7 +29,8 @@ LANDMARKS_FORMAT_VERSION = 1
 def _face_record(index: int, face: Any, detector: str) -> dict:
     return {"index": index, "box": [round(float(v), 3) for v in face.bbox],
             "landmarks": np.round(face.landmarks, 3).tolist(),
-            "score": None if face.confidence is None else round(float(face.confidence), 4), "detector": detector}
+            "score": None if face.confidence is None else round(float(face.confidence), 4),
+            "detector": detector}
 
 
 def landmark_file(found: Any, folder: Path, detector: str, rule: str) -> dict:
@@ -50,7 +51,8 @@ def landmark_file(found: Any, folder: Path, detector: str, rule: str) -> dict:
             "face_rule": rule, "points": "iBUG 68, in the iBUG / Multi-PIE order",
             "pixel_convention": PIXEL_CONVENTION,
             "faces_order": "left to right by box centre; 'index' is the number --face N takes",
-            "chosen_landmarks": "the chosen face landmarked again at a scale that suits it (what the rig uses)",
+            "chosen_landmarks": "the chosen face landmarked again at a scale that suits it "
+                                "(what the rig uses)",
             "images": images}
 
 
@@ -64,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"landmark detector (default {DEFAULT_BACKEND}, offline)")
     p.add_argument("--detector", default="hog", choices=["hog", "cnn"], help="dlib face detector")
     p.add_argument("--face", default="largest",
-                   help="which face a pipeline takes where an image has several: largest, central, confident, "
-                        "or N (the N-th from the left, from 0); recorded as 'chosen'")
+                   help="which face a pipeline takes where an image has several: largest, central, "
+                        "confident, or N (the N-th from the left, from 0); recorded as 'chosen'")
     p.add_argument("--overlays", action="store_true", help="also write one overlay PNG per image")
     return p
 
@@ -113,10 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             image, chosen_face = chosen_faces[path]
             size = max(1, round(max(image.shape[:2]) / 384))  # visible on large photos too
             chosen = found.choices[path].chosen
-            for i, face in enumerate(faces):  # the others in orange, the chosen one (as landmarked for the rig) in green
+            # the others in orange, the chosen one (as landmarked for the rig) in green
+            for i, face in enumerate(faces):
                 shown, colour = (chosen_face, (0, 255, 0)) if i == chosen else (face, (255, 160, 0))
-                image = draw_landmarks(draw_bbox(image, shown.bbox, color=colour, thickness=size), shown.landmarks,
-                                       color=colour, radius=size)
+                boxed = draw_bbox(image, shown.bbox, color=colour, thickness=size)
+                image = draw_landmarks(boxed, shown.landmarks, color=colour, radius=size)
             name = path.stem if stems.count(path.stem) == 1 else path.name
             cv2.imwrite(str(args.out / f"{name}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     n_faces = sum(len(f) for f in found.all_faces.values())

@@ -44,8 +44,9 @@ import numpy as np
 import torch
 
 from utils.io.images import check_image, iter_image_folder, list_images
-from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV, BackendUnavailableError, Box,
-                                  Face, FaceNotFoundError, LandmarkBackend, LandmarkError, check_box, offline)
+from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV,
+                                  BackendUnavailableError, Box, Face, FaceNotFoundError,
+                                  LandmarkBackend, LandmarkError, check_box, offline)
 from utils.landmarks.noise import detector_weights
 
 logger = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ class FaceWindow:
         inside = image[max(0, r0):min(h, r1), max(0, c0):min(w, c1)]
         pads = (max(0, -r0), max(0, r1 - h), max(0, -c0), max(0, c1 - w))
         if any(pads):
-            inside = cv2.copyMakeBorder(np.ascontiguousarray(inside), *pads, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            inside = cv2.copyMakeBorder(np.ascontiguousarray(inside), *pads, cv2.BORDER_CONSTANT,
+                                        value=(0, 0, 0))
         return np.ascontiguousarray(_resize(np.ascontiguousarray(inside), self.scale))
 
     def to_window(self, points: np.ndarray) -> np.ndarray:
@@ -292,7 +294,8 @@ def _make_backend(backend: str, device: str | None, detector: str,
         return MediaPipeBackend()
     if backend == "auto":
         return _make_backend(DEFAULT_BACKEND, device, detector, detect_max_side)
-    raise LandmarkError(f"backend: expected one of {', '.join(repr(b) for b in BACKENDS)} (or 'auto', the default "
+    names = ", ".join(repr(b) for b in BACKENDS)
+    raise LandmarkError(f"backend: expected one of {names} (or 'auto', the default "
                         f"{DEFAULT_BACKEND!r}), got {backend!r}")
 
 
@@ -421,8 +424,8 @@ def parse_selection(text: str) -> Selection:
         return value  # type: ignore[return-value]
     if value.isdigit():
         return int(value)
-    raise LandmarkError(f"face: expected {', '.join(SELECTION_RULES)} or a face number from the left (0, 1, ...), "
-                        f"got {text!r}")
+    raise LandmarkError(f"face: expected {', '.join(SELECTION_RULES)} or a face number from the left "
+                        f"(0, 1, ...), got {text!r}")
 
 
 def left_to_right(faces: Sequence[Face]) -> list[Face]:
@@ -453,7 +456,8 @@ def select_face(faces: Sequence[Face], image_shape: tuple[int, ...],
     if select == "central":
         centre = np.array([image_shape[1] - 1, image_shape[0] - 1]) / 2
         return min(faces, key=lambda f: float(np.linalg.norm(f.landmarks.mean(0) - centre)))
-    raise LandmarkError(f"select: expected 'largest', 'confident', 'central' or a face number, got {select!r}")
+    raise LandmarkError(f"select: expected 'largest', 'confident', 'central' or a face number, "
+                        f"got {select!r}")
 
 
 def select_box(boxes: Sequence[tuple[Box, float | None]], image_shape: tuple[int, ...],
@@ -537,8 +541,8 @@ def detect_folder(folder: str | Path, landmarker: FaceLandmarker,
             face = landmarker.at_face_scale(item.image, face)
         result.choices[item.path] = FaceChoice(len(faces), index, rule, tuple(float(v) for v in face.bbox))
         if len(faces) > 1:
-            logger.info("%s: %d faces, took face %d from the left (%s; box %s, photo pixels)", item.path, len(faces),
-                        index, rule if isinstance(select, str) else "asked for",
+            logger.info("%s: %d faces, took face %d from the left (%s; box %s, photo pixels)", item.path,
+                        len(faces), index, rule if isinstance(select, str) else "asked for",
                         tuple(round(v, 1) for v in face.bbox))
         result.faces.append((item.path, item.image, face))
     return result

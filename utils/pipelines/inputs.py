@@ -20,8 +20,8 @@ from core.rig.rig import Rig, RigFileError
 from utils.io.images import HEIF_EXTENSIONS, IMAGE_EXTENSIONS, ImageReadError, list_images, read_image
 from utils.io.video import VideoInfo, VideoReader, VideoReadError
 
-__all__ = ["InputError", "VIDEO_SUFFIXES", "first_video", "check_output_dir", "check_photo_folder", "check_video",
-           "check_rig_file", "check_file"]
+__all__ = ["InputError", "VIDEO_SUFFIXES", "first_video", "check_output_dir", "check_photo_folder",
+           "check_video", "check_rig_file", "check_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def check_video(path: Union[str, Path]) -> VideoInfo:
     return info
 
 
-def check_rig_file(path: Union[str, Path], model: Optional[str] = None, n_vertices: Optional[int] = None) -> Rig:
+def check_rig_file(path: Union[str, Path], model: Optional[str] = None,
+                   n_vertices: Optional[int] = None) -> Rig:
     """Load a rig file, checked to be a rig of face model ``model`` with ``n_vertices`` vertices.
 
     Raises:
@@ -141,8 +142,9 @@ def check_rig_file(path: Union[str, Path], model: Optional[str] = None, n_vertic
     with open(path, "rb") as f:
         head = f.read(4)
     if head != _ZIP_SIGNATURE:
-        raise InputError(f"rig file {path}: not a rig.npz (an .npz archive written by this project; this file is "
-                         f"{'empty' if not head else 'something else'})")
+        kind = "empty" if not head else "something else"
+        raise InputError(f"rig file {path}: not a rig.npz (an .npz archive written by this project; "
+                         f"this file is {kind})")
     try:
         return Rig.load(path, expect_model=model, expect_vertices=n_vertices)
     except RigFileError as err:

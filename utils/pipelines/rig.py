@@ -36,8 +36,8 @@ from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARAMS_FORMAT_VERSION", "OUTLIER_RATIO", "OUTLIER_MARGIN_PX", "RigInputError", "RigRun", "outlier_images",
-           "build_rig_from_folder"]
+__all__ = ["PARAMS_FORMAT_VERSION", "OUTLIER_RATIO", "OUTLIER_MARGIN_PX", "RigInputError", "RigRun",
+           "outlier_images", "build_rig_from_folder"]
 
 #: An image is an outlier when its landmark fit error (crop pixels) exceeds OUTLIER_RATIO times the
 #: median of the other images' and the median plus OUTLIER_MARGIN_PX (rig_case1's 14 photos spread
@@ -152,7 +152,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           landmarker: Optional[FaceLandmarker] = None,
                           config: RigBuildConfig = RigBuildConfig(), max_images: Optional[int] = None,
                           visualize: bool = True, builder: Optional[RigBuilder] = None,
-                          face: Selection = "largest", drop_outliers: bool = True, export: bool = True) -> RigRun:
+                          face: Selection = "largest", drop_outliers: bool = True,
+                          export: bool = True) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
     Args:

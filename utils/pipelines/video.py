@@ -171,7 +171,8 @@ def _every(n_frames: int, count: int) -> int:
 
 def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
                source_frames: Union[int, Sequence[int]] = 8,
-               landmark_filter: Optional[OneEuroParams] = OneEuroParams(), face: Selection = "largest") -> VideoScan:
+               landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
+               face: Selection = "largest") -> VideoScan:
     """Landmarks of every frame of ``video`` (each frame decoded and landmarked once) and candidate
     crops for the source rig.
 
@@ -204,7 +205,8 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
         index = 0
         clock = time.perf_counter()
         try:
-            for image in progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)", unit="frame"):
+            for image in progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)",
+                                      unit="frame"):
                 start = time.perf_counter()
                 timings["decoding"] += start - clock
                 frame = stream(index, image, index / info.fps, keep_image=False)
@@ -219,7 +221,7 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
                 timings["landmarks"] += clock - start
         except VideoReadError as err:  # truncated or corrupt: keep what was read
             error = str(err)
-            logger.warning("%s (using the %d frames read before it)", err, index)
+            logger.debug("%s (using the %d frames read before it)", err, index)  # the caller reports it
     log.finish()
     if stream.missing:
         logger.warning("%s: no face found on %d of %d frames", video, stream.missing, index)
@@ -307,12 +309,14 @@ class _Retargeter:
         return to_uint8(image[0])
 
 
-def _export_animation(run: TrackingRun, target: Rig, target_source: Optional[Union[str, Path]], videos: Path) -> None:
+def _export_animation(run: TrackingRun, target: Rig, target_source: Optional[Union[str, Path]],
+                      videos: Path) -> None:
     """``animation.glb`` (the target driven by the tracking) and ``animation_arkit.csv``; an export
     that fails is logged and left out (the tracking and videos are already written)."""
     try:
         tracking = load_tracking(run.outputs["tracking"])
-        run.outputs["animation_glb"] = export_animation(target, tracking, videos / "animation.glb", source=target_source)
+        run.outputs["animation_glb"] = export_animation(target, tracking, videos / "animation.glb",
+                                                        source=target_source)
         run.outputs["animation_csv"] = export_live_link_csv(tracking, videos / "animation_arkit.csv")
     except (ExportError, TrackingFileError) as err:
         logger.error("animation exports not written: %s", err)
@@ -355,7 +359,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     reader = VideoReader(video)
     info = reader.info
     retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
-    stream = None if landmarker is None else LandmarkStream(landmarker, filter_params=landmark_filter, face=face)
+    stream = (None if landmarker is None
+              else LandmarkStream(landmarker, filter_params=landmark_filter, face=face))
     scanned = 0 if scan is None else scan.frames
     paths = {name: videos / f"{name}.mp4" for name in ("input_clip", "output_recon", "output_exptrans")}
     writers = {name: VideoWriter(path, info.fps) for name, path in paths.items()}
