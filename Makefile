@@ -12,6 +12,17 @@ export INORIG_ICT_SOURCE ?= $(if $(wildcard $(SHARED_ICT)),$(SHARED_ICT),)
 PYTEST_ARGS ?= -q
 # OpenMP threads that spin while waiting stall torch badly when the 2 cores are shared.
 export OMP_WAIT_POLICY ?= PASSIVE
+# Which torch build goes into .venv/ (README, "Install size"):
+#   auto  the CUDA build where `nvidia-smi` lists a GPU, else the CPU build (default)
+#   cpu   the CPU build (about 1 GB installed) from TORCH_CPU_INDEX
+#   cuda  PyPI's default build (CUDA libraries included, about 6 GB)
+# The CPU build comes from PyTorch's own index; where it cannot be reached (offline machines, CI
+# here), `auto` falls back to PyPI's default build with a note, and `cpu` stops with an error.
+TORCH_VARIANT ?= auto
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_PINS := $(shell grep -E '^(torch|torchvision)==' requirements_pip.txt)
+HAS_GPU := $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo yes)
+TORCH_BUILD := $(if $(filter auto,$(TORCH_VARIANT)),$(if $(HAS_GPU),cuda,cpu),$(TORCH_VARIANT))
 
 .PHONY: setup venv install model demo test benchmarks clean
 
@@ -22,8 +33,15 @@ venv: $(VENV)/.requirements-installed
 # requirements_mediapipe.txt goes in without dependencies (see the file: mediapipe's declared ones
 # would put opencv-contrib-python's cv2 over opencv-python's).
 $(VENV)/.requirements-installed: requirements_pip.txt requirements_mediapipe.txt
+	@case "$(TORCH_VARIANT)" in auto|cpu|cuda) ;; *) echo "TORCH_VARIANT=$(TORCH_VARIANT): expected auto, cpu or cuda"; exit 2;; esac
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
+	@if [ "$(TORCH_BUILD)" = cpu ]; then \
+	  echo "torch: the CPU build from $(TORCH_CPU_INDEX) (TORCH_VARIANT=$(TORCH_VARIANT))"; \
+	  $(PY) -m pip install --quiet --timeout 15 --retries 1 --index-url $(TORCH_CPU_INDEX) $(TORCH_PINS) \
+	  || if [ "$(TORCH_VARIANT)" = cpu ]; then echo "error: $(TORCH_CPU_INDEX) did not give $(TORCH_PINS)"; exit 1; \
+	     else echo "note: the CPU build is not reachable at $(TORCH_CPU_INDEX); installing PyPI's default (CUDA) build"; fi; \
+	else echo "torch: PyPI's default (CUDA) build (TORCH_VARIANT=$(TORCH_VARIANT))"; fi
 	$(PY) -m pip install --quiet -r requirements_pip.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements_mediapipe.txt
 	touch $@

@@ -1,41 +1,46 @@
-"""Riggable 3D face reconstruction demo: edit the paths below (or pass flags) and run it.
+"""Riggable 3D face reconstruction demo: photos of a person -> their face rig; a video -> it drives the rig.
 
-    python demo.py                                   # the defaults below
-    python demo.py --rig-dir photos/ --video clip.mp4 --out out/me
-    python demo.py --target-rig other/rig/rig.npz    # drive another person's rig
+    python demo.py                                        # the example photos and video in examples/
+    python demo.py --rig-dir photos/ --out out/me --no-video          # only build the rig of photos/
+    python demo.py --rig-dir photos/ --video clip.mp4 --out out/me    # build it, then drive it with clip.mp4
+    python demo.py --target-rig out/me/rig/rig.npz --video clip.mp4   # drive an existing rig (no photo rig)
+    python demo.py --synthetic                            # a subject rendered by the project itself
 
-1. Builds the rig of the person in ``rig_img_dir``: ``<out>/rig/rig.npz``, ``<out>/mesh/*.obj``
-   (object space, the model's vertex order), ``<out>/params/*.json``, ``<out>/visualization/*.png``.
-2. Builds a rig of the person in ``src_vid_path`` from a few of its frames, tracks the video with
-   it (expression, head pose and lighting per frame) and drives the photos' rig (or
-   ``--target-rig``) with the tracked expressions: ``<out>/videos/input_clip.mp4``,
-   ``output_recon.mp4`` (the tracked mesh over the video), ``output_exptrans.mp4`` (the retargeted
-   rig), ``tracking.npz`` (per-frame parameters) and ``source_rig.npz``.
-3. Prints a summary: images used / skipped, frames tracked / flagged, time per stage, outputs.
+What it writes under --out (default out/demo):
+  rig/rig.npz, rig/rig.glb          the photos' rig (glTF 2.0 with ARKit-named morph targets, metres)
+  mesh/*.obj, params/*.json         per-photo meshes (mm, the model's vertex order) and parameters
+  visualization/*.png               photo | fitted mesh over it | geometry
+  videos/input_clip.mp4, output_recon.mp4 (tracked mesh over the video), output_exptrans.mp4 (the driven
+  rig), tracking.npz (per-frame parameters), source_rig.npz (the video person's rig), animation.glb (the
+  driven rig animated), animation_arkit.csv (Live Link Face CSV of the tracked weights)
+  summary.json                      what was done: images used / skipped / flagged, the face taken per
+                                    image, frames flagged, timings, versions, every file written
 
-Without ``../shared`` (a fresh machine) the default inputs are a synthetic subject that the
-project renders itself into ``examples/generated/synthetic/`` (its photos and a short video).
+Frames: the video person's rig is built from --source-frames frames spread over the whole video (or the
+frame numbers given); --max-frames limits only how many frames are tracked and rendered.
+Every input is checked before any work; a bad one stops the run with one line naming it (exit 1;
+a wrong flag exits 2).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall shared CPUs
 
 REPO_ROOT = Path(__file__).resolve().parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "real"
-SYNTHETIC_DIR = REPO_ROOT / "examples" / "generated" / "synthetic"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+EXAMPLES = REPO_ROOT / "examples"
+SYNTHETIC_DIR = EXAMPLES / "generated" / "synthetic"
 
 # ---- Edit these, as in the original release ----------------------------------------------------
-rig_img_dir = SHARED_DATA / "rig_case1"  # photos of one person that build the rig
-src_vid_path = SHARED_DATA / "videos"  # video that drives the rig (a folder: its first video, sorted)
+rig_img_dir = EXAMPLES / "photos"  # photos of one person that build the rig
+src_vid_path = EXAMPLES / "driver.mp4"  # video that drives the rig (a folder: its first video by name)
 out_dir = REPO_ROOT / "out" / "demo"  # outputs: <out>/rig, mesh, params, visualization, videos
 model_kind = "ict"  # face model: ict (open), bfm2009 or face3d (licensed files in external/)
 # -------------------------------------------------------------------------------------------------
@@ -43,46 +48,111 @@ model_kind = "ict"  # face model: ict (open), bfm2009 or face3d (licensed files 
 logger = logging.getLogger("demo")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+class DemoError(Exception):
+    """A user-facing failure: logged as one line, exit code 1."""
+
+
+def source_frames_arg(text: str) -> Union[int, List[int]]:
+    """``--source-frames``: a count (``8``) or frame numbers (``0,40,80``)."""
+    parts = [t for t in text.replace(" ", "").split(",") if t]
+    if not parts or not all(t.isdigit() for t in parts):
+        raise argparse.ArgumentTypeError(f"expected a count (e.g. 8) or frame numbers (e.g. 0,40,80), got {text!r}")
+    if len(parts) == 1 and "," not in text:
+        count = int(parts[0])
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"expected at least 1 frame, got {count}")
+        return count
+    return sorted({int(t) for t in parts})
+
+
+def face_arg(text: str):
+    """``--face``: largest, central, confident or a face number from the left."""
+    from utils.landmarks.detect import parse_selection
+    from utils.landmarks.base import LandmarkError
+
+    try:
+        return parse_selection(text)
+    except LandmarkError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("face: ")) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from utils.landmarks.base import BACKENDS, DEFAULT_BACKEND
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rig-dir", type=Path, default=None, help=f"folder of photos that build the rig (default {rig_img_dir})")
-    p.add_argument("--video", type=Path, default=None,
-                   help=f"video that drives the rig, or a folder: its first video (default {src_vid_path})")
-    p.add_argument("--out", type=Path, default=out_dir, help="output folder")
-    p.add_argument("--model", choices=["ict", "bfm2009", "face3d"], default=model_kind, help="face model kind")
-    p.add_argument("--model-path", type=Path, default=None, help="face model folder (default: under external/)")
-    p.add_argument("--target-rig", type=Path, default=None,
-                   help="rig.npz driven by the video (default: the rig built from the photos)")
-    p.add_argument("--max-frames", type=int, default=None, help="track at most this many video frames")
-    p.add_argument("--max-images", type=int, default=None, help="use at most this many rig images")
-    p.add_argument("--source-frames", type=int, default=8, help="video frames that build the video person's rig")
-    p.add_argument("--retarget-pose", choices=["source", "frontal"], default="source",
-                   help="head pose of the retargeted rig: the video's, or fixed frontal")
-    p.add_argument("--retarget-light", choices=["source", "frontal"], default="source",
-                   help="lighting of the retargeted rig: the video frame's, or a fixed frontal light")
-    p.add_argument("--no-photometric", action="store_true", help="landmarks only (faster, less accurate)")
-    p.add_argument("--synthetic", action="store_true", help="run on the synthetic subject even where ../shared exists")
-    p.add_argument("--synthetic-frames", type=int, default=60, help="length of the synthetic video")
-    p.add_argument("--device", default="cpu", help="torch device (the classical solver path runs on the CPU)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="network weights (e.g. net_weights/inorig_ict.pth): build the rigs with the network "
-                        "instead of the classical solver")
+    stages = p.add_argument_group("what to run (default: build the photos' rig, then drive it with the video)")
+    stages.add_argument("--no-video", action="store_true", help="only build the rig from the photos")
+    stages.add_argument("--target-rig", type=Path, default=None, metavar="RIG.npz",
+                        help="drive this existing rig with the video; no rig is built from photos")
+    inputs = p.add_argument_group("inputs")
+    inputs.add_argument("--rig-dir", type=Path, default=None, metavar="DIR",
+                        help=f"folder of photos of one person (default {rig_img_dir.relative_to(REPO_ROOT)})")
+    inputs.add_argument("--video", type=Path, default=None,
+                        help=f"video that drives the rig, or a folder: its first video by name "
+                             f"(default {src_vid_path.relative_to(REPO_ROOT)})")
+    inputs.add_argument("--synthetic", action="store_true",
+                        help="use a subject rendered by the project (photos and a video) instead of the examples")
+    inputs.add_argument("--synthetic-frames", type=int, default=60, help="length of the synthetic video (frames)")
+    p.add_argument("--out", type=Path, default=out_dir, help="output folder (default out/demo)")
+    faces = p.add_argument_group("faces and landmarks")
+    faces.add_argument("--landmarks", choices=BACKENDS, default=DEFAULT_BACKEND,
+                       help=f"landmark detector (default {DEFAULT_BACKEND}: offline, no download; face_alignment "
+                            f"needs its weights in the torch hub cache)")
+    faces.add_argument("--face", type=face_arg, default="largest", metavar="{largest,central,confident,N}",
+                       help="which face where a photo or the video shows several: the largest, the most central, "
+                            "the most confident, or the N-th from the left (from 0). In the video the chosen "
+                            "person is followed, and chosen again after a cut (default largest)")
+    faces.add_argument("--keep-outliers", action="store_true",
+                       help="keep photos whose landmark fit is far worse than the others' in the rig (default: "
+                            "flag them and build the rig without them)")
+    frames = p.add_argument_group("frames and images")
+    frames.add_argument("--source-frames", type=source_frames_arg, default=None, metavar="N|F1,F2,...",
+                        help="video frames that build the video person's rig: a count, spread over the whole "
+                             "video's head turns (default 8), or frame numbers from 0 (e.g. 0,40,80)")
+    frames.add_argument("--max-frames", type=int, default=None,
+                        help="track and render at most this many frames from the start (the source rig's frames "
+                             "still come from the whole video)")
+    frames.add_argument("--max-images", type=int, default=None, help="use at most this many photos (by name)")
+    fitting = p.add_argument_group("fitting and rendering")
+    fitting.add_argument("--no-photometric", action="store_true",
+                         help="fit landmarks only (several times faster, less detailed)")
+    fitting.add_argument("--weights", type=Path, default=None,
+                         help="network weights (e.g. net_weights/inorig_ict.pth): build the rigs with the network "
+                              "instead of the classical solver")
+    fitting.add_argument("--device", default="cpu", help="torch device of the network (--weights)")
+    fitting.add_argument("--retarget-pose", choices=["source", "frontal"], default="source",
+                         help="head pose of the driven rig in output_exptrans.mp4: the video's, or fixed frontal")
+    fitting.add_argument("--retarget-light", choices=["source", "frontal"], default="source",
+                         help="lighting of the driven rig: the video frame's, or a fixed frontal light")
+    fitting.add_argument("--model", choices=["ict", "bfm2009", "face3d"], default=model_kind, help="face model")
+    fitting.add_argument("--model-path", type=Path, default=None, help="face model folder (default: under external/)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or log lines; print only errors and where the summary is")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
-    for name in ("max_frames", "max_images", "source_frames", "synthetic_frames"):
+    for name in ("max_frames", "max_images", "synthetic_frames"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.no_video:
+        clashes = [flag for flag, value in (("--video", args.video), ("--target-rig", args.target_rig),
+                                            ("--max-frames", args.max_frames), ("--source-frames", args.source_frames))
+                   if value is not None]
+        if clashes:
+            p.error(f"--no-video builds only the photos' rig; {', '.join(clashes)} would need the video")
+    if args.target_rig is not None and (args.rig_dir is not None or args.max_images is not None):
+        p.error("--target-rig drives an existing rig and builds none from photos: leave out --rig-dir/--max-images "
+                "(or leave out --target-rig to build the photos' rig and drive it)")
+    if args.source_frames is None:
+        args.source_frames = 8
     return args
 
 
-def first_video(path: Path) -> Path:
-    """``path`` itself, or the first video (sorted by name) of a folder."""
-    if path.is_dir():
-        videos = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-        if not videos:
-            raise FileNotFoundError(f"video folder {path} holds no video ({', '.join(VIDEO_SUFFIXES)})")
-        return videos[0]
-    return path
+# ---- inputs --------------------------------------------------------------------------------------
 
 
 def existing_synthetic_inputs(n_frames: int):
@@ -100,26 +170,40 @@ def existing_synthetic_inputs(n_frames: int):
     return made if ok and made.video.is_file() and any(made.rig_dir.glob("*.png")) else None
 
 
-def resolve_inputs(args, model, timings: Dict[str, float]) -> Tuple[Path, Path]:
-    """The rig folder and the video: flags, else the editable defaults, else the synthetic subject."""
-    rig_dir = args.rig_dir or rig_img_dir
-    video = args.video or src_vid_path
-    need_rig = args.synthetic or (args.rig_dir is None and not Path(rig_dir).is_dir())
-    need_video = args.synthetic or (args.video is None and not Path(video).exists())
-    if need_rig or need_video:
-        from utils.synthetic.clip import write_synthetic_inputs
+def synthetic_inputs(model, n_frames: int, timings: Dict[str, float]):
+    """The synthetic subject (rendered once into examples/generated/synthetic/, then reused)."""
+    from utils.synthetic.clip import write_synthetic_inputs
 
+    made = existing_synthetic_inputs(n_frames)
+    if made is None:
         start = time.perf_counter()
-        made = existing_synthetic_inputs(args.synthetic_frames)
-        if made is None:
-            logger.info("default inputs absent (or --synthetic): rendering a synthetic subject into %s", SYNTHETIC_DIR)
-            made = write_synthetic_inputs(model, SYNTHETIC_DIR, n_images=8, n_frames=args.synthetic_frames)
-            timings["synthetic inputs"] = time.perf_counter() - start
-        else:
-            logger.info("default inputs absent (or --synthetic): using the synthetic subject in %s", SYNTHETIC_DIR)
-        rig_dir = made.rig_dir if need_rig else rig_dir
-        video = made.video if need_video else video
-    return Path(rig_dir), first_video(Path(video))
+        logger.info("--synthetic: rendering a synthetic subject into %s", SYNTHETIC_DIR)
+        made = write_synthetic_inputs(model, SYNTHETIC_DIR, n_images=8, n_frames=n_frames)
+        timings["synthetic inputs"] = time.perf_counter() - start
+    else:
+        logger.info("--synthetic: using the synthetic subject in %s", SYNTHETIC_DIR)
+    return made
+
+
+def check_inputs(args) -> Tuple[Optional[Path], Optional[Path]]:
+    """The photo folder and the video the run will use, the target rig and the weights file, each
+    checked on its own (before the model loads). Raises `InputError`."""
+    from utils.pipelines.inputs import check_file, check_photo_folder, check_rig_file, check_video, first_video
+
+    build_rig = args.target_rig is None
+    use_video = not args.no_video
+    rig_dir = (args.rig_dir or rig_img_dir) if build_rig and not args.synthetic else None
+    video = (args.video or src_vid_path) if use_video and not (args.synthetic and args.video is None) else None
+    if rig_dir is not None:
+        check_photo_folder(rig_dir)
+    if video is not None:
+        video = first_video(video)
+        check_video(video)
+    if args.target_rig is not None:
+        check_rig_file(args.target_rig)
+    if args.weights is not None:
+        check_file(args.weights, "--weights")
+    return (Path(rig_dir) if rig_dir else None), (Path(video) if video else None)
 
 
 def check_device(device: str) -> None:
@@ -128,104 +212,9 @@ def check_device(device: str) -> None:
     if device == "cpu":
         return
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+        raise DemoError(f"--device {device}: CUDA is not available here; use --device cpu")
     logger.warning("--device %s: only the network (--weights) runs there; fitting, tracking and rendering run "
                    "on the CPU", device)
-
-
-def print_summary(rows: List[Tuple[str, str]]) -> None:
-    width = max(len(r[0]) for r in rows)
-    print("\n".join(f"{a:<{width}}  {b}" for a, b in rows))
-
-
-def summary_rows(rig_run, video_run, timings: Dict[str, float], outputs: Dict[str, Path]) -> List[Tuple[str, str]]:
-    """The end-of-run table: images used / skipped, frames tracked / flagged, timings, outputs."""
-    rows: List[Tuple[str, str]] = []
-    if rig_run is not None:
-        rows += [("images used", str(len(rig_run.used))), ("images skipped", str(len(rig_run.skipped)))]
-        rows += [(f"  skipped {name}", why) for name, why in rig_run.skipped.items()]
-        if rig_run.landmark_error:
-            mean = sum(rig_run.landmark_error.values()) / len(rig_run.landmark_error)
-            rows.append(("rig landmark error (px, mean)", f"{mean:.2f}"))
-    if video_run is not None:
-        rows += [("frames tracked", str(video_run.tracked)), ("frames flagged (no face)", str(video_run.flagged))]
-        rows.append(("tracking landmark error", f"{100 * video_run.mean_error:.2f}% of the eye distance"))
-        fit = video_run.timings.get("tracking (fit + lighting)")
-        if fit and video_run.frames:
-            rows.append(("tracking speed (fit + lighting)", f"{video_run.frames / fit:.1f} frames/s"))
-    rows += [(f"time: {stage}", f"{sec:.2f} s") for stage, sec in timings.items()]
-    rows += [(f"output: {name}", str(path)) for name, path in outputs.items()]
-    return rows
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    started = time.perf_counter()
-    timings: Dict[str, float] = {}
-    outputs: Dict[str, Path] = {}
-    from core.face_model.load import load_face_model
-    from core.face_model.model import FaceModelError
-    from core.rig.rig import Rig, RigFileError
-    from utils.get_face_model import DEFAULT_PATHS, prepare_ict
-
-    try:
-        check_device(args.device)
-    except ValueError as err:
-        logger.error("%s", err)
-        return 1
-    start = time.perf_counter()
-    path = args.model_path or DEFAULT_PATHS[args.model]
-    try:
-        if args.model == "ict":
-            path = prepare_ict(path)
-        model = load_face_model(args.model, path)
-    except FaceModelError as err:
-        logger.error("%s", err)
-        return 1
-    print(model.summary())
-    fit_model = model.region("face") if "face" in model.regions and args.model == "ict" else model
-    timings["face model"] = time.perf_counter() - start
-
-    target = None
-    if args.target_rig is not None:
-        try:
-            target = Rig.load(args.target_rig, expect_model=fit_model.name, expect_vertices=fit_model.n_vertices)
-        except RigFileError as err:
-            logger.error("--target-rig: %s", err)
-            return 1
-    try:
-        rig_dir, video = resolve_inputs(args, model, timings)
-    except FileNotFoundError as err:
-        logger.error("%s", err)
-        return 1
-
-    from core.rig.builder import RigBuildConfig
-    from utils.landmarks.detect import FaceLandmarker
-    from utils.pipelines.rig import RigInputError, build_rig_from_folder
-
-    landmarker = FaceLandmarker("auto")
-    config = RigBuildConfig(photometric=not args.no_photometric)
-    builder = None
-    if args.weights is not None:
-        try:
-            builder = network_builder(args.weights, fit_model, args.device, timings)
-        except ValueError as err:
-            logger.error("--weights: %s", err)
-            return 1
-    try:
-        rig_run = build_rig_from_folder(rig_dir, args.out, fit_model, landmarker=landmarker,
-                                        max_images=args.max_images, config=config, builder=builder)
-    except RigInputError as err:
-        logger.error("%s", err)
-        return 1
-    timings.update({f"rig: {stage}": sec for stage, sec in rig_run.timings.items()})
-    outputs.update(rig_run.outputs)
-    code, video_run = run_video(args, video, fit_model, target or rig_run.result.rig, landmarker, config,
-                                timings, outputs, builder)
-    timings["total"] = time.perf_counter() - started
-    print_summary(summary_rows(rig_run, video_run, timings, outputs))
-    return code
 
 
 def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, float]):
@@ -241,47 +230,205 @@ def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, fl
     return net.build_rig
 
 
-def run_video(args, video: Path, fit_model, target, landmarker, config, timings: Dict[str, float],
-              outputs: Dict[str, Path], builder=None) -> Tuple[int, Optional[object]]:
-    """Landmarks of the video (one pass), the video person's rig from its frames, tracking and
-    retargeting; (exit code, `TrackingRun`)."""
-    import torch
+# ---- the run -------------------------------------------------------------------------------------
 
-    from core.rig.retarget import RetargetError
-    from utils.io.video import VideoReadError
-    from utils.pipelines.video import VideoInputError, scan_video, source_rig_from_video, track_and_retarget
 
-    torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
-    try:
-        scan = scan_video(video, landmarker, source_frames=args.source_frames)
-    except VideoReadError as err:
-        logger.error("%s (the rig outputs above are complete)", err)
-        return 1, None
-    with scan:
-        timings.update({f"video: {stage}": sec for stage, sec in scan.timings.items()})
+class Run:
+    """One demo run: its inputs, what it computed so far and where it wrote."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.started = time.perf_counter()
+        self.wall_start = time.time()
+        self.timings: Dict[str, float] = {}
+        self.outputs: Dict[str, Path] = {}
+        self.rig_dir: Optional[Path] = None
+        self.video: Optional[Path] = None
+        self.backend: Optional[str] = None
+        self.rig_run = None
+        self.video_run = None
+        self.driven: Optional[str] = None
+        self.source_frames: Optional[List[int]] = None
+        self.cuts: List[int] = []
+        self.created_out = False
+
+    def prepare(self):
+        """Every input checked and loaded (face model, target rig, weights, landmarker) before any
+        work. Returns (fit model, target rig or None, landmarker, builder or None)."""
+        from core.face_model.load import load_face_model
+        from core.face_model.model import FaceModelError
+        from utils.get_face_model import DEFAULT_PATHS, prepare_ict
+        from utils.landmarks.base import LandmarkError
+        from utils.landmarks.detect import FaceLandmarker
+        from utils.pipelines.inputs import check_output_dir, check_rig_file
+
+        args = self.args
+        self.rig_dir, self.video = check_inputs(args)
+        check_device(args.device)
+        start = time.perf_counter()
+        path = args.model_path or DEFAULT_PATHS[args.model]
+        try:
+            if args.model == "ict":
+                path = prepare_ict(path)
+            model = load_face_model(args.model, path)
+        except FaceModelError as err:
+            raise DemoError(str(err)) from None
+        if not args.quiet:
+            print(model.summary())
+        fit_model = model.region("face") if "face" in model.regions and args.model == "ict" else model
+        self.timings["face model"] = time.perf_counter() - start
+        target = None
+        if args.target_rig is not None:
+            target = check_rig_file(args.target_rig, fit_model.name, fit_model.n_vertices)
+            self.driven = str(args.target_rig)
+        builder = None
+        if args.weights is not None:
+            try:
+                builder = network_builder(args.weights, fit_model, args.device, self.timings)
+            except ValueError as err:
+                raise DemoError(f"--weights: {err}") from None
+        try:
+            landmarker = FaceLandmarker(args.landmarks)
+        except LandmarkError as err:
+            raise DemoError(f"--landmarks {args.landmarks}: {err}") from None
+        self.backend = landmarker.backend
+        self.created_out = not args.out.exists()
+        check_output_dir(args.out)  # last: nothing is created before every other input passed
+        if args.synthetic:
+            made = synthetic_inputs(model, args.synthetic_frames, self.timings)
+            self.rig_dir = made.rig_dir if args.target_rig is None else None
+            self.video = self.video if (args.video is not None or args.no_video) else made.video
+        return fit_model, target, landmarker, builder
+
+    def build_rig(self, fit_model, landmarker, config, builder):
+        """The photos' rig (rig/, mesh/, params/, visualization/)."""
+        from utils.pipelines.rig import RigInputError, build_rig_from_folder
+
+        try:
+            self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
+                                                 max_images=self.args.max_images, config=config, builder=builder,
+                                                 face=self.args.face, drop_outliers=not self.args.keep_outliers)
+        except RigInputError as err:
+            raise DemoError(str(err)) from None
+        self.timings.update({f"rig: {stage}": sec for stage, sec in self.rig_run.timings.items()})
+        self.outputs.update(self.rig_run.outputs)
+        self.driven = self.driven or str(self.rig_run.outputs["rig"])
+        return self.rig_run.result.rig
+
+    def scan(self, landmarker):
+        """One pass of landmarks over the whole video, before any rig is built: a truncated or
+        corrupt video, or one without a face, stops the run here (`DemoError`)."""
+        import torch
+
+        from utils.io.video import VideoReadError
+        from utils.pipelines.video import scan_video
+
+        args = self.args
+        torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
+        try:
+            scan = scan_video(self.video, landmarker, source_frames=args.source_frames, face=args.face)
+        except VideoReadError as err:
+            raise DemoError(str(err)) from None
+        if scan.error:
+            scan.close()
+            raise DemoError(f"{scan.error} (re-encode the video, or cut it before the damage)")
+        if not scan.candidates:
+            scan.close()
+            asked = "" if isinstance(args.source_frames, int) else f" in frames {args.source_frames}"
+            raise DemoError(f"video {self.video}: no face found{asked} (of {scan.frames} frames): nothing to track")
+        self.cuts = scan.cuts
+        self.timings.update({f"video: {stage}": sec for stage, sec in scan.timings.items()})
+        return scan
+
+    def drive(self, fit_model, target, landmarker, config, builder, scan) -> None:
+        """The video person's rig from its frames, tracking and retargeting (the scan's landmarks)."""
+        from core.rig.retarget import RetargetError
+        from utils.io.video import VideoReadError
+        from utils.pipelines.video import VideoInputError, source_rig_from_video, track_and_retarget
+
+        args, video = self.args, self.video
         start = time.perf_counter()
         try:
-            source, frames = source_rig_from_video(scan, fit_model, source_frames=args.source_frames, config=config,
-                                                   builder=builder, detector=landmarker.backend)
+            source, self.source_frames = source_rig_from_video(
+                scan, fit_model, source_frames=args.source_frames, config=config, builder=builder,
+                detector=landmarker.backend)
         except (VideoReadError, VideoInputError) as err:
-            logger.error("%s (the rig outputs above are complete)", err)
-            return 1, None
-        outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
-        timings["video: source rig"] = time.perf_counter() - start
-        logger.info("video person's rig from frames %s of %s", frames, video)
+            raise DemoError(str(err)) from None
+        self.outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
+        self.timings["video: source rig"] = time.perf_counter() - start
         try:
             run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
-                                     max_frames=args.max_frames, pose=args.retarget_pose, light=args.retarget_light)
+                                     max_frames=args.max_frames, pose=args.retarget_pose,
+                                     light=args.retarget_light, face=args.face, target_source=self.driven)
         except (VideoReadError, RetargetError) as err:
-            logger.error("%s (the rig outputs above are complete)", err)
-            return 1, None
-    for stage, sec in run.timings.items():
-        timings[f"video: {stage}"] = timings.get(f"video: {stage}", 0.0) + sec
-    outputs.update(run.outputs)
-    if run.error:
-        logger.error("%s: tracked the %d frames read before the error; outputs hold those", run.error, run.frames)
-        return 1, run
-    return 0, run
+            raise DemoError(str(err)) from None
+        self.video_run = run
+        for stage, sec in run.timings.items():
+            self.timings[f"video: {stage}"] = self.timings.get(f"video: {stage}", 0.0) + sec
+        self.outputs.update(run.outputs)
+        if run.error:
+            raise DemoError(f"{run.error}: tracked the {run.frames} frames read before it; the outputs hold those")
+
+    def summary(self, error: Optional[str]) -> Dict[str, Any]:
+        """Write ``summary.json`` (where the output folder exists) and return it."""
+        self.timings["total"] = time.perf_counter() - self.started
+        from utils.pipelines.summary import summary_document, write_summary
+
+        args = self.args
+        inputs = {"photos": None if self.rig_dir is None else str(self.rig_dir),
+                  "video": None if self.video is None else str(self.video),
+                  "target_rig": None if args.target_rig is None else str(args.target_rig),
+                  "landmarks": self.backend, "face": str(args.face), "photometric": not args.no_photometric,
+                  "builder": f"network {args.weights}" if args.weights else "classical solver"}
+        command = ["demo.py", *(sys.argv[1:] if args.argv is None else args.argv)]
+        doc = summary_document(command=command, inputs=inputs, out=args.out, driven=self.driven, error=error,
+                               rig_run=self.rig_run, video_run=self.video_run, source_frames=self.source_frames,
+                               cuts=self.cuts, timings=self.timings, outputs=self.outputs, since=self.wall_start)
+        if args.out.is_dir():
+            write_summary(doc, args.out / "summary.json")
+        return doc
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.argv = None if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.quiet:
+        logging.getLogger().setLevel(logging.WARNING)
+    from utils.pipelines.inputs import InputError
+    from utils.progress import set_progress
+
+    set_progress(not args.quiet)
+    run = Run(args)
+    try:
+        fit_model, target, landmarker, builder = run.prepare()
+        scan = run.scan(landmarker) if run.video is not None else None
+    except (InputError, DemoError) as err:
+        logger.error("%s", err)
+        if run.created_out and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # refused before any work: leave no trace
+        return 1
+    from core.rig.builder import RigBuildConfig
+
+    config = RigBuildConfig(photometric=not args.no_photometric)
+    error = None
+    try:
+        with scan if scan is not None else contextlib.nullcontext():
+            if target is None:
+                target = run.build_rig(fit_model, landmarker, config, builder)
+            if scan is not None:
+                run.drive(fit_model, target, landmarker, config, builder, scan)
+    except DemoError as err:
+        error = str(err)
+        logger.error("%s (the outputs written before it are kept)", err)
+    doc = run.summary(error)
+    if args.quiet:
+        print(f"{len(doc['files'])} files written under {args.out}; what was done: {args.out / 'summary.json'}")
+    else:
+        from utils.pipelines.summary import format_rows, summary_rows
+
+        print(format_rows(summary_rows(doc)))
+    return 1 if error else 0
 
 
 if __name__ == "__main__":

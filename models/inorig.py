@@ -353,7 +353,7 @@ class INORig(nn.Module):
         err = (uv - landmarks.to(uv.dtype)).norm(dim=-1).mean(-1)
         params = {n: flat[n] for n in _PER_IMAGE}
         params[IDENTITY] = identity
-        logger.info("network rig from %d images: landmark error %.2f px (mean), stages %s", g, float(err.mean()),
+        logger.info("network rig from %d images: landmark error %.2f crop px (mean), stages %s", g, float(err.mean()),
                     ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         return RigBuildResult(rig=rig, params=params, sh=sh, landmarks_2d=uv, reprojection_error=err,
                               timings=timings, meshes=verts.float())

@@ -1,6 +1,7 @@
-"""demo.py end to end on a tiny synthetic subject (3 photos, a 10-frame video), and its bad inputs:
-a missing --weights file, the demo with the shipped network, a rig.npz of another model or corrupt, an unreadable video, a video with face-less
-frames."""
+"""demo.py end to end on a tiny synthetic subject (3 photos, a 10-frame video): every output (with
+the glTF/CSV exports and summary.json), and its bad inputs: a missing --weights file, the demo with
+the shipped network, a rig.npz of another model or corrupt, an unreadable video, a video with
+face-less frames, a truncated one. The command line as a new user meets it: tests/test_newcomer.py."""
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def inputs(ict_model, tmp_path_factory):
 def demo_run(inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo_out")
     code = demo.main(["--rig-dir", str(inputs.rig_dir), "--video", str(inputs.video), "--out", str(out),
-                      "--source-frames", "3"])
+                      "--source-frames", "3", "--no-photometric"])
     return code, out
 
 
@@ -78,6 +79,25 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
         assert np.abs(yaw).mean() < 5, yaw
     assert Rig.load(videos / "source_rig.npz").n_vertices == rig.n_vertices
 
+    # exports for 3D tools (issue 17), read back
+    from pygltflib import GLTF2
+
+    glb = GLTF2().load(str(out / "rig" / "rig.glb"))
+    assert glb.meshes[0].extras["targetNames"][0] == "browDownLeft"
+    anim = GLTF2().load(str(videos / "animation.glb"))
+    assert len(anim.animations) == 1
+    rows = (videos / "animation_arkit.csv").read_text().splitlines()
+    assert rows[0].startswith("Timecode,BlendShapeCount,EyeBlinkLeft") and len(rows) == 1 + FRAMES
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rig"]["images_used"] == stems and summary["video"]["frames"] == FRAMES
+    assert summary["driven_rig"] == str(out / "rig" / "rig.npz")
+    files = set(summary["files"])
+    for name in ("rig/rig.npz", "rig/rig.glb", "videos/animation.glb", "videos/animation_arkit.csv",
+                 "videos/tracking.npz", "summary.json", f"params/{stems[0]}.json", "mesh/rig_neutral.obj"):
+        assert name in files, name
+    assert all((out / f).is_file() for f in files)
+
 
 def test_missing_weights_file_is_refused_before_any_work(inputs, tmp_path, caplog):
     missing = tmp_path / "none.pth"
@@ -85,8 +105,8 @@ def test_missing_weights_file_is_refused_before_any_work(inputs, tmp_path, caplo
         code = demo.main(["--weights", str(missing), "--rig-dir", str(inputs.rig_dir), "--video", str(inputs.video),
                           "--out", str(tmp_path / "o")])
     assert code == 1
-    assert str(missing) in caplog.text and "not found" in caplog.text
-    assert not (tmp_path / "o" / "rig").exists()
+    assert str(missing) in caplog.text and "no such file" in caplog.text
+    assert not (tmp_path / "o").exists()
 
 
 def test_demo_with_the_shipped_network(inputs, tmp_path, ict_face):
@@ -107,29 +127,29 @@ def test_demo_with_the_shipped_network(inputs, tmp_path, ict_face):
     assert len(recon) == 4
 
 
-def test_target_rig_of_another_model_or_corrupt(demo_run, tmp_path, caplog):
+def test_target_rig_of_another_model_or_corrupt(demo_run, inputs, tmp_path, caplog):
     _, out = demo_run
     rig = Rig.load(out / "rig" / "rig.npz")
     rig.model = "bfm2009"
     other = rig.save(tmp_path / "other.npz")
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(b"not a zip file")
-    for path, message in ((other, "built on face model 'bfm2009'"), (corrupt, "corrupt")):
+    for path, message in ((other, "built on face model 'bfm2009'"), (corrupt, "not a rig.npz")):
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="demo"):
-            assert demo.main(["--target-rig", str(path), "--out", str(tmp_path / "o")]) == 1
+            assert demo.main(["--target-rig", str(path), "--video", str(inputs.video), "--out", str(tmp_path / "o")]) == 1
         assert message in caplog.text and str(path) in caplog.text
     assert not (tmp_path / "o").exists()  # refused before any work
 
 
-def test_unreadable_video_keeps_the_rig(inputs, tmp_path, caplog):
+def test_unreadable_video_is_refused_before_any_work(inputs, tmp_path, caplog):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 1000)
     with caplog.at_level(logging.ERROR):
         code = demo.main(["--rig-dir", str(inputs.rig_dir), "--video", str(bad), "--out", str(tmp_path / "o"),
                           "--no-photometric"])
     assert code == 1 and str(bad) in caplog.text
-    assert (tmp_path / "o" / "rig" / "rig.npz").is_file()
+    assert not (tmp_path / "o").exists()
 
 
 def test_video_with_faceless_frames_is_flagged(demo_run, inputs, tmp_path, ict_face):
@@ -178,11 +198,13 @@ def test_truncated_video_keeps_the_frames_read(demo_run, inputs, tmp_path, ict_f
 
 
 def test_video_folder_means_its_first_video(tmp_path):
+    from utils.pipelines.inputs import InputError, first_video
+
     for name in ("b.mp4", "a.mp4", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert demo.first_video(tmp_path) == tmp_path / "a.mp4"
-    assert demo.first_video(tmp_path / "b.mp4") == tmp_path / "b.mp4"
+    assert first_video(tmp_path) == tmp_path / "a.mp4"
+    assert first_video(tmp_path / "b.mp4") == tmp_path / "b.mp4"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="holds no video"):
-        demo.first_video(empty)
+    with pytest.raises(InputError, match="holds no video"):
+        first_video(empty)

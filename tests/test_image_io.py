@@ -83,3 +83,34 @@ def test_folder_reports_bad_file_and_goes_on(tmp_path, caplog):
 def test_not_a_folder(tmp_path):
     with pytest.raises(ImageReadError, match="not a directory"):
         list(iter_image_folder(tmp_path / "nope"))
+
+
+def test_sixteen_bit_grey_and_colour_scale_to_eight_bits(tmp_path):
+    """A 16-bit grey PNG (Pillow's own conversion would clip it to white) and a 48-bit colour PNG."""
+    import cv2
+
+    ramp = np.linspace(0, 65535, 40 * 60).reshape(40, 60).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "grey16.png"), ramp)
+    grey = read_image(tmp_path / "grey16.png")
+    assert grey.dtype == np.uint8 and grey.shape == (40, 60, 3)
+    np.testing.assert_allclose(grey[..., 0].astype(float), ramp / 257.0, atol=0.51)
+    assert (grey[..., 0] == grey[..., 2]).all()
+    colour = np.stack([ramp, 65535 - ramp, np.full_like(ramp, 32896)], axis=-1)  # RGB
+    cv2.imwrite(str(tmp_path / "colour16.png"), colour[..., ::-1])
+    rgb = read_image(tmp_path / "colour16.png")
+    np.testing.assert_allclose(rgb.astype(float), colour / 257.0, atol=1.01)
+
+
+def test_heic_photo_reads_like_a_jpeg(tmp_path):
+    """An HEIC photo (the phone default) reads like the JPEG of the same pixels. Its rotation is
+    stored as HEIF transforms (irot/imir) that libheif applies on decoding; pillow-heif then sets the
+    EXIF orientation to 1, so exif_transpose does not turn it twice."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is in requirements_pip.txt")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(_blocks()).save(path, quality=95)
+    assert [p.name for p in list_images(tmp_path)] == ["IMG_0001.HEIC"]
+    image = read_image(path)
+    assert image.shape == (40, 60, 3) and image.dtype == np.uint8
+    np.testing.assert_allclose(image[5, 5], (255, 0, 0), atol=20)
+    np.testing.assert_allclose(image[35, 55], (0, 0, 255), atol=20)

@@ -1,5 +1,6 @@
 """Landmarker: no-face cases, the rig photos, landmark order, backend fallback, CLI, drawing."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from utils.io.images import ImageArrayError, read_image
 from utils.landmarks.__main__ import main
-from utils.landmarks.base import BackendUnavailableError, Face, LandmarkError
+from utils.landmarks.base import DEFAULT_BACKEND, BackendUnavailableError, Face, LandmarkError
 from utils.landmarks.detect import FaceLandmarker, detect_folder, select_face
 from utils.landmarks.drawing import draw_bbox, draw_landmarks
 
@@ -86,15 +87,13 @@ def test_face_alignment_without_weights_offline_raises_clear_error(monkeypatch, 
     assert "backend='dlib'" in message and "INORIG_OFFLINE" in message
 
 
-def test_auto_falls_back_to_dlib_with_one_warning(monkeypatch, tmp_path, recwarn):
-    monkeypatch.setenv("INORIG_OFFLINE", "1")
+def test_auto_is_the_default_backend_and_never_downloads(monkeypatch, tmp_path, recwarn):
+    monkeypatch.delenv("INORIG_OFFLINE", raising=False)  # even where downloads would be allowed
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    lm = FaceLandmarker("auto")
-    assert lm.backend == "dlib"
-    fallback = [w for w in recwarn if "Falling back to backend='dlib'" in str(w.message)]
-    assert len(fallback) == 1
-    assert "weights are missing" in str(fallback[0].message)
-    assert lm.detect(np.zeros((50, 50, 3), np.uint8)) == []
+    for lm in (FaceLandmarker("auto"), FaceLandmarker()):
+        assert lm.backend == DEFAULT_BACKEND == "dlib"
+    assert not list(tmp_path.rglob("*"))  # nothing fetched into the hub cache
+    assert not [w for w in recwarn if "face_alignment" in str(w.message)]
 
 
 def test_bad_input_errors(landmarker):
@@ -135,19 +134,29 @@ def test_folder_skips_faceless_and_corrupt_images(landmarker, tmp_path):
     assert "d_corrupt.jpg: cannot decode" in found.skipped[tmp_path / "d_corrupt.jpg"]
 
 
-def test_cli_writes_one_overlay_per_image(landmarker, tmp_path, monkeypatch):
+def test_cli_writes_coordinates_and_optional_overlays(landmarker, tmp_path, monkeypatch):
     rig = _need_rig()
     folder = tmp_path / "in"
     folder.mkdir()
     for path in rig[:2]:
         shutil.copy(path, folder / path.name)
     monkeypatch.setenv("INORIG_OFFLINE", "1")
-    assert main([str(folder), "--out", str(tmp_path / "out"), "--backend", "dlib"]) == 0
+    assert main([str(folder), "--out", str(tmp_path / "plain"), "--backend", "dlib"]) == 0
+    assert [p.name for p in (tmp_path / "plain").iterdir()] == ["landmarks.json"]  # overlays only when asked
+    assert main([str(folder), "--out", str(tmp_path / "out"), "--overlays"]) == 0
+    doc = json.loads((tmp_path / "out" / "landmarks.json").read_text())
+    assert doc["detector"] == "dlib" and "pixel centres at integer coordinates" in doc["pixel_convention"]
+    entry = doc["images"][rig[0].name]
+    assert (entry["width"], entry["height"]) == (256, 256) and entry["chosen"] == 0
+    face = entry["faces"][0]
+    assert len(face["box"]) == 4 and np.asarray(face["landmarks"]).shape == (68, 2)
+    assert face["detector"] == "dlib" and isinstance(face["score"], float)
+    detected = landmarker.detect(read_image(rig[0]))[0]
+    np.testing.assert_allclose(face["landmarks"], detected.landmarks, atol=1e-3)
     outputs = sorted((tmp_path / "out").glob("*.png"))
     assert [p.stem for p in outputs] == [p.stem for p in rig[:2]]
     overlay = cv2.imread(str(outputs[0]))[..., ::-1]
-    face = landmarker.detect(read_image(rig[0]))[0]
-    x, y = np.round(face.landmarks[30]).astype(int)
+    x, y = np.round(np.asarray(entry["chosen_landmarks"])[30]).astype(int)
     np.testing.assert_array_equal(overlay[y, x], (0, 255, 0))  # a green dot on the nose tip
 
 

@@ -160,3 +160,35 @@ def test_real_video_every_frame_and_filter_figures(landmarker):
     filtered = np.stack([f.landmarks for f in out])
     assert mean_motion(filtered) < 0.8 * mean_motion(raw)
     assert mean_deviation(filtered, raw) < 2.0
+
+
+def _two_people() -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames of the example driver (left) beside a still of another person (right), 480x240."""
+    from utils.paths import EXAMPLES_DIR
+
+    with VideoReader(EXAMPLES_DIR / "driver.mp4") as video:
+        moving = [cv2.resize(f, (240, 240), interpolation=cv2.INTER_AREA) for _, f in zip(range(24), video)]
+    still = cv2.resize(read_image(sorted((EXAMPLES_DIR / "photos").glob("*.jpg"))[0]), (240, 240),
+                       interpolation=cv2.INTER_AREA)
+    return moving, still
+
+
+def test_tracker_follows_the_chosen_person_through_a_loss_and_a_cut(landmarker):
+    """--face applies to video: face 1 (the right one) is chosen, followed, not swapped for the other
+    person while it is hidden, found again where it was; after a cut the rule chooses afresh."""
+    moving, still = _two_people()
+    grey = np.full_like(still, 128)
+    frames = [np.concatenate([still, m], axis=1) for m in moving[:10]]          # 0-9: followed on the right
+    frames += [np.concatenate([still, grey], axis=1)] * 3                         # 10-12: the right face hidden
+    frames += [np.concatenate([still, m], axis=1) for m in moving[10:16]]       # 13-18: back on the right
+    frames += [np.concatenate([m, still], axis=1) // 2 for m in moving[16:24]]  # 19-26: a new shot, swapped
+    tracker = FaceTracker(landmarker, face=1)
+    results = [tracker.update(np.ascontiguousarray(f)) for f in frames]
+    x = [None if r.face is None else float(r.face.landmarks[:, 0].mean()) for r in results]
+    assert all(v is not None and v > 240 for v in x[:10]), x[:10]
+    assert x[10:13] == [None, None, None]  # the left person is not taken instead
+    assert all(v is not None and v > 240 for v in x[13:19]), x[13:19]
+    assert [i for i, r in enumerate(results) if r.cut] == [19]
+    assert all(v is not None and v > 240 for v in x[19:]), x[19:]  # face 1 again: now the still person
+    largest = FaceTracker(landmarker, face=0)
+    assert float(largest.update(np.ascontiguousarray(frames[0])).face.landmarks[:, 0].mean()) < 240

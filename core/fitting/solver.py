@@ -32,7 +32,9 @@ per iteration through ``control``).
 """
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
@@ -381,6 +383,16 @@ def _dependencies(block: ResidualBlock, layout: _Layout) -> List[str]:
     return deps
 
 
+@functools.lru_cache(maxsize=1)
+def _forward_mode_ready() -> None:
+    """Run one tiny ``jvp`` with torch's FutureWarning about ``torch.jit.script`` silenced: the
+    first forward-mode call makes torch script its own jvp decompositions, which warns (a torch
+    internal, nothing the caller can change) on every run of the demo."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        jvp(torch.sin, (torch.zeros(1),), (torch.ones(1),))
+
+
 def batched_jacfwd(f: Callable[..., Tensor], primals: Sequence[Tensor], lead_dims: Sequence[int]
                    ) -> List[Tensor]:
     """Forward-mode Jacobians of a function that treats leading axes as independent elements.
@@ -394,6 +406,7 @@ def batched_jacfwd(f: Callable[..., Tensor], primals: Sequence[Tensor], lead_dim
         One Jacobian per primal, shape ``(*f_out_shape, size_k)`` with ``size_k`` the number of
         per-element entries of ``primals[k]``.
     """
+    _forward_mode_ready()
     sizes = []
     for p, d in zip(primals, lead_dims):
         size = 1

@@ -304,7 +304,7 @@ def build_rig(model: MorphableModel, images: Tensor, landmarks: Tensor, *,
     err = (uv - landmarks).norm(dim=-1).mean(-1)
     out_params = {n: flat[n] for n in _PER_IMAGE}
     out_params[IDENTITY] = identity
-    logger.info("rig from %d images: landmark error %.2f px (mean), stages %s", g, float(err.mean()),
+    logger.info("rig from %d images: landmark error %.2f crop px (mean), stages %s", g, float(err.mean()),
                 ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
     return RigBuildResult(rig=rig, params=out_params, sh=None if sh is None else sh.detach(),
                           landmarks_2d=uv.detach(), reprojection_error=err.detach(), timings=timings,

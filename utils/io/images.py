@@ -1,8 +1,9 @@
 """Reading photos from disk: one image, or every image of a folder, as uint8 RGB arrays.
 
 EXIF orientation is applied (phones store portrait photos as rotated landscape pixels plus a tag),
-so landmarks are found on the image as a person sees it. A file that cannot be decoded gives an
-`ImageReadError` naming it; reading a folder reports such files one by one and goes on.
+so landmarks are found on the image as a person sees it. HEIC/HEIF photos (the iPhone default) are
+read through pillow-heif, 16-bit and grey images are scaled to 8-bit RGB. A file that cannot be
+decoded gives an `ImageReadError` naming it; reading a folder reports such files one by one and goes on.
 
 In memory an image is an (H, W, 3) uint8 RGB array (`check_image`); networks and renderers take
 (B, 3, H, W) float tensors in [0, 1] (`to_float_batch`, `to_float`, and back with `to_uint8`).
@@ -44,7 +45,9 @@ def check_image(image: np.ndarray, name: str = "image_rgb") -> np.ndarray:
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic",
+                                     ".heif")
+HEIF_EXTENSIONS: tuple[str, ...] = (".heic", ".heif")
 
 
 class ImageReadError(ValueError):
@@ -60,10 +63,35 @@ class ImageItem:
     error: ImageReadError | None = None
 
 
+def _register_heif(path: Path) -> None:
+    """Let Pillow open HEIC/HEIF files (pillow-heif), imported only when such a file is read."""
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise ImageReadError(f"{path}: HEIC/HEIF photos need the package pillow-heif (pip install "
+                             f"pillow-heif), or convert the photo to JPEG") from exc
+    pillow_heif.register_heif_opener()
+
+
+def _to_rgb8(im: Image.Image) -> np.ndarray:
+    """Any Pillow image -> (H, W, 3) uint8 RGB: 16-bit and 32-bit integer greys scaled by 1/257
+    (Pillow's own conversion clips them at 255), float greys taken as [0, 1], alpha dropped."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im, dtype=np.float64)
+        grey = values / 257.0 if values.max(initial=0) > 255 or im.mode.startswith("I;16") else values
+    elif im.mode == "F":
+        grey = np.asarray(im, dtype=np.float64) * 255.0
+    else:
+        return np.asarray(im.convert("RGB"))
+    grey8 = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+    return np.repeat(grey8[..., None], 3, axis=2)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file into an (H, W, 3) uint8 RGB array, EXIF orientation applied.
 
-    Grey, palette, 16-bit and alpha images are converted to 8-bit RGB (alpha is dropped).
+    Grey, palette, 16-bit (grey or colour) and alpha images are converted to 8-bit RGB (alpha is
+    dropped); HEIC/HEIF photos need pillow-heif (a requirement of the project).
 
     Raises:
         ImageReadError: the file does not exist, is not an image, or is truncated/corrupt.
@@ -71,10 +99,12 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
+    if path.suffix.lower() in HEIF_EXTENSIONS:
+        _register_heif(path)
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = _to_rgb8(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: cannot decode image (corrupt, truncated or not an "
                              f"image): {exc}") from exc
@@ -82,7 +112,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files (jpg/jpeg/png/bmp/webp, any letter case) directly in ``folder``, sorted by name.
+    """Image files (`IMAGE_EXTENSIONS`, any letter case) directly in ``folder``, sorted by name.
 
     Raises:
         ImageReadError: ``folder`` is not a directory.

@@ -7,11 +7,16 @@ every frame that could be decoded and then raises `VideoReadError` saying how ma
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
+# FFmpeg's own messages ("moov atom not found", ...) would go to stderr beside the VideoReadError
+# that says the same in one line; quiet unless the user sets the level (before the first capture).
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
 import numpy as np
 
 logger = logging.getLogger(__name__)

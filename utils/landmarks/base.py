@@ -11,11 +11,19 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["N_LANDMARKS", "OFFLINE_ENV", "Box", "LandmarkError", "BackendUnavailableError", "FaceNotFoundError", "Face",
-           "offline", "check_box", "LandmarkBackend"]
+__all__ = ["N_LANDMARKS", "OFFLINE_ENV", "BACKENDS", "DEFAULT_BACKEND", "PIXEL_CONVENTION", "Box", "LandmarkError",
+           "BackendUnavailableError", "FaceNotFoundError", "Face", "offline", "check_box", "LandmarkBackend"]
 
 N_LANDMARKS = 68
 OFFLINE_ENV = "INORIG_OFFLINE"
+#: The landmark backends, offline ones first (`utils.landmarks.detect.FaceLandmarker`).
+BACKENDS = ("dlib", "mediapipe", "face_alignment")
+#: The backend the demo, the command lines and the pipelines use unless told otherwise. It never
+#: downloads anything (face_alignment would); switching the project's default is this one line.
+DEFAULT_BACKEND = "dlib"
+#: Where a pixel's centre is, as every landmark file states it (docs/conventions.md, "Pixels").
+PIXEL_CONVENTION = ("(x, y) = (column, row) in pixels of the image named; pixel centres at integer coordinates: "
+                    "pixel (row i, column j) covers x in [j - 0.5, j + 0.5], y in [i - 0.5, i + 0.5]")
 Box = tuple[float, float, float, float]
 
 
@@ -74,7 +82,7 @@ def check_box(box: Sequence[float], name: str = "bbox") -> Box:
 class LandmarkBackend(Protocol):
     name: str
 
-    def detect_boxes(self, image: np.ndarray, face_px: float | None = None
+    def detect_boxes(self, image: np.ndarray, face_px: float | None = None, full: bool = False
                      ) -> list[tuple[Box, float | None]]: ...
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray: ...

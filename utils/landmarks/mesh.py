@@ -353,10 +353,11 @@ class MediaPipeBackend:
         self.correspondence = load_mesh_correspondence(correspondence)
         self._mesh = MediaPipeMesh(**kwargs)
 
-    def detect_boxes(self, image: np.ndarray, face_px: float | None = None
+    def detect_boxes(self, image: np.ndarray, face_px: float | None = None, full: bool = False
                      ) -> list[tuple[Box, float | None]]:
         """Boxes and scores; a region search (``face_px`` given: a crop around a known face)
-        tries the short-range detector first."""
+        tries the short-range detector first. ``full`` changes nothing (both detectors search the
+        whole image)."""
         order = None if face_px is None else sorted(self._mesh.detector_names, key=lambda n: n != "short")
         return list(self._mesh.detect_boxes(image, order))
 

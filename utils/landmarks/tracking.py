@@ -11,6 +11,12 @@ drift) or finds the face gone.
 
 Tracking is lost when the optical flow fails, when the new landmarks no longer fit the box (the
 face left it), leave the frame or collapse, or when the region check finds no face.
+
+With several people in view, ``face`` chooses whom to follow on a detection (largest, most central,
+most confident, or the N-th from the left, `utils.landmarks.detect.select_box`). After a lost face
+the tracker re-detects and takes only a face near where the followed one was last seen (for
+``relocate_frames`` frames, about a second), so it does not jump to another person; then, and after
+a cut (the frame changes as a whole, `is_cut`), the rule chooses afresh.
 """
 from __future__ import annotations
 
@@ -26,10 +32,10 @@ import numpy as np
 from utils.io.images import check_image
 from utils.io.video import VideoReader
 from utils.landmarks.base import Box, Face, FaceNotFoundError
-from utils.landmarks.detect import FaceLandmarker
+from utils.landmarks.detect import FaceLandmarker, Selection, select_box
 from utils.landmarks.filters import OneEuroFilter, OneEuroParams
 
-__all__ = ["TrackedFace", "box_iou", "FaceTracker", "VideoFrame", "LandmarkStream", "track_video"]
+__all__ = ["TrackedFace", "box_iou", "is_cut", "FaceTracker", "VideoFrame", "LandmarkStream", "track_video"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class TrackedFace:
         detect_s: seconds spent detecting (full-frame or region check) on this frame.
         landmark_s: seconds spent predicting landmarks on this frame.
         flow_s: seconds spent on optical flow (box motion and tracking check) on this frame.
+        cut: whether this frame starts a new shot (`is_cut`): the face was chosen afresh.
     """
 
     face: Face | None
@@ -55,6 +62,7 @@ class TrackedFace:
     detect_s: float
     landmark_s: float
     flow_s: float = 0.0
+    cut: bool = False
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -64,6 +72,34 @@ def box_iou(a: Box, b: Box) -> float:
     inter = max(w, 0.0) * max(h, 0.0)
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+#: Mean absolute difference (grey levels of 255) between 32x32 thumbnails of consecutive frames
+#: above which the second starts a new shot. The shared videos (no cuts, 9 clips, 2,645 frames) stay
+#: at or below 19.9 (d12, hand-held), most below 9 (docs/benchmarks.md); a cut to a similar-looking
+#: shot can stay below it, and is then handled as motion (the tracker loses and re-detects the face).
+CUT_THRESHOLD = 30.0
+
+
+def _thumbnail(gray: np.ndarray) -> np.ndarray:
+    return cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def is_cut(previous: np.ndarray, current: np.ndarray, threshold: float = CUT_THRESHOLD) -> bool:
+    """Whether ``current`` starts a new shot after ``previous`` (32x32 grey thumbnails,
+    `_thumbnail`): their mean absolute difference exceeds ``threshold``."""
+    return float(np.abs(current - previous).mean()) > threshold
+
+
+def _near(box: Box, last: Box) -> float:
+    """How far ``box`` is from ``last`` (centre distance over ``last``'s side); inf when the sizes
+    differ by more than 2x."""
+    side, last_side = max(box[2] - box[0], box[3] - box[1]), max(last[2] - last[0], last[3] - last[1])
+    if not 0.5 < side / max(last_side, 1e-9) < 2.0:
+        return float("inf")
+    dx = (box[0] + box[2] - last[0] - last[2]) / 2
+    dy = (box[1] + box[3] - last[1] - last[3]) / 2
+    return float(np.hypot(dx, dy)) / max(last_side, 1e-9)
 
 
 class FaceTracker:
@@ -76,16 +112,27 @@ class FaceTracker:
         min_iou: tracking is lost when the landmarks' own bounding box overlaps their box's
             (the detector-box-sized square around them, as on the detection frame) by less.
         min_face_px: tracking is lost when the landmarks span less than this (pixels).
+        face: whom to follow where several faces are found (`utils.landmarks.detect.Selection`).
+        relocate_frames: after a lost face, this many frames only a face near its last place is
+            taken (the same person coming back), then the rule chooses again.
+        cut_threshold: see `is_cut` (None: no cut detection).
     """
 
     def __init__(self, landmarker: FaceLandmarker, *, verify_every: int = 10,
-                 min_iou: float = 0.5, min_face_px: float = 16.0) -> None:
+                 min_iou: float = 0.5, min_face_px: float = 16.0, face: Selection = "largest",
+                 relocate_frames: int = 25, cut_threshold: float | None = CUT_THRESHOLD) -> None:
         if verify_every < 0:
             raise ValueError(f"verify_every: expected >= 0, got {verify_every}")
         self.landmarker = landmarker
         self.verify_every = verify_every
         self.min_iou = min_iou
         self.min_face_px = min_face_px
+        self.face = face
+        self.relocate_frames = relocate_frames
+        self.cut_threshold = cut_threshold
+        self._thumb: np.ndarray | None = None
+        self._last_seen: Box | None = None
+        self._since_seen = 0
         self.reset()
 
     def reset(self) -> None:
@@ -160,33 +207,55 @@ class FaceTracker:
                 face = None
         return face, detect_s, landmark_s, flow_s
 
+    def _choose(self, found: list[tuple[Box, float | None]], shape: tuple[int, ...]
+                ) -> tuple[Box, float | None] | None:
+        """The detection to follow: near the followed face's last place while it is recent,
+        else by the rule ``face``."""
+        if self._last_seen is not None and self._since_seen <= self.relocate_frames:
+            last = self._last_seen
+            near = [f for f in found if _near(f[0], last) < 1.0]
+            return min(near, key=lambda f: _near(f[0], last)) if near else None
+        return select_box(found, shape, self.face)
+
     def update(self, image_rgb: np.ndarray) -> TrackedFace:
-        """Landmarks of the (largest) face in this frame, tracked from the previous one."""
+        """Landmarks of the followed face in this frame, tracked from the previous one."""
         image = check_image(image_rgb)
         gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        thumb = _thumbnail(gray)
+        cut = (self.cut_threshold is not None and self._thumb is not None
+               and is_cut(self._thumb, thumb, self.cut_threshold))
+        self._thumb = thumb
+        if cut:
+            logger.info("new shot (cut): choosing the face afresh")
+            self.reset()
+            self._last_seen = None
         detect_s = landmark_s = flow_s = 0.0
         if self._box is not None:
             face, detect_s, landmark_s, flow_s = self._track(image, gray)
             if face is not None:
                 self._box, self._landmarks, self._gray = face.bbox, face.landmarks, gray
+                self._last_seen, self._since_seen = face.bbox, 0
                 self._since_check += 1
-                return TrackedFace(face, False, detect_s, landmark_s, flow_s)
+                return TrackedFace(face, False, detect_s, landmark_s, flow_s, cut)
             self.reset()
+        self._since_seen += 1
         start = time.perf_counter()
         found = self.landmarker.detect_boxes(image)
         detect_s += time.perf_counter() - start
-        if not found:
-            return TrackedFace(None, True, detect_s, landmark_s, flow_s)
-        box, score = found[0]
+        chosen = self._choose(found, image.shape)
+        if chosen is None:
+            return TrackedFace(None, True, detect_s, landmark_s, flow_s, cut)
+        box, score = chosen
         start = time.perf_counter()
         try:
             face = self.landmarker.landmarks_in_box(image, box, score)
         except FaceNotFoundError:
-            return TrackedFace(None, True, detect_s, landmark_s + time.perf_counter() - start, flow_s)
+            return TrackedFace(None, True, detect_s, landmark_s + time.perf_counter() - start, flow_s, cut)
         landmark_s += time.perf_counter() - start
         self._set_fit(box, face.landmarks)
         self._box, self._landmarks, self._gray = face.bbox, face.landmarks, gray
-        return TrackedFace(face, True, detect_s, landmark_s, flow_s)
+        self._last_seen, self._since_seen = face.bbox, 0
+        return TrackedFace(face, True, detect_s, landmark_s, flow_s, cut)
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,6 +272,7 @@ class VideoFrame:
         detect_s: seconds spent on detection for this frame.
         landmark_s: seconds spent on landmarks for this frame.
         flow_s: seconds spent on optical flow (tracking) for this frame.
+        cut: whether this frame starts a new shot (the face was chosen afresh).
     """
 
     index: int
@@ -214,6 +284,7 @@ class VideoFrame:
     detect_s: float
     landmark_s: float
     flow_s: float
+    cut: bool = False
 
     @property
     def has_face(self) -> bool:
@@ -231,19 +302,27 @@ class LandmarkStream:
     Args:
         landmarker: detections and landmarks.
         filter_params: One Euro settings, or None to leave landmarks unfiltered.
-        verify_every: see `FaceTracker`.
+        verify_every, face: see `FaceTracker`.
+
+    Attributes:
+        missing: frames without a face so far. cuts: frame numbers where a new shot began.
     """
 
     def __init__(self, landmarker: FaceLandmarker, *, filter_params: OneEuroParams | None = OneEuroParams(),
-                 verify_every: int = 10) -> None:
-        self.tracker = FaceTracker(landmarker, verify_every=verify_every)
+                 verify_every: int = 10, face: Selection = "largest") -> None:
+        self.tracker = FaceTracker(landmarker, verify_every=verify_every, face=face)
         self.smoother = OneEuroFilter(filter_params) if filter_params is not None else None
         self.missing = 0
+        self.cuts: list[int] = []
 
     def __call__(self, index: int, image: np.ndarray, time_s: float, keep_image: bool = True) -> VideoFrame:
         """The landmarks of the next frame (a frame without a face restarts the filter)."""
         result = self.tracker.update(image)
         landmarks = None
+        if result.cut:
+            self.cuts.append(index)
+            if self.smoother is not None:
+                self.smoother.reset()
         if result.face is None:
             self.missing += 1
             logger.debug("frame %d: no face found", index)
@@ -253,13 +332,13 @@ class LandmarkStream:
             landmarks = (self.smoother(result.face.landmarks, time_s) if self.smoother is not None
                          else result.face.landmarks)
         return VideoFrame(index, time_s, image if keep_image else None, result.face, landmarks,
-                          result.detected, result.detect_s, result.landmark_s, result.flow_s)
+                          result.detected, result.detect_s, result.landmark_s, result.flow_s, result.cut)
 
 
 def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | None = None, *,
                 filter_params: OneEuroParams | None = OneEuroParams(),
                 verify_every: int = 10, max_frames: int | None = None,
-                keep_images: bool = True) -> Iterator[VideoFrame]:
+                keep_images: bool = True, face: Selection = "largest") -> Iterator[VideoFrame]:
     """Stream a video's frames with tracked, filtered 68-point landmarks.
 
     Faces are detected on the first frame and when tracking is lost (see `FaceTracker`); frames
@@ -273,6 +352,7 @@ def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | N
         verify_every: see `FaceTracker`.
         max_frames: stop after this many frames (no truncation check then).
         keep_images: put each frame's image in the result (False saves memory downstream).
+        face: whom to follow where several faces are in view (see `FaceTracker`).
 
     Raises:
         VideoReadError: unreadable video (at once), or truncated/corrupt (after the frames that
@@ -289,8 +369,8 @@ def track_video(source: str | Path | VideoReader, landmarker: FaceLandmarker | N
         ...     [frame.landmarks for frame in track_video(video)]
         [None, None, None]
     """
-    stream = LandmarkStream(landmarker or FaceLandmarker("dlib"), filter_params=filter_params,
-                            verify_every=verify_every)
+    stream = LandmarkStream(landmarker or FaceLandmarker(), filter_params=filter_params,
+                            verify_every=verify_every, face=face)
     owned = not isinstance(source, VideoReader)
     video = VideoReader(source) if owned else source
     try:

@@ -1,9 +1,15 @@
 """Photos of one person in, rig and per-image reconstructions out (files under an output folder).
 
 Images -> landmarks and crops (`utils.landmarks`, `utils.crop`) -> rig building (`core.rig.builder`)
--> ``rig/rig.npz``, ``mesh/*.obj``, ``params/*.json``, ``visualization/*.png``. Every file is
-written as soon as it is computed; bad images are reported and skipped, never fatal unless no
-usable image is left.
+-> ``rig/rig.npz``, ``rig/rig.glb`` (`utils.export`), ``mesh/*.obj``, ``params/*.json``,
+``visualization/*.png``. Every file is written as soon as it is computed; bad images are reported
+and skipped, never fatal unless no usable image is left.
+
+One face per image: the one ``face`` chooses (largest, most central, most confident, or the N-th
+from the left), landmarked again at a scale that suits it (`utils.landmarks.detect.detect_folder`).
+An image whose landmark fit error is far above the others' (`outlier_images`: more than twice the
+median of the other images' and at least 2 crop pixels above it) is flagged and, by default, left
+out: the rig is built a second time without it.
 """
 from __future__ import annotations
 
@@ -12,23 +18,32 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig, RigBuildResult
 from utils.crop import FaceCrop, crop_batch, crop_face
+from utils.export.errors import ExportError
+from utils.export.outputs import export_rig
 from utils.io.meshes import save_mesh
-from utils.landmarks.detect import FaceLandmarker, detect_folder
+from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect_folder
 from utils.pipelines.builders import RigBuilder, classical_builder
+from utils.progress import progress_bar
 from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PARAMS_FORMAT_VERSION", "RigInputError", "RigRun", "build_rig_from_folder"]
+__all__ = ["PARAMS_FORMAT_VERSION", "OUTLIER_RATIO", "OUTLIER_MARGIN_PX", "RigInputError", "RigRun",
+           "outlier_images", "build_rig_from_folder"]
+
+#: An image is an outlier when its landmark fit error (crop pixels) exceeds OUTLIER_RATIO times the
+#: median of the other images' and the median plus OUTLIER_MARGIN_PX (rig_case1's 14 photos spread
+#: over 1.5x of their median).
+OUTLIER_RATIO = 2.0
+OUTLIER_MARGIN_PX = 2.0
 
 #: ``params/*.json``: 1 (no ``format_version`` key) until 0.6; 2 adds ``format_version``, full
 #: ``units`` and ``conventions`` (the other keys are unchanged).
@@ -41,15 +56,55 @@ class RigInputError(ValueError):
 
 @dataclass
 class RigRun:
-    """What a rig-building run did: images used and skipped, outputs, timings per stage (s)."""
+    """What a rig-building run did.
+
+    Attributes:
+        used: stems of the images in the rig. skipped: image file name -> why it was not used
+            (unreadable, no face, no face of the number asked for).
+        flagged: stem -> why its fit is an outlier (`outlier_images`); ``left_out`` those of them
+            the rig was built without.
+        choices: stem -> which face of the image was taken (`utils.landmarks.detect.FaceChoice`).
+        landmark_error: stem -> mean landmark fit error in pixels of the photo;
+            ``landmark_error_crop`` the same in crop pixels (the 256 px face crops the fit sees).
+        outputs: name -> file or folder written. timings: stage -> seconds.
+    """
 
     used: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)
+    flagged: Dict[str, str] = field(default_factory=dict)
+    left_out: List[str] = field(default_factory=list)
+    choices: Dict[str, FaceChoice] = field(default_factory=dict)
     outputs: Dict[str, Path] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     landmark_error: Dict[str, float] = field(default_factory=dict)
+    landmark_error_crop: Dict[str, float] = field(default_factory=dict)
     result: Optional[RigBuildResult] = None
     crops: List[FaceCrop] = field(default_factory=list)
+
+
+def outlier_images(errors: Sequence[float], ratio: float = OUTLIER_RATIO,
+                   margin: float = OUTLIER_MARGIN_PX) -> List[int]:
+    """Indices of fits far worse than the others': error > ``ratio`` x the median of the *other*
+    images' errors and > that median + ``margin`` (crop pixels). Needs three images or more; never
+    flags so many that fewer than two would be left.
+
+    Example:
+        >>> outlier_images([3.0, 3.4, 2.9, 9.5, 3.1])
+        [3]
+        >>> outlier_images([3.0, 4.4, 2.9])
+        []
+    """
+    values = np.asarray(errors, dtype=np.float64)
+    if len(values) < 3:
+        return []
+    flagged = []
+    for i, value in enumerate(values):
+        others = float(np.median(np.delete(values, i)))
+        if value > ratio * others and value > others + margin:
+            flagged.append(i)
+    if len(values) - len(flagged) < 2:
+        return []
+    return flagged
 
 
 def _params_json(stem: str, i: int, result: RigBuildResult, crop: FaceCrop, names: List[str]) -> dict:
@@ -96,11 +151,22 @@ def _visualization(image: np.ndarray, screen: torch.Tensor, triangles: torch.Ten
 def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           landmarker: Optional[FaceLandmarker] = None,
                           config: RigBuildConfig = RigBuildConfig(), max_images: Optional[int] = None,
-                          visualize: bool = True, builder: Optional[RigBuilder] = None) -> RigRun:
+                          visualize: bool = True, builder: Optional[RigBuilder] = None,
+                          face: Selection = "largest", drop_outliers: bool = True,
+                          export: bool = True) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
-    ``builder`` replaces the classical solver (`utils.pipelines.builders.classical_builder` with
-    ``config`` and the landmarker's noise profile), e.g. the network's ``INORig.build_rig``.
+    Args:
+        rig_dir: the photos (one person). out_dir: output folder.
+        model: the face model region to fit.
+        landmarker: default ``FaceLandmarker()`` (`utils.landmarks.base.DEFAULT_BACKEND`).
+        config: the classical builder's settings. max_images: use at most this many photos.
+        visualize: write ``visualization/*.png``.
+        builder: replaces the classical solver (`utils.pipelines.builders.classical_builder` with
+            ``config`` and the landmarker's noise profile), e.g. the network's ``INORig.build_rig``.
+        face: which face of a photo with several (`utils.landmarks.detect.select_face`).
+        drop_outliers: build the rig again without the images `outlier_images` flags.
+        export: also write ``rig/rig.glb`` (glTF 2.0, ARKit-named morph targets, `utils.export`).
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -110,38 +176,60 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     if not rig_dir.is_dir():
         raise RigInputError(f"rig image folder {rig_dir} does not exist")
     start = time.perf_counter()
-    landmarker = landmarker or FaceLandmarker("auto")
-    found = detect_folder(rig_dir, landmarker)
+    landmarker = landmarker or FaceLandmarker()
+    found = detect_folder(rig_dir, landmarker, face)
     run.skipped.update({p.name: why for p, why in found.skipped.items()})
+    run.choices = {p.stem: c for p, c in found.choices.items()}
     faces = found.faces[:max_images] if max_images else found.faces
     if not faces:
         detail = "; ".join(f"{k}: {v}" for k, v in run.skipped.items()) or "no image files"
         raise RigInputError(f"no usable face in {rig_dir} ({detail})")
     stems = [p.stem for p, _, _ in faces]
-    crops = [crop_face(image, face.landmarks) for _, image, face in faces]
-    run.crops = crops
+    crops = [crop_face(image, f.landmarks) for _, image, f in faces]
     run.timings["landmark detection"] = time.perf_counter() - start
 
-    images, landmarks = crop_batch(crops)
     builder = builder or classical_builder(model, config, landmarker.backend)
-    result = builder(images, landmarks)
+    result = builder(*crop_batch(crops))
     run.timings.update(result.timings)
-    run.result = result
+    errors = result.reprojection_error.detach().cpu().numpy().astype(float)
+    for i in outlier_images(errors):
+        others = float(np.median(np.delete(errors, i)))
+        run.flagged[stems[i]] = (f"landmark fit error {errors[i]:.2f} crop px, {errors[i] / others:.1f}x the "
+                                 f"other images' median {others:.2f}")
+        logger.warning("%s: %s%s", stems[i], run.flagged[stems[i]],
+                       ": left out of the rig (second pass)" if drop_outliers else "")
+    if run.flagged and drop_outliers:
+        keep = [i for i, stem in enumerate(stems) if stem not in run.flagged]
+        run.left_out = [stems[i] for i in range(len(stems)) if i not in keep]
+        faces, crops, stems = [faces[i] for i in keep], [crops[i] for i in keep], [stems[i] for i in keep]
+        start = time.perf_counter()
+        result = builder(*crop_batch(crops))
+        run.timings["second pass (without outliers)"] = time.perf_counter() - start
+    run.result, run.crops = result, crops
+    errors_crop = result.reprojection_error.detach().cpu().numpy().astype(float)
 
     start = time.perf_counter()
     rig = result.rig
     run.outputs["rig"] = rig.save(out_dir / "rig" / "rig.npz")
+    if export:
+        try:
+            run.outputs["rig_glb"] = export_rig(rig, out_dir / "rig" / "rig.glb", source=run.outputs["rig"])
+        except ExportError as err:
+            logger.error("rig.glb not written: %s", err)
     run.outputs["rig_neutral"] = save_mesh(out_dir / "mesh" / "rig_neutral.obj", rig.neutral, rig.triangles,
                                            colors=rig.albedo)
     meshes = result.image_meshes()
-    for i, (stem, (_, image, _)) in enumerate(tqdm(list(zip(stems, faces)), desc="writing outputs",
-                                                    disable=None)):
+    for i, (stem, (_, image, _)) in enumerate(progress_bar(list(zip(stems, faces)), desc="writing outputs",
+                                                           unit="image")):
         save_mesh(out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
         params = _params_json(stem, i, result, crops[i], rig.expression_names)
+        params["landmark_error_crop_px"] = float(errors_crop[i])
+        params["units"]["landmark_error_crop_px"] = "pixels of the 256 px face crop the fit sees"
         (out_dir / "params").mkdir(parents=True, exist_ok=True)
         (out_dir / "params" / f"{stem}.json").write_text(json.dumps(params, indent=1))
         run.used.append(stem)
         run.landmark_error[stem] = params["landmark_error_px"]
+        run.landmark_error_crop[stem] = float(errors_crop[i])
         if visualize:
             screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
             save_png(out_dir / "visualization" / f"{stem}.png",

@@ -13,7 +13,13 @@ One pass of landmarks, then the rest:
    rig tracked (`core.rig.tracker`) -> the target rig driven by the frame's expression
    (`core.rig.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
-   and ``videos/tracking.npz`` (`utils.io.tracking`).
+   ``videos/tracking.npz`` (`utils.io.tracking`), and for 3D tools (`utils.export`)
+   ``videos/animation.glb`` (the target rig animated by the tracked weights and head rotation) and
+   ``videos/animation_arkit.csv`` (the tracked weights as a Live Link Face CSV).
+
+``max_frames`` limits tracking only: the scan reads the whole video, so the source rig's frames are
+spread over all of it. With several people in view, ``face`` chooses whom to follow
+(`utils.landmarks.tracking.FaceTracker`: the same person after a lost face, chosen afresh after a cut).
 
 A truncated video keeps every frame that could be read: the videos are closed, the arrays written,
 and the error is reported (``VideoScan.error``, ``TrackingRun.error``).
@@ -31,7 +37,6 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
@@ -39,15 +44,18 @@ from core.rig.retarget import expression_map, face_window, frontal_pose, render_
 from core.rig.rig import Rig
 from core.rig.tracker import DenseTies, FrameTrack, RigTracker, TrackerConfig
 from utils.crop import FaceCrop, crop_batch, crop_face
+from utils.export.errors import ExportError
+from utils.export.outputs import export_animation, export_live_link_csv
 from utils.io.images import to_uint8
-from utils.io.tracking import TrackingRecorder
+from utils.io.tracking import TrackingFileError, TrackingRecorder, load_tracking
 from utils.io.video import VideoInfo, VideoReader, VideoReadError
 from utils.io.video_writer import VideoWriter
-from utils.landmarks.detect import FaceLandmarker
+from utils.landmarks.detect import FaceLandmarker, Selection
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
+from utils.progress import progress_bar
 from utils.visualization import overlay_mesh
 
 __all__ = ["VideoInputError", "VideoScan", "TrackingRun", "scan_video", "source_rig_from_video",
@@ -66,11 +74,13 @@ class VideoInputError(ValueError):
 
 @dataclass
 class TrackingRun:
-    """What a tracking run did: frame counts, timings per stage (s), outputs, and any error."""
+    """What a tracking run did: frame counts, the frames without a face (``flagged_frames``),
+    timings per stage (s), outputs, and any error."""
 
     frames: int = 0
     tracked: int = 0
     flagged: int = 0
+    flagged_frames: List[int] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
     outputs: Dict[str, Path] = field(default_factory=dict)
     error: Optional[str] = None
@@ -127,6 +137,7 @@ class VideoScan:
         candidates: (yaw proxy, frame number, crop) of the frames kept for the source rig.
         timings: ``decoding`` and ``landmarks`` seconds.
         error: the read error of a truncated or corrupt video (frames before it are kept), or None.
+        cuts: frame numbers where a new shot began (the face was chosen afresh there).
         dense: per frame the dense mesh points (backend 'mediapipe': (478, 2), ``dense[i]``) or
             None; None when the backend has no mesh.
     """
@@ -138,6 +149,7 @@ class VideoScan:
     candidates: List[Tuple[float, int, FaceCrop]]
     timings: Dict[str, float]
     error: Optional[str] = None
+    cuts: List[int] = field(default_factory=list)
     dense: Optional[_LandmarkLog] = None
 
     def close(self) -> None:
@@ -167,7 +179,8 @@ def _every(n_frames: int, count: int) -> int:
 
 def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
                source_frames: Union[int, Sequence[int]] = 8,
-               landmark_filter: Optional[OneEuroParams] = OneEuroParams()) -> VideoScan:
+               landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
+               face: Selection = "largest") -> VideoScan:
     """Landmarks of every frame of ``video`` (each frame decoded and landmarked once) and candidate
     crops for the source rig.
 
@@ -178,6 +191,7 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
             regular intervals over the whole video: about four per rig frame, at most eight per
             rig frame in memory), or the frame numbers to use (only those are kept).
         landmark_filter: One Euro filter of the landmarks (None: raw).
+        face: whom to follow where several people are in view (`utils.landmarks.tracking.FaceTracker`).
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is scanned up to the error,
@@ -187,7 +201,7 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
     count = len(explicit) if explicit is not None else int(source_frames)
     if count < 1:
         raise ValueError(f"source_frames: expected at least one frame, got {source_frames!r}")
-    stream = LandmarkStream(landmarker, filter_params=landmark_filter)
+    stream = LandmarkStream(landmarker, filter_params=landmark_filter, face=face)
     log = _LandmarkLog()
     dense_log = _LandmarkLog(MESH_POINTS) if landmarker.backend == "mediapipe" else None
     candidates: List[Tuple[float, int, FaceCrop]] = []
@@ -200,7 +214,8 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
         index = 0
         clock = time.perf_counter()
         try:
-            for image in tqdm(frames, total=info.frame_count or None, desc="landmarks", unit="frame", disable=None):
+            for image in progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)",
+                                      unit="frame"):
                 start = time.perf_counter()
                 timings["decoding"] += start - clock
                 frame = stream(index, image, index / info.fps, keep_image=False)
@@ -217,13 +232,13 @@ def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
                 timings["landmarks"] += clock - start
         except VideoReadError as err:  # truncated or corrupt: keep what was read
             error = str(err)
-            logger.warning("%s (using the %d frames read before it)", err, index)
+            logger.debug("%s (using the %d frames read before it)", err, index)  # the caller reports it
     log.finish()
     if dense_log is not None:
         dense_log.finish()
     if stream.missing:
         logger.warning("%s: no face found on %d of %d frames", video, stream.missing, index)
-    return VideoScan(Path(video), info, index, log, candidates, timings, error, dense_log)
+    return VideoScan(Path(video), info, index, log, candidates, timings, error, list(stream.cuts), dense_log)
 
 
 def _choose(scan: VideoScan, source_frames: Union[int, Sequence[int]]) -> List[Tuple[float, int, FaceCrop]]:
@@ -317,12 +332,27 @@ def _calibrate_rest(tracker: RigTracker, scan: VideoScan, count: int) -> None:
     tracker.calibrate_rest([scan.landmarks[i] for i in pick], dense)
 
 
+def _export_animation(run: TrackingRun, target: Rig, target_source: Optional[Union[str, Path]],
+                      videos: Path) -> None:
+    """``animation.glb`` (the target driven by the tracking) and ``animation_arkit.csv``; an export
+    that fails is logged and left out (the tracking and videos are already written)."""
+    try:
+        tracking = load_tracking(run.outputs["tracking"])
+        run.outputs["animation_glb"] = export_animation(target, tracking, videos / "animation.glb",
+                                                        source=target_source)
+        run.outputs["animation_csv"] = export_live_link_csv(tracking, videos / "animation_arkit.csv")
+    except (ExportError, TrackingFileError) as err:
+        logger.error("animation exports not written: %s", err)
+
+
 def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, template: MorphableModel,
                        target: Rig, landmarker: Optional[FaceLandmarker] = None, *,
                        scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-                       pose: PoseMode = "source", light: LightMode = "source", rest_frames: int = 240) -> TrackingRun:
+                       pose: PoseMode = "source", light: LightMode = "source", face: Selection = "largest",
+                       export: bool = True, target_source: Optional[Union[str, Path]] = None,
+                       rest_frames: int = 240) -> TrackingRun:
     """Track ``video`` with the source rig and drive the target rig; write ``out_dir/videos/*``.
 
     Args:
@@ -336,6 +366,9 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         tracker_config: see `TrackerConfig`.
         landmark_filter: One Euro filter of the landmarks computed here (None: raw).
         pose, light: the retargeted render's head pose and lighting, the source frame's or frontal.
+        face: whom to follow in frames the scan did not cover (see `scan_video`).
+        export: also write ``videos/animation.glb`` and ``videos/animation_arkit.csv`` (`utils.export`).
+        target_source: the target rig's file, named in export messages.
         rest_frames: frames of the scan, spread over the video, on which the tracker calibrates the
             person's rest face (`RigTracker.calibrate_rest`; 0 or no scan: none).
 
@@ -356,7 +389,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     reader = VideoReader(video)
     info = reader.info
     retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
-    stream = None if landmarker is None else LandmarkStream(landmarker, filter_params=landmark_filter)
+    stream = (None if landmarker is None
+              else LandmarkStream(landmarker, filter_params=landmark_filter, face=face))
     scanned = 0 if scan is None else scan.frames
     paths = {name: videos / f"{name}.mp4" for name in ("input_clip", "output_recon", "output_exptrans")}
     writers = {name: VideoWriter(path, info.fps) for name, path in paths.items()}
@@ -364,8 +398,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     errors = []
     clock = time.perf_counter()
     try:
-        for index, image in enumerate(tqdm(reader, total=total or None, desc="tracking video", unit="frame",
-                                           disable=None)):
+        for index, image in enumerate(progress_bar(reader, total=total or None, desc="tracking video",
+                                                   unit="frame")):
             if max_frames is not None and index >= max_frames:
                 break
             start = time.perf_counter()
@@ -388,6 +422,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
             run.tracked += int(track.detected)
             if track.detected:
                 errors.append(track.error)
+            else:
+                run.flagged_frames.append(index)
             start = time.perf_counter()
             recon = _recon_frame(image, track, source.triangles)
             exptrans = retargeter(track)
@@ -409,6 +445,10 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                                                 model=source.model, n_vertices=source.n_vertices)
         run.add_time("writing videos", time.perf_counter() - start)
         reader.close()
+    if export and run.frames:
+        start = time.perf_counter()
+        _export_animation(run, target, target_source, videos)
+        run.add_time("writing exports", time.perf_counter() - start)
     if run.error is None and scan is not None and scan.error and max_frames is None:
         run.error = scan.error
     run.flagged = run.frames - run.tracked
