@@ -9,7 +9,7 @@ import torch
 
 from core.camera import euler_to_matrix
 from core.fitting.gaze import ICT_EYES, gaze_direction, gaze_from_weights
-from utils.synthetic.actions import ACTIONS, KEY_ACTIONS, action_clip
+from utils.synthetic.actions import KEY_ACTIONS, action_clip
 
 
 def test_action_clip_truth_is_consistent(ict_model):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from core.camera import euler_to_matrix
 from core.fitting.expression_priors import ExpressionPriors, coupling_block, sparsity_block, symmetry_block
 from core.fitting.points import euler_jacobian, point_block, project_points, surface_points
 from core.fitting.solver import ResidualBlock, SolverConfig, solve
 from core.fitting.variables import EXPRESSION, ROTATION, SCALE, TRANS2D
-from core.camera import euler_to_matrix
 from core.rig.rig import Rig
 from core.rig.tracker import DenseTies, RigTracker, TrackerConfig
 
