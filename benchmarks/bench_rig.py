@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=None, help="override RigBuildConfig.landmark_sigma")
     parser.add_argument("--contour-weight", type=float, default=None, help="override RigBuildConfig.contour_weight")
     parser.add_argument("--huber", type=float, default=None, help="override RigBuildConfig.landmark_huber")
+    parser.add_argument("--landmarks", default="dlib", choices=["dlib", "mediapipe"],
+                        help="landmark backend of the real-photo and video rows (the synthetic rows compare "
+                             "ground truth and dlib)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
@@ -116,9 +119,9 @@ def main() -> None:
                  "landmark_huber": args.huber}
     config = RigBuildConfig(**{k: v for k, v in overrides.items() if v is not None})
     print(f"config: {config}")
-    landmarker = FaceLandmarker("dlib")
+    landmarker = FaceLandmarker(args.landmarks)
     if "synthetic" not in args.skip:
-        synthetic(model, face, args.subjects, args.images, config, landmarker)
+        synthetic(model, face, args.subjects, args.images, config, FaceLandmarker("dlib"))
     if "real" not in args.skip:
         real_photos(face, config, landmarker)
     if "video" not in args.skip:
