@@ -1,26 +1,36 @@
-"""Retargeting: a source's expression weights drive a target rig, rendered with its own albedo.
+"""Retargeting: a source's expression weights drive a target rig, rendered with its own appearance.
 
 Both rigs hold the same face model's blendshapes (each transferred to its person's face), so the
 source's weights carry over by expression name; the target's blendshapes make the expression its
-own (a smile on a wider face is wider). The result is rendered with the target's per-vertex albedo
-under SH lighting (the source frame's, or a fixed frontal light) in the source's head pose or a
-fixed frontal one.
+own (a smile on a wider face is wider). A rig with parts (`core.rig.head.whole_head`) is driven and
+rendered as a whole head, eyeballs turned by the gaze where one is given, teeth following the jaw.
+
+`render_rig` renders it with the target's texture (or per-vertex albedo) under SH lighting: by
+default a neutral white light (`neutral_sh`), so the target looks like itself whatever the video;
+the source frame's light on request, with its colour cast taken out (`white_balanced`), in the
+source's head pose or a fixed frontal one.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import sparse
 from torch import Tensor
 
 from core.camera import WeakPerspective
-from core.lighting import shade
-from core.mesh import vertex_normals
+from core.lighting import sh_shading
 from core.render.rasterize import rasterize
-from core.render.shade import composite, default_sh, render_vertex_colors
+from core.render.shade import default_sh, render_vertex_colors
 from core.rig.rig import Rig
 
-__all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig"]
+__all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig",
+           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "RigRenderer"]
+
+#: Luminance weights of the RGB channels (Rec. 601), for `white_balanced`.
+_LUMA = (0.299, 0.587, 0.114)
 
 
 class RetargetError(ValueError):
@@ -45,16 +55,19 @@ def expression_map(source_names: Sequence[str], target_names: Sequence[str]) -> 
     return torch.tensor([position[n] for n in target_names], dtype=torch.long)
 
 
-def retarget(target: Rig, expression: Tensor, source_names: Optional[Sequence[str]] = None) -> Tensor:
+def retarget(target: Rig, expression: Tensor, source_names: Optional[Sequence[str]] = None, *,
+             head: bool = False, gaze: Optional[Tensor] = None) -> Tensor:
     """The target's meshes for the source's expression weights (object space, mm).
 
     Args:
         target: the rig to drive.
         expression: the source's weights.
         source_names: the source's expression names (default: the target's, in its order).
+        head: the whole head (`Rig.head_vertices`: V + P vertices, the face first) instead of the face.
+        gaze: with ``head``, the eyes' (yaw, pitch) per eye (`Rig.head_vertices`), or None.
 
     Shape:
-        expression (B, K_source) -> (B, V_target, 3).
+        expression (B, K_source); gaze (B, 2, 2) or None -> (B, V_target, 3), or (B, V + P, 3) with ``head``.
     """
     if expression.ndim != 2:
         raise ValueError(f"expression must be (B, K), got {tuple(expression.shape)}")
@@ -64,7 +77,7 @@ def retarget(target: Rig, expression: Tensor, source_names: Optional[Sequence[st
         index = expression_map(source_names, target.expression_names)
         if index is not None:
             expression = expression[:, index]
-    return target.vertices(expression)
+    return target.head_vertices(expression, gaze) if head else target.vertices(expression)
 
 
 def frontal_pose(neutral: Tensor, height: int, width: int, fill: float = 0.6) -> WeakPerspective:
@@ -99,45 +112,179 @@ def face_window(screen: Tensor, height: int, width: int, margin: int = 2) -> Opt
     return x0, y0, x1, y1
 
 
-def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Tensor,
-               sh: Optional[Tensor] = None) -> Tensor:
-    """Render meshes of a rig with its albedo under SH lighting over a background.
-
-    Only the window around the face is rasterized (`face_window`).
-
-    Args:
-        rig: supplies the albedo and triangles.
-        vertices: object-space meshes (e.g. `retarget`'s).
-        pose: the head poses in the frame's pixels.
-        background: frames to draw on, [0, 1].
-        sh: camera-space SH lighting; None = a fixed white light from the front (`default_sh`).
+def neutral_sh(batch: int = 1, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A neutral white light for showing a rig's own colours: mostly ambient, a soft key light from
+    the front and a little above, so a frontal surface is lit at about 1 (its albedo shows as is).
 
     Shape:
-        vertices (B, V, 3); pose of batch B; background (B, 3, H, W); sh (B, 9, 3) or None
-        -> (B, 3, H, W).
+        -> (batch, 9, 3).
     """
-    b, v = vertices.shape[:2]
-    if vertices.shape != (b, rig.n_vertices, 3):
-        raise ValueError(f"vertices must be (B, {rig.n_vertices}, 3), got {tuple(vertices.shape)}")
-    if background.ndim != 4 or background.shape[:2] != (b, 3):
-        raise ValueError(f"background must be ({b}, 3, H, W), got {tuple(background.shape)}")
-    dtype = vertices.dtype
-    if sh is None:
-        sh = default_sh(b, dtype=dtype)
-    pose = pose.to(dtype)
-    screen = pose.screen(vertices)
-    colors = shade(rig.albedo.to(dtype)[None].expand(b, -1, -1),
-                   vertex_normals(pose.camera_points(vertices), rig.triangles), sh.to(dtype))
-    colors = colors.clamp(0.0, 1.0)
-    height, width = background.shape[-2:]
-    out = background.clone()
-    for i in range(b):
-        box = face_window(screen[i], height, width)
-        if box is None:
-            continue
-        x0, y0, x1, y1 = box
-        local = screen[i:i + 1] - torch.tensor([x0, y0, 0.0], dtype=dtype)
-        fragments = rasterize(local, rig.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
-        image = render_vertex_colors(fragments, rig.triangles, colors[i:i + 1])
-        out[i:i + 1, :, y0:y1, x0:x1] = composite(image, fragments.mask, background[i:i + 1, :, y0:y1, x0:x1])
-    return out
+    return default_sh(batch, ambient=0.55, diffuse=0.5, direction=(0.15, 0.3, 1.0), dtype=dtype)
+
+
+def white_balanced(sh: Tensor) -> Tensor:
+    """SH lighting with its colour taken out: every channel gets the luminance of the three
+    (direction and brightness kept, no colour cast).
+
+    Shape:
+        sh (B, 9, 3) -> (B, 9, 3).
+    """
+    luma = torch.tensor(_LUMA, dtype=sh.dtype, device=sh.device)
+    return (sh @ luma)[..., None].expand_as(sh).clone()
+
+
+def render_mesh_of(rig: Rig, n_vertices: int) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Triangles, per-vertex albedo and per-corner uv ids of the rig's face (``n_vertices`` = V) or
+    whole head (V + P) as renders draw them: without the neck below the rig's `RigParts.neck_cut`.
+
+    Raises:
+        ValueError: ``n_vertices`` is neither.
+    """
+    if n_vertices == rig.n_head_vertices:
+        triangles, albedo, uv = rig.head_triangles.long(), rig.head_albedo, rig.uv_triangles
+    elif n_vertices == rig.n_vertices:
+        triangles, albedo = rig.triangles.long(), rig.albedo
+        uv = None if rig.uv_triangles is None else rig.uv_triangles[:len(rig.triangles)]
+    else:
+        raise ValueError(f"vertices must be (B, {rig.n_vertices}, 3) (the face) or (B, {rig.n_head_vertices}, 3) "
+                         f"(the whole head), got {n_vertices} vertices")
+    if rig.parts is not None and rig.parts.neck_cut is not None:
+        rest = rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=rig.neutral.dtype))[0, :n_vertices]
+        keep = rest[triangles][..., 1].amax(1) > rig.parts.neck_cut
+        triangles = triangles[keep]
+        uv = None if uv is None else uv[keep]
+    return triangles, albedo, uv
+
+
+def neck_offsets(rig: Rig, n_vertices: int) -> Optional[Tensor]:
+    """Offsets lifting the vertices below the rig's neck cut onto it (at rest), so that renders end
+    the neck with a clean level edge; None without a cut.
+
+    Shape:
+        -> (n_vertices, 3) or None.
+    """
+    if rig.parts is None or rig.parts.neck_cut is None:
+        return None
+    rest = rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=rig.neutral.dtype))[0, :n_vertices]
+    offsets = torch.zeros_like(rest)
+    offsets[:, 1] = (rig.parts.neck_cut - rest[:, 1]).clamp(min=0.0)
+    return offsets
+
+
+class RigRenderer:
+    """Renders one rig's meshes (its face, or its whole head) with its appearance, fast.
+
+    What does not change from frame to frame is prepared once: the triangles, the vertex-triangle
+    incidence that sums triangle normals into vertex normals (a sparse product), the per-corner
+    texture coordinates and the texture. Per frame: normals, SH shading per vertex, a windowed
+    rasterization, and per covered pixel one texture lookup times the interpolated shading.
+
+    Args:
+        rig: the rig.
+        n_vertices: render its face (``rig.n_vertices``) or whole head (``rig.n_head_vertices``, the default).
+        textured: use the rig's texture where it has one (else its per-vertex albedo).
+    """
+
+    def __init__(self, rig: Rig, n_vertices: Optional[int] = None, textured: bool = True) -> None:
+        n = rig.n_head_vertices if n_vertices is None else int(n_vertices)
+        triangles, albedo, uv_triangles = render_mesh_of(rig, n)
+        self.n_vertices = n
+        self._neck = neck_offsets(rig, n)
+        self.triangles = triangles.long()
+        self.albedo = albedo
+        f = len(self.triangles)
+        self._incidence = sparse.csr_matrix((np.ones(3 * f), (self.triangles.reshape(-1).numpy(),
+                                                              np.repeat(np.arange(f), 3))), shape=(n, f))
+        self.textured = bool(textured and rig.texture is not None and uv_triangles is not None and rig.uvs is not None)
+        if self.textured:
+            self._corner_uv = rig.uvs[uv_triangles.long()]                     # (F, 3, 2)
+            self._texture = rig.texture.permute(2, 0, 1)[None].contiguous()   # (1, 3, Ht, Wt)
+
+    def normals(self, points: Tensor) -> Tensor:
+        """Area-weighted unit vertex normals (as `core.mesh.vertex_normals`). Shape: (B, V, 3) -> (B, V, 3)."""
+        t = self.triangles
+        a, b, c = points[:, t[:, 0]], points[:, t[:, 1]], points[:, t[:, 2]]
+        face = torch.linalg.cross(b - a, c - a, dim=-1).detach().cpu().numpy()
+        summed = np.stack([self._incidence @ fi for fi in face])
+        return torch.nn.functional.normalize(torch.from_numpy(summed).to(points.dtype), dim=-1, eps=1e-12)
+
+    def __call__(self, vertices: Tensor, pose: WeakPerspective, background: Tensor,
+                 sh: Optional[Tensor] = None) -> Tensor:
+        """See `render_rig`. Shape: vertices (B, V_render, 3); background (B, 3, H, W) -> (B, 3, H, W)."""
+        b = vertices.shape[0]
+        if vertices.ndim != 3 or vertices.shape[1:] != (self.n_vertices, 3):
+            raise ValueError(f"vertices must be (B, {self.n_vertices}, 3), got {tuple(vertices.shape)}")
+        if background.ndim != 4 or background.shape[:2] != (b, 3):
+            raise ValueError(f"background must be ({b}, 3, H, W), got {tuple(background.shape)}")
+        dtype = vertices.dtype
+        if self._neck is not None:
+            vertices = vertices + self._neck.to(dtype)
+        sh = neutral_sh(b, dtype=dtype) if sh is None else sh.to(dtype)
+        pose = pose.to(dtype)
+        screen = pose.screen(vertices)
+        light = sh_shading(self.normals(pose.camera_points(vertices)), sh)       # (B, V, 3)
+        colors = None if self.textured else (self.albedo.to(dtype)[None] * light).clamp(0.0, 1.0)
+        height, width = background.shape[-2:]
+        out = background.clone()
+        for i in range(b):
+            box = face_window(screen[i], height, width)
+            if box is None:
+                continue
+            x0, y0, x1, y1 = box
+            local = screen[i:i + 1] - torch.tensor([x0, y0, 0.0], dtype=dtype)
+            fragments = rasterize(local, self.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+            window = out[i, :, y0:y1, x0:x1]
+            if self.textured:
+                self._shade_texels(fragments, light[i], window)
+            else:
+                image = render_vertex_colors(fragments, self.triangles, colors[i:i + 1])[0]
+                window.copy_(torch.where(fragments.mask[0][None], image.to(out.dtype), window))
+        return out
+
+    def _shade_texels(self, fragments, light: Tensor, window: Tensor) -> None:
+        """Texture x interpolated shading written into the covered pixels of ``window`` (3, h, w)."""
+        tri = fragments.tri_id[0].reshape(-1)
+        covered = torch.nonzero(tri >= 0)[:, 0]
+        if len(covered) == 0:
+            return
+        t = tri[covered]
+        bary = fragments.bary[0].reshape(-1, 3)[covered].to(light.dtype)
+        uv = torch.einsum("pc,pcd->pd", bary, self._corner_uv.to(light.dtype)[t])
+        shade = torch.einsum("pc,pcd->pd", bary, light[self.triangles[t]])
+        grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
+        colour = F.grid_sample(self._texture.to(light.dtype), grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)[0, :, 0]                    # (3, P)
+        flat = window.reshape(3, -1) if window.is_contiguous() else None
+        values = (colour * shade.T).clamp(0.0, 1.0).to(window.dtype)
+        if flat is not None:
+            flat[:, covered] = values
+        else:
+            h, w = window.shape[1:]
+            rows, cols = covered // w, covered % w
+            window[:, rows, cols] = values
+
+
+def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Tensor,
+               sh: Optional[Tensor] = None, textured: bool = True) -> Tensor:
+    """Render meshes of a rig with its appearance under SH lighting over a background.
+
+    The rig's texture where it has one (and ``textured``), else its per-vertex albedo, times the
+    SH shading of the vertex normals (interpolated). Only the window around the mesh is rasterized
+    (`face_window`). A video renders many frames of one rig: keep a `RigRenderer` instead.
+
+    Args:
+        rig: supplies the appearance and triangles.
+        vertices: object-space meshes of the face (`retarget`, `Rig.vertices`) or of the whole head
+            (``retarget(..., head=True)``, `Rig.head_vertices`).
+        pose: the head poses in the frame's pixels.
+        background: frames to draw on, [0, 1].
+        sh: camera-space SH lighting; None = `neutral_sh`.
+        textured: use the texture where the rig has one.
+
+    Shape:
+        vertices (B, V, 3) or (B, V + P, 3); pose of batch B; background (B, 3, H, W); sh (B, 9, 3)
+        or None -> (B, 3, H, W).
+    """
+    if vertices.ndim != 3 or vertices.shape[2] != 3:
+        raise ValueError(f"vertices must be (B, V, 3), got {tuple(vertices.shape)}")
+    return RigRenderer(rig, vertices.shape[1], textured)(vertices, pose, background, sh)

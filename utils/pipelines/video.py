@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
-from core.rig.retarget import expression_map, face_window, frontal_pose, render_rig
+from core.rig.retarget import expression_map, frontal_pose, render_rig, white_balanced
 from core.rig.rig import Rig
 from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
 from utils.crop import FaceCrop, crop_batch, crop_face
@@ -47,7 +47,7 @@ from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
-from utils.visualization import overlay_mesh
+from utils.visualization import FitOverlay
 
 __all__ = ["VideoInputError", "VideoScan", "TrackingRun", "scan_video", "source_rig_from_video",
            "track_and_retarget", "yaw_proxy"]
@@ -258,26 +258,25 @@ def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_fram
     return result.rig, indices
 
 
-def _recon_frame(image: np.ndarray, track: FrameTrack, triangles: torch.Tensor) -> np.ndarray:
-    """The tracked mesh (the tracker's own, `FrameTrack.vertices`) over the frame, where fitted."""
+def _recon_frame(image: np.ndarray, track: FrameTrack, overlay: FitOverlay) -> np.ndarray:
+    """The tracked face (the tracker's own mesh, `FrameTrack.vertices`, with the rig's parts in the eye
+    and mouth openings; `utils.visualization.FitOverlay`) over the frame, where fitted."""
     if not track.detected:
         out = image.copy()
         cv2.putText(out, "no face", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 64, 64), 2, cv2.LINE_AA)
         return out
-    screen = track.pose.screen(track.vertices[None])[0]
-    h, w = image.shape[:2]
-    box = face_window(screen, h, w)
-    if box is None:
-        return image
-    x0, y0, x1, y1 = box
-    out = image.copy()
-    out[y0:y1, x0:x1] = overlay_mesh(np.ascontiguousarray(image[y0:y1, x0:x1]),
-                                     screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype), triangles)
-    return out
+    return overlay(image, track.expression, track.pose, _gaze(track), track.vertices)
+
+
+def _gaze(track: FrameTrack) -> Optional[torch.Tensor]:
+    """The frame's tracked gaze (2, 2) [left, right] x (yaw, pitch) radians, where the tracker gives one."""
+    gaze = getattr(track, "gaze", None)
+    return None if gaze is None else torch.as_tensor(gaze).reshape(2, 2)
 
 
 class _Retargeter:
-    """Renders the target rig driven by the source's tracked expressions."""
+    """Renders the target rig (its whole head where it has parts) driven by the source's tracked
+    expressions and gaze; the video's light has its colour cast taken out."""
 
     def __init__(self, source: Rig, target: Rig, pose: PoseMode, light: LightMode, size: tuple) -> None:
         self.target = target
@@ -289,8 +288,10 @@ class _Retargeter:
     def __call__(self, track: FrameTrack) -> np.ndarray:
         expression = track.expression[None] if self.index is None else track.expression[None][:, self.index]
         pose = self.frontal if not track.valid or self.pose == "frontal" else track.pose
-        sh = track.sh[None] if (self.light == "source" and track.sh is not None) else None
-        image = render_rig(self.target, self.target.vertices(expression), pose, self.background, sh)
+        sh = white_balanced(track.sh[None]) if (self.light == "source" and track.sh is not None) else None
+        gaze = _gaze(track)
+        vertices = self.target.head_vertices(expression, None if gaze is None else gaze[None])
+        image = render_rig(self.target, vertices, pose, self.background, sh)
         return to_uint8(image[0])
 
 
@@ -299,7 +300,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                        scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-                       pose: PoseMode = "source", light: LightMode = "source") -> TrackingRun:
+                       pose: PoseMode = "source", light: LightMode = "frontal") -> TrackingRun:
     """Track ``video`` with the source rig and drive the target rig; write ``out_dir/videos/*``.
 
     Args:
@@ -312,7 +313,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         max_frames: track at most this many frames.
         tracker_config: see `TrackerConfig`.
         landmark_filter: One Euro filter of the landmarks computed here (None: raw).
-        pose, light: the retargeted render's head pose and lighting, the source frame's or frontal.
+        pose, light: the retargeted render's head pose and lighting, the source frame's (its light
+            white-balanced) or frontal (a neutral light, the default: the target's own colours).
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is reported in ``error``).
@@ -327,6 +329,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     reader = VideoReader(video)
     info = reader.info
     retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
+    overlay = FitOverlay(source)
     stream = None if landmarker is None else LandmarkStream(landmarker, filter_params=landmark_filter)
     scanned = 0 if scan is None else scan.frames
     paths = {name: videos / f"{name}.mp4" for name in ("input_clip", "output_recon", "output_exptrans")}
@@ -357,7 +360,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
             if track.detected:
                 errors.append(track.error)
             start = time.perf_counter()
-            recon = _recon_frame(image, track, source.triangles)
+            recon = _recon_frame(image, track, overlay)
             exptrans = retargeter(track)
             run.add_time("rendering", time.perf_counter() - start)
             start = time.perf_counter()
