@@ -19,10 +19,12 @@ from PIL import Image
 from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_screen
 from core.face_model.ict import ICT_REGIONS
 from core.mesh import vertex_normals
+from core.lighting import sh_shading
 from core.render.rasterize import interpolate, rasterize
-from core.render.shade import composite, render_depth, render_normals, render_overlay, render_shaded
+from core.render.shade import composite, default_sh, render_depth, render_normals, render_overlay, render_shaded
+from core.render.textured import VertexNormals, covered_pixels
 from core.rig.parts import surface_distance
-from core.rig.retarget import face_window
+from core.rig.retarget import camera_to_screen, face_window
 from core.rig.rig import Rig
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
@@ -126,7 +128,9 @@ class FitOverlay:
     """The fitted face over video frames: grey skin with a soft edge, the eyes and mouth interior
     filled by the rig's parts in their own colours (no scalp, ears or neck), at ``alpha``.
 
-    A rig without parts is drawn as its face with the soft edge (eye and mouth openings open).
+    Shaded per vertex (the default white light) and interpolated; only the window around the face
+    is rasterized. A rig without parts is drawn as its face with the soft edge (the eye and mouth
+    openings stay open).
 
     Args:
         rig: the fitted person's rig (whole head from `core.rig.head.whole_head` for the parts).
@@ -139,14 +143,16 @@ class FitOverlay:
         tris = rig.head_triangles.long()
         self.triangles = tris[(weights[tris] > 0).any(1)]
         self.weights = weights
+        self.drawn = weights > 0
         colours = torch.full((rig.n_head_vertices, 3), _SKIN_GREY)
         if rig.parts is not None:
             colours[rig.n_vertices:] = rig.parts.albedo.float()
         self.colors = colours
+        self.normals = VertexNormals(self.triangles, rig.n_head_vertices)
 
     def __call__(self, image_rgb: np.ndarray, expression: torch.Tensor, pose: WeakPerspective,
                  gaze: torch.Tensor | None = None, face: torch.Tensor | None = None) -> np.ndarray:
-        """The overlay on one frame (only the window around the face is drawn).
+        """The overlay on one frame.
 
         ``face``: the rig's face mesh at ``expression`` where already computed (`FrameTrack.vertices`).
 
@@ -156,16 +162,30 @@ class FitOverlay:
         dtype = self.rig.neutral.dtype
         verts = self.rig.head_vertices(expression[None].to(dtype), None if gaze is None else gaze[None],
                                        None if face is None else face[None].to(dtype))
-        screen = pose.to(verts.dtype).screen(verts)[0]
+        pose = pose.to(verts.dtype)
+        camera = pose.camera_points(verts)
+        screen = camera_to_screen(camera, pose)[0]
         height, width = image_rgb.shape[:2]
-        box = face_window(screen[self.weights > 0], height, width)
+        box = face_window(screen[self.drawn], height, width)
         if box is None:
             return image_rgb
         x0, y0, x1, y1 = box
+        light = sh_shading(self.normals(camera), default_sh(1, dtype=verts.dtype))[0]
+        shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
+        attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
+        local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
+        fragments = rasterize(local[None], self.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+        covered, tri, bary = covered_pixels(fragments)
         out = image_rgb.copy()
-        out[y0:y1, x0:x1] = overlay_mesh(np.ascontiguousarray(image_rgb[y0:y1, x0:x1]),
-                                         screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype), self.triangles,
-                                         alpha=self.alpha, vertex_alpha=self.weights, colors=self.colors)
+        if len(covered) == 0:
+            return out
+        values = torch.einsum("pc,pcd->pd", bary.to(verts.dtype), attributes[self.triangles[tri]])
+        window = out[y0:y1, x0:x1].reshape(-1, 3)
+        rows = covered.numpy()
+        weight = (self.alpha * values[:, 3:].clamp(0.0, 1.0)).numpy()
+        blended = weight * (values[:, :3].numpy() * 255.0) + (1.0 - weight) * window[rows].astype(np.float64)
+        window[rows] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+        out[y0:y1, x0:x1] = window.reshape(y1 - y0, x1 - x0, 3)
         return out
 
 

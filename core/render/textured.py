@@ -6,16 +6,19 @@ sampling is bilinear. Only covered pixels are looked up, so the cost follows the
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from scipy import sparse
+
 from core.checks import check_shape
 from core.render.rasterize import Fragments
 
-__all__ = ["sample_texture", "pixel_uvs", "render_textured"]
+__all__ = ["sample_texture", "pixel_uvs", "render_textured", "VertexNormals", "covered_pixels"]
 
 
 def sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
@@ -77,3 +80,33 @@ def render_textured(fragments: Fragments, uvs: Tensor, uv_triangles: Tensor, tex
             colour = colour * light
         out[mask] = colour
     return out.permute(0, 3, 1, 2)
+
+
+class VertexNormals:
+    """Area-weighted unit vertex normals of one triangle list, for many frames (as
+    `core.mesh.vertex_normals`, the triangle normals summed by a precomputed sparse incidence).
+
+    Args:
+        triangles: (F, 3) vertex ids. n_vertices: V.
+    """
+
+    def __init__(self, triangles: Tensor, n_vertices: int) -> None:
+        self.triangles = triangles.long()
+        f = len(self.triangles)
+        self._incidence = sparse.csr_matrix((np.ones(3 * f, np.float32), (self.triangles.reshape(-1).numpy(),
+                                                              np.repeat(np.arange(f), 3))), shape=(n_vertices, f))
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """Shape: points (B, V, 3) -> (B, V, 3) unit normals (zero for vertices in no triangle)."""
+        t = self.triangles
+        a, b, c = points[:, t[:, 0]], points[:, t[:, 1]], points[:, t[:, 2]]
+        face = torch.linalg.cross(b - a, c - a, dim=-1).detach().cpu().numpy()
+        summed = np.stack([self._incidence @ fi for fi in face])
+        return torch.nn.functional.normalize(torch.from_numpy(summed).to(points.dtype), dim=-1, eps=1e-12)
+
+
+def covered_pixels(fragments: Fragments, image: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+    """One image's covered pixels: flat pixel indices (P,), their triangles (P,) and barycentrics (P, 3)."""
+    tri = fragments.tri_id[image].reshape(-1)
+    covered = torch.nonzero(tri >= 0)[:, 0]
+    return covered, tri[covered], fragments.bary[image].reshape(-1, 3)[covered]

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import sparse
 from torch import Tensor
 
 from core.camera import WeakPerspective
 from core.lighting import sh_shading
 from core.render.rasterize import rasterize
 from core.render.shade import default_sh, render_vertex_colors
+from core.render.textured import VertexNormals, covered_pixels
 from core.rig.rig import Rig
 
 __all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig",
-           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "RigRenderer"]
+           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "RigRenderer", "camera_to_screen"]
 
 #: Luminance weights of the RGB channels (Rec. 601), for `white_balanced`.
 _LUMA = (0.299, 0.587, 0.114)
@@ -192,21 +191,11 @@ class RigRenderer:
         self._neck = neck_offsets(rig, n)
         self.triangles = triangles.long()
         self.albedo = albedo
-        f = len(self.triangles)
-        self._incidence = sparse.csr_matrix((np.ones(3 * f), (self.triangles.reshape(-1).numpy(),
-                                                              np.repeat(np.arange(f), 3))), shape=(n, f))
+        self.normals = VertexNormals(self.triangles, n)
         self.textured = bool(textured and rig.texture is not None and uv_triangles is not None and rig.uvs is not None)
         if self.textured:
             self._corner_uv = rig.uvs[uv_triangles.long()]                     # (F, 3, 2)
             self._texture = rig.texture.permute(2, 0, 1)[None].contiguous()   # (1, 3, Ht, Wt)
-
-    def normals(self, points: Tensor) -> Tensor:
-        """Area-weighted unit vertex normals (as `core.mesh.vertex_normals`). Shape: (B, V, 3) -> (B, V, 3)."""
-        t = self.triangles
-        a, b, c = points[:, t[:, 0]], points[:, t[:, 1]], points[:, t[:, 2]]
-        face = torch.linalg.cross(b - a, c - a, dim=-1).detach().cpu().numpy()
-        summed = np.stack([self._incidence @ fi for fi in face])
-        return torch.nn.functional.normalize(torch.from_numpy(summed).to(points.dtype), dim=-1, eps=1e-12)
 
     def __call__(self, vertices: Tensor, pose: WeakPerspective, background: Tensor,
                  sh: Optional[Tensor] = None) -> Tensor:
@@ -221,8 +210,9 @@ class RigRenderer:
             vertices = vertices + self._neck.to(dtype)
         sh = neutral_sh(b, dtype=dtype) if sh is None else sh.to(dtype)
         pose = pose.to(dtype)
-        screen = pose.screen(vertices)
-        light = sh_shading(self.normals(pose.camera_points(vertices)), sh)       # (B, V, 3)
+        camera = pose.camera_points(vertices)
+        screen = camera_to_screen(camera, pose)
+        light = sh_shading(self.normals(camera), sh)                              # (B, V, 3)
         colors = None if self.textured else (self.albedo.to(dtype)[None] * light).clamp(0.0, 1.0)
         height, width = background.shape[-2:]
         out = background.clone()
@@ -243,12 +233,10 @@ class RigRenderer:
 
     def _shade_texels(self, fragments, light: Tensor, window: Tensor) -> None:
         """Texture x interpolated shading written into the covered pixels of ``window`` (3, h, w)."""
-        tri = fragments.tri_id[0].reshape(-1)
-        covered = torch.nonzero(tri >= 0)[:, 0]
+        covered, t, bary = covered_pixels(fragments)
         if len(covered) == 0:
             return
-        t = tri[covered]
-        bary = fragments.bary[0].reshape(-1, 3)[covered].to(light.dtype)
+        bary = bary.to(light.dtype)
         uv = torch.einsum("pc,pcd->pd", bary, self._corner_uv.to(light.dtype)[t])
         shade = torch.einsum("pc,pcd->pd", bary, light[self.triangles[t]])
         grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
@@ -262,6 +250,13 @@ class RigRenderer:
             h, w = window.shape[1:]
             rows, cols = covered // w, covered % w
             window[:, rows, cols] = values
+
+
+def camera_to_screen(camera: Tensor, pose: WeakPerspective) -> Tensor:
+    """Screen ``(u, v, depth)`` from camera-axis points ``R X`` (as `WeakPerspective.screen`, without
+    rotating twice). Shape: (B, N, 3) -> (B, N, 3)."""
+    xc = camera * pose.scale[:, None, None]
+    return torch.stack([xc[..., 0] + pose.trans2d[:, None, 0], pose.trans2d[:, None, 1] - xc[..., 1], xc[..., 2]], -1)
 
 
 def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Tensor,

@@ -126,6 +126,11 @@ class Rig:
     uv_triangles: Optional[torch.Tensor] = None
     texture: Optional[torch.Tensor] = None
 
+    def __post_init__(self) -> None:
+        # Evaluated every frame: kept contiguous so that flattening them is a view, not a copy.
+        self.blendshapes = self.blendshapes.contiguous()
+        self.neutral = self.neutral.contiguous()
+
     @property
     def n_vertices(self) -> int:
         return int(self.neutral.shape[0])

@@ -43,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["AppearanceRun", "head_rig", "textured_rig", "jawline", "crop_content", "write_appearance", "write_textured_meshes"]
 
-#: rig.glb of a whole head: sparse targets keep it small (docs/benchmarks.md, appearance).
-HEAD_GLB_OPTIONS = GltfOptions(sparse=True)
 
 
 @dataclass
@@ -128,7 +126,7 @@ def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Te
 
 def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
                      config: TextureConfig = TextureConfig(), glb: bool = True,
-                     glb_options: GltfOptions = HEAD_GLB_OPTIONS) -> AppearanceRun:
+                     glb_options: Optional[GltfOptions] = None) -> AppearanceRun:
     """Make the photos' rig a textured whole head and write its files (module docstring).
 
     Args:
@@ -137,7 +135,7 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         out_dir: the same output folder as the rig run's.
         config: texture settings (`TextureConfig`).
         glb: also write ``rig/rig.glb``.
-        glb_options: how its targets are stored.
+        glb_options: how its targets are stored (None: sparse, `utils.export.outputs.glb_options`).
     """
     out_dir = Path(out_dir)
     start = time.perf_counter()

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
-from core.rig.retarget import expression_map, frontal_pose, render_rig, white_balanced
+from core.rig.retarget import RigRenderer, expression_map, frontal_pose, white_balanced
 from core.rig.rig import Rig
 from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
 from utils.crop import FaceCrop, crop_batch, crop_face
@@ -284,6 +284,7 @@ class _Retargeter:
         self.pose, self.light = pose, light
         self.background = torch.full((1, 3, *size), _BACKGROUND)
         self.frontal = frontal_pose(target.neutral, *size)
+        self.renderer = RigRenderer(target)
 
     def __call__(self, track: FrameTrack) -> np.ndarray:
         expression = track.expression[None] if self.index is None else track.expression[None][:, self.index]
@@ -291,7 +292,7 @@ class _Retargeter:
         sh = white_balanced(track.sh[None]) if (self.light == "source" and track.sh is not None) else None
         gaze = _gaze(track)
         vertices = self.target.head_vertices(expression, None if gaze is None else gaze[None])
-        image = render_rig(self.target, vertices, pose, self.background, sh)
+        image = self.renderer(vertices, pose, self.background, sh)
         return to_uint8(image[0])
 
 
