@@ -176,9 +176,22 @@ def mirror_uvs(rig: Rig, tri_id: Tensor, bary: Tensor) -> Tuple[Tensor, Tensor]:
     # Corner k of a triangle sits at position perm[k] of its partner.
     perm = np.argmax(triangles[np.maximum(partner, 0)][:, None, :] == corners[:, :, None], axis=2)
     tri = tri_id.long().numpy()
+    uv_triangles = rig.uv_triangles.long().numpy()
+    uvs = rig.uvs.double().numpy()
+    corner_uv = uvs[uv_triangles[np.maximum(partner[tri], 0)[:, None], perm[tri]]]       # (N, 3, 2)
     found = partner[tri] >= 0
-    uv_ids = rig.uv_triangles.long().numpy()[np.maximum(partner[tri], 0)[:, None], perm[tri]]  # (N, 3)
-    uv = (rig.uvs.to(bary.dtype)[torch.from_numpy(uv_ids)] * bary[..., None]).sum(1)
+    # Quads split along the other diagonal on the mirror side have no mirror triangle: interpolate
+    # the mirrored corners' own uvs, where those lie together in one UV island.
+    first_uv = np.zeros(rig.n_head_vertices, np.int64)
+    first_uv[triangles.reshape(-1)[::-1]] = uv_triangles.reshape(-1)[::-1]
+    loose = ~found & valid[tri]
+    fallback = uvs[first_uv[corners[tri[loose]]]]                                           # (M, 3, 2)
+    own = uvs[uv_triangles[tri[loose]]]
+    extent = lambda c: np.ptp(c, axis=1).max(1)  # noqa: E731
+    together = extent(fallback) <= 3.0 * extent(own) + 1e-6
+    corner_uv[np.flatnonzero(loose)[together]] = fallback[together]
+    found[np.flatnonzero(loose)[together]] = True
+    uv = (torch.from_numpy(corner_uv).to(bary.dtype) * bary[..., None]).sum(1)
     return uv, torch.from_numpy(found)
 
 
