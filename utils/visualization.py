@@ -22,9 +22,9 @@ from core.mesh import vertex_normals
 from core.lighting import sh_shading
 from core.render.rasterize import interpolate, rasterize
 from core.render.shade import composite, default_sh, render_depth, render_normals, render_overlay, render_shaded
-from core.render.textured import VertexNormals, covered_pixels
+from core.render.textured import covered_pixels
 from core.rig.parts import surface_distance
-from core.rig.retarget import camera_to_screen, face_window
+from core.rig.retarget import OpeningGroups, camera_to_screen, face_window
 from core.rig.rig import Rig
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
@@ -141,14 +141,13 @@ class FitOverlay:
         self.rig, self.alpha = rig, float(alpha)
         weights = overlay_weights(rig)
         tris = rig.head_triangles.long()
-        self.triangles = tris[(weights[tris] > 0).any(1)]
+        self.groups = OpeningGroups(rig, tris[(weights[tris] > 0).any(1)])
         self.weights = weights
         self.drawn = weights > 0
         colours = torch.full((rig.n_head_vertices, 3), _SKIN_GREY)
         if rig.parts is not None:
             colours[rig.n_vertices:] = rig.parts.albedo.float()
         self.colors = colours
-        self.normals = VertexNormals(self.triangles, rig.n_head_vertices)
 
     def __call__(self, image_rgb: np.ndarray, expression: torch.Tensor, pose: WeakPerspective,
                  gaze: torch.Tensor | None = None, face: torch.Tensor | None = None) -> np.ndarray:
@@ -170,16 +169,18 @@ class FitOverlay:
         if box is None:
             return image_rgb
         x0, y0, x1, y1 = box
-        light = sh_shading(self.normals(camera), default_sh(1, dtype=verts.dtype))[0]
+        drawn, used = self.groups.visible(screen)
+        light = sh_shading(self.groups.normals(camera, used), default_sh(1, dtype=verts.dtype))[0]
         shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
         attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
         local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
-        fragments = rasterize(local[None], self.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+        triangles = self.groups.triangles[drawn]
+        fragments = rasterize(local[None], triangles, y1 - y0, x1 - x0, cull_backfaces=True)
         covered, tri, bary = covered_pixels(fragments)
         out = image_rgb.copy()
         if len(covered) == 0:
             return out
-        values = torch.einsum("pc,pcd->pd", bary.to(verts.dtype), attributes[self.triangles[tri]])
+        values = torch.einsum("pc,pcd->pd", bary.to(verts.dtype), attributes[triangles[tri]])
         window = out[y0:y1, x0:x1].reshape(-1, 3)
         rows = covered.numpy()
         weight = (self.alpha * values[:, 3:].clamp(0.0, 1.0)).numpy()

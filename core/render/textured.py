@@ -96,13 +96,14 @@ class VertexNormals:
         self._incidence = sparse.csr_matrix((np.ones(3 * f, np.float32), (self.triangles.reshape(-1).numpy(),
                                                               np.repeat(np.arange(f), 3))), shape=(n_vertices, f))
 
-    def __call__(self, points: Tensor) -> Tensor:
-        """Shape: points (B, V, 3) -> (B, V, 3) unit normals (zero for vertices in no triangle)."""
+    def __call__(self, points: Tensor, normalize: bool = True) -> Tensor:
+        """Shape: points (B, V, 3) -> (B, V, 3) unit normals (zero for vertices in no triangle); with
+        ``normalize`` False the area-weighted sums (to add several triangle lists' before normalizing)."""
         t = self.triangles
         a, b, c = points[:, t[:, 0]], points[:, t[:, 1]], points[:, t[:, 2]]
         face = torch.linalg.cross(b - a, c - a, dim=-1).detach().cpu().numpy()
-        summed = np.stack([self._incidence @ fi for fi in face])
-        return torch.nn.functional.normalize(torch.from_numpy(summed).to(points.dtype), dim=-1, eps=1e-12)
+        summed = torch.from_numpy(np.stack([self._incidence @ fi for fi in face])).to(points.dtype)
+        return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12) if normalize else summed
 
 
 def covered_pixels(fragments: Fragments, image: int = 0) -> Tuple[Tensor, Tensor, Tensor]:

@@ -29,7 +29,7 @@ from core.camera import euler_to_matrix
 
 __all__ = ["PART_REGIONS", "RIGID_PARTS", "EYEBALLS", "EYE_LOOK_ANGLE", "PART_COLOURS", "SCLERA", "IRIS",
            "PUPIL", "IRIS_RADIUS_MM", "PUPIL_RADIUS_MM", "RigParts", "look_names", "gaze_from_expression",
-           "expression_with_gaze", "as_gaze", "eye_colours", "sphere_centre", "surface_distance"]
+           "expression_with_gaze", "as_gaze", "eye_colours", "sphere_centre", "surface_distance", "EyelidContact"]
 
 #: The model regions a whole-head rig adds to its face (ICT names), in this order. ICT's eyelashes
 #: (``"eyelashes"``, which can be added) are cards drawn with transparency in the original; opaque at
@@ -185,6 +185,68 @@ def eye_colours(points: Tensor, centre: Tensor, iris: Sequence[float] = IRIS) ->
     return torch.where((front & (radial < PUPIL_RADIUS_MM))[:, None], torch.tensor(PUPIL, dtype=points.dtype), colours)
 
 
+class EyelidContact:
+    """Keeps the lids outside the eyeballs: face vertices that an expression or a turned eye would
+    put inside an eyeball are moved out along the ray from its centre to its surface plus a margin,
+    so lids slide over the cornea instead of letting it through (linear blendshapes move a lid along
+    a straight line, which cuts the eyeball's curve at partial blinks and turned gazes).
+
+    The eyeball's surface is taken as its radius by the angle from its front axis (centre to
+    cornea apex), in 1-degree bins, from the parts' neutral: an eyeball is round about its axis.
+
+    Args:
+        face: (V, 3) the rig's face at rest. parts: the rig's parts (with both eyeballs).
+        margin: skin kept this far (mm) outside the eyeball.
+    """
+
+    def __init__(self, face: Tensor, parts: "RigParts", margin: float = 0.3) -> None:
+        self.eyes = []
+        for eye, name in enumerate(EYEBALLS):
+            ids = parts.ids(name)
+            if len(ids) == 0:
+                continue
+            centre = parts.eye_centres[eye].to(face.dtype)
+            points = parts.neutral[ids].to(face.dtype) - centre
+            axis = points[points[:, 2].argmax()]
+            axis = axis / axis.norm()
+            radius = points.norm(dim=1)
+            angle = torch.rad2deg(torch.acos((points @ axis / radius).clamp(-1.0, 1.0)))
+            profile = torch.zeros(181, dtype=face.dtype).scatter_reduce(0, angle.long().clamp(0, 180), radius,
+                                                                       reduce="amax")
+            profile = torch.maximum(profile, torch.roll(profile, 1)).maximum(torch.roll(profile, -1))  # bin edges
+            near = torch.nonzero(((face - centre).norm(dim=1) < float(radius.max()) + 6.0)
+                                 & ((face - centre) @ axis > -0.5 * float(radius.max())))[:, 0]
+            self.eyes.append((eye, centre, axis, profile + margin, near))
+
+    def __call__(self, face: Tensor, gaze: Optional[Tensor]) -> Tensor:
+        """The face with its vertices moved out of the eyeballs (turned by ``gaze``).
+
+        Shape:
+            face (B, V, 3); gaze (B, 2, 2) or None -> (B, V, 3).
+        """
+        out = face
+        for eye, centre, axis, profile, near in self.eyes:
+            if len(near) == 0:
+                continue
+            turned = axis.expand(face.shape[0], 3)
+            if gaze is not None:
+                g = as_gaze(gaze, face.shape[0]).to(face.dtype)
+                zero = torch.zeros_like(g[:, 0, 0])
+                rotation = euler_to_matrix(torch.stack([g[:, eye, 1], g[:, eye, 0], zero], -1))
+                turned = (rotation @ axis)
+            d = face[:, near] - centre                                               # (B, M, 3)
+            r = d.norm(dim=-1).clamp(min=1e-6)
+            angle = torch.rad2deg(torch.acos(((d * turned[:, None]).sum(-1) / r).clamp(-1.0, 1.0)))
+            floor = profile[angle.long().clamp(0, 180)]
+            inside = r < floor
+            if bool(inside.any()):
+                if out is face:
+                    out = face.clone()
+                scale = torch.where(inside, floor / r, torch.ones_like(r))
+                out[:, near] = centre + d * scale[..., None]
+        return out
+
+
 @dataclass
 class RigParts:
     """One person's head parts beyond a rig's V vertices (P more vertices, appended after them).
@@ -236,7 +298,7 @@ class RigParts:
         dtype = expression.dtype
         flat = self.neutral.reshape(1, -1).to(dtype) + expression @ self.blendshapes.reshape(k, -1).to(dtype)
         verts = flat.reshape(expression.shape[0], -1, 3)
-        if gaze is None:
+        if gaze is None or not bool(gaze.any()):
             return verts
         gaze = as_gaze(gaze, expression.shape[0]).to(dtype)
         verts = verts.clone()

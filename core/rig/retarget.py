@@ -12,6 +12,7 @@ source's head pose or a fixed frontal one.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -26,7 +27,7 @@ from core.render.textured import VertexNormals, covered_pixels
 from core.rig.rig import Rig
 
 __all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig",
-           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "RigRenderer", "camera_to_screen"]
+           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "OpeningGroups", "RigRenderer", "camera_to_screen"]
 
 #: Luminance weights of the RGB channels (Rec. 601), for `white_balanced`.
 _LUMA = (0.299, 0.587, 0.114)
@@ -170,32 +171,103 @@ def neck_offsets(rig: Rig, n_vertices: int) -> Optional[Tensor]:
     return offsets
 
 
+#: Head parts seen only through an opening of the face, by opening: drawn where that opening's rim
+#: (the face vertices bordering them) shows on screen.
+_OPENINGS = {"mouth": ("mouth_socket", "teeth", "gums_and_tongue"),
+             "eyes": ("eye_socket_left", "eye_socket_right", "eyeball_left", "eyeball_right")}
+
+
+class OpeningGroups:
+    """A rig's triangles grouped for culling: the skin, and each opening's interior (mouth, eyes).
+
+    The mouth interior and the eyes are seen only through their openings, so per frame only their
+    triangles whose screen box meets the box of the opening's rim (the face vertices bordering
+    them) need rasterizing, and only the groups drawn need normals.
+
+    Args:
+        rig: the rig (its parts name the interiors).
+        triangles: the triangles to group (e.g. `render_mesh_of`'s), over the whole head.
+    """
+
+    def __init__(self, rig: Rig, triangles: Tensor) -> None:
+        triangles = triangles.long()
+        n = rig.n_head_vertices
+        group = torch.zeros(len(triangles), dtype=torch.long)
+        self.rims: list = []
+        self.members: list = []
+        if rig.parts is not None and int(triangles.max()) >= rig.n_vertices:
+            for k, names in enumerate(_OPENINGS.values(), start=1):
+                inside = torch.zeros(n, dtype=torch.bool)
+                for name in names:
+                    inside[rig.n_vertices + rig.parts.ids(name)] = True
+                member = inside[triangles]
+                group[member.all(1)] = k
+                bridge = member.any(1) & ~member.all(1)
+                self.rims.append(torch.unique(triangles[bridge][~inside[triangles[bridge]]]))
+                self.members.append(inside)
+        self.order = torch.argsort(group, stable=True)
+        self.triangles = triangles[self.order]
+        sorted_group = group[self.order]
+        self.starts = [int((sorted_group < k).sum()) for k in range(len(self.rims) + 2)]
+        self._normals = [VertexNormals(self.triangles[self.starts[k]:self.starts[k + 1]], n)
+                         for k in range(len(self.rims) + 1)]
+
+    def visible(self, screen: Tensor) -> Tuple[Tensor, list]:
+        """Positions (in `triangles`) to rasterize for one screen mesh (V, 3), and the groups in use."""
+        keep = [torch.arange(self.starts[0], self.starts[1])]
+        used = [0]
+        for k, rim in enumerate(self.rims, start=1):
+            lo_t, hi_t = self.starts[k], self.starts[k + 1]
+            if hi_t == lo_t or len(rim) == 0:
+                continue
+            lo = screen[rim, :2].amin(0) - 2.0
+            hi = screen[rim, :2].amax(0) + 2.0
+            near = ((screen[:, :2] >= lo) & (screen[:, :2] <= hi)).all(1) & self.members[k - 1]
+            hit = near[self.triangles[lo_t:hi_t]].any(1)
+            if bool(hit.any()):
+                keep.append(lo_t + torch.nonzero(hit)[:, 0])
+                used.append(k)
+        return torch.cat(keep), used
+
+    def normals(self, camera: Tensor, used: Sequence[int]) -> Tensor:
+        """Unit vertex normals from the groups in use. Shape: camera (B, V, 3) -> (B, V, 3)."""
+        summed = sum(self._normals[k](camera, normalize=False) for k in used)
+        return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12)
+
+
 class RigRenderer:
     """Renders one rig's meshes (its face, or its whole head) with its appearance, fast.
 
     What does not change from frame to frame is prepared once: the triangles, the vertex-triangle
-    incidence that sums triangle normals into vertex normals (a sparse product), the per-corner
+    incidences that sum triangle normals into vertex normals (sparse products), the per-corner
     texture coordinates and the texture. Per frame: normals, SH shading per vertex, a windowed
-    rasterization, and per covered pixel one texture lookup times the interpolated shading.
+    rasterization (the mouth interior and the eyes only behind their openings, `OpeningGroups`),
+    and per covered pixel one texture lookup times the interpolated shading.
 
     Args:
         rig: the rig.
         n_vertices: render its face (``rig.n_vertices``) or whole head (``rig.n_head_vertices``, the default).
         textured: use the rig's texture where it has one (else its per-vertex albedo).
+        bilinear: sample the texture bilinearly (default: the nearest texel, faster; the default
+            atlas has several texels per pixel of a video's face).
     """
 
-    def __init__(self, rig: Rig, n_vertices: Optional[int] = None, textured: bool = True) -> None:
+    def __init__(self, rig: Rig, n_vertices: Optional[int] = None, textured: bool = True,
+                 bilinear: bool = False) -> None:
         n = rig.n_head_vertices if n_vertices is None else int(n_vertices)
         triangles, albedo, uv_triangles = render_mesh_of(rig, n)
         self.n_vertices = n
+        self.bilinear = bool(bilinear)
         self._neck = neck_offsets(rig, n)
-        self.triangles = triangles.long()
         self.albedo = albedo
-        self.normals = VertexNormals(self.triangles, n)
+        self.groups = OpeningGroups(rig, triangles) if n == rig.n_head_vertices else OpeningGroups(
+            replace(rig, parts=None), triangles)
+        self.triangles = self.groups.triangles
         self.textured = bool(textured and rig.texture is not None and uv_triangles is not None and rig.uvs is not None)
         if self.textured:
-            self._corner_uv = rig.uvs[uv_triangles.long()]                     # (F, 3, 2)
+            self._corner_uv = rig.uvs[uv_triangles.long()[self.groups.order]]  # (F, 3, 2)
             self._texture = rig.texture.permute(2, 0, 1)[None].contiguous()   # (1, 3, Ht, Wt)
+            self._texels = rig.texture.reshape(-1, 3).contiguous()                 # (Ht * Wt, 3)
 
     def __call__(self, vertices: Tensor, pose: WeakPerspective, background: Tensor,
                  sh: Optional[Tensor] = None) -> Tensor:
@@ -212,8 +284,6 @@ class RigRenderer:
         pose = pose.to(dtype)
         camera = pose.camera_points(vertices)
         screen = camera_to_screen(camera, pose)
-        light = sh_shading(self.normals(camera), sh)                              # (B, V, 3)
-        colors = None if self.textured else (self.albedo.to(dtype)[None] * light).clamp(0.0, 1.0)
         height, width = background.shape[-2:]
         out = background.clone()
         for i in range(b):
@@ -221,35 +291,44 @@ class RigRenderer:
             if box is None:
                 continue
             x0, y0, x1, y1 = box
+            drawn, used = self.groups.visible(screen[i])
+            light = sh_shading(self.groups.normals(camera[i:i + 1], used), sh[i:i + 1])[0]
+            triangles = self.triangles[drawn]
             local = screen[i:i + 1] - torch.tensor([x0, y0, 0.0], dtype=dtype)
-            fragments = rasterize(local, self.triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+            fragments = rasterize(local, triangles, y1 - y0, x1 - x0, cull_backfaces=True)
             window = out[i, :, y0:y1, x0:x1]
             if self.textured:
-                self._shade_texels(fragments, light[i], window)
+                self._shade_texels(fragments, light, window, triangles, self._corner_uv[drawn])
             else:
-                image = render_vertex_colors(fragments, self.triangles, colors[i:i + 1])[0]
+                colors = (self.albedo.to(dtype) * light).clamp(0.0, 1.0)[None]
+                image = render_vertex_colors(fragments, triangles, colors)[0]
                 window.copy_(torch.where(fragments.mask[0][None], image.to(out.dtype), window))
         return out
 
-    def _shade_texels(self, fragments, light: Tensor, window: Tensor) -> None:
+    def _shade_texels(self, fragments, light: Tensor, window: Tensor, triangles: Tensor, corner_uv: Tensor) -> None:
         """Texture x interpolated shading written into the covered pixels of ``window`` (3, h, w)."""
         covered, t, bary = covered_pixels(fragments)
         if len(covered) == 0:
             return
-        bary = bary.to(light.dtype)
-        uv = torch.einsum("pc,pcd->pd", bary, self._corner_uv.to(light.dtype)[t])
-        shade = torch.einsum("pc,pcd->pd", bary, light[self.triangles[t]])
-        grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
-        colour = F.grid_sample(self._texture.to(light.dtype), grid, mode="bilinear", padding_mode="border",
-                               align_corners=False)[0, :, 0]                    # (3, P)
-        flat = window.reshape(3, -1) if window.is_contiguous() else None
-        values = (colour * shade.T).clamp(0.0, 1.0).to(window.dtype)
-        if flat is not None:
-            flat[:, covered] = values
-        else:
-            h, w = window.shape[1:]
-            rows, cols = covered // w, covered % w
-            window[:, rows, cols] = values
+        dtype = light.dtype
+        # Per drawn triangle corner: shading (3) and texture coordinates (2), interpolated at once.
+        table = torch.cat([light[triangles], corner_uv.to(dtype)], -1)           # (F, 3, 5)
+        values = (table.index_select(0, t) * bary.to(dtype)[..., None]).sum(1)   # (P, 5)
+        shade, uv = values[:, :3], values[:, 3:]
+        if self.bilinear:
+            grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
+            colour = F.grid_sample(self._texture.to(dtype), grid, mode="bilinear", padding_mode="border",
+                                   align_corners=False)[0, :, 0].T              # (P, 3)
+        else:  # the nearest texel: the atlas is finer than a video's face, so this is what it shows
+            th, tw = self._texture.shape[-2:]
+            col = (uv[:, 0] * tw).long().clamp(0, tw - 1)
+            row = ((1.0 - uv[:, 1]) * th).long().clamp(0, th - 1)
+            colour = self._texels.index_select(0, row * tw + col).to(dtype)     # rows: one cache line per texel
+        values = (colour * shade).clamp(0.0, 1.0).to(window.dtype).T
+        h, w = window.shape[1:]
+        flat = window.reshape(3, h * w)  # a copy (the window is a strided view): written back below
+        flat[:, covered] = values
+        window.copy_(flat.reshape(3, h, w))
 
 
 def camera_to_screen(camera: Tensor, pose: WeakPerspective) -> Tensor:
@@ -265,7 +344,8 @@ def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Te
 
     The rig's texture where it has one (and ``textured``), else its per-vertex albedo, times the
     SH shading of the vertex normals (interpolated). Only the window around the mesh is rasterized
-    (`face_window`). A video renders many frames of one rig: keep a `RigRenderer` instead.
+    (`face_window`); the texture is sampled bilinearly. A video renders many frames of one rig:
+    keep a `RigRenderer` instead.
 
     Args:
         rig: supplies the appearance and triangles.
@@ -282,4 +362,4 @@ def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Te
     """
     if vertices.ndim != 3 or vertices.shape[2] != 3:
         raise ValueError(f"vertices must be (B, V, 3), got {tuple(vertices.shape)}")
-    return RigRenderer(rig, vertices.shape[1], textured)(vertices, pose, background, sh)
+    return RigRenderer(rig, vertices.shape[1], textured, bilinear=True)(vertices, pose, background, sh)

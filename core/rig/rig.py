@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from core.face_model.model import MorphableModel, linear_shape
-from core.rig.parts import RigParts, expression_with_gaze, gaze_from_expression
+from core.rig.parts import EyelidContact, RigParts, expression_with_gaze, gaze_from_expression
 from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class Rig:
         # Evaluated every frame: kept contiguous so that flattening them is a view, not a copy.
         self.blendshapes = self.blendshapes.contiguous()
         self.neutral = self.neutral.contiguous()
+        self._contact: Optional[EyelidContact] = None  # built on first use (whole heads only)
 
     @property
     def n_vertices(self) -> int:
@@ -167,7 +168,9 @@ class Rig:
 
         With a gaze, the eyeballs turn by it and the lids follow (the ``eyeLook*`` weights are set from
         it, `core.rig.parts.expression_with_gaze`); without, the eyeballs follow the ``eyeLook*`` weights.
-        A rig without parts gives `vertices` (the gaze then only sets the lids).
+        The lids are kept outside the eyeballs (`core.rig.parts.EyelidContact`): the face here may
+        differ from `vertices` by that, around the eyes. A rig without parts gives `vertices` (the
+        gaze then only sets the lids).
 
         Args:
             expression: the expression weights.
@@ -188,6 +191,9 @@ class Rig:
             return face
         if gaze is None:
             gaze = gaze_from_expression(expression, self.expression_names)
+        if self._contact is None:
+            self._contact = EyelidContact(self.neutral, self.parts)
+        face = self._contact(face, gaze)
         return torch.cat([face, self.parts.vertices(expression.to(face.dtype), gaze)], dim=1)
 
     @property
