@@ -1,7 +1,7 @@
 """Appearance of the rigs (issue 19): filled renders, textures, contact of lids and lips, held-out photos.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_appearance [--frames 240] [--subjects 3]
-        [--skip videos identity contact heldout]
+        [--skip videos identity wrinkles contact heldout]
 
 Prints markdown tables (recorded in docs/benchmarks.md, "Appearance (issue 19)"):
 1. Real videos (../shared/data/real/videos): the rig_case1 person's rig retargeted onto each
@@ -16,6 +16,8 @@ Prints markdown tables (recorded in docs/benchmarks.md, "Appearance (issue 19)")
    video: alternate frames of 16 spread over it) of one person vs of two different people: mean
    absolute RGB difference (0-255) over the face texels both saw well, raw and with each
    texture's brightness matched.
+   Forehead furrows: the contrast of fine detail on the rig_case1 forehead with the photos weighted by
+   how little their fitted expression moves the skin (default) and with all photos alike.
 3. Contact: lid gap at eyeBlink 1 (upper-lower lid landmark distance and visible eyeball area in a
    frontal view), lip gap at jawOpen = mouthClose (inner-lip landmark distance and visible mouth
    interior area), for the mean face, the rig_case1 rig and the videos' rigs; eyeball vertices in
@@ -239,6 +241,38 @@ def identity(args, model, face, landmarker) -> None:
           f"({min(o[0] for o in other):.1f}) | {np.mean([o[1] for o in other]):.1f} ({min(o[1] for o in other):.1f}) |")
 
 
+def wrinkles(model, face, landmarker) -> None:
+    """Forehead furrow contrast of the rig_case1 texture: photos weighted by how little their fitted
+    expression moves the skin (the default) vs all photos alike (median and mean)."""
+    crops = folder_crops(SHARED / "rig_case1", landmarker)
+    images, landmarks = crop_batch(crops)
+    result = detector_weighted(partial(build_rig, face, config=RigBuildConfig()), landmarker.backend)(images, landmarks)
+    head = whole_head(result.rig, model)
+    rest = head.neutral
+    brow = float(rest[face.landmark_indices[17:27], 1].max())
+    rows = []
+    for label, config in (("rest-weighted median (default)", TextureConfig()),
+                          ("median, all photos alike", TextureConfig(rest_mm=1e9)),
+                          ("mean, all photos alike", TextureConfig(rest_mm=1e9, median=False))):
+        fit = estimate_texture(head, images, result.params["expression"], result.pose, result.sh, config,
+                               jawline=jawline(head, model), valid=crop_content(crops))
+        texels = texel_map(head.uvs, head.uv_triangles, fit.texture.shape[0])
+        tri = texels.tri_id[0]
+        own = (tri >= 0) & (tri < len(head.triangles))
+        corners = head.triangles[tri.clamp(min=0).clamp(max=len(head.triangles) - 1)]
+        point = (rest[corners] * texels.bary[0].float()[..., None]).sum(-2)
+        forehead = own & (point[..., 1] > brow + 5.0) & (head.vertex_ids[corners] < NARROW_FACE).all(-1) \
+            & (fit.weight >= config.seen)
+        luma = (fit.texture @ torch.tensor([0.299, 0.587, 0.114])).numpy()
+        detail = luma - ndimage.gaussian_filter(luma, 8.0)
+        rows.append((label, 255 * float(np.std(detail[forehead.numpy()])), int(forehead.sum())))
+    print("\n### Forehead furrows in the rig_case1 texture (std of the luminance above an 8-texel blur, 0-255)\n")
+    print("| photos combined by | furrow contrast | forehead texels |")
+    print("|---|---|---|")
+    for label, value, count in rows:
+        print(f"| {label} | {value:.2f} | {count} |")
+
+
 # ------------------------------------------------------------------ 3. contact
 def _frontal(points: torch.Tensor, box: Tuple[float, float, float, float]) -> Tuple[torch.Tensor, int, int]:
     """Orthographic frontal screen of points (mm) over box (x0, y0, x1, y1) at MM_PER_PIXEL."""
@@ -450,7 +484,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=240, help="frames tracked per video (all: a large number)")
     parser.add_argument("--subjects", type=int, default=3, help="synthetic subjects per skin-tone group")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["videos", "identity", "contact", "heldout"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["videos", "identity", "wrinkles", "contact", "heldout"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
@@ -467,6 +501,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tracked = videos(args, target, face, model, landmarker) if "videos" not in args.skip else {}
     if "identity" not in args.skip:
         identity(args, model, face, landmarker)
+    if "wrinkles" not in args.skip:
+        wrinkles(model, face, landmarker)
     if "contact" not in args.skip:
         rigs = {"model mean face": mean_face(model, face), "rig_case1": target}
         rigs.update({f"{v} (video's person)": r for v, (r, _) in tracked.items()})

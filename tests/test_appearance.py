@@ -286,13 +286,13 @@ def test_fit_overlay_covers_the_face_not_the_scalp_and_fills_the_eyes(head):
     face = overlay.weights[:head.n_vertices]
     assert float(face[ids[:head.n_vertices] < 6706].max()) == 1.0  # ICT's narrow face: drawn
     assert float(face[ids[:head.n_vertices] >= 6706].max()) == 0.0  # ears, neck, scalp edge: not
-    image = np.full((256, 256, 3), 7, np.uint8)
+    image = np.full((256, 256, 3), 123, np.uint8)
     pose = frontal_pose(head.neutral, 256, 256, fill=0.45)
     out = overlay(image, torch.zeros(head.n_expression), pose)
     screen = pose.screen(head.head_vertices(torch.zeros(1, head.n_expression)))[0]
     iris = head.n_vertices + head.parts.ids("eyeball_left")
     u, v = screen[iris[screen[iris, 2].argmax()], :2].round().long().tolist()
-    assert (out[v, u] != 7).all()                          # the eye opening is drawn
+    assert (out[v, u] != 123).all()                        # the eye opening is drawn
     top = screen[head.n_vertices + head.parts.ids("head_and_neck")]
     u, v = top[top[:, 1].argmin(), :2].round().long().tolist()
-    assert (out[v + 2, u] == 7).all()                      # the top of the scalp is not
+    assert (out[v + 2, u] == 123).all()                    # the top of the scalp is not

@@ -169,8 +169,8 @@ class FitOverlay:
         if box is None:
             return image_rgb
         x0, y0, x1, y1 = box
-        drawn, used = self.groups.visible(screen)
-        light = sh_shading(self.groups.normals(camera, used), default_sh(1, dtype=verts.dtype))[0]
+        drawn = self.groups.visible(screen)
+        light = sh_shading(self.groups.normals(camera, pose.matrix()), default_sh(1, dtype=verts.dtype))[0]
         shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
         attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
         local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
@@ -180,13 +180,13 @@ class FitOverlay:
         out = image_rgb.copy()
         if len(covered) == 0:
             return out
-        values = torch.einsum("pc,pcd->pd", bary.to(verts.dtype), attributes[triangles[tri]])
-        window = out[y0:y1, x0:x1].reshape(-1, 3)
-        rows = covered.numpy()
-        weight = (self.alpha * values[:, 3:].clamp(0.0, 1.0)).numpy()
-        blended = weight * (values[:, :3].numpy() * 255.0) + (1.0 - weight) * window[rows].astype(np.float64)
-        window[rows] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-        out[y0:y1, x0:x1] = window.reshape(y1 - y0, x1 - x0, 3)
+        values = (attributes[triangles].index_select(0, tri) * bary.to(verts.dtype)[..., None]).sum(1)
+        window = torch.from_numpy(out[y0:y1, x0:x1].reshape(-1, 3))  # a copy of the window, written back
+        weight = self.alpha * values[:, 3:].clamp(0.0, 1.0)
+        under = window.index_select(0, covered).to(values.dtype)
+        blended = weight * (values[:, :3] * 255.0) + (1.0 - weight) * under
+        window.index_copy_(0, covered, blended.round().clamp(0, 255).to(torch.uint8))
+        out[y0:y1, x0:x1] = window.numpy().reshape(y1 - y0, x1 - x0, 3)
         return out
 
 

@@ -25,14 +25,15 @@ from torch import Tensor
 
 from core.face_model.model import MorphableModel
 from core.mesh import subset_index, triangles_within
-from core.rig.parts import EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_colours, sphere_centre
+from core.rig.parts import (EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_axis, eye_colours,
+                            sphere_centre)
 from core.rig.rig import Rig, RigFileError
 from core.rig.texture import DEFAULT_TEXTURE_HEIGHT, atlas_uvs, paint_texture
 from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["whole_head", "head_triangles_of_model", "mirror_map"]
+__all__ = ["whole_head", "close_lids", "head_triangles_of_model", "mirror_map"]
 
 _NEIGHBOURS = 8
 _SPREAD_MM = 3.0   # kernel width of the carried departures over the nearest face vertices
@@ -140,7 +141,7 @@ def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGI
         if name in EYEBALLS:
             centre, _ = sphere_centre(neutral[sel])
             centres[EYEBALLS.index(name)] = centre
-            albedo[sel] = eye_colours(neutral[sel], centre, iris)
+            albedo[sel] = eye_colours(neutral[sel], centre, iris, eye_axis(neutral[sel], centre))
 
     head_ids = torch.cat([ids_face, part_ids])
     all_triangles, positions = head_triangles_of_model(model, head_ids)
@@ -148,7 +149,8 @@ def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGI
     rig_parts = RigParts(neutral=neutral.detach(), blendshapes=blend.detach(), albedo=albedo.detach().clamp(0, 1),
                          vertex_ids=part_ids, triangles=all_triangles[~own], region=region, names=present,
                          eye_centres=centres, mirror=mirror_map(model.neutral[head_ids]), neck_cut=neck_cut)
-    out = replace(rig, parts=rig_parts)
+    # The lids closed where blendshapes leave them apart (`close_lids`).
+    out = close_lids(replace(rig, parts=rig_parts), model)
     if model.uvs is not None and model.uv_triangles is not None:
         face_positions = _match_triangles(rig.triangles, all_triangles[own], positions[own])
         corner_uvs = model.uv_triangles[torch.cat([face_positions, positions[~own]])]
@@ -157,10 +159,63 @@ def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGI
             eyeball[len(ids_face) + rig_parts.ids(name)] = True
         uvs, uv_triangles = atlas_uvs(model.uvs.to(dtype), corner_uvs, eyeball[out.head_triangles].all(1))
         out = replace(out, uvs=uvs, uv_triangles=uv_triangles)
-        out = replace(out, texture=paint_texture(out, texture_height))
+        out = replace(out, texture=paint_texture(out, texture_height, iris))
     logger.info("whole head: %d face + %d part vertices (%s), %d triangles", rig.n_vertices, len(part_ids),
                 ", ".join(present), len(out.head_triangles))
     return out
+
+
+#: Per eye: the blink expression, the eye's corner landmarks and its (upper, lower) lid landmark pairs (iBUG).
+_LIDS = (("eyeBlink_L", (42, 45), ((43, 47), (44, 46))), ("eyeBlink_R", (36, 39), ((37, 41), (38, 40))))
+
+
+def close_lids(rig: Rig, model: MorphableModel, overlap_mm: float = 0.5) -> Rig:
+    """The rig's eyeBlink blendshapes corrected so that the upper lid meets the lower at weight 1.
+
+    Carried onto a person, ICT's eyeBlink stops the upper lid up to 2-3 mm short of the lower. At
+    weight 1 each upper lid landmark is moved onto its lower partner (``overlap_mm`` past it); the
+    offsets are interpolated along x between the eye's corners (which stay) and spread over the
+    upper lid in proportion to how far eyeBlink moves each vertex, so the whole lid closes with
+    its margin. Linear in the weight: a half blink is half the correction.
+
+    Shape: the rig's blendshapes (K, V, 3) change on the upper lids only.
+    """
+    if model.landmark_indices is None or len(model.landmark_indices) != 68:
+        return rig
+    position = {int(v): i for i, v in enumerate(rig.vertex_ids.long().tolist())}
+    landmark = [position.get(int(v)) for v in model.landmark_indices.tolist()]
+    blend = rig.blendshapes.clone()
+    rest = rig.neutral
+    for name, corners, pairs in _LIDS:
+        ids = [landmark[c] for c in corners] + [landmark[i] for pair in pairs for i in pair]
+        if name not in rig.expression_names or None in ids:
+            continue
+        k = rig.expression_names.index(name)
+        closed = rest + blend[k]
+        # Offsets at the corners (none) and the upper landmarks, in order of x.
+        xs = [float(rest[landmark[corners[0]], 0]), float(rest[landmark[corners[1]], 0])]
+        offsets = [torch.zeros(3, dtype=rest.dtype), torch.zeros(3, dtype=rest.dtype)]
+        for upper, lower in pairs:
+            offset = closed[landmark[lower]] - closed[landmark[upper]]
+            offset[1] -= overlap_mm
+            xs.append(float(rest[landmark[upper], 0]))
+            offsets.append(offset)
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        xs_t = torch.tensor([xs[i] for i in order], dtype=rest.dtype)
+        off_t = torch.stack([offsets[i] for i in order])
+        motion = blend[k].norm(dim=1)
+        reference = float(torch.stack([motion[landmark[u]] for u, _ in pairs]).mean())
+        a, b = rest[landmark[corners[0]]], rest[landmark[corners[1]]]
+        line_y = a[1] + (rest[:, 0] - a[0]) / (b[0] - a[0]) * (b[1] - a[1])
+        lid = torch.nonzero((motion > 0.1 * reference) & (rest[:, 1] > line_y)
+                            & (rest[:, 0] > xs_t[0]) & (rest[:, 0] < xs_t[-1]))[:, 0]
+        x = rest[lid, 0].contiguous()
+        j = torch.searchsorted(xs_t, x).clamp(1, len(xs_t) - 1)
+        t = ((x - xs_t[j - 1]) / (xs_t[j] - xs_t[j - 1]).clamp(min=1e-6)).clamp(0.0, 1.0)[:, None]
+        offset = off_t[j - 1] + t * (off_t[j] - off_t[j - 1])
+        share = (motion[lid] / reference).clamp(max=1.0)[:, None]
+        blend[k, lid] += share * offset
+    return replace(rig, blendshapes=blend)
 
 
 def mirror_map(points: Tensor, tolerance_mm: float = 0.1) -> Tensor:

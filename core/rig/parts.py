@@ -29,7 +29,7 @@ from core.camera import euler_to_matrix
 
 __all__ = ["PART_REGIONS", "RIGID_PARTS", "EYEBALLS", "EYE_LOOK_ANGLE", "PART_COLOURS", "SCLERA", "IRIS",
            "PUPIL", "IRIS_RADIUS_MM", "PUPIL_RADIUS_MM", "RigParts", "look_names", "gaze_from_expression",
-           "expression_with_gaze", "as_gaze", "eye_colours", "sphere_centre", "surface_distance", "EyelidContact"]
+           "expression_with_gaze", "as_gaze", "eye_axis", "eye_colours", "sphere_centre", "surface_distance", "EyelidContact"]
 
 #: The model regions a whole-head rig adds to its face (ICT names), in this order. ICT's eyelashes
 #: (``"eyelashes"``, which can be added) are cards drawn with transparency in the original; opaque at
@@ -168,16 +168,28 @@ def sphere_centre(points: Tensor) -> Tuple[Tensor, float]:
     return centre.to(points.dtype), float((sol[3] + centre.dot(centre)).sqrt())
 
 
-def eye_colours(points: Tensor, centre: Tensor, iris: Sequence[float] = IRIS) -> Tensor:
-    """Sclera, iris (darker towards the limbus) and pupil at points of a forward-looking eyeball.
+def eye_axis(points: Tensor, centre: Tensor) -> Tensor:
+    """An eyeball's front axis: the unit direction from its centre to its cornea's apex (the vertex
+    farthest along +z). Shape: points (N, 3), centre (3,) -> (3,)."""
+    apex = points[points[:, 2].argmax()] - centre
+    return apex / apex.norm().clamp(min=1e-9)
 
-    By the distance from the eye's front axis (+z through ``centre``), as the synthetic subjects'.
+
+def eye_colours(points: Tensor, centre: Tensor, iris: Sequence[float] = IRIS,
+                axis: Optional[Tensor] = None) -> Tensor:
+    """Sclera, iris (darker towards the limbus) and pupil at points of an eyeball.
+
+    By the distance from the eye's front axis (``axis`` through ``centre``, default +z), as the
+    synthetic subjects'.
 
     Shape:
-        points (N, 3) mm; centre (3,) -> (N, 3) in [0, 1].
+        points (N, 3) mm; centre (3,); axis (3,) or None -> (N, 3) in [0, 1].
     """
-    radial = (points[:, :2] - centre[:2]).norm(dim=1)
-    front = points[:, 2] > centre[2]
+    axis = torch.tensor([0.0, 0.0, 1.0], dtype=points.dtype) if axis is None else axis.to(points.dtype)
+    d = points - centre
+    along = d @ axis
+    radial = (d - along[:, None] * axis).norm(dim=1)
+    front = along > 0
     limbus = ((radial - (IRIS_RADIUS_MM - 1.0)) / 0.4).sigmoid()
     iris_t = torch.tensor(iris, dtype=points.dtype)
     colours = torch.where((front & (radial < IRIS_RADIUS_MM))[:, None], iris_t * (1.0 - 0.5 * limbus[:, None]),

@@ -12,7 +12,6 @@ source's head pose or a fixed frontal one.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -178,24 +177,29 @@ _OPENINGS = {"mouth": ("mouth_socket", "teeth", "gums_and_tongue"),
 
 
 class OpeningGroups:
-    """A rig's triangles grouped for culling: the skin, and each opening's interior (mouth, eyes).
+    """A rig's triangles grouped for culling and shading: the face, each opening's interior (mouth,
+    eyes), and the rest of the head.
 
     The mouth interior and the eyes are seen only through their openings, so per frame only their
     triangles whose screen box meets the box of the opening's rim (the face vertices bordering
-    them) need rasterizing, and only the groups drawn need normals.
+    them) are rasterized. Only the face deforms much: per frame its vertex normals come from its
+    triangles, while the other parts' are their rest normals turned with the head (a jaw-turned
+    tooth or a gaze-turned eye is shaded as at rest: small, dim parts).
 
     Args:
         rig: the rig (its parts name the interiors).
-        triangles: the triangles to group (e.g. `render_mesh_of`'s), over the whole head.
+        triangles: the triangles to group (e.g. `render_mesh_of`'s), over the whole head or the face.
     """
 
     def __init__(self, rig: Rig, triangles: Tensor) -> None:
         triangles = triangles.long()
-        n = rig.n_head_vertices
+        n = rig.n_vertices if int(triangles.max()) < rig.n_vertices else rig.n_head_vertices
         group = torch.zeros(len(triangles), dtype=torch.long)
         self.rims: list = []
         self.members: list = []
-        if rig.parts is not None and int(triangles.max()) >= rig.n_vertices:
+        static = torch.zeros(n, dtype=torch.bool)
+        if rig.parts is not None and n == rig.n_head_vertices:
+            static[rig.n_vertices:] = True
             for k, names in enumerate(_OPENINGS.values(), start=1):
                 inside = torch.zeros(n, dtype=torch.bool)
                 for name in names:
@@ -205,17 +209,23 @@ class OpeningGroups:
                 bridge = member.any(1) & ~member.all(1)
                 self.rims.append(torch.unique(triangles[bridge][~inside[triangles[bridge]]]))
                 self.members.append(inside)
+            group[static[triangles].all(1) & (group == 0)] = len(_OPENINGS) + 1  # the rest of the head
         self.order = torch.argsort(group, stable=True)
         self.triangles = triangles[self.order]
         sorted_group = group[self.order]
-        self.starts = [int((sorted_group < k).sum()) for k in range(len(self.rims) + 2)]
-        self._normals = [VertexNormals(self.triangles[self.starts[k]:self.starts[k + 1]], n)
-                         for k in range(len(self.rims) + 1)]
+        self.starts = [int((sorted_group < k).sum()) for k in range(len(_OPENINGS) + 3)]
+        self.starts = [min(x, len(triangles)) for x in self.starts]
+        face = self.triangles[:self.starts[1]]
+        self._face_normals = VertexNormals(face, n)
+        dynamic = torch.zeros(n, dtype=torch.bool)
+        dynamic[face.reshape(-1)] = True
+        self._static = ~dynamic
+        rest = rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=rig.neutral.dtype))[:, :n]
+        self._rest_normals = VertexNormals(self.triangles, n)(rest)[0]           # object space
 
-    def visible(self, screen: Tensor) -> Tuple[Tensor, list]:
-        """Positions (in `triangles`) to rasterize for one screen mesh (V, 3), and the groups in use."""
-        keep = [torch.arange(self.starts[0], self.starts[1])]
-        used = [0]
+    def visible(self, screen: Tensor) -> Tensor:
+        """Positions (in `triangles`) to rasterize for one screen mesh (V, 3)."""
+        keep = [torch.arange(self.starts[0], self.starts[1]), torch.arange(self.starts[-2], self.starts[-1])]
         for k, rim in enumerate(self.rims, start=1):
             lo_t, hi_t = self.starts[k], self.starts[k + 1]
             if hi_t == lo_t or len(rim) == 0:
@@ -224,15 +234,18 @@ class OpeningGroups:
             hi = screen[rim, :2].amax(0) + 2.0
             near = ((screen[:, :2] >= lo) & (screen[:, :2] <= hi)).all(1) & self.members[k - 1]
             hit = near[self.triangles[lo_t:hi_t]].any(1)
-            if bool(hit.any()):
-                keep.append(lo_t + torch.nonzero(hit)[:, 0])
-                used.append(k)
-        return torch.cat(keep), used
+            keep.append(lo_t + torch.nonzero(hit)[:, 0])
+        return torch.cat(keep)
 
-    def normals(self, camera: Tensor, used: Sequence[int]) -> Tensor:
-        """Unit vertex normals from the groups in use. Shape: camera (B, V, 3) -> (B, V, 3)."""
-        summed = sum(self._normals[k](camera, normalize=False) for k in used)
-        return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12)
+    def normals(self, camera: Tensor, rotation: Tensor) -> Tensor:
+        """Unit camera-space vertex normals: the face's from its triangles, the rest turned from rest.
+
+        Shape:
+            camera (B, V, 3) the posed vertices; rotation (B, 3, 3) the head pose -> (B, V, 3).
+        """
+        face = self._face_normals(camera)
+        turned = self._rest_normals.to(camera.dtype) @ rotation.transpose(1, 2)  # (B, V, 3)
+        return torch.where(self._static[None, :, None], turned, face)
 
 
 class RigRenderer:
@@ -260,8 +273,7 @@ class RigRenderer:
         self.bilinear = bool(bilinear)
         self._neck = neck_offsets(rig, n)
         self.albedo = albedo
-        self.groups = OpeningGroups(rig, triangles) if n == rig.n_head_vertices else OpeningGroups(
-            replace(rig, parts=None), triangles)
+        self.groups = OpeningGroups(rig, triangles)
         self.triangles = self.groups.triangles
         self.textured = bool(textured and rig.texture is not None and uv_triangles is not None and rig.uvs is not None)
         if self.textured:
@@ -291,8 +303,8 @@ class RigRenderer:
             if box is None:
                 continue
             x0, y0, x1, y1 = box
-            drawn, used = self.groups.visible(screen[i])
-            light = sh_shading(self.groups.normals(camera[i:i + 1], used), sh[i:i + 1])[0]
+            drawn = self.groups.visible(screen[i])
+            light = sh_shading(self.groups.normals(camera[i:i + 1], pose[i].matrix()), sh[i:i + 1])[0]
             triangles = self.triangles[drawn]
             local = screen[i:i + 1] - torch.tensor([x0, y0, 0.0], dtype=dtype)
             fragments = rasterize(local, triangles, y1 - y0, x1 - x0, cull_backfaces=True)

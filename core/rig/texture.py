@@ -14,7 +14,7 @@ per texel, so they stay sharp); `core.render.textured` reads it back when render
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from core.render.rasterize import Fragments, interpolate, rasterize
-from core.rig.parts import EYEBALLS, eye_colours
+from core.rig.parts import EYEBALLS, IRIS, eye_axis, eye_colours
 
 __all__ = ["DEFAULT_TEXTURE_HEIGHT", "ATLAS_CELLS", "atlas_uvs", "texel_map", "paint_texture", "fill_empty"]
 
@@ -102,12 +102,13 @@ def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
     return texture[rows, cols]
 
 
-def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT) -> Tensor:
+def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT, iris: Sequence[float] = IRIS) -> Tensor:
     """The atlas painted from the rig's per-vertex albedos (the eyes' iris and pupil per texel).
 
     Args:
         rig: a `core.rig.rig.Rig` with ``uvs`` and ``uv_triangles``.
         height: atlas height in texels (width twice that).
+        iris: the eyes' iris colour.
 
     Shape:
         -> (height, 2 height, 3) float in [0, 1], the rig's dtype.
@@ -130,7 +131,8 @@ def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT) -> Tensor:
             on_eye = (tri >= 0) & member[triangles[tri.clamp(min=0)]].all(-1)
             if bool(on_eye.any()):
                 points = interpolate(texels, triangles, neutral[None])[0][on_eye]
-                colours[on_eye] = eye_colours(points, rig.parts.eye_centres[eye].to(dtype))
+                centre = rig.parts.eye_centres[eye].to(dtype)
+                colours[on_eye] = eye_colours(points, centre, iris, eye_axis(neutral[ids], centre))
     filled = texels.mask[0].numpy()
     painted = fill_empty(colours.detach().cpu().numpy(), filled)
     return torch.from_numpy(np.ascontiguousarray(painted)).to(dtype).clamp(0.0, 1.0)

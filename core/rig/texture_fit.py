@@ -357,11 +357,9 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     estimate_map[skin] = estimate * total[:, None]
     weight_map[skin] = total
     uv_m, found = mirror_uvs(rig, tri, bary)
-    mirrored_sum = sample_texture(estimate_map, uv_m)
-    mirrored_weight = sample_texture(weight_map[..., None], uv_m)[:, 0] * found.to(dtype)
-    lack = (1.0 - total / config.seen).clamp(0.0, 1.0)
-    borrowed = mirrored_weight * lack
-    mirrored = mirrored_sum / sample_texture(weight_map[..., None], uv_m).clamp(min=1e-9)
+    mirrored_weight = sample_texture(weight_map[..., None], uv_m)[:, 0]
+    mirrored = sample_texture(estimate_map, uv_m) / mirrored_weight.clamp(min=1e-9)[:, None]
+    borrowed = mirrored_weight * found.to(dtype) * (1.0 - total / config.seen).clamp(0.0, 1.0)
     combined = (estimate * total[:, None] + mirrored * borrowed[:, None]) / (total + borrowed).clamp(min=1e-9)[:, None]
     seen_weight = total + borrowed
     # Never seen on either side: the seen colour spread over the mesh.

@@ -301,7 +301,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                        scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-                       pose: PoseMode = "source", light: LightMode = "frontal") -> TrackingRun:
+                       pose: PoseMode = "source", light: LightMode = "frontal",
+                       overlay_alpha: float = 0.6) -> TrackingRun:
     """Track ``video`` with the source rig and drive the target rig; write ``out_dir/videos/*``.
 
     Args:
@@ -316,6 +317,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         landmark_filter: One Euro filter of the landmarks computed here (None: raw).
         pose, light: the retargeted render's head pose and lighting, the source frame's (its light
             white-balanced) or frontal (a neutral light, the default: the target's own colours).
+        overlay_alpha: opacity of the tracked face over the video in ``output_recon.mp4``.
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is reported in ``error``).
@@ -330,7 +332,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     reader = VideoReader(video)
     info = reader.info
     retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
-    overlay = FitOverlay(source)
+    overlay = FitOverlay(source, overlay_alpha)
     stream = None if landmarker is None else LandmarkStream(landmarker, filter_params=landmark_filter)
     scanned = 0 if scan is None else scan.frames
     paths = {name: videos / f"{name}.mp4" for name in ("input_clip", "output_recon", "output_exptrans")}
