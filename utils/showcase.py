@@ -78,7 +78,7 @@ def photos_to_rig(rig: Rig, run, count: int = 4) -> np.ndarray:
     return image_grid(tiles, ncols=3, labels=labels)
 
 
-def rig_views(rig: Rig, size: int = _TILE) -> np.ndarray:
+def rig_views(rig: Rig, size: int = 288) -> np.ndarray:
     """The textured head under a neutral light: turned, and with a few expressions and a gaze."""
     names = rig.expression_names
 
@@ -96,7 +96,10 @@ def rig_views(rig: Rig, size: int = _TILE) -> np.ndarray:
              ("gaze to his left", weights(), torch.tensor([[[0.35, 0.0], [0.35, 0.0]]]), 0.0),
              ("brows up", weights(browInnerUp_L=0.8, browInnerUp_R=0.8, browOuterUp_L=0.7, browOuterUp_R=0.7), None, 0.0)]
     renderer = RigRenderer(rig)
-    base = frontal_pose(rig.neutral, size, size, fill=0.62)
+    rest = rig.head_vertices(torch.zeros(1, rig.n_expression))[0]
+    if rig.parts is not None and rig.parts.neck_cut is not None:
+        rest = rest[rest[:, 1] > rig.parts.neck_cut + 20.0]  # frame the head, not the shoulders
+    base = frontal_pose(rest, size, size, fill=0.9)
     background = torch.full((1, 3, size, size), _BACKGROUND)
     tiles, labels = [], []
     for label, e, gaze, yaw in views:

@@ -44,11 +44,12 @@ EYEBALLS: Tuple[str, str] = ("eyeball_left", "eyeball_right")
 #: a typical full gaze off-centre, and ICT's lids turn by about half of it at weight 1 (up 0.13, down 0.23
 #: rad, fitted to the lid and tear-film deltas about the eye centre), as lids follow a vertical gaze.
 EYE_LOOK_ANGLE = 0.4
-#: Albedo of the parts without a photo of them (RGB in [0, 1], the rig's albedo convention).
+#: Albedo of the parts without a photo of them (RGB in [0, 1], the rig's albedo convention). The
+#: mouth's are darker than the tissue: renders have no occlusion shadow, which darkens a real mouth.
 PART_COLOURS: Dict[str, Tuple[float, float, float]] = {
-    "mouth_socket": (0.36, 0.12, 0.12),
-    "gums_and_tongue": (0.70, 0.32, 0.32),
-    "teeth": (0.86, 0.82, 0.74),
+    "mouth_socket": (0.22, 0.07, 0.07),
+    "gums_and_tongue": (0.50, 0.21, 0.21),
+    "teeth": (0.80, 0.76, 0.68),
     "eyelashes": (0.10, 0.08, 0.07),
 }
 SCLERA = (0.88, 0.85, 0.82)
