@@ -55,7 +55,7 @@ from core.fitting.photometric import SKIN_PRIOR  # noqa: E402
 from core.render.rasterize import rasterize  # noqa: E402
 from core.rig.builder import RigBuildConfig, build_rig  # noqa: E402
 from core.rig.head import whole_head  # noqa: E402
-from core.rig.retarget import RigRenderer, expression_map, neutral_sh, white_balanced  # noqa: E402
+from core.rig.retarget import RigRenderer, expression_map, white_balanced  # noqa: E402
 from core.rig.rig import Rig  # noqa: E402
 from core.rig.tracker import FrameTrack, RigTracker  # noqa: E402
 from utils.crop import FaceCrop, crop_batch  # noqa: E402
