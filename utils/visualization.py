@@ -180,7 +180,9 @@ class FitOverlay:
         out = image_rgb.copy()
         if len(covered) == 0:
             return out
-        values = (attributes[triangles].index_select(0, tri) * bary.to(verts.dtype)[..., None]).sum(1)
+        corners = triangles.index_select(0, tri).reshape(-1)
+        values = torch.bmm(bary.to(verts.dtype)[:, None, :],
+                           attributes.index_select(0, corners).reshape(-1, 3, 4))[:, 0]     # (P, 4)
         window = torch.from_numpy(out[y0:y1, x0:x1].reshape(-1, 3))  # a copy of the window, written back
         weight = self.alpha * values[:, 3:].clamp(0.0, 1.0)
         under = window.index_select(0, covered).to(values.dtype)

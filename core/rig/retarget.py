@@ -323,10 +323,10 @@ class RigRenderer:
         if len(covered) == 0:
             return
         dtype = light.dtype
-        # Per drawn triangle corner: shading (3) and texture coordinates (2), interpolated at once.
-        table = torch.cat([light[triangles], corner_uv.to(dtype)], -1)           # (F, 3, 5)
-        values = (table.index_select(0, t) * bary.to(dtype)[..., None]).sum(1)   # (P, 5)
-        shade, uv = values[:, :3], values[:, 3:]
+        weights = bary.to(dtype)[:, None, :]                                      # (P, 1, 3)
+        corners = triangles.index_select(0, t).reshape(-1)
+        shade = torch.bmm(weights, light.index_select(0, corners).reshape(-1, 3, 3))[:, 0]   # (P, 3)
+        uv = torch.bmm(weights, corner_uv.to(dtype).index_select(0, t))[:, 0]                # (P, 2)
         if self.bilinear:
             grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
             colour = F.grid_sample(self._texture.to(dtype), grid, mode="bilinear", padding_mode="border",
