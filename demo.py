@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall shared CPUs
 
@@ -77,7 +77,7 @@ def face_arg(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from utils.landmarks.base import BACKENDS, DEFAULT_BACKEND
+    from utils.landmarks.base import BACKENDS, DEFAULT_BACKEND, DEFAULT_VIDEO_BACKEND
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     stages = p.add_argument_group("what to run (default: build the photos' rig, then drive it with the video)")
@@ -96,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=out_dir, help="output folder (default out/demo)")
     faces = p.add_argument_group("faces and landmarks")
     faces.add_argument("--landmarks", choices=BACKENDS, default=DEFAULT_BACKEND,
-                       help=f"landmark detector (default {DEFAULT_BACKEND}: offline, no download; face_alignment "
-                            f"needs its weights in the torch hub cache)")
+                       help=f"landmark detector of the photos (default {DEFAULT_BACKEND}: offline, no download; "
+                            f"face_alignment needs its weights in the torch hub cache)")
+    faces.add_argument("--video-landmarks", choices=BACKENDS, default=None,
+                       help=f"landmark detector of the video (default {DEFAULT_VIDEO_BACKEND}: dense points and "
+                            f"irises, so expressions read better and the gaze is tracked; {DEFAULT_BACKEND} where "
+                            f"its package is missing)")
     faces.add_argument("--face", type=face_arg, default="largest", metavar="{largest,central,confident,N}",
                        help="which face where a photo or the video shows several: the largest, the most central, "
                             "the most confident, or the N-th from the left (from 0). In the video the chosen "
@@ -120,10 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="network weights (e.g. net_weights/inorig_ict.pth): build the rigs with the network "
                               "instead of the classical solver")
     fitting.add_argument("--device", default="cpu", help="torch device of the network (--weights)")
+    fitting.add_argument("--rest-frames", type=int, default=240, metavar="N",
+                         help="frames spread over the video on which the person's rest face is found: the "
+                              "zero of the tracked expressions (default 240; 0 = none, for a clip that "
+                              "never rests: its least expressive frames would be taken for rest)")
     fitting.add_argument("--retarget-pose", choices=["source", "frontal"], default="source",
                          help="head pose of the driven rig in output_exptrans.mp4: the video's, or fixed frontal")
-    fitting.add_argument("--retarget-light", choices=["source", "frontal"], default="source",
-                         help="lighting of the driven rig: the video frame's, or a fixed frontal light")
+    fitting.add_argument("--retarget-light", choices=["source", "frontal"], default="frontal",
+                         help="lighting of the driven rig: a neutral frontal light showing the rig's own colours "
+                              "(default), or the video frame's, white-balanced")
     fitting.add_argument("--model", choices=["ict", "bfm2009", "face3d"], default=model_kind, help="face model")
     fitting.add_argument("--model-path", type=Path, default=None, help="face model folder (default: under external/)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -138,6 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.rest_frames < 0:
+        p.error(f"--rest-frames must be 0 (none) or more, got {args.rest_frames}")
     if args.no_video:
         clashes = [flag for flag, value in (("--video", args.video), ("--target-rig", args.target_rig),
                                             ("--max-frames", args.max_frames), ("--source-frames", args.source_frames))
@@ -251,6 +262,8 @@ class Run:
         self.source_frames: Optional[List[int]] = None
         self.cuts: List[int] = []
         self.created_out = False
+        self.video_landmarker = None
+        self.model = None  # the full face model: the rigs' heads and parts come from it
 
     def prepare(self):
         """Every input checked and loaded (face model, target rig, weights, landmarker) before any
@@ -276,6 +289,7 @@ class Run:
         if not args.quiet:
             print(model.summary())
         fit_model = model.region("face") if "face" in model.regions and args.model == "ict" else model
+        self.model = model
         self.timings["face model"] = time.perf_counter() - start
         target = None
         if args.target_rig is not None:
@@ -292,6 +306,7 @@ class Run:
         except LandmarkError as err:
             raise DemoError(f"--landmarks {args.landmarks}: {err}") from None
         self.backend = landmarker.backend
+        self.video_landmarker = self.video_landmarks(landmarker) if self.video is not None or args.synthetic else None
         self.created_out = not args.out.exists()
         check_output_dir(args.out)  # last: nothing is created before every other input passed
         if args.synthetic:
@@ -300,20 +315,49 @@ class Run:
             self.video = self.video if (args.video is not None or args.no_video) else made.video
         return fit_model, target, landmarker, builder
 
+    def whole_heads(self) -> bool:
+        """Whether rigs get the model's head and parts (eyes, teeth, mouth) and a texture: ICT."""
+        return self.args.model == "ict"
+
+    def video_landmarks(self, photos):
+        """The video's landmarker: ``--video-landmarks``, else `DEFAULT_VIDEO_BACKEND` where it can be
+        had, else the photos' one."""
+        from utils.landmarks.base import DEFAULT_VIDEO_BACKEND, LandmarkError
+        from utils.landmarks.detect import FaceLandmarker
+
+        backend = self.args.video_landmarks or DEFAULT_VIDEO_BACKEND
+        if backend == photos.backend:
+            return photos
+        try:
+            return FaceLandmarker(backend)
+        except LandmarkError as err:
+            if self.args.video_landmarks:
+                raise DemoError(f"--video-landmarks {backend}: {err}") from None
+            logger.info("video landmarks by %s (%s)", photos.backend, err)
+            return photos
+
     def build_rig(self, fit_model, landmarker, config, builder):
-        """The photos' rig (rig/, mesh/, params/, visualization/)."""
+        """The photos' rig (rig/, mesh/, params/, visualization/), as a textured whole head."""
+        from utils.pipelines.appearance import write_appearance
         from utils.pipelines.rig import RigInputError, build_rig_from_folder
 
+        heads = self.whole_heads()
         try:
             self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
                                                  max_images=self.args.max_images, config=config, builder=builder,
-                                                 face=self.args.face, drop_outliers=not self.args.keep_outliers)
+                                                 face=self.args.face, drop_outliers=not self.args.keep_outliers,
+                                                 export=not heads)
         except RigInputError as err:
             raise DemoError(str(err)) from None
         self.timings.update({f"rig: {stage}": sec for stage, sec in self.rig_run.timings.items()})
         self.outputs.update(self.rig_run.outputs)
         self.driven = self.driven or str(self.rig_run.outputs["rig"])
-        return self.rig_run.result.rig
+        if not heads:
+            return self.rig_run.result.rig
+        made = write_appearance(self.rig_run, self.model, self.args.out)
+        self.timings.update({f"rig: {stage}": sec for stage, sec in made.timings.items()})
+        self.outputs.update(made.outputs)
+        return made.rig
 
     def scan(self, landmarker):
         """One pass of landmarks over the whole video, before any rig is built: a truncated or
@@ -354,12 +398,17 @@ class Run:
                 detector=landmarker.backend)
         except (VideoReadError, VideoInputError) as err:
             raise DemoError(str(err)) from None
+        if self.whole_heads():
+            from utils.pipelines.appearance import head_rig
+
+            source, target = head_rig(source, self.model), head_rig(target, self.model)
         self.outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
         self.timings["video: source rig"] = time.perf_counter() - start
         try:
             run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
                                      max_frames=args.max_frames, pose=args.retarget_pose,
-                                     light=args.retarget_light, face=args.face, target_source=self.driven)
+                                     light=args.retarget_light, face=args.face, target_source=self.driven,
+                                     rest_frames=args.rest_frames)
         except (VideoReadError, RetargetError) as err:
             raise DemoError(str(err)) from None
         self.video_run = run
@@ -378,7 +427,9 @@ class Run:
         inputs = {"photos": None if self.rig_dir is None else str(self.rig_dir),
                   "video": None if self.video is None else str(self.video),
                   "target_rig": None if args.target_rig is None else str(args.target_rig),
-                  "landmarks": self.backend, "face": str(args.face), "photometric": not args.no_photometric,
+                  "landmarks": self.backend,
+                  "video_landmarks": None if self.video_landmarker is None else self.video_landmarker.backend,
+                  "face": str(args.face), "photometric": not args.no_photometric,
                   "builder": f"network {args.weights}" if args.weights else "classical solver"}
         command = ["demo.py", *(sys.argv[1:] if args.argv is None else args.argv)]
         doc = summary_document(command=command, inputs=inputs, out=args.out, driven=self.driven, error=error,
@@ -402,7 +453,7 @@ def main(argv=None) -> int:
     run = Run(args)
     try:
         fit_model, target, landmarker, builder = run.prepare()
-        scan = run.scan(landmarker) if run.video is not None else None
+        scan = run.scan(run.video_landmarker) if run.video is not None else None
     except (InputError, DemoError) as err:
         logger.error("%s", err)
         if run.created_out and args.out.is_dir() and not any(args.out.iterdir()):
@@ -417,7 +468,7 @@ def main(argv=None) -> int:
             if target is None:
                 target = run.build_rig(fit_model, landmarker, config, builder)
             if scan is not None:
-                run.drive(fit_model, target, landmarker, config, builder, scan)
+                run.drive(fit_model, target, run.video_landmarker, config, builder, scan)
     except DemoError as err:
         error = str(err)
         logger.error("%s (the outputs written before it are kept)", err)

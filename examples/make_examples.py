@@ -4,7 +4,7 @@
 
 - ``examples/photos/``: 6 frames of LivePortrait's driving video ``d3.mp4`` (one person, head turns
   and expressions), 512x512 JPEG: the photos the demo builds its rig from.
-- ``examples/driver.mp4``: 90 frames (3 s at 30 fps) of LivePortrait's ``d6.mp4`` from frame 540,
+- ``examples/driver.mp4``: the first 150 frames (5 s at 30 fps: a rest, then faces pulled) of LivePortrait's ``d6.mp4``,
   480x480 H.264: the video that drives the rig.
 
 Both videos are driving examples of https://github.com/KwaiVGI/LivePortrait (assets/examples/driving/),
@@ -13,7 +13,6 @@ MIT licence (``examples/LICENSE-LivePortrait.txt``).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from PIL import Image
 
@@ -22,7 +21,7 @@ from utils.io.video_writer import VideoWriter
 from utils.paths import EXAMPLES_DIR, SHARED_DATA_DIR
 
 PHOTO_VIDEO, PHOTO_FRAMES = "d3.mp4", (0, 50, 151, 202, 303, 353)
-DRIVER_VIDEO, DRIVER_START, DRIVER_FRAMES = "d6.mp4", 540, 90
+DRIVER_VIDEO, DRIVER_START, DRIVER_FRAMES = "d6.mp4", 0, 150
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
     rig = Rig.load(out / "rig" / "rig.npz", expect_model=ict_face.name, expect_vertices=ict_face.n_vertices)
     stems = sorted(p.stem for p in inputs.rig_dir.glob("*.png"))
     assert sorted(p.stem for p in (out / "params").glob("*.json")) == stems
-    assert {p.stem for p in (out / "mesh").glob("*.obj")} == set(stems) | {"rig_neutral"}
+    assert {p.stem for p in (out / "mesh").glob("*.obj")} == set(stems) | {"rig_neutral", "rig_textured"}
     assert sorted(p.stem for p in (out / "visualization").glob("*.png")) == stems
     params = json.loads((out / "params" / f"{stems[0]}.json").read_text())
     assert np.asarray(params["landmarks_2d"]).shape == (68, 2)

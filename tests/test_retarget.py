@@ -10,8 +10,9 @@ from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_scree
 from core.lighting import shade
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
-from core.render.shade import default_sh, render_vertex_colors
-from core.rig.retarget import RetargetError, expression_map, face_window, frontal_pose, render_rig, retarget
+from core.render.shade import render_vertex_colors
+from core.rig.retarget import (RetargetError, expression_map, face_window, frontal_pose, neutral_sh, render_rig,
+                                retarget)
 from core.rig.rig import Rig
 from core.rig.tracker import RigTracker, TrackerConfig
 from tests.test_tracking import landmarks_of, sequence
@@ -91,7 +92,7 @@ def test_render_rig_matches_a_full_frame_render(rigs):
     screen = weak_perspective_screen(verts, R, scale, trans)
     fragments = rasterize(screen, target.triangles, 256, 256, cull_backfaces=True)
     colors = shade(target.albedo[None], vertex_normals(verts @ R.transpose(1, 2), target.triangles),
-                   default_sh(1)).clamp(0, 1)
+                   neutral_sh(1)).clamp(0, 1)
     full = render_vertex_colors(fragments, target.triangles, colors)
     mask = fragments.mask[:, None]
     expected = torch.where(mask, full, background)

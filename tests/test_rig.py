@@ -136,7 +136,11 @@ def test_rig_npz_round_trip_and_errors(ict_face, tmp_path):
         rig.vertices(torch.zeros(2, 52))
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    assert int(arrays["format_version"]) == 2 and "millimetres" in str(arrays["units"])
+    assert int(arrays["format_version"]) == 3 and "millimetres" in str(arrays["units"])
+    assert back.parts is None and back.texture is None  # a face rig: no parts, no texture
+    v2 = tmp_path / "v2.npz"  # as format 2 wrote it (uncompressed, no parts)
+    np.savez(v2, **{**arrays, "format_version": np.array(2)})
+    torch.testing.assert_close(Rig.load(v2).blendshapes, rig.blendshapes)
     old = tmp_path / "v1.npz"  # as 0.6 wrote it: version 1, no units or conventions
     np.savez(old, **{k: v for k, v in arrays.items() if k not in ("units", "conventions", "format_version")},
              **{"format_version": np.array(1)})

@@ -16,16 +16,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.camera import euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_screen
+from core.face_model.ict import ICT_REGIONS
 from core.mesh import vertex_normals
-from core.render.rasterize import rasterize
-from core.render.shade import render_depth, render_normals, render_overlay, render_shaded
+from core.lighting import sh_shading
+from core.render.rasterize import interpolate, rasterize
+from core.render.shade import composite, default_sh, render_depth, render_normals, render_overlay, render_shaded
+from core.render.textured import covered_pixels
+from core.rig.parts import surface_distance
+from core.rig.retarget import OpeningGroups, camera_to_screen, face_window
+from core.rig.rig import Rig
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
 
 __all__ = [
-    "overlay_mesh", "draw_landmark_pair", "image_grid", "side_by_side", "frame_mesh", "render_mesh",
-    "save_png", "demo", "main",
+    "overlay_mesh", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid", "side_by_side",
+    "frame_mesh", "render_mesh", "save_png", "demo", "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -36,6 +42,12 @@ RENDER_MODES = ("shaded", "normals", "depth")
 # ICT parts drawn as see-through layers in the original (eye blend / occlusion shells, tear film,
 # eyelashes): left out of opaque renders.
 _ICT_OVERLAY_REGIONS = ("eye_blend", "eye_occlusion", "lacrimal_fluid", "eyelashes")
+# The fit overlay: the ICT face without scalp, ears and neck (its "narrow face"), faded out over a
+# few millimetres inside its border; the parts seen through the eye and mouth openings.
+_OVERLAY_CORE = ICT_REGIONS["narrow_face"]
+_OVERLAY_PARTS = ("mouth_socket", "eye_socket_left", "eye_socket_right", "gums_and_tongue", "teeth",
+                  "eyeball_left", "eyeball_right")
+_SKIN_GREY = 0.8
 
 
 def _single(x: np.ndarray | torch.Tensor, name: str, cols: int) -> torch.Tensor:
@@ -48,7 +60,9 @@ def _single(x: np.ndarray | torch.Tensor, name: str, cols: int) -> torch.Tensor:
 
 def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
                  triangles: np.ndarray | torch.Tensor, alpha: float = 0.6,
-                 normals: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+                 normals: np.ndarray | torch.Tensor | None = None,
+                 vertex_alpha: np.ndarray | torch.Tensor | None = None,
+                 colors: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """The fitted mesh, shaded grey at ``alpha`` over the photo (how papers show fits).
 
     Args:
@@ -57,13 +71,125 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
         triangles: (F, 3) vertex indices.
         alpha: opacity of the mesh.
         normals: (V, 3) camera-space normals, or None to derive them from the screen geometry.
+        vertex_alpha: (V,) per-vertex opacity in [0, 1] (times ``alpha``), interpolated: soft edges.
+        colors: (V, 3) per-vertex albedo in [0, 1] instead of the grey.
     """
+    if vertex_alpha is None and colors is None:
+        image = to_float(image_rgb)
+        verts = _single(vertices_px, "vertices_px", 3)
+        normals_t = None if normals is None else _single(normals, "normals", 3)
+        out = render_overlay(image, verts, torch.as_tensor(triangles).long(), normals=normals_t,
+                             alpha=alpha)
+        return to_uint8(out[0])
     image = to_float(image_rgb)
     verts = _single(vertices_px, "vertices_px", 3)
-    normals_t = None if normals is None else _single(normals, "normals", 3)
-    out = render_overlay(image, verts, torch.as_tensor(triangles).long(), normals=normals_t,
-                         alpha=alpha)
-    return to_uint8(out[0])
+    tris = torch.as_tensor(triangles).long()
+    height, width = image.shape[-2:]
+    fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
+    if normals is None:
+        normals_t = vertex_normals(verts * torch.tensor([1.0, -1.0, 1.0]), tris)
+    else:
+        normals_t = _single(normals, "normals", 3)
+    albedo = _SKIN_GREY if colors is None else _single(colors, "colors", 3)
+    shaded = render_shaded(fragments, tris, normals_t, albedo=albedo)
+    weight = fragments.mask.to(shaded.dtype)
+    if vertex_alpha is not None:
+        va = torch.as_tensor(vertex_alpha).detach().float().reshape(1, -1, 1)
+        if va.shape[1] != verts.shape[1]:
+            raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
+        weight = weight * interpolate(fragments, tris, va)[..., 0].clamp(0.0, 1.0)
+    return to_uint8(composite(shaded.to(image.dtype), weight, image, alpha)[0])
+
+
+def overlay_weights(rig: Rig, soft_mm: float = 6.0) -> torch.Tensor:
+    """Per whole-head vertex opacity of the fit overlay: 1 over the face proper (ICT's narrow face,
+    without scalp, ears and neck), fading to 0 over ``soft_mm`` inside its border (distance along
+    the mesh's edges), 1 on the parts seen through the eye and mouth openings, 0 elsewhere.
+
+    Shape:
+        -> (V + P,) float in [0, 1].
+    """
+    ids = rig.head_vertex_ids.long()
+    core = (ids >= _OVERLAY_CORE[0]) & (ids < _OVERLAY_CORE[1])
+    parts = torch.zeros(rig.n_head_vertices, dtype=torch.bool)
+    if rig.parts is not None:
+        for name in _OVERLAY_PARTS:
+            parts[rig.n_vertices + rig.parts.ids(name)] = True
+    points = rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=rig.neutral.dtype))[0]
+    distance = surface_distance(points, rig.head_triangles, ~core & ~parts, soft_mm)
+    t = (distance / soft_mm).clamp(0.0, 1.0).float()
+    fade = t * t * (3.0 - 2.0 * t)                                   # smoothstep
+    fade[~core] = 0.0
+    fade[parts] = 1.0
+    return fade
+
+
+class FitOverlay:
+    """The fitted face over video frames: grey skin with a soft edge, the eyes and mouth interior
+    filled by the rig's parts in their own colours (no scalp, ears or neck), at ``alpha``.
+
+    Shaded per vertex (the default white light) and interpolated; only the window around the face
+    is rasterized. A rig without parts is drawn as its face with the soft edge (the eye and mouth
+    openings stay open).
+
+    Args:
+        rig: the fitted person's rig (whole head from `core.rig.head.whole_head` for the parts).
+        alpha: opacity of the overlay.
+    """
+
+    def __init__(self, rig: Rig, alpha: float = 0.6) -> None:
+        self.rig, self.alpha = rig, float(alpha)
+        weights = overlay_weights(rig)
+        tris = rig.head_triangles.long()
+        self.groups = OpeningGroups(rig, tris[(weights[tris] > 0).any(1)])
+        self.weights = weights
+        self.drawn = weights > 0
+        colours = torch.full((rig.n_head_vertices, 3), _SKIN_GREY)
+        if rig.parts is not None:
+            colours[rig.n_vertices:] = rig.parts.albedo.float()
+        self.colors = colours
+
+    def __call__(self, image_rgb: np.ndarray, expression: torch.Tensor, pose: WeakPerspective,
+                 gaze: torch.Tensor | None = None, face: torch.Tensor | None = None) -> np.ndarray:
+        """The overlay on one frame.
+
+        ``face``: the rig's face mesh at ``expression`` where already computed (`FrameTrack.vertices`).
+
+        Shape:
+            image_rgb (H, W, 3) uint8; expression (K,); pose of batch 1; gaze (2, 2) or None; face (V, 3).
+        """
+        dtype = self.rig.neutral.dtype
+        verts = self.rig.head_vertices(expression[None].to(dtype), None if gaze is None else gaze[None],
+                                       None if face is None else face[None].to(dtype))
+        pose = pose.to(verts.dtype)
+        camera = pose.camera_points(verts)
+        screen = camera_to_screen(camera, pose)[0]
+        height, width = image_rgb.shape[:2]
+        box = face_window(screen[self.drawn], height, width)
+        if box is None:
+            return image_rgb
+        x0, y0, x1, y1 = box
+        drawn = self.groups.visible(screen)
+        light = sh_shading(self.groups.normals(camera, pose.matrix()), default_sh(1, dtype=verts.dtype))[0]
+        shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
+        attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
+        local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
+        triangles = self.groups.triangles[drawn]
+        fragments = rasterize(local[None], triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+        covered, tri, bary = covered_pixels(fragments)
+        out = image_rgb.copy()
+        if len(covered) == 0:
+            return out
+        corners = triangles.index_select(0, tri).reshape(-1)
+        values = torch.bmm(bary.to(verts.dtype)[:, None, :],
+                           attributes.index_select(0, corners).reshape(-1, 3, 4))[:, 0]     # (P, 4)
+        window = torch.from_numpy(out[y0:y1, x0:x1].reshape(-1, 3))  # a copy of the window, written back
+        weight = self.alpha * values[:, 3:].clamp(0.0, 1.0)
+        under = window.index_select(0, covered).to(values.dtype)
+        blended = weight * (values[:, :3] * 255.0) + (1.0 - weight) * under
+        window.index_copy_(0, covered, blended.round().clamp(0, 255).to(torch.uint8))
+        out[y0:y1, x0:x1] = window.numpy().reshape(y1 - y0, x1 - x0, 3)
+        return out
 
 
 def draw_landmark_pair(image_rgb: np.ndarray, detected: np.ndarray | None,

@@ -12,6 +12,12 @@ expression and a differently oriented surface an expression that follows it.
 `CorrectiveBasis` is the linear decoder of the classical path: for each expression, a few smooth
 shape directions restricted to where that expression moves the face. The network issue replaces it
 with a learned decoder.
+
+A rig may also carry the rest of the head (`core.rig.parts.RigParts`: head and neck, mouth
+interior, teeth, eyeballs, lashes; added by `core.rig.head.whole_head`) and a texture atlas over it
+(``uvs``, ``uv_triangles``, ``texture``; `core.rig.texture`). The rig's own arrays stay the fitted
+face region, so the fitters and the tracker see the same rig; `Rig.head_vertices` gives the whole
+head with the face first.
 """
 from __future__ import annotations
 
@@ -22,17 +28,24 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
+from PIL import Image
 
 from core.face_model.model import MorphableModel, linear_shape
+from core.rig.parts import EyelidContact, RigParts, expression_with_gaze, gaze_from_expression
 from core.rig.transfer import transfer_deltas
 
 logger = logging.getLogger(__name__)
 
-#: ``rig.npz`` format: 1 (0.6 and earlier) and 2 (adds ``units`` and ``conventions``) both load.
-RIG_FORMAT_VERSION = 2
+#: ``rig.npz`` format: 1 (0.6 and earlier), 2 (adds ``units`` and ``conventions``) and 3 (optional head
+#: parts ``parts_*``, texture atlas ``uvs`` / ``uv_triangles`` and the texture as a PNG beside the file,
+#: named by ``texture_file``; compressed) all load.
+RIG_FORMAT_VERSION = 3
 _RIG_UNITS = ("neutral, blendshapes: millimetres (blendshapes per unit expression weight); albedo: "
               "linear-ish RGB in [0, 1] per vertex; triangles, vertex_ids: 0-based indices (vertex_ids into "
-              "the face model the rig was built on)")
+              "the face model the rig was built on); parts_*: the same for the head's other parts, appended after "
+              "the rig's vertices (parts_triangles index [rig; parts]); uvs: texture atlas coordinates in [0, 1], "
+              "v up, uv_triangles: per-corner uv ids of the head's triangles (the rig's, then parts_triangles); "
+              "texture_file: an 8-bit RGB PNG beside this file, albedo values as stored")
 _RIG_CONVENTIONS = ("object space: right-handed, +y up, +z out of the face towards the viewer, +x to the "
                     "subject's left; triangles counter-clockwise seen from outside; a mesh is neutral + "
                     "sum_k weight_k * blendshapes[k] (docs/conventions.md)")
@@ -93,6 +106,10 @@ class Rig:
         expression_names: K names. expression_range: bounds of the weights or None.
         model: the face model kind/region the rig was built on (e.g. ``"ict/face"``).
         codes: the estimated codes (``identity`` (n_id,), ``rig_code`` (K, R), ``albedo`` ...).
+        parts: the head's other parts (P more vertices after these V), or None (the face alone).
+        uvs: (T, 2) texture atlas coordinates in [0, 1] (v up) or None; uv_triangles: (F_head, 3)
+            per-corner ids into ``uvs`` of `head_triangles`.
+        texture: (H, W, 3) albedo texture in [0, 1] over the atlas, or None (per-vertex albedo).
     """
 
     neutral: torch.Tensor
@@ -104,10 +121,80 @@ class Rig:
     model: str
     expression_range: Optional[tuple] = None
     codes: Dict[str, torch.Tensor] = field(default_factory=dict)
+    parts: Optional[RigParts] = None
+    uvs: Optional[torch.Tensor] = None
+    uv_triangles: Optional[torch.Tensor] = None
+    texture: Optional[torch.Tensor] = None
+
+    def __post_init__(self) -> None:
+        # Evaluated every frame: kept contiguous so that flattening them is a view, not a copy.
+        self.blendshapes = self.blendshapes.contiguous()
+        self.neutral = self.neutral.contiguous()
+        self._contact: Optional[EyelidContact] = None  # built on first use (whole heads only)
 
     @property
     def n_vertices(self) -> int:
         return int(self.neutral.shape[0])
+
+    @property
+    def n_head_vertices(self) -> int:
+        """V plus the parts' vertices (V without parts)."""
+        return self.n_vertices + (0 if self.parts is None else self.parts.n_vertices)
+
+    @property
+    def head_triangles(self) -> torch.Tensor:
+        """(F_head, 3) the whole head's triangles: the rig's, then the parts'."""
+        if self.parts is None:
+            return self.triangles
+        return torch.cat([self.triangles.long(), self.parts.triangles.long()])
+
+    @property
+    def head_albedo(self) -> torch.Tensor:
+        """(V + P, 3) per-vertex albedo of the whole head."""
+        if self.parts is None:
+            return self.albedo
+        return torch.cat([self.albedo, self.parts.albedo.to(self.albedo.dtype)])
+
+    @property
+    def head_vertex_ids(self) -> torch.Tensor:
+        """(V + P,) ids of the whole head's vertices in the full face model."""
+        if self.parts is None:
+            return self.vertex_ids
+        return torch.cat([self.vertex_ids.long(), self.parts.vertex_ids.long()])
+
+    def head_vertices(self, expression: torch.Tensor, gaze: Optional[torch.Tensor] = None,
+                      face: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The whole head for expression weights and an optional gaze (object space, mm), the face first.
+
+        With a gaze, the eyeballs turn by it and the lids follow (the ``eyeLook*`` weights are set from
+        it, `core.rig.parts.expression_with_gaze`); without, the eyeballs follow the ``eyeLook*`` weights.
+        The lids are kept outside the eyeballs (`core.rig.parts.EyelidContact`): the face here may
+        differ from `vertices` by that, around the eyes. A rig without parts gives `vertices` (the
+        gaze then only sets the lids).
+
+        Args:
+            expression: the expression weights.
+            gaze: per eye (yaw, pitch), radians (`core.rig.parts`), or None.
+            face: ``vertices(expression)`` where already computed (e.g. `FrameTrack.vertices`);
+                ignored with a gaze (the lids move).
+
+        Shape:
+            expression (B, K); gaze (B, 2, 2) [left, right] x (yaw, pitch) radians, (B, 2) or None;
+            face (B, V, 3) or None -> (B, V + P, 3).
+        """
+        if gaze is not None:
+            expression = expression_with_gaze(expression, gaze, self.expression_names)
+            face = None
+        if face is None or face.shape != (expression.shape[0], self.n_vertices, 3):
+            face = self.vertices(expression)
+        if self.parts is None:
+            return face
+        if gaze is None:
+            gaze = gaze_from_expression(expression, self.expression_names)
+        if self._contact is None:
+            self._contact = EyelidContact(self.neutral, self.parts)
+        face = self._contact(face, gaze)
+        return torch.cat([face, self.parts.vertices(expression.to(face.dtype), gaze)], dim=1)
 
     @property
     def n_expression(self) -> int:
@@ -198,7 +285,16 @@ class Rig:
             "expression_range": np.array(self.expression_range if self.expression_range else [np.nan, np.nan]),
         }
         arrays.update({f"code_{k}": v.detach().cpu().numpy() for k, v in self.codes.items()})
-        np.savez(path, **arrays)
+        if self.parts is not None:
+            arrays.update(self.parts.to_arrays())
+        if self.uvs is not None and self.uv_triangles is not None:
+            arrays["uvs"] = self.uvs.detach().cpu().numpy().astype(np.float32)
+            arrays["uv_triangles"] = self.uv_triangles.cpu().numpy().astype(np.int64)
+        if self.texture is not None:
+            texture_path = texture_file(path)
+            Image.fromarray(_texture_uint8(self.texture)).save(texture_path)
+            arrays["texture_file"] = np.array(texture_path.name)
+        np.savez_compressed(path, **arrays)
         return path
 
     @classmethod
@@ -235,9 +331,50 @@ class Rig:
             raise RigFileError(f"rig file {path} has {v} vertices, the face model in use has {expect_vertices}")
         rng = a.get("expression_range")
         rng = None if rng is None or np.isnan(rng).any() else (float(rng[0]), float(rng[1]))
+        parts = None
+        if "parts_neutral" in a:
+            try:
+                parts = RigParts.from_arrays(a, v, k)
+            except (KeyError, ValueError) as err:
+                raise RigFileError(f"rig file {path}: {err}") from err
+        n_head = v + (0 if parts is None else parts.n_vertices)
+        uvs = uv_triangles = texture = None
+        if "uvs" in a and "uv_triangles" in a:
+            n_tri = len(a["triangles"]) + (0 if parts is None else len(parts.triangles))
+            uvs, uv_triangles = a["uvs"], a["uv_triangles"]
+            if uvs.ndim != 2 or uvs.shape[1] != 2 or uv_triangles.shape != (n_tri, 3) or (
+                    n_tri and (uv_triangles.min() < 0 or uv_triangles.max() >= len(uvs))):
+                raise RigFileError(f"rig file {path}: uvs {uvs.shape} / uv_triangles {uv_triangles.shape} do not fit "
+                                   f"its {n_tri} triangles over {n_head} vertices")
+            uvs, uv_triangles = torch.from_numpy(uvs), torch.from_numpy(uv_triangles)
+            if "texture_file" in a:
+                texture = _read_texture(path.parent / str(a["texture_file"]))
         return cls(neutral=torch.from_numpy(a["neutral"]), blendshapes=torch.from_numpy(a["blendshapes"]),
                    albedo=torch.from_numpy(a["albedo"]), triangles=torch.from_numpy(a["triangles"]),
                    vertex_ids=torch.from_numpy(a["vertex_ids"]),
                    expression_names=[str(n) for n in a["expression_names"]], model=model,
                    expression_range=rng,
-                   codes={kk[5:]: torch.from_numpy(vv) for kk, vv in a.items() if kk.startswith("code_")})
+                   codes={kk[5:]: torch.from_numpy(vv) for kk, vv in a.items() if kk.startswith("code_")},
+                   parts=parts, uvs=uvs, uv_triangles=uv_triangles, texture=texture)
+
+
+def texture_file(rig_path: Union[str, Path]) -> Path:
+    """The texture PNG written beside a rig file: ``rig.npz`` -> ``rig_texture.png``."""
+    rig_path = Path(rig_path)
+    return rig_path.with_name(f"{rig_path.stem}_texture.png")
+
+
+def _texture_uint8(texture: torch.Tensor) -> np.ndarray:
+    t = texture.detach().cpu().float().clamp(0.0, 1.0).numpy()
+    return np.round(t * 255.0).astype(np.uint8)
+
+
+def _read_texture(path: Path) -> Optional[torch.Tensor]:
+    """The texture PNG as (H, W, 3) float32 in [0, 1]; None (with a warning) when it is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        logger.warning("rig texture %s cannot be read (%s): rendering with the per-vertex albedo", path, err)
+        return None
+    return torch.from_numpy(pixels.astype(np.float32) / 255.0)

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="what to write (default: all)")
     p.add_argument("--names", choices=("arkit", "model"), default="arkit",
                    help="morph target names: ARKit's (eyeBlinkLeft, split halves merged) or the model's own")
-    p.add_argument("--sparse", action="store_true", help="store morph targets as sparse accessors")
+    p.add_argument("--sparse", action="store_true",
+                   help="store morph targets as sparse accessors (the default for a whole-head rig)")
     p.add_argument("--quantize", action="store_true", help="int16 positions and targets (KHR_mesh_quantization)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what is written")
     return p
@@ -45,8 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error("--format csv needs --tracking")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
-        written = export_files(args.rig, args.out, args.tracking, args.formats, args.names,
-                               GltfOptions(sparse=args.sparse, quantize=args.quantize))
+        options = GltfOptions(sparse=args.sparse, quantize=args.quantize) if args.sparse or args.quantize else None
+        written = export_files(args.rig, args.out, args.tracking, args.formats, args.names, options)
     except (RigFileError, TrackingFileError, ExportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

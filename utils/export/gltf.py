@@ -4,7 +4,10 @@
 project works in mm; axes as ours: +y up, +z towards the viewer), ``NORMAL`` (area-weighted vertex
 normals of the neutral), ``COLOR_0`` (the per-vertex albedo, converted from sRGB to linear as glTF
 expects), one morph target per exported expression (``POSITION`` deltas in metres, with ``min`` /
-``max``), their names in ``meshes[0].extras.targetNames`` and ``mesh.weights`` all zero.
+``max``), their names in ``meshes[0].extras.targetNames`` and ``mesh.weights`` all zero. A textured
+mesh has ``TEXCOORD_0`` and its material's ``baseColorTexture`` (a PNG in the file) instead of
+``COLOR_0``; glTF has one texture coordinate per vertex, so vertices on UV seams are copied (the
+copies come after the original vertices, ``extras.seamCopiesOf`` names each copy's original).
 
 ``animation.glb``: the same mesh under a ``head`` node, plus one animation with two samplers: the
 morph weights of the mesh node (one key per video frame at ``i / fps`` s, ``LINEAR``, one sampler for
@@ -24,10 +27,12 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from pygltflib import (ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, FLOAT, GLTF2, SCALAR, UNSIGNED_INT, UNSIGNED_SHORT,
-                       VEC3, VEC4, Accessor, AccessorSparseIndices, AccessorSparseValues, Animation,
-                       AnimationChannel, AnimationChannelTarget, AnimationSampler, Asset, Attributes, Buffer,
-                       BufferView, Material, Mesh, Node, PbrMetallicRoughness, Primitive, Scene, Sparse)
+from pygltflib import (ARRAY_BUFFER, CLAMP_TO_EDGE, ELEMENT_ARRAY_BUFFER, FLOAT, GLTF2, LINEAR,
+                       LINEAR_MIPMAP_LINEAR, SCALAR, UNSIGNED_INT, UNSIGNED_SHORT, VEC2, VEC3, VEC4, Accessor,
+                       AccessorSparseIndices, AccessorSparseValues, Animation, AnimationChannel,
+                       AnimationChannelTarget, AnimationSampler, Asset, Attributes, Buffer, BufferView, Image,
+                       Material, Mesh, Node, PbrMetallicRoughness, Primitive, Sampler, Scene, Sparse, Texture,
+                       TextureInfo)
 
 from core.mesh import vertex_normals as mesh_normals
 
@@ -54,17 +59,22 @@ class GltfOptions:
 class MeshData:
     """The exported mesh, already in glTF units.
 
-    Shapes: positions (V, 3) metres, normals (V, 3) unit, colors (V, 3) linear in [0, 1],
-    triangles (F, 3) int, targets (T, V, 3) metres, target_names T names.
+    Shapes: positions (V, 3) metres, normals (V, 3) unit, colors (V, 3) linear in [0, 1] or None,
+    triangles (F, 3) int, targets (T, V, 3) metres, target_names T names; texcoords (V, 2) in
+    glTF's convention (origin at the image's top left) or None; texture_png: the base colour image
+    (PNG bytes, sRGB) or None; extras: more ``meshes[0].extras`` entries.
     """
 
     positions: np.ndarray
     normals: np.ndarray
-    colors: np.ndarray
+    colors: Optional[np.ndarray]
     triangles: np.ndarray
     targets: np.ndarray
     target_names: List[str]
     name: str = "face"
+    texcoords: Optional[np.ndarray] = None
+    texture_png: Optional[bytes] = None
+    extras: Optional[dict] = None
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -186,7 +196,11 @@ def _check_mesh(mesh: MeshData) -> None:
     checks = [
         (mesh.positions.shape == (v, 3) and v > 0, f"positions must be (V, 3), got {mesh.positions.shape}"),
         (mesh.normals.shape == (v, 3), f"normals must be ({v}, 3), got {mesh.normals.shape}"),
-        (mesh.colors.shape == (v, 3), f"colors must be ({v}, 3), got {mesh.colors.shape}"),
+        (mesh.colors is None or mesh.colors.shape == (v, 3),
+         f"colors must be ({v}, 3), got {None if mesh.colors is None else mesh.colors.shape}"),
+        (mesh.texcoords is None or mesh.texcoords.shape == (v, 2),
+         f"texcoords must be ({v}, 2), got {None if mesh.texcoords is None else mesh.texcoords.shape}"),
+        ((mesh.texcoords is None) == (mesh.texture_png is None), "texcoords and texture_png come together"),
         (mesh.targets.shape == (t, v, 3), f"targets must be ({t}, {v}, 3), got {mesh.targets.shape}"),
         (mesh.triangles.ndim == 2 and mesh.triangles.shape[1] == 3 and len(mesh.triangles) > 0,
          f"triangles must be (F, 3), got {mesh.triangles.shape}"),
@@ -213,21 +227,31 @@ def _document(mesh: MeshData, options: GltfOptions) -> Tuple[GLTF2, _Binary]:
     unit = _unit(mesh)
     writer = _Writer(binary, options, unit)
     attributes = Attributes(POSITION=writer.positions(mesh.positions),
-                            NORMAL=writer.floats(mesh.normals, VEC3, ARRAY_BUFFER),
-                            COLOR_0=writer.floats(np.clip(mesh.colors, 0, 1), VEC3, ARRAY_BUFFER))
+                            NORMAL=writer.floats(mesh.normals, VEC3, ARRAY_BUFFER))
+    if mesh.colors is not None:
+        attributes.COLOR_0 = writer.floats(np.clip(mesh.colors, 0, 1), VEC3, ARRAY_BUFFER)
+    if mesh.texcoords is not None:
+        attributes.TEXCOORD_0 = writer.floats(mesh.texcoords, VEC2, ARRAY_BUFFER)
     targets = [Attributes(POSITION=writer.target(delta)) for delta in mesh.targets]
     primitive = Primitive(attributes=attributes, indices=writer.indices(mesh.triangles, len(mesh.positions)),
                           material=0, targets=targets)
     gltf_mesh = Mesh(name=mesh.name, primitives=[primitive], weights=[0.0] * len(targets) or None,
-                     extras={"targetNames": list(mesh.target_names)})
+                     extras={"targetNames": list(mesh.target_names), **(mesh.extras or {})})
     node = Node(name=mesh.name, mesh=0)
     if options.quantize:
         node.scale = [unit] * 3  # normalized int16 spans [-1, 1] -> [-unit, unit] metres
-    material = Material(name="albedo", doubleSided=False,
-                        pbrMetallicRoughness=PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0],
-                                                                  metallicFactor=0.0, roughnessFactor=0.7))
+    pbr = PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.7)
+    extra = {}
+    if mesh.texture_png is not None:
+        image_view = binary.view(np.frombuffer(mesh.texture_png, np.uint8))
+        pbr.baseColorTexture = TextureInfo(index=0, texCoord=0)
+        extra = dict(images=[Image(bufferView=image_view, mimeType="image/png", name="albedo")],
+                     samplers=[Sampler(magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR, wrapS=CLAMP_TO_EDGE,
+                                       wrapT=CLAMP_TO_EDGE)],
+                     textures=[Texture(sampler=0, source=0)])
+    material = Material(name="albedo", doubleSided=False, pbrMetallicRoughness=pbr)
     gltf = GLTF2(asset=Asset(version="2.0", generator=_GENERATOR), scene=0, scenes=[Scene(nodes=[0])],
-                 nodes=[node], meshes=[gltf_mesh], materials=[material])
+                 nodes=[node], meshes=[gltf_mesh], materials=[material], **extra)
     if options.quantize:
         gltf.extensionsUsed = ["KHR_mesh_quantization"]
         gltf.extensionsRequired = ["KHR_mesh_quantization"]

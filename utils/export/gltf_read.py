@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
 
+import io
+
 import numpy as np
+from PIL import Image as PILImage
 from pygltflib import GLTF2
 
 __all__ = ["read_accessor", "GlbContent", "read_glb"]
@@ -62,15 +65,16 @@ def read_accessor(gltf: GLTF2, index: int, blob: Optional[bytes] = None) -> np.n
 class GlbContent:
     """A written rig or animation, decoded (glTF units: metres, linear colours).
 
-    Shapes: positions (V, 3), normals (V, 3), colors (V, 3), triangles (F, 3), targets (T, V, 3),
-    target_names T; animation (None in rig.glb): times (N,), weights (N, T), rotations (N, 4).
+    Shapes: positions (V, 3), normals (V, 3), colors (V, 3) or None, triangles (F, 3), targets (T, V, 3),
+    target_names T; animation (None in rig.glb): times (N,), weights (N, T), rotations (N, 4);
+    texcoords (V, 2) (glTF's: v from the image's top) and texture (H, W, 3) uint8, or None.
     ``mesh_scale``: the mesh node's scale (1 unless quantized), already applied to positions/targets.
     """
 
     gltf: GLTF2
     positions: np.ndarray
     normals: np.ndarray
-    colors: np.ndarray
+    colors: Optional[np.ndarray]
     triangles: np.ndarray
     targets: np.ndarray
     target_names: List[str]
@@ -78,6 +82,8 @@ class GlbContent:
     times: Optional[np.ndarray] = None
     weights: Optional[np.ndarray] = None
     rotations: Optional[np.ndarray] = None
+    texcoords: Optional[np.ndarray] = None
+    texture: Optional[np.ndarray] = None
 
 
 def read_glb(path: Union[str, Path]) -> GlbContent:
@@ -94,9 +100,16 @@ def read_glb(path: Union[str, Path]) -> GlbContent:
     targets = [get(t["POSITION"] if isinstance(t, dict) else t.POSITION) * scale for t in (prim.targets or [])]
     content = GlbContent(
         gltf=gltf, positions=get(prim.attributes.POSITION) * scale, normals=get(prim.attributes.NORMAL),
-        colors=get(prim.attributes.COLOR_0), triangles=get(prim.indices).reshape(-1, 3).astype(np.int64),
+        colors=None if prim.attributes.COLOR_0 is None else get(prim.attributes.COLOR_0),
+        triangles=get(prim.indices).reshape(-1, 3).astype(np.int64),
         targets=np.stack(targets) if targets else np.zeros((0, 0, 3), np.float32),
         target_names=list((gltf.meshes[0].extras or {}).get("targetNames", [])), mesh_scale=scale)
+    if prim.attributes.TEXCOORD_0 is not None:
+        content.texcoords = get(prim.attributes.TEXCOORD_0)
+    if gltf.images:
+        view = gltf.bufferViews[gltf.images[0].bufferView]
+        raw = blob[(view.byteOffset or 0):(view.byteOffset or 0) + view.byteLength]
+        content.texture = np.asarray(PILImage.open(io.BytesIO(raw)).convert("RGB"))
     if gltf.animations:
         anim = gltf.animations[0]
         by_path = {ch.target.path: anim.samplers[ch.sampler] for ch in anim.channels}

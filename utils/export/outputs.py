@@ -7,12 +7,15 @@ model or the vertex count of its rig must agree with the rig.
 """
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
+import torch
+from PIL import Image
 
 from core.rig.rig import Rig
 from utils.export.arkit import NameStyle, target_mapping, write_live_link_csv
@@ -24,7 +27,7 @@ from utils.io.tracking import TrackingData, load_tracking
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rig_mesh", "rig_weights", "animation_keys", "export_rig", "export_animation", "export_live_link_csv", "export_files",
+__all__ = ["rig_mesh", "split_seams", "glb_options", "rig_weights", "animation_keys", "export_rig", "export_animation", "export_live_link_csv", "export_files",
            "FORMATS"]
 
 FORMATS = ("glb", "csv")
@@ -54,20 +57,76 @@ def _check_rig(rig: Rig, source: Optional[Union[str, Path]] = None) -> None:
 def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, Path]] = None) -> MeshData:
     """The rig in glTF units: metres, linear colours, targets named and merged as ``names`` says.
 
+    A rig with parts is exported as its whole head (`Rig.head_vertices` order: the face, then the
+    parts); a rig with a texture atlas as a textured mesh (vertices on UV seams copied after the
+    others, `split_seams`), else with per-vertex colours.
+
     Raises:
         ExportError: the rig's arrays disagree or hold non-finite values.
     """
     _check_rig(rig, source)
     mapping = target_mapping(rig.expression_names, names)
-    neutral = rig.neutral.detach().cpu().numpy().astype(np.float64)
+    zero = torch.zeros(1, rig.n_expression, dtype=rig.neutral.dtype)
+    neutral = rig.head_vertices(zero)[0].detach().cpu().numpy().astype(np.float64)
     blend = rig.blendshapes.detach().cpu().numpy().astype(np.float64)
-    triangles = rig.triangles.cpu().numpy().astype(np.int64)
+    if rig.parts is not None:
+        blend = np.concatenate([blend, rig.parts.blendshapes.detach().cpu().numpy().astype(np.float64)], axis=1)
+    triangles = rig.head_triangles.cpu().numpy().astype(np.int64)
+    colors = srgb_to_linear(rig.head_albedo.detach().cpu().numpy())
+    texcoords = png = None
+    extras: Dict[str, object] = {"rigVertices": int(rig.n_head_vertices)}
+    if rig.texture is not None and rig.uvs is not None and rig.uv_triangles is not None:
+        source_ids, triangles, uv_ids = split_seams(triangles, rig.uv_triangles.cpu().numpy(), len(neutral))
+        uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)[uv_ids]
+        texcoords = np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], axis=1).astype(np.float32)  # glTF: v from the top
+        png = _png(rig.texture)
+        extras["seamCopiesOf"] = source_ids[len(neutral):].tolist()
+        neutral, blend, colors = neutral[source_ids], blend[:, source_ids], None
     return MeshData(positions=(neutral * MM_TO_M).astype(np.float32),
                     normals=vertex_normals(neutral, triangles),
-                    colors=srgb_to_linear(rig.albedo.detach().cpu().numpy()),
-                    triangles=triangles,
+                    colors=colors, triangles=triangles,
                     targets=(mapping.deltas(blend) * MM_TO_M).astype(np.float32),
-                    target_names=list(mapping.names), name="face")
+                    target_names=list(mapping.names), name="head" if rig.parts is not None else "face",
+                    texcoords=texcoords, texture_png=png, extras=extras)
+
+
+def split_seams(triangles: np.ndarray, uv_triangles: np.ndarray, n_vertices: int
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One texture coordinate per vertex: vertices whose corners use several uvs are copied.
+
+    Each vertex keeps the uv of its first corner; every other (vertex, uv) pair becomes a copy
+    appended after the ``n_vertices`` originals, so the originals keep their indices.
+
+    Returns:
+        (source (V',) the original vertex of each output vertex, triangles (F, 3) into the output
+        vertices, uv_ids (V',) each output vertex's uv id).
+
+    Shape:
+        triangles, uv_triangles (F, 3).
+    """
+    corners = np.stack([triangles.reshape(-1), uv_triangles.reshape(-1)], axis=1).astype(np.int64)
+    pairs, inverse = np.unique(corners, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    first_corner = np.full(n_vertices, -1, np.int64)
+    order = np.arange(len(corners))[::-1]
+    first_corner[corners[order, 0]] = order                                  # earliest corner wins
+    primary_uv = np.where(first_corner >= 0, corners[np.maximum(first_corner, 0), 1], 0)
+    is_primary = pairs[:, 1] == primary_uv[pairs[:, 0]]
+    index_of_pair = np.empty(len(pairs), np.int64)
+    index_of_pair[is_primary] = pairs[is_primary, 0]
+    extra = np.flatnonzero(~is_primary)
+    index_of_pair[extra] = n_vertices + np.arange(len(extra))
+    source = np.concatenate([np.arange(n_vertices), pairs[extra, 0]])
+    uv_ids = np.concatenate([primary_uv, pairs[extra, 1]])
+    return source, index_of_pair[inverse].reshape(-1, 3), uv_ids
+
+
+def _png(texture: torch.Tensor) -> bytes:
+    """An (H, W, 3) texture in [0, 1] as PNG bytes (8-bit sRGB, the albedo values as stored)."""
+    pixels = np.round(texture.detach().cpu().float().clamp(0.0, 1.0).numpy() * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
 
 
 def rig_weights(rig: Rig, tracking: TrackingData, rig_source: Optional[Union[str, Path]] = None) -> np.ndarray:
@@ -97,10 +156,18 @@ def rig_weights(rig: Rig, tracking: TrackingData, rig_source: Optional[Union[str
     return tracking.expression[:, [position[n] for n in rig.expression_names]]
 
 
+def glb_options(rig: Rig, options: Optional[GltfOptions] = None) -> GltfOptions:
+    """``options``, or the default for the rig: sparse targets for a whole head (most of its
+    vertices, the parts', move with few expressions; 8 MB instead of 18 for ICT), dense for a face."""
+    if options is not None:
+        return options
+    return GltfOptions(sparse=True) if rig.parts is not None else GltfOptions()
+
+
 def export_rig(rig: Rig, path: Union[str, Path], names: NameStyle = "arkit",
-               options: GltfOptions = GltfOptions(), source: Optional[Union[str, Path]] = None) -> Path:
-    """Write ``rig.glb`` (see `utils.export.gltf`)."""
-    return write_rig_glb(rig_mesh(rig, names, source), path, options)
+               options: Optional[GltfOptions] = None, source: Optional[Union[str, Path]] = None) -> Path:
+    """Write ``rig.glb`` (see `utils.export.gltf`; ``options`` None: `glb_options`)."""
+    return write_rig_glb(rig_mesh(rig, names, source), path, glb_options(rig, options))
 
 
 def animation_keys(rig: Rig, tracking: TrackingData, names: NameStyle = "arkit",
@@ -119,10 +186,11 @@ def animation_keys(rig: Rig, tracking: TrackingData, names: NameStyle = "arkit",
 
 
 def export_animation(rig: Rig, tracking: TrackingData, path: Union[str, Path], names: NameStyle = "arkit",
-                     options: GltfOptions = GltfOptions(), source: Optional[Union[str, Path]] = None) -> Path:
-    """Write ``animation.glb``: the rig driven by the tracking (`animation_keys`)."""
+                     options: Optional[GltfOptions] = None, source: Optional[Union[str, Path]] = None) -> Path:
+    """Write ``animation.glb``: the rig driven by the tracking (`animation_keys`; ``options`` None: `glb_options`)."""
     weights, rotations = animation_keys(rig, tracking, names, source)
-    return write_animation_glb(rig_mesh(rig, names, source), weights, rotations, tracking.fps, path, options)
+    return write_animation_glb(rig_mesh(rig, names, source), weights, rotations, tracking.fps, path,
+                               glb_options(rig, options))
 
 
 def export_live_link_csv(tracking: TrackingData, path: Union[str, Path]) -> Path:
@@ -134,7 +202,7 @@ def export_live_link_csv(tracking: TrackingData, path: Union[str, Path]) -> Path
 
 def export_files(rig_path: Union[str, Path], out_dir: Union[str, Path], tracking_path: Optional[Union[str, Path]] = None,
                  formats: Iterable[str] = FORMATS, names: NameStyle = "arkit",
-                 options: GltfOptions = GltfOptions()) -> Dict[str, Path]:
+                 options: Optional[GltfOptions] = None) -> Dict[str, Path]:
     """Convert existing outputs: ``rig.npz`` (and ``tracking.npz``) -> files in ``out_dir``.
 
     Writes ``rig.glb`` (``glb``); with a tracking also ``animation.glb`` (``glb``) and

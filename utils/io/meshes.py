@@ -140,11 +140,13 @@ def load_mesh(path: str | Path) -> Mesh:
 def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
                       triangles: np.ndarray | torch.Tensor, uvs: np.ndarray | torch.Tensor,
                       uv_triangles: np.ndarray | torch.Tensor,
-                      texture: np.ndarray | None = None) -> Path:
+                      texture: np.ndarray | None = None, texture_file: str | None = None) -> Path:
     """Write an OBJ with per-corner texture coordinates, plus an MTL and PNG texture.
 
     The vertex count stays V (faces are ``f v/vt``), so rows match the face model's vertices.
-    Writes ``name.obj``; with a texture also ``name.mtl`` and ``name.png`` beside it.
+    Writes ``name.obj``; with a texture also ``name.mtl`` and ``name.png`` beside it; with
+    ``texture_file`` instead, ``name.mtl`` names that existing image (a path relative to the OBJ's
+    folder, so that many meshes share one texture).
 
     Args:
         path: ``*.obj``.
@@ -152,6 +154,7 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
         uvs: (T, 2) texture coordinates in [0, 1], v up (OBJ's convention).
         uv_triangles: (F, 3) indices into uvs for each face corner.
         texture: (H, W, 3) uint8 RGB image, or None for no material.
+        texture_file: an image the material refers to, relative to the OBJ (with no ``texture``).
     """
     path = Path(path)
     if path.suffix.lower() != ".obj":
@@ -173,8 +176,12 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
             raise MeshIOError(f"texture: expected an (H, W, 3) uint8 image, got {tex.shape} "
                               f"{tex.dtype}")
         Image.fromarray(tex).save(path.with_suffix(".png"))
+        texture_file = f"{path.stem}.png"
+    elif texture_file is not None and not (path.parent / texture_file).is_file():
+        raise MeshIOError(f"texture_file: {path.parent / texture_file} does not exist")
+    if texture_file is not None:
         path.with_suffix(".mtl").write_text(
-            f"newmtl material0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {path.stem}.png\n")
+            f"newmtl material0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {texture_file}\n")
         lines += [f"mtllib {path.stem}.mtl", "usemtl material0"]
     lines += [f"v {x:.8g} {y:.8g} {z:.8g}" for x, y, z in verts.tolist()]
     lines += [f"vt {u:.8g} {v:.8g}" for u, v in tex_coords.tolist()]

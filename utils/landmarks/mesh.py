@@ -33,13 +33,16 @@ backend, was trained on iBUG 300-W, whose annotations are for non-commercial use
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -176,6 +179,40 @@ def load_mesh_correspondence(path: Union[str, Path, None] = None) -> MeshCorresp
                               **{name: arrays[name] for name in _ARRAYS})
 
 
+#: Start-up notes MediaPipe's C++ layers write straight to file descriptor 2 (absl, TFLite), from
+#: their own threads, where Python's warnings filters cannot reach them.
+_NATIVE_NOISE = (b"inference_feedback_manager", b"absl::InitializeLog", b"gl_context", b"Created TensorFlow Lite")
+_stderr_filter: Optional[threading.Thread] = None
+
+
+def _filter_native_stderr() -> None:
+    """From now on, pass the process's stderr (file descriptor 2) through a thread that drops the
+    lines of `_NATIVE_NOISE` and forwards every other line; undone at exit, after the last line."""
+    global _stderr_filter
+    if _stderr_filter is not None:
+        return
+    sys.stderr.flush()
+    read, write = os.pipe()
+    original = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+
+    def forward() -> None:
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:
+                if not any(noise in line for noise in _NATIVE_NOISE):
+                    os.write(original, line)
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last writer: the thread reads to its end
+        _stderr_filter.join(timeout=2.0)
+
+    _stderr_filter = threading.Thread(target=forward, name="mediapipe-stderr-filter", daemon=True)
+    _stderr_filter.start()
+    atexit.register(restore)
+
+
 def _import_mediapipe() -> ModuleType:
     """The mediapipe package, imported on first use with its C++ logging kept quiet."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -245,6 +282,7 @@ class MediaPipeMesh:
                            mp.__version__, MEDIAPIPE_VERSION)
         solutions = mp.solutions
         self.detector_names = tuple(detectors)
+        _filter_native_stderr()
         self._detectors = {name: solutions.face_detection.FaceDetection(
             min_detection_confidence=min_score, model_selection=_DETECTORS[name]) for name in detectors}
         self._mesh = solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2,

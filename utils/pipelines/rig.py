@@ -32,7 +32,7 @@ from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect_folder
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.progress import progress_bar
-from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
+from utils.visualization import draw_landmark_pair, overlay_mesh, overlay_weights, save_png, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -139,9 +139,10 @@ def _params_json(stem: str, i: int, result: RigBuildResult, crop: FaceCrop, name
 
 
 def _visualization(image: np.ndarray, screen: torch.Tensor, triangles: torch.Tensor, detected: np.ndarray,
-                   projected: np.ndarray) -> np.ndarray:
-    """input (with detected vs projected landmarks) | overlay | shaded geometry."""
-    overlay = overlay_mesh(image, screen, triangles)
+                   projected: np.ndarray, weights: Optional[torch.Tensor] = None) -> np.ndarray:
+    """input (with detected vs projected landmarks) | overlay (the face proper, soft edge: ``weights``) |
+    shaded geometry."""
+    overlay = overlay_mesh(image, screen, triangles, vertex_alpha=weights)
     geometry = overlay_mesh(np.full_like(image, 255), screen, triangles, alpha=1.0)
     radius = max(1, round(max(image.shape[:2]) / 256))
     marked = draw_landmark_pair(image, detected, projected, radius=radius)
@@ -219,6 +220,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.outputs["rig_neutral"] = save_mesh(out_dir / "mesh" / "rig_neutral.obj", rig.neutral, rig.triangles,
                                            colors=rig.albedo)
     meshes = result.image_meshes()
+    weights = overlay_weights(rig)[:rig.n_vertices] if visualize else None  # no scalp or neck (issue 19)
     for i, (stem, (_, image, _)) in enumerate(progress_bar(list(zip(stems, faces)), desc="writing outputs",
                                                            unit="image")):
         save_mesh(out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
@@ -234,7 +236,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
             screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
             save_png(out_dir / "visualization" / f"{stem}.png",
                      _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
-                                    np.asarray(params["landmarks_2d"])))
+                                    np.asarray(params["landmarks_2d"]), weights))
     for sub in ("mesh", "params", "visualization"):
         if (out_dir / sub).is_dir():
             run.outputs[sub] = out_dir / sub

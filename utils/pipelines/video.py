@@ -40,7 +40,7 @@ import torch
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
-from core.rig.retarget import expression_map, face_window, frontal_pose, render_rig
+from core.rig.retarget import RigRenderer, expression_map, frontal_pose, white_balanced
 from core.rig.rig import Rig
 from core.rig.tracker import DenseTies, FrameTrack, RigTracker, TrackerConfig
 from utils.crop import FaceCrop, crop_batch, crop_face
@@ -56,7 +56,7 @@ from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.progress import progress_bar
-from utils.visualization import overlay_mesh
+from utils.visualization import FitOverlay
 
 __all__ = ["VideoInputError", "VideoScan", "TrackingRun", "scan_video", "source_rig_from_video",
            "track_and_retarget", "yaw_proxy"]
@@ -286,26 +286,25 @@ def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_fram
     return result.rig, indices
 
 
-def _recon_frame(image: np.ndarray, track: FrameTrack, triangles: torch.Tensor) -> np.ndarray:
-    """The tracked mesh (the tracker's own, `FrameTrack.vertices`) over the frame, where fitted."""
+def _recon_frame(image: np.ndarray, track: FrameTrack, overlay: FitOverlay) -> np.ndarray:
+    """The tracked face (the tracker's own mesh, `FrameTrack.vertices`, with the rig's parts in the eye
+    and mouth openings; `utils.visualization.FitOverlay`) over the frame, where fitted."""
     if not track.detected:
         out = image.copy()
         cv2.putText(out, "no face", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 64, 64), 2, cv2.LINE_AA)
         return out
-    screen = track.pose.screen(track.vertices[None])[0]
-    h, w = image.shape[:2]
-    box = face_window(screen, h, w)
-    if box is None:
-        return image
-    x0, y0, x1, y1 = box
-    out = image.copy()
-    out[y0:y1, x0:x1] = overlay_mesh(np.ascontiguousarray(image[y0:y1, x0:x1]),
-                                     screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype), triangles)
-    return out
+    return overlay(image, track.expression, track.pose, _gaze(track), track.vertices)
+
+
+def _gaze(track: FrameTrack) -> Optional[torch.Tensor]:
+    """The frame's tracked gaze (2, 2) [left, right] x (yaw, pitch) radians, where the tracker gives one."""
+    gaze = getattr(track, "gaze", None)
+    return None if gaze is None else torch.as_tensor(gaze).reshape(2, 2)
 
 
 class _Retargeter:
-    """Renders the target rig driven by the source's tracked expressions."""
+    """Renders the target rig (its whole head where it has parts) driven by the source's tracked
+    expressions and gaze; the video's light has its colour cast taken out."""
 
     def __init__(self, source: Rig, target: Rig, pose: PoseMode, light: LightMode, size: tuple) -> None:
         self.target = target
@@ -313,12 +312,15 @@ class _Retargeter:
         self.pose, self.light = pose, light
         self.background = torch.full((1, 3, *size), _BACKGROUND)
         self.frontal = frontal_pose(target.neutral, *size)
+        self.renderer = RigRenderer(target)
 
     def __call__(self, track: FrameTrack) -> np.ndarray:
         expression = track.expression[None] if self.index is None else track.expression[None][:, self.index]
         pose = self.frontal if not track.valid or self.pose == "frontal" else track.pose
-        sh = track.sh[None] if (self.light == "source" and track.sh is not None) else None
-        image = render_rig(self.target, self.target.vertices(expression), pose, self.background, sh)
+        sh = white_balanced(track.sh[None]) if (self.light == "source" and track.sh is not None) else None
+        gaze = _gaze(track)
+        vertices = self.target.head_vertices(expression, None if gaze is None else gaze[None])
+        image = self.renderer(vertices, pose, self.background, sh)
         return to_uint8(image[0])
 
 
@@ -350,9 +352,9 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                        scan: Optional[VideoScan] = None, max_frames: Optional[int] = None,
                        tracker_config: TrackerConfig = TrackerConfig(),
                        landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-                       pose: PoseMode = "source", light: LightMode = "source", face: Selection = "largest",
+                       pose: PoseMode = "source", light: LightMode = "frontal", face: Selection = "largest",
                        export: bool = True, target_source: Optional[Union[str, Path]] = None,
-                       rest_frames: int = 240) -> TrackingRun:
+                       rest_frames: int = 240, overlay_alpha: float = 0.6) -> TrackingRun:
     """Track ``video`` with the source rig and drive the target rig; write ``out_dir/videos/*``.
 
     Args:
@@ -365,12 +367,14 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         max_frames: track at most this many frames.
         tracker_config: see `TrackerConfig`.
         landmark_filter: One Euro filter of the landmarks computed here (None: raw).
-        pose, light: the retargeted render's head pose and lighting, the source frame's or frontal.
+        pose, light: the retargeted render's head pose and lighting, the source frame's (its light
+            white-balanced) or frontal (a neutral light, the default: the target's own colours).
         face: whom to follow in frames the scan did not cover (see `scan_video`).
         export: also write ``videos/animation.glb`` and ``videos/animation_arkit.csv`` (`utils.export`).
         target_source: the target rig's file, named in export messages.
         rest_frames: frames of the scan, spread over the video, on which the tracker calibrates the
             person's rest face (`RigTracker.calibrate_rest`; 0 or no scan: none).
+        overlay_alpha: opacity of the tracked face over the video in ``output_recon.mp4``.
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is reported in ``error``).
@@ -389,6 +393,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     reader = VideoReader(video)
     info = reader.info
     retargeter = _Retargeter(source, target, pose, light, (info.height, info.width))
+    overlay = FitOverlay(source, overlay_alpha)
     stream = (None if landmarker is None
               else LandmarkStream(landmarker, filter_params=landmark_filter, face=face))
     scanned = 0 if scan is None else scan.frames
@@ -425,7 +430,7 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
             else:
                 run.flagged_frames.append(index)
             start = time.perf_counter()
-            recon = _recon_frame(image, track, source.triangles)
+            recon = _recon_frame(image, track, overlay)
             exptrans = retargeter(track)
             run.add_time("rendering", time.perf_counter() - start)
             start = time.perf_counter()

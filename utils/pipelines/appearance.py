@@ -1,0 +1,155 @@
+"""A built rig made to look like its person: the whole head, its parts, a de-lit texture; files out.
+
+After `utils.pipelines.rig.build_rig_from_folder` (the face rig and each photo's fit), one call
+makes the rig a whole head (`core.rig.head.whole_head`: head and neck, mouth interior, teeth,
+eyeballs, lashes) with a texture atlas estimated from the same photos
+(`core.rig.texture_fit.estimate_texture`), and writes it:
+
+- ``rig/rig.npz`` (format 3, the parts included) and ``rig/rig_texture.png`` beside it;
+- ``mesh/rig_textured.obj`` (+ ``.mtl``, ``.png``): the neutral whole head with the texture;
+- ``mesh/textured/<photo>.obj``: each photo's fitted head, sharing ``rig_texture.png``;
+- ``rig/rig.glb``: the textured whole head with its morph targets (`utils.export`).
+
+In the demo (after the rig is built, before the video)::
+
+    from utils.pipelines.appearance import head_rig, write_appearance
+    made = write_appearance(rig_run, model, args.out)     # model: the full face model
+    target = made.rig                                     # drive this one (textured whole head)
+    source = head_rig(source, model)                      # the video person's rig: parts for the overlay
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from core.face_model.model import MorphableModel
+from core.rig.head import whole_head
+from core.rig.rig import Rig, texture_file
+from core.rig.texture_fit import TextureConfig, TextureFit, estimate_texture
+from utils.crop import FaceCrop, crop_batch
+from utils.export.gltf import GltfOptions
+from utils.export.outputs import export_rig
+from utils.io.meshes import save_textured_obj
+from utils.pipelines.rig import RigRun
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AppearanceRun", "head_rig", "textured_rig", "jawline", "crop_content", "write_appearance", "write_textured_meshes"]
+
+
+
+@dataclass
+class AppearanceRun:
+    """What `write_appearance` made: the rig (whole head, textured), files, timings (s) and the texture fit."""
+
+    rig: Rig
+    outputs: Dict[str, Path] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    fit: Optional[TextureFit] = None
+
+
+def head_rig(rig: Rig, model: MorphableModel) -> Rig:
+    """The rig as a whole head with parts and a painted (per-vertex) texture; unchanged when it has parts.
+
+    ``model`` is the full face model (not its face region). Used for a rig without photos of its own
+    texture, e.g. the video person's (the overlay fills the eyes and mouth with its parts).
+    """
+    return rig if rig.parts is not None else whole_head(rig, model)
+
+
+def textured_rig(rig_run: RigRun, model: MorphableModel, config: TextureConfig = TextureConfig()) -> TextureFit:
+    """The photos' rig as a textured whole head (the texture from the rig's crops, each photo's fit and light).
+
+    Without lighting in the fit (no photometric stage) the texture is the painted per-vertex albedo.
+    """
+    result = rig_run.result
+    if result is None:
+        raise ValueError("textured_rig: the rig run holds no build result")
+    rig = head_rig(result.rig, model)
+    if result.sh is None or not rig_run.crops:
+        logger.info("no per-photo lighting (photometric stage off): the texture is the per-vertex albedo")
+        return TextureFit(rig=rig, texture=rig.texture, weight=torch.zeros(rig.texture.shape[:2]),
+                          skin=torch.zeros(rig.texture.shape[:2], dtype=torch.bool), seen_fraction=0.0)
+    images, _ = crop_batch(rig_run.crops)
+    dtype = rig.neutral.dtype
+    return estimate_texture(rig, images.to(dtype), result.params["expression"].to(dtype), result.pose.to(dtype),
+                            result.sh.to(dtype), config, jawline=jawline(rig, model),
+                            valid=crop_content(rig_run.crops))
+
+
+def crop_content(crops: List[FaceCrop], margin: int = 2) -> torch.Tensor:
+    """(G, S, S) bool: the crop pixels that come from the photo, not the black padding beyond its
+    edges (`utils.crop.crop_face`), shrunk by ``margin`` pixels (resampling blends the edge)."""
+    masks = []
+    for crop in crops:
+        content = (crop.image.max(axis=-1) > 0).astype(np.uint8)
+        masks.append(cv2.erode(content, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0)
+    return torch.from_numpy(np.stack(masks))
+
+
+def jawline(rig: Rig, model: MorphableModel) -> Optional[torch.Tensor]:
+    """(17, 2) the (x, y) of the jawline landmarks (iBUG 0-16) on the rig's neutral, mm; None where unknown."""
+    if model.landmark_indices is None or len(model.landmark_indices) != 68:
+        return None
+    position = {int(v): i for i, v in enumerate(rig.vertex_ids.long().tolist())}
+    ids = [position.get(int(v)) for v in model.landmark_indices[:17].tolist()]
+    return None if None in ids else rig.neutral[ids, :2].clone()
+
+
+def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Tensor] = None,
+                          names: Optional[list] = None) -> Dict[str, Path]:
+    """``mesh/rig_textured.obj`` (neutral whole head, with the texture) and, given per-photo expressions,
+    ``mesh/textured/<name>.obj`` sharing ``mesh/rig_textured.png``."""
+    if rig.uvs is None or rig.uv_triangles is None or rig.texture is None:
+        raise ValueError("write_textured_meshes: the rig has no texture atlas")
+    mesh_dir = Path(out_dir) / "mesh"
+    texture = (rig.texture.detach().cpu().float().clamp(0, 1).numpy() * 255).round().astype("uint8")
+    dtype = rig.neutral.dtype
+    written = {"rig_textured": save_textured_obj(
+        mesh_dir / "rig_textured.obj", rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0],
+        rig.head_triangles, rig.uvs, rig.uv_triangles, texture)}
+    if expression is not None and names:
+        meshes = rig.head_vertices(expression.to(dtype))
+        for name, mesh in zip(names, meshes):
+            save_textured_obj(mesh_dir / "textured" / f"{name}.obj", mesh, rig.head_triangles, rig.uvs,
+                              rig.uv_triangles, texture_file="../rig_textured.png")
+        written["textured_meshes"] = mesh_dir / "textured"
+    return written
+
+
+def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
+                     config: TextureConfig = TextureConfig(), glb: bool = True,
+                     glb_options: Optional[GltfOptions] = None) -> AppearanceRun:
+    """Make the photos' rig a textured whole head and write its files (module docstring).
+
+    Args:
+        rig_run: `build_rig_from_folder`'s run (its result and crops).
+        model: the full face model (e.g. ``load_face_model("ict", ...)``, not its face region).
+        out_dir: the same output folder as the rig run's.
+        config: texture settings (`TextureConfig`).
+        glb: also write ``rig/rig.glb``.
+        glb_options: how its targets are stored (None: sparse, `utils.export.outputs.glb_options`).
+    """
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    fit = textured_rig(rig_run, model, config)
+    run = AppearanceRun(rig=fit.rig, fit=fit)
+    run.timings["texture"] = time.perf_counter() - start
+    start = time.perf_counter()
+    rig_path = out_dir / "rig" / "rig.npz"
+    run.outputs["rig"] = fit.rig.save(rig_path)
+    run.outputs["rig_texture"] = texture_file(rig_path)
+    result = rig_run.result
+    run.outputs.update(write_textured_meshes(fit.rig, out_dir, result.params["expression"], rig_run.used))
+    if glb:
+        run.outputs["rig_glb"] = export_rig(fit.rig, out_dir / "rig" / "rig.glb", options=glb_options)
+    run.timings["writing textured outputs"] = time.perf_counter() - start
+    logger.info("textured whole-head rig: %s", ", ".join(f"{k} {v}" for k, v in run.outputs.items()))
+    return run

@@ -1,0 +1,182 @@
+"""Pictures of what the project does, for docs/: photos -> rig -> retargeted video frames.
+
+    python -m utils.showcase [--out docs/pictures] [--synthetic] [--video d3.mp4] [--frames 120]
+
+Builds the rig of the photos in ``../shared/data/real/rig_case1`` (or, with ``--synthetic`` or
+without the shared data, of a synthetic subject the project renders itself), makes it a textured
+whole head, tracks a video with the video person's own rig and drives the photos' rig with it,
+then writes:
+
+- ``photos_to_rig.png``: photos | the fitted face over them | the textured head in each photo's
+  fitted pose and light;
+- ``rig_views.png``: the textured head under a neutral light, turned and with expressions (smile,
+  open jaw, blink, gaze turned);
+- ``retargeting.png``: video frames | the tracked face over them | the photos' person performing them;
+- ``texture.png``: the texture atlas.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from core.camera import WeakPerspective
+from core.face_model.load import load_face_model
+from core.rig.retarget import RigRenderer, expression_map, frontal_pose
+from core.rig.rig import Rig
+from utils.crop import crop_batch
+from utils.io.images import to_uint8
+from utils.io.video import VideoReader
+from utils.landmarks.detect import FaceLandmarker
+from utils.paths import REPO_ROOT
+from utils.pipelines.appearance import head_rig, textured_rig
+from utils.pipelines.rig import build_rig_from_folder
+from utils.pipelines.video import scan_video, source_rig_from_video
+from utils.visualization import FitOverlay, image_grid, save_png
+
+__all__ = ["photos_to_rig", "rig_views", "retargeting", "main"]
+
+logger = logging.getLogger(__name__)
+
+SHARED = REPO_ROOT.parent / "shared" / "data" / "real"
+_TILE = 224
+_BACKGROUND = 0.16
+
+
+def _resize(image: np.ndarray, size: int = _TILE) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    k = size / max(h, w)
+    return cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+
+
+def photos_to_rig(rig: Rig, run, count: int = 4) -> np.ndarray:
+    """Photos | the fit over them (grey face, eyes and mouth from the parts) | the textured head in
+    their fitted pose and light (a picture, (H, W, 3) uint8)."""
+    images, _ = crop_batch(run.crops)
+    result = run.result
+    overlay = FitOverlay(rig)
+    renderer = RigRenderer(rig)
+    pick = np.linspace(0, len(run.crops) - 1, min(count, len(run.crops))).round().astype(int)
+    tiles, labels = [], []
+    for i in pick:
+        photo = run.crops[i].image
+        pose = result.pose[int(i)]
+        expression = result.params["expression"][int(i)]
+        fitted = overlay(photo, expression, pose)
+        render = renderer(rig.head_vertices(expression[None]), pose, images[int(i):int(i) + 1],
+                          None if result.sh is None else result.sh[int(i):int(i) + 1])
+        tiles += [_resize(photo), _resize(fitted), _resize(to_uint8(render[0]))]
+        labels += ["photo", "fitted face", "rig, photo's pose + light"]
+    return image_grid(tiles, ncols=3, labels=labels)
+
+
+def rig_views(rig: Rig, size: int = 288) -> np.ndarray:
+    """The textured head under a neutral light: turned, and with a few expressions and a gaze."""
+    names = rig.expression_names
+
+    def weights(**named: float) -> torch.Tensor:
+        e = torch.zeros(1, rig.n_expression)
+        for name, value in named.items():
+            if name in names:
+                e[0, names.index(name)] = value
+        return e
+
+    views = [("front", weights(), None, 0.0), ("three-quarter", weights(), None, 0.6), ("profile", weights(), None, 1.4),
+             ("smile", weights(mouthSmile_L=0.9, mouthSmile_R=0.9, cheekSquint_L=0.4, cheekSquint_R=0.4), None, 0.25),
+             ("jaw open", weights(jawOpen=0.45, mouthLowerDown_L=0.3, mouthLowerDown_R=0.3), None, 0.25),
+             ("blink", weights(eyeBlink_L=1.0, eyeBlink_R=1.0), None, 0.25),
+             ("gaze to his left", weights(), torch.tensor([[[0.35, 0.0], [0.35, 0.0]]]), 0.0),
+             ("brows up", weights(browInnerUp_L=0.8, browInnerUp_R=0.8, browOuterUp_L=0.7, browOuterUp_R=0.7), None, 0.0)]
+    renderer = RigRenderer(rig)
+    rest = rig.head_vertices(torch.zeros(1, rig.n_expression))[0]
+    if rig.parts is not None and rig.parts.neck_cut is not None:
+        rest = rest[rest[:, 1] > rig.parts.neck_cut + 20.0]  # frame the head, not the shoulders
+    base = frontal_pose(rest, size, size, fill=0.9)
+    background = torch.full((1, 3, size, size), _BACKGROUND)
+    tiles, labels = [], []
+    for label, e, gaze, yaw in views:
+        pose = WeakPerspective(torch.tensor([[0.05, yaw, 0.0]]), base.scale, base.trans2d)
+        tiles.append(to_uint8(renderer(rig.head_vertices(e, gaze), pose, background)[0]))
+        labels.append(label)
+    return image_grid(tiles, ncols=4, labels=labels)
+
+
+def retargeting(video: Path, target: Rig, face, model, landmarker: FaceLandmarker, frames: int,
+                count: int = 4) -> np.ndarray:
+    """Video frames | the tracked face over them | the target performing them (the video's pose,
+    neutral light)."""
+    from core.rig.tracker import RigTracker
+
+    scan = scan_video(video, landmarker, source_frames=8)
+    with scan:
+        source, _ = source_rig_from_video(scan, face, source_frames=8, detector=landmarker.backend)
+        source = head_rig(source, model)
+        tracker = RigTracker(source, face)
+        overlay, renderer = FitOverlay(source), RigRenderer(target)
+        index = expression_map(source.expression_names, target.expression_names)
+        n = min(frames, scan.frames)
+        wanted = set(np.linspace(n // 8, n - 1, count).round().astype(int).tolist())
+        tiles, labels = [], []
+        with VideoReader(video) as reader:
+            for i, image in enumerate(reader):
+                if i >= n:
+                    break
+                track = tracker.step(scan.landmarks[i], image)
+                if i not in wanted or not track.detected:
+                    continue
+                e = track.expression[None] if index is None else track.expression[None][:, index]
+                h, w = image.shape[:2]
+                out = renderer(target.head_vertices(e), track.pose, torch.full((1, 3, h, w), _BACKGROUND))
+                tiles += [_resize(image), _resize(overlay(image, track.expression, track.pose, face=track.vertices)),
+                          _resize(to_uint8(out[0]))]
+                labels += [f"{video.name} frame {i}", "tracked face", "photos' person, retargeted"]
+    return image_grid(tiles, ncols=3, labels=labels)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "pictures", help="output folder")
+    parser.add_argument("--synthetic", action="store_true", help="a synthetic subject even where ../shared exists")
+    parser.add_argument("--video", default="d3.mp4", help="video of ../shared/data/real/videos")
+    parser.add_argument("--frames", type=int, default=150, help="frames tracked")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(1)
+    model = load_face_model("ict", REPO_ROOT / "external" / "ICT-FaceKit")
+    face = model.region("face")
+    landmarker = FaceLandmarker("dlib")
+    photos, video = SHARED / "rig_case1", SHARED / "videos" / args.video
+    work = Path(tempfile.mkdtemp(prefix="inorig_showcase_"))
+    if args.synthetic or not photos.is_dir() or not video.is_file():
+        from utils.synthetic.clip import write_synthetic_inputs
+
+        made = write_synthetic_inputs(model, work / "synthetic", n_images=8, n_frames=args.frames)
+        photos, video = made.rig_dir, made.video
+    run = build_rig_from_folder(photos, work / "rig", face, landmarker=landmarker, visualize=False)
+    rig = textured_rig(run, model).rig
+    args.out.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = [
+        save_png(args.out / "photos_to_rig.png", photos_to_rig(rig, run)),
+        save_png(args.out / "rig_views.png", rig_views(rig)),
+        save_png(args.out / "retargeting.png", retargeting(video, rig, face, model, landmarker, args.frames)),
+        save_png(args.out / "texture.png", _resize(to_uint8(rig.texture.permute(2, 0, 1)), 768)),
+    ]
+    print("\n".join(str(p) for p in written))
+    if os.environ.get("INORIG_KEEP_SHOWCASE") is None:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
