@@ -2,8 +2,8 @@
 
     python -m utils.showcase [--out docs/pictures] [--synthetic] [--video d3.mp4] [--frames 120]
 
-Builds the rig of the photos in ``../shared/data/real/rig_case1`` (or, with ``--synthetic`` or
-without the shared data, of a synthetic subject the project renders itself), makes it a textured
+Builds the rig of the example photos (``examples/photos``: frames of LivePortrait's d3, MIT) or,
+with ``--synthetic``, of a synthetic subject the project renders itself, makes it a textured
 whole head, tracks a video with the video person's own rig and drives the photos' rig with it,
 then writes:
 
@@ -28,23 +28,23 @@ import torch
 
 from core.camera import WeakPerspective
 from core.face_model.load import load_face_model
-from core.rig.retarget import RigRenderer, expression_map, frontal_pose
+from core.rig.retarget import RigRenderer, frontal_pose
 from core.rig.rig import Rig
 from utils.crop import crop_batch
 from utils.io.images import to_uint8
 from utils.io.video import VideoReader
+from utils.landmarks.base import DEFAULT_BACKEND, DEFAULT_VIDEO_BACKEND, LandmarkError
 from utils.landmarks.detect import FaceLandmarker
-from utils.paths import REPO_ROOT
+from utils.paths import EXAMPLES_DIR, REPO_ROOT
 from utils.pipelines.appearance import head_rig, textured_rig
 from utils.pipelines.rig import build_rig_from_folder
-from utils.pipelines.video import scan_video, source_rig_from_video
+from utils.pipelines.video import scan_video, source_rig_from_video, track_and_retarget
 from utils.visualization import FitOverlay, image_grid, save_png
 
 __all__ = ["photos_to_rig", "rig_views", "retargeting", "main"]
 
 logger = logging.getLogger(__name__)
 
-SHARED = REPO_ROOT.parent / "shared" / "data" / "real"
 _TILE = 224
 _BACKGROUND = 0.16
 
@@ -93,7 +93,7 @@ def rig_views(rig: Rig, size: int = 288) -> np.ndarray:
              ("smile", weights(mouthSmile_L=0.9, mouthSmile_R=0.9, cheekSquint_L=0.4, cheekSquint_R=0.4), None, 0.25),
              ("jaw open", weights(jawOpen=0.45, mouthLowerDown_L=0.3, mouthLowerDown_R=0.3), None, 0.25),
              ("blink", weights(eyeBlink_L=1.0, eyeBlink_R=1.0), None, 0.25),
-             ("gaze to his left", weights(), torch.tensor([[[0.35, 0.0], [0.35, 0.0]]]), 0.0),
+             ("gaze to their left", weights(), torch.tensor([[[0.35, 0.0], [0.35, 0.0]]]), 0.0),
              ("brows up", weights(browInnerUp_L=0.8, browInnerUp_R=0.8, browOuterUp_L=0.7, browOuterUp_R=0.7), None, 0.0)]
     renderer = RigRenderer(rig)
     rest = rig.head_vertices(torch.zeros(1, rig.n_expression))[0]
@@ -111,33 +111,26 @@ def rig_views(rig: Rig, size: int = 288) -> np.ndarray:
 
 def retargeting(video: Path, target: Rig, face, model, landmarker: FaceLandmarker, frames: int,
                 count: int = 4) -> np.ndarray:
-    """Video frames | the tracked face over them | the target performing them (the video's pose,
-    neutral light)."""
-    from core.rig.tracker import RigTracker
-
+    """Video frames | the tracked face over them | the target performing them: frames of the demo's
+    own videos (`utils.pipelines.video.track_and_retarget`: the video's pose, neutral light)."""
+    work = Path(tempfile.mkdtemp(prefix="inorig_showcase_video_"))
     scan = scan_video(video, landmarker, source_frames=8)
     with scan:
         source, _ = source_rig_from_video(scan, face, source_frames=8, detector=landmarker.backend)
-        source = head_rig(source, model)
-        tracker = RigTracker(source, face)
-        overlay, renderer = FitOverlay(source), RigRenderer(target)
-        index = expression_map(source.expression_names, target.expression_names)
+        track_and_retarget(video, work, head_rig(source, model), face, target, landmarker, scan=scan,
+                           max_frames=frames, export=False)
         n = min(frames, scan.frames)
-        wanted = set(np.linspace(n // 8, n - 1, count).round().astype(int).tolist())
-        tiles, labels = [], []
-        with VideoReader(video) as reader:
-            for i, image in enumerate(reader):
-                if i >= n:
-                    break
-                track = tracker.step(scan.landmarks[i], image)
-                if i not in wanted or not track.detected:
-                    continue
-                e = track.expression[None] if index is None else track.expression[None][:, index]
-                h, w = image.shape[:2]
-                out = renderer(target.head_vertices(e), track.pose, torch.full((1, 3, h, w), _BACKGROUND))
-                tiles += [_resize(image), _resize(overlay(image, track.expression, track.pose, face=track.vertices)),
-                          _resize(to_uint8(out[0]))]
+    wanted = set(np.linspace(n // 8, n - 1, count).round().astype(int).tolist())
+    readers = [VideoReader(work / "videos" / f"{name}.mp4") for name in ("input_clip", "output_recon", "output_exptrans")]
+    tiles, labels = [], []
+    try:
+        for i, views in enumerate(zip(*readers)):
+            if i in wanted:
+                tiles += [_resize(v) for v in views]
                 labels += [f"{video.name} frame {i}", "tracked face", "photos' person, retargeted"]
+    finally:
+        for reader in readers:
+            reader.close()
     return image_grid(tiles, ncols=3, labels=labels)
 
 
@@ -145,16 +138,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "pictures", help="output folder")
-    parser.add_argument("--synthetic", action="store_true", help="a synthetic subject even where ../shared exists")
-    parser.add_argument("--video", default="d3.mp4", help="video of ../shared/data/real/videos")
+    parser.add_argument("--synthetic", action="store_true", help="a synthetic subject instead of the examples")
+    parser.add_argument("--photos", type=Path, default=EXAMPLES_DIR / "photos", help="photos of the rig's person")
+    parser.add_argument("--video", type=Path, default=EXAMPLES_DIR / "driver.mp4", help="the driving video")
     parser.add_argument("--frames", type=int, default=150, help="frames tracked")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     model = load_face_model("ict", REPO_ROOT / "external" / "ICT-FaceKit")
     face = model.region("face")
-    landmarker = FaceLandmarker("dlib")
-    photos, video = SHARED / "rig_case1", SHARED / "videos" / args.video
+    landmarker = FaceLandmarker(DEFAULT_BACKEND)
+    try:
+        video_landmarker = FaceLandmarker(DEFAULT_VIDEO_BACKEND)
+    except LandmarkError:
+        video_landmarker = landmarker
+    photos, video = args.photos, args.video
     work = Path(tempfile.mkdtemp(prefix="inorig_showcase_"))
     if args.synthetic or not photos.is_dir() or not video.is_file():
         from utils.synthetic.clip import write_synthetic_inputs
@@ -167,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     written: List[Path] = [
         save_png(args.out / "photos_to_rig.png", photos_to_rig(rig, run)),
         save_png(args.out / "rig_views.png", rig_views(rig)),
-        save_png(args.out / "retargeting.png", retargeting(video, rig, face, model, landmarker, args.frames)),
+        save_png(args.out / "retargeting.png", retargeting(video, rig, face, model, video_landmarker, args.frames)),
         save_png(args.out / "texture.png", _resize(to_uint8(rig.texture.permute(2, 0, 1)), 768)),
     ]
     print("\n".join(str(p) for p in written))
