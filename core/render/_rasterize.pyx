@@ -3,7 +3,10 @@
 """Z-buffer inner loop of core.render.rasterize (one image).
 
 The NumPy twin ``core.render._zbuffer_numpy`` evaluates the same float64 expressions in the same
-order, so both give identical triangle ids: keep the two in step when changing either.
+order, so both give identical triangle ids: keep the two in step when changing either. (The kernel
+tests the edge functions' signs before dividing by the area, which decides the same pixels: a
+quotient of finite pixel-scale values is >= 0 exactly when the numerator is 0 or has the
+denominator's sign.)
 """
 
 from libc.math cimport ceil, floor, isfinite
@@ -36,7 +39,7 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
     cdef Py_ssize_t f, i, j, k
     cdef Py_ssize_t n_faces = triangles.shape[0]
     cdef double p[9]
-    cdef double x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py, w0, w1, w2, z
+    cdef double x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py, e0, e1, e2, w0, w1, w2, z
     cdef double umin, umax, vmin, vmax
     cdef int i0, i1, j0, j1
     cdef bint finite
@@ -68,9 +71,20 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
                 py = <double>i
                 for j in range(j0, j1 + 1):
                     px = <double>j
-                    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
-                    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
-                    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / area
+                    # Edge functions first: w_k = e_k / area is >= 0 exactly when e_k is 0 or has
+                    # the area's sign, so the divisions wait until the centre is known inside.
+                    e0 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+                    if (e0 < 0.0 and area > 0.0) or (e0 > 0.0 and area < 0.0):
+                        continue
+                    e1 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
+                    if (e1 < 0.0 and area > 0.0) or (e1 > 0.0 and area < 0.0):
+                        continue
+                    e2 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
+                    if (e2 < 0.0 and area > 0.0) or (e2 > 0.0 and area < 0.0):
+                        continue
+                    w0 = e0 / area
+                    w1 = e1 / area
+                    w2 = e2 / area
                     if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
                         continue
                     z = w0 * z0 + w1 * z1 + w2 * z2

@@ -210,15 +210,22 @@ def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch
                 ) -> torch.Tensor:
     """Interpolate per-vertex attributes at every pixel with the fragments' barycentrics.
 
+    Only covered pixels are computed (the background stays zero), from contiguous rows of the
+    attributes; differentiable in the attributes and the barycentrics.
+
     Shape:
         - attributes: (B, V, C)
         - output: (B, H, W, C), zeros on background
     """
     check_shape("attributes", attributes, (fragments.tri_id.shape[0], None, None))
     batch, height, width = fragments.tri_id.shape
-    corner_ids = triangles.to(attributes.device)[fragments.tri_id.clamp(min=0).reshape(batch, -1)]
-    channels = attributes.shape[-1]
-    values = torch.gather(attributes, 1, corner_ids.reshape(batch, -1, 1).expand(-1, -1, channels))
-    values = values.reshape(batch, -1, 3, channels)
-    out = (values * fragments.bary.reshape(batch, -1, 3, 1).to(values.dtype)).sum(2)
+    n_vertices, channels = attributes.shape[1:]
+    flat_id = fragments.tri_id.reshape(-1)
+    covered = torch.nonzero(flat_id >= 0)[:, 0]
+    offset = torch.div(covered, height * width, rounding_mode="floor") * n_vertices
+    corners = triangles.to(attributes.device).index_select(0, flat_id.index_select(0, covered))  # (P, 3)
+    rows = attributes.reshape(-1, channels)
+    bary = fragments.bary.reshape(-1, 3).index_select(0, covered).to(attributes.dtype)
+    pixels = sum(rows.index_select(0, corners[:, k] + offset) * bary[:, k:k + 1] for k in range(3))
+    out = pixels.new_zeros(batch * height * width, channels).index_put((covered,), pixels)
     return out.reshape(batch, height, width, channels)

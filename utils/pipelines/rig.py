@@ -2,8 +2,9 @@
 
 Images -> landmarks and crops (`utils.landmarks`, `utils.crop`) -> rig building (`core.rig.builder`)
 -> ``rig/rig.npz``, ``mesh/*.obj``, ``params/*.json``, ``visualization/*.png``. Every file is
-written as soon as it is computed; bad images are reported and skipped, never fatal unless no
-usable image is left.
+written as soon as it is computed (encoded and written by a worker thread while the next picture
+is rendered; all are on disk when `build_rig_from_folder` returns); bad images are reported and
+skipped, never fatal unless no usable image is left.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig, RigBuildResult
+from utils.background import BackgroundWorker
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceLandmarker, detect_folder
@@ -29,6 +31,9 @@ from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side
 logger = logging.getLogger(__name__)
 
 __all__ = ["PARAMS_FORMAT_VERSION", "RigInputError", "RigRun", "build_rig_from_folder"]
+
+#: zlib level of the visualization PNGs: 1 encodes ~4x faster than PIL's default 6, files ~15 % larger.
+PNG_COMPRESSION = 1
 
 #: ``params/*.json``: 1 (no ``format_version`` key) until 0.6; 2 adds ``format_version``, full
 #: ``units`` and ``conventions`` (the other keys are unchanged).
@@ -130,23 +135,25 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
 
     start = time.perf_counter()
     rig = result.rig
-    run.outputs["rig"] = rig.save(out_dir / "rig" / "rig.npz")
-    run.outputs["rig_neutral"] = save_mesh(out_dir / "mesh" / "rig_neutral.obj", rig.neutral, rig.triangles,
-                                           colors=rig.albedo)
     meshes = result.image_meshes()
-    for i, (stem, (_, image, _)) in enumerate(tqdm(list(zip(stems, faces)), desc="writing outputs",
-                                                    disable=None)):
-        save_mesh(out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
-        params = _params_json(stem, i, result, crops[i], rig.expression_names)
+    # Files are encoded and written on a worker thread while the next image's pictures are rendered.
+    with BackgroundWorker("rig-outputs") as writer:
+        run.outputs["rig"] = rig.save(out_dir / "rig" / "rig.npz")
+        run.outputs["rig_neutral"] = out_dir / "mesh" / "rig_neutral.obj"
+        writer.submit(save_mesh, run.outputs["rig_neutral"], rig.neutral, rig.triangles, rig.albedo)
         (out_dir / "params").mkdir(parents=True, exist_ok=True)
-        (out_dir / "params" / f"{stem}.json").write_text(json.dumps(params, indent=1))
-        run.used.append(stem)
-        run.landmark_error[stem] = params["landmark_error_px"]
-        if visualize:
-            screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
-            save_png(out_dir / "visualization" / f"{stem}.png",
-                     _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
-                                    np.asarray(params["landmarks_2d"])))
+        for i, (stem, (_, image, _)) in enumerate(tqdm(list(zip(stems, faces)), desc="writing outputs",
+                                                        disable=None)):
+            writer.submit(save_mesh, out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
+            params = _params_json(stem, i, result, crops[i], rig.expression_names)
+            writer.submit(Path.write_text, out_dir / "params" / f"{stem}.json", json.dumps(params, indent=1))
+            run.used.append(stem)
+            run.landmark_error[stem] = params["landmark_error_px"]
+            if visualize:
+                screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
+                picture = _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
+                                         np.asarray(params["landmarks_2d"]))
+                writer.submit(save_png, out_dir / "visualization" / f"{stem}.png", picture, PNG_COMPRESSION)
     for sub in ("mesh", "params", "visualization"):
         if (out_dir / sub).is_dir():
             run.outputs[sub] = out_dir / sub

@@ -13,7 +13,8 @@ One pass of landmarks, then the rest:
    rig tracked (`core.rig.tracker`) -> the target rig driven by the frame's expression
    (`core.rig.retarget`) -> ``videos/input_clip.mp4``, ``videos/output_recon.mp4`` (the tracked mesh
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
-   and ``videos/tracking.npz`` (`utils.io.tracking`).
+   and ``videos/tracking.npz`` (`utils.io.tracking`). A worker thread renders and writes each frame
+   while the next one is tracked (a queue of a few frames between them).
 
 A truncated video keeps every frame that could be read: the videos are closed, the arrays written,
 and the error is reported (``VideoScan.error``, ``TrackingRun.error``).
@@ -38,6 +39,7 @@ from core.rig.builder import RigBuildConfig
 from core.rig.retarget import expression_map, face_window, frontal_pose, render_rig
 from core.rig.rig import Rig
 from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
+from utils.background import BackgroundWorker
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.images import to_uint8
 from utils.io.tracking import TrackingRecorder
@@ -333,6 +335,19 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     writers = {name: VideoWriter(path, info.fps) for name, path in paths.items()}
     total = min(info.frame_count, max_frames) if max_frames and info.frame_count else (max_frames or info.frame_count)
     errors = []
+
+    def render_and_write(image: np.ndarray, track: FrameTrack) -> None:
+        start = time.perf_counter()
+        recon = _recon_frame(image, track, source.triangles)
+        exptrans = retargeter(track)
+        run.add_time("rendering", time.perf_counter() - start)
+        start = time.perf_counter()
+        writers["input_clip"].write(image)
+        writers["output_recon"].write(recon)
+        writers["output_exptrans"].write(exptrans)
+        run.add_time("writing videos", time.perf_counter() - start)
+
+    worker = BackgroundWorker("render-and-write")  # renders frame i while frame i + 1 is tracked
     clock = time.perf_counter()
     try:
         for index, image in enumerate(tqdm(reader, total=total or None, desc="tracking video", unit="frame",
@@ -356,19 +371,13 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
             run.tracked += int(track.detected)
             if track.detected:
                 errors.append(track.error)
-            start = time.perf_counter()
-            recon = _recon_frame(image, track, source.triangles)
-            exptrans = retargeter(track)
-            run.add_time("rendering", time.perf_counter() - start)
-            start = time.perf_counter()
-            writers["input_clip"].write(image)
-            writers["output_recon"].write(recon)
-            writers["output_exptrans"].write(exptrans)
-            run.add_time("writing videos", time.perf_counter() - start)
+            worker.submit(render_and_write, image, track)
             clock = time.perf_counter()
     except VideoReadError as err:  # truncated or corrupt: keep what was read
         run.error = str(err)
     finally:
+        failed = worker.close(raise_error=False)
+        run.add_time("waiting for rendering and writing", worker.waited)
         start = time.perf_counter()
         for writer in writers.values():
             writer.close()
@@ -377,6 +386,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                                                 model=source.model, n_vertices=source.n_vertices)
         run.add_time("writing videos", time.perf_counter() - start)
         reader.close()
+    if failed is not None:
+        raise failed
     if run.error is None and scan is not None and scan.error and max_frames is None:
         run.error = scan.error
     run.flagged = run.frames - run.tracked
