@@ -139,7 +139,7 @@ def test_shading_cost_is_the_composed_colour_term():
 
         n, o = normals.clone().requires_grad_(True), observed.clone().requires_grad_(True)
         ours, ref = shading_cost(n, o, weights, sh, prior, 0.3, 0.05), composed(n, o)
-        assert float(ours) == pytest.approx(float(ref), rel=1e-12)
+        assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
         for a, b in zip(torch.autograd.grad(ours, [n, o]), torch.autograd.grad(ref, [n, o])):
             assert torch.allclose(a, b, atol=1e-14)
         assert torch.autograd.gradcheck(lambda a, b: shading_cost(a, b, weights, sh, prior, 0.3, 0.05), (n, o))
@@ -172,6 +172,6 @@ def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face)
     shading = sh_shading(vertex_normals(full_pose.camera_points(meshes), ict_face.triangles), sh)
     albedo = estimate_albedo(colours, shading, weights, prior, prior_weight=0.01)
     ref = (weights[..., None] * geman_mcclure(colours - albedo * shading, 0.02)).sum()
-    assert float(ours) == pytest.approx(float(ref), rel=1e-5)
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     for a, b in zip(torch.autograd.grad(ours, [code, rotation]), torch.autograd.grad(ref, [code, rotation])):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))

@@ -95,3 +95,51 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
                         bary[i, j, 1] = w1
                         bary[i, j, 2] = w2
     return tri_np, bary_np, depth_np
+
+
+ctypedef fused real:
+    float
+    double
+
+
+def interpolate_covered(const long long[:, :, ::1] tri_id, const real[:, :, :, ::1] bary,
+                        const long long[:, ::1] triangles, const real[:, :, ::1] attributes):
+    """Per-vertex attributes blended with the barycentrics at every covered pixel (zero elsewhere).
+
+    Args:
+        tri_id: (B, H, W) triangle per pixel, -1 on background.
+        bary: (B, H, W, 3) barycentric weights.
+        triangles: (F, 3) vertex indices.
+        attributes: (B, V, C), the same floating type as ``bary``.
+
+    Returns:
+        (B, H, W, C) of that type: ``b0 * a[t0] + b1 * a[t1] + b2 * a[t2]`` summed in that order,
+        as ``core.render.rasterize.interpolate`` computes it in torch.
+    """
+    cdef Py_ssize_t batch = tri_id.shape[0], height = tri_id.shape[1], width = tri_id.shape[2]
+    cdef Py_ssize_t channels = attributes.shape[2]
+    dtype = np.float32 if real is float else np.float64
+    out_np = np.zeros((batch, height, width, channels), dtype=dtype)
+    cdef real[:, :, :, ::1] out = out_np
+    cdef Py_ssize_t b, i, j, c
+    cdef long long t, k0, k1, k2
+    cdef real w0, w1, w2, acc
+    with nogil:
+        for b in range(batch):
+            for i in range(height):
+                for j in range(width):
+                    t = tri_id[b, i, j]
+                    if t < 0:
+                        continue
+                    k0 = triangles[t, 0]
+                    k1 = triangles[t, 1]
+                    k2 = triangles[t, 2]
+                    w0 = bary[b, i, j, 0]
+                    w1 = bary[b, i, j, 1]
+                    w2 = bary[b, i, j, 2]
+                    for c in range(channels):
+                        acc = attributes[b, k0, c] * w0
+                        acc = acc + attributes[b, k1, c] * w1
+                        acc = acc + attributes[b, k2, c] * w2
+                        out[b, i, j, c] = acc
+    return out_np

@@ -206,12 +206,28 @@ def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
     return Fragments(tri_id, bary, depth)
 
 
+def _interpolate_kernel(fragments: Fragments, triangles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """`interpolate` by the compiled kernel (one pass over the pixels; the same sums in the same order)."""
+    tris = np.ascontiguousarray(triangles.detach().cpu().numpy().astype(np.int64, copy=False))
+    if tris.size and (tris.min() < 0 or tris.max() >= attributes.shape[1]):
+        raise ValueError(f"triangles: indices must lie in [0, {attributes.shape[1]}), got "
+                         f"[{tris.min()}, {tris.max()}]")
+    tri_id = np.ascontiguousarray(fragments.tri_id.cpu().numpy().astype(np.int64, copy=False))
+    if tri_id.size and tri_id.max() >= len(tris):
+        raise ValueError(f"fragments: triangle ids up to {tri_id.max()} for {len(tris)} triangles")
+    dtype = torch.empty(0, dtype=attributes.dtype).numpy().dtype
+    bary = np.ascontiguousarray(fragments.bary.detach().cpu().numpy().astype(dtype, copy=False))
+    values = np.ascontiguousarray(attributes.detach().cpu().numpy())
+    return torch.from_numpy(_kernel.interpolate_covered(tri_id, bary, tris, values))
+
+
 def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch.Tensor
                 ) -> torch.Tensor:
     """Interpolate per-vertex attributes at every pixel with the fragments' barycentrics.
 
-    Only covered pixels are computed (the background stays zero), from contiguous rows of the
-    attributes; differentiable in the attributes and the barycentrics.
+    Only covered pixels are computed (the background stays zero): by the compiled kernel where no
+    gradient is needed, else in torch from contiguous rows of the attributes (differentiable in
+    the attributes and the barycentrics); both sum the same products in the same order.
 
     Shape:
         - attributes: (B, V, C)
@@ -220,6 +236,10 @@ def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch
     check_shape("attributes", attributes, (fragments.tri_id.shape[0], None, None))
     batch, height, width = fragments.tri_id.shape
     n_vertices, channels = attributes.shape[1:]
+    needs_grad = torch.is_grad_enabled() and (attributes.requires_grad or fragments.bary.requires_grad)
+    if _kernel is not None and not needs_grad and attributes.device.type == "cpu" \
+            and attributes.dtype in (torch.float32, torch.float64):
+        return _interpolate_kernel(fragments, triangles, attributes)
     flat_id = fragments.tri_id.reshape(-1)
     covered = torch.nonzero(flat_id >= 0)[:, 0]
     offset = torch.div(covered, height * width, rounding_mode="floor") * n_vertices
