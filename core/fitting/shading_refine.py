@@ -114,6 +114,11 @@ class ObservedPatch:
     of weight 0 in every image adds nothing to the term, and a vertex's normal depends on its
     incident triangles only (on real photos about 55 % of the face region's vertices, 60 % of its
     triangles). The identity's shape is evaluated once for all images, not once per image.
+
+    Shape:
+        weights (G, V) of the round (visibility x grazing x usable); prior (V, 3) or (3,); sampled
+        (V,) bool or None (every vertex may take part) -> ``weights`` (G, U), ``prior`` (U, 3) or
+        (3,) of the U observed vertices.
     """
 
     def __init__(self, model: MorphableModel, weights: Tensor, prior: Tensor, albedo_reg: float,

@@ -26,6 +26,7 @@ from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceLandmarker, detect_folder
 from utils.pipelines.builders import RigBuilder, classical_builder
+from utils.process import single_thread
 from utils.visualization import draw_landmark_pair, overlay_mesh, save_png, side_by_side
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
 
     images, landmarks = crop_batch(crops)
     builder = builder or classical_builder(model, config, landmarker.backend)
-    result = builder(images, landmarks)
+    with single_thread():  # many small tensor operations: a second thread only waits (utils.process)
+        result = builder(images, landmarks)
     run.timings.update(result.timings)
     run.result = result
 

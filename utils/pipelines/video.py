@@ -49,6 +49,7 @@ from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
+from utils.process import single_thread
 from utils.visualization import overlay_mesh
 
 __all__ = ["VideoInputError", "VideoScan", "TrackingRun", "scan_video", "source_rig_from_video",
@@ -253,7 +254,8 @@ def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_fram
         raise VideoInputError(f"{scan.path}: no face found in its {scan.frames} frames, nothing to track")
     chosen = _choose(scan, source_frames)
     images, landmarks = crop_batch([c[2] for c in chosen])
-    result = (builder or classical_builder(model, config, detector))(images, landmarks)
+    with single_thread():  # many small tensor operations: a second thread only waits (utils.process)
+        result = (builder or classical_builder(model, config, detector))(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
     logger.info("source rig from frames %s of %s (landmark error %.2f crop px)", indices, scan.path,
                 float(result.reprojection_error.mean()))
