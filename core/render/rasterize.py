@@ -32,6 +32,8 @@ try:
 except ImportError:  # extension not built: the NumPy twin is used
     _kernel = None
 
+# An extension built before the interpolation kernel existed still rasterizes; interpolate then runs in torch.
+_INTERPOLATE_KERNEL = _kernel is not None and hasattr(_kernel, "interpolate_covered")
 _warned_fallback = False
 # Candidate (triangle, pixel) pairs evaluated at once by the NumPy twin; bounds its memory.
 _NUMPY_CHUNK = 1 << 21
@@ -237,7 +239,7 @@ def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch
     batch, height, width = fragments.tri_id.shape
     n_vertices, channels = attributes.shape[1:]
     needs_grad = torch.is_grad_enabled() and (attributes.requires_grad or fragments.bary.requires_grad)
-    if _kernel is not None and not needs_grad and attributes.device.type == "cpu" \
+    if _INTERPOLATE_KERNEL and not needs_grad and attributes.device.type == "cpu" \
             and attributes.dtype in (torch.float32, torch.float64):
         return _interpolate_kernel(fragments, triangles, attributes)
     flat_id = fragments.tri_id.reshape(-1)
