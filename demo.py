@@ -67,8 +67,8 @@ def source_frames_arg(text: str) -> Union[int, List[int]]:
 
 def face_arg(text: str):
     """``--face``: largest, central, confident or a face number from the left."""
-    from utils.landmarks.detect import parse_selection
     from utils.landmarks.base import LandmarkError
+    from utils.landmarks.detect import parse_selection
 
     try:
         return parse_selection(text)
@@ -199,7 +199,13 @@ def synthetic_inputs(model, n_frames: int, timings: Dict[str, float]):
 def check_inputs(args) -> Tuple[Optional[Path], Optional[Path]]:
     """The photo folder and the video the run will use, the target rig and the weights file, each
     checked on its own (before the model loads). Raises `InputError`."""
-    from utils.pipelines.inputs import check_file, check_photo_folder, check_rig_file, check_video, first_video
+    from utils.pipelines.inputs import (
+        check_file,
+        check_photo_folder,
+        check_rig_file,
+        check_video,
+        first_video,
+    )
 
     build_rig = args.target_rig is None
     use_video = not args.no_video
@@ -483,4 +489,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from utils.process import exit_now
+
+    exit_now(main())  # outputs are written and closed by now: skip the interpreter's ~1 s teardown

@@ -57,12 +57,12 @@ from core.rig.builder import RigBuildConfig, build_rig  # noqa: E402
 from core.rig.head import whole_head  # noqa: E402
 from core.rig.retarget import RigRenderer, expression_map, white_balanced  # noqa: E402
 from core.rig.rig import Rig  # noqa: E402
+from core.rig.texture import texel_map  # noqa: E402
+from core.rig.texture_fit import TextureConfig, estimate_texture  # noqa: E402
 from core.rig.tracker import FrameTrack, RigTracker  # noqa: E402
 from utils.crop import FaceCrop, crop_batch  # noqa: E402
 from utils.io.video import VideoReader  # noqa: E402
 from utils.landmarks.detect import FaceLandmarker  # noqa: E402
-from core.rig.texture import texel_map  # noqa: E402
-from core.rig.texture_fit import TextureConfig, estimate_texture  # noqa: E402
 from utils.pipelines.appearance import crop_content, jawline, textured_rig  # noqa: E402
 from utils.pipelines.rig import RigRun  # noqa: E402
 from utils.pipelines.video import scan_video, source_rig_from_video  # noqa: E402

@@ -25,7 +25,8 @@ import torch
 from core.checks import check_batch, check_shape
 
 __all__ = [
-    "euler_to_matrix", "matrix_to_euler", "axis_angle_to_matrix", "matrix_to_axis_angle", "matrix_to_quaternion",
+    "euler_to_matrix", "euler_to_matrix_jacobian", "matrix_to_euler", "axis_angle_to_matrix",
+    "matrix_to_axis_angle", "matrix_to_quaternion",
     "transform_points", "weak_perspective_screen", "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
     "invert_similarity_2d", "square_box", "square_frame", "WeakPerspective",
@@ -58,6 +59,36 @@ def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
         -sy, cy * sx, cy * cx,
     ]
     return torch.stack(rows, dim=-1).reshape(-1, 3, 3)
+
+
+def euler_to_matrix_jacobian(angles: torch.Tensor) -> torch.Tensor:
+    """Derivatives of `euler_to_matrix` with respect to the three angles, in closed form.
+
+    Shape:
+        - angles: (B, 3) (pitch, yaw, roll)
+        - output: (B, 3, 3, 3), ``[b, i, j, k] = dR[b, i, j] / d angles[b, k]``
+
+    Example:
+        >>> dR = euler_to_matrix_jacobian(torch.zeros(1, 3))
+        >>> dR[0, :, :, 2].abs().tolist()  # roll turns x towards y: dR/droll = [[0, -1, 0], [1, 0, 0], 0]
+        [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        >>> float(dR[0, 0, 1, 2]), float(dR[0, 1, 0, 2])
+        (-1.0, 1.0)
+    """
+    check_shape("angles", angles, (None, 3))
+    cx, cy, cz = torch.cos(angles).unbind(-1)
+    sx, sy, sz = torch.sin(angles).unbind(-1)
+    zero = torch.zeros_like(cx)
+    d_pitch = [zero, cz * sy * cx + sz * sx, sz * cx - cz * sy * sx,
+               zero, sz * sy * cx - cz * sx, -sz * sy * sx - cz * cx,
+               zero, cy * cx, -cy * sx]
+    d_yaw = [-cz * sy, cz * cy * sx, cz * cy * cx,
+             -sz * sy, sz * cy * sx, sz * cy * cx,
+             -cy, -sy * sx, -sy * cx]
+    d_roll = [-sz * cy, -sz * sy * sx - cz * cx, cz * sx - sz * sy * cx,
+              cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx,
+              zero, zero, zero]
+    return torch.stack([torch.stack(d, -1) for d in (d_pitch, d_yaw, d_roll)], -1).reshape(-1, 3, 3, 3)
 
 
 def matrix_to_euler(R: torch.Tensor) -> torch.Tensor:

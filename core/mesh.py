@@ -6,13 +6,16 @@ counter-clockwise seen from outside (docs/conventions.md).
 """
 from __future__ import annotations
 
-from typing import Tuple
+import warnings
+from typing import Dict, NamedTuple, Tuple
 
 import torch
+from torch import Tensor
 
 from core.checks import check_shape, check_triangles
 
-__all__ = ["vertex_normals", "face_normals", "vertex_neighbours", "subset_index", "triangles_within"]
+__all__ = ["vertex_normals", "face_normals", "PatchNormals", "vertex_neighbours", "subset_index",
+           "triangles_within"]
 
 
 def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
@@ -24,14 +27,90 @@ def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tenso
         - output: (B, F, 3)
     """
     v0, v1, v2 = (vertices[:, triangles[:, i]] for i in range(3))
-    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    return torch.stack(_cross_parts((v1 - v0).unbind(-1), (v2 - v0).unbind(-1)), -1)
+
+
+def _cross_parts(a, b):
+    """Components of ``a x b`` from the components of ``a`` and ``b`` (elementwise, any shape; several
+    times faster than ``torch.linalg.cross`` on CPU)."""
+    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
+
+
+class _MeshOperators(NamedTuple):
+    """Sparse CSR matrices of a triangle set acting on per-vertex rows: the two edges of each triangle
+    (``v1 - v0``, ``v2 - v0``: (F, V)), the sum over each vertex's triangles ((V, F)), and their
+    transposes (the backward products)."""
+
+    edge1: Tensor
+    edge1_t: Tensor
+    edge2: Tensor
+    edge2_t: Tensor
+    corner_sum: Tensor
+    corner_sum_t: Tensor
+
+
+_OPERATORS: Dict[Tuple[int, Tuple[int, ...], int], Tuple[Tensor, _MeshOperators]] = {}
+
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """A sparse CSR matrix and its transpose from coordinates (duplicates summed)."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used for CSR @ dense only
+        warnings.simplefilter("ignore")
+        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+        transposed = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, shape[::-1])
+        transposed = transposed.coalesce().to_sparse_csr()
+    return matrix, transposed
+
+
+def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets: int) -> _MeshOperators:
+    """`_MeshOperators` of triangles whose ``corners`` (T, 3) are rows of ``n_points`` points, summing
+    each corner's triangle normal into row ``targets`` (T, 3) of ``n_targets`` (-1: not summed)."""
+    n_faces = len(corners)
+    faces = torch.arange(n_faces)
+    signs = torch.cat([torch.ones(n_faces), -torch.ones(n_faces)])
+    edge1 = _csr(faces.repeat(2), torch.cat([corners[:, 1], corners[:, 0]]), signs, (n_faces, n_points))
+    edge2 = _csr(faces.repeat(2), torch.cat([corners[:, 2], corners[:, 0]]), signs, (n_faces, n_points))
+    keep = targets >= 0
+    corner_sum = _csr(targets[keep], faces[:, None].expand(-1, 3)[keep], torch.ones(int(keep.sum())),
+                      (n_targets, n_faces))
+    return _MeshOperators(*edge1, *edge2, *corner_sum)
+
+
+def _mesh_operators(triangles: Tensor, n_vertices: int) -> _MeshOperators:
+    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (checked equal on use)."""
+    key = (triangles.data_ptr(), tuple(triangles.shape), n_vertices)
+    hit = _OPERATORS.get(key)
+    if hit is not None and torch.equal(hit[0], triangles):
+        return hit[1]
+    t = triangles.detach().long().cpu()
+    operators = _build_operators(t, n_vertices, t, n_vertices)
+    if len(_OPERATORS) >= 8:
+        _OPERATORS.pop(next(iter(_OPERATORS)))
+    _OPERATORS[key] = (triangles.detach().clone(), operators)
+    return operators
+
+
+class _SparseRows(torch.autograd.Function):
+    """``matrix @ rows`` (a sparse CSR matrix on dense rows) with ``transposed @ grad`` as backward."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, matrix: Tensor, transposed: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.transposed = transposed
+        return matrix.to(rows.dtype) @ rows
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return ctx.transposed.to(grad.dtype) @ grad.contiguous(), None, None
 
 
 def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
     """Area-weighted unit vertex normals (the sum of incident triangle normals, normalised).
 
     Triangles are counter-clockwise seen from outside, so normals point out of the surface.
-    Vertices in no triangle get a zero normal.
+    Vertices in no triangle get a zero normal. On the CPU the triangles' edges and the sums over
+    each vertex's triangles are sparse products on rows of ``3B`` values (`_MeshOperators`, built
+    once per triangle set and cached), several times faster than gathers and ``index_add``
+    scatters, forward and backward; differentiable.
 
     Shape:
         - vertices: (B, V, 3)
@@ -40,11 +119,72 @@ def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Ten
     """
     check_shape("vertices", vertices, (None, None, 3))
     check_triangles(triangles, vertices.shape[1])
-    fn = face_normals(vertices, triangles)
-    normals = torch.zeros_like(vertices)
-    for i in range(3):
-        normals = normals.index_add(1, triangles[:, i], fn)
-    return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+    batch, n_vertices = vertices.shape[:2]
+    if vertices.device.type != "cpu" or not len(triangles) or not vertices.dtype.is_floating_point \
+            or vertices.dtype in (torch.float16, torch.bfloat16):
+        fn = face_normals(vertices, triangles)
+        normals = torch.zeros_like(vertices)
+        for i in range(3):
+            normals = normals.index_add(1, triangles[:, i], fn)
+        return torch.nn.functional.normalize(normals, dim=-1, eps=1e-12)
+    return _summed_normals(vertices, _mesh_operators(triangles, n_vertices))
+
+
+def _summed_normals(points: Tensor, ops: _MeshOperators) -> Tensor:
+    """Unit sums of triangle normals through `_MeshOperators` (points (B, N, 3) -> (B, M, 3))."""
+    batch, n_points = points.shape[:2]
+    rows = points.permute(1, 0, 2).reshape(n_points, 3 * batch)
+    e1 = _SparseRows.apply(rows, ops.edge1, ops.edge1_t).reshape(-1, batch, 3).unbind(-1)
+    e2 = _SparseRows.apply(rows, ops.edge2, ops.edge2_t).reshape(-1, batch, 3).unbind(-1)
+    per_face = torch.stack(_cross_parts(e1, e2), -1).reshape(-1, 3 * batch)
+    summed = _SparseRows.apply(per_face, ops.corner_sum, ops.corner_sum_t).reshape(-1, batch, 3)
+    return torch.nn.functional.normalize(summed.permute(1, 0, 2), dim=-1, eps=1e-12)
+
+
+class PatchNormals:
+    """Unit vertex normals of some of a mesh's vertices (a patch), for many evaluations.
+
+    `vertex_normals` restricted to ``vertex_ids``: each normal sums the triangles incident to its
+    vertex, so only those triangles and their corners (``support``) are needed; the sparse operators
+    are built once here (an optimiser's closure then pays only the products).
+
+    Attributes:
+        vertex_ids: (U,) the patch's vertices (distinct mesh ids, as given).
+        support: (N,) mesh ids of the vertices whose positions a call takes: ``vertex_ids`` first
+            (rows 0 to U - 1), then the other corners of their triangles, sorted.
+
+    Example:
+        >>> tris = torch.tensor([[0, 1, 2], [0, 2, 3], [3, 2, 4]])
+        >>> patch = PatchNormals(tris, torch.tensor([0]), 5)
+        >>> patch.support.tolist()
+        [0, 1, 2, 3]
+        >>> verts = torch.tensor([[[0., 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [2, 2, 1]]])
+        >>> patch(verts[:, patch.support]).tolist()
+        [[[0.0, 0.0, 1.0]]]
+    """
+
+    def __init__(self, triangles: Tensor, vertex_ids: Tensor, n_vertices: int) -> None:
+        check_triangles(triangles, n_vertices)
+        self.vertex_ids = vertex_ids.long()
+        inside = torch.zeros(n_vertices, dtype=torch.bool)
+        inside[self.vertex_ids] = True
+        incident = triangles[inside[triangles].any(1)].long()
+        corners = torch.zeros(n_vertices, dtype=torch.bool)
+        corners[incident.reshape(-1)] = True
+        corners[self.vertex_ids] = False
+        self.support = torch.cat([self.vertex_ids, torch.nonzero(corners)[:, 0]])
+        local = subset_index(self.support, n_vertices)
+        targets = subset_index(self.vertex_ids, n_vertices)[incident]  # (T, 3) patch position or -1
+        self._ops = _build_operators(local[incident], len(self.support), targets, len(self.vertex_ids))
+
+    def __call__(self, points: Tensor) -> Tensor:
+        """Normals of the patch's vertices from the support's positions (float32 or float64).
+
+        Shape:
+            points (B, N, 3) (N = len(support)) -> (B, U, 3), unit, zero for a vertex in no triangle.
+        """
+        check_shape("points", points, (None, len(self.support), 3))
+        return _summed_normals(points, self._ops)
 
 
 # ------------------------------------------------------------------ deformation transfer

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from core.render.textured import sample_texture
 from core.rig.head import whole_head
 from core.rig.parts import EYE_LOOK_ANGLE, expression_with_gaze, gaze_from_expression
 from core.rig.retarget import RigRenderer, frontal_pose, neutral_sh, render_rig, white_balanced
 from core.rig.rig import Rig
 from core.rig.texture import texel_map
 from core.rig.texture_fit import TextureConfig, estimate_texture, mirror_uvs, weighted_median
-from core.render.textured import sample_texture
 from utils.export import export_rig
 from utils.export.gltf_read import read_glb
 from utils.export.outputs import split_seams

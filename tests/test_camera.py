@@ -193,3 +193,12 @@ def test_weak_perspective_pose_reframes_exactly():
     torch.testing.assert_close(pose.screen(points)[..., :2], pose.project(points))
     with pytest.raises(ValueError, match="trans2d"):
         WeakPerspective(torch.zeros(2, 3), torch.ones(2), torch.zeros(3, 2))
+
+
+def test_euler_jacobian_matches_autograd():
+    from core.camera import euler_to_matrix_jacobian
+
+    angles = torch.tensor([[0.3, -1.1, 2.0], [0.0, 0.0, 0.0], [-2.5, 1.5, 0.7]], dtype=torch.float64)
+    for b in range(len(angles)):
+        expected = torch.autograd.functional.jacobian(lambda a: euler_to_matrix(a[None])[0], angles[b])
+        assert torch.allclose(euler_to_matrix_jacobian(angles)[b], expected, atol=1e-12)

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.fitting.gaze import (
-    EYE_LANDMARKS,
-    ICT_EYES,
-    EyeModel,
-    estimate_gaze,
-    gaze_angles,
-    gaze_direction,
-    gaze_from_weights,
-    gaze_weights,
-)
+from core.fitting.gaze import (EYE_LANDMARKS, ICT_EYES, EyeModel, estimate_gaze, gaze_angles, gaze_direction,
+                               gaze_from_weights, gaze_weights)
 from core.fitting.points import project_points
 
 NAMES = ["eyeBlink_L", "eyeLookDown_L", "eyeLookDown_R", "eyeLookIn_L", "eyeLookIn_R", "eyeLookOut_L",

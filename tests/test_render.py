@@ -219,6 +219,22 @@ def test_interpolate_on_background_is_zero():
     assert torch.all(values[0][frags.mask[0]] == 1)
 
 
+def test_interpolate_is_the_barycentric_blend_of_the_corners():
+    """Per covered pixel, sum_k bary_k * attribute(corner k) of its triangle, in every image of a batch."""
+    verts, tris = _random_soup(5)
+    verts = torch.cat([verts, verts.flip(1)]).nan_to_num(0.0)  # two different images
+    frags = rasterize(verts, tris, 40, 56)
+    gen = torch.Generator().manual_seed(0)
+    attributes = torch.randn(2, verts.shape[1], 4, dtype=torch.float64, generator=gen)
+    values = interpolate(frags, tris, attributes)
+    for b in range(2):
+        rows, cols = torch.nonzero(frags.mask[b], as_tuple=True)
+        corners = tris[frags.tri_id[b, rows, cols]]  # (P, 3)
+        expected = (attributes[b][corners] * frags.bary[b, rows, cols][..., None]).sum(1)
+        assert torch.allclose(values[b, rows, cols], expected, atol=1e-12)
+        assert torch.all(values[b][~frags.mask[b]] == 0)
+
+
 def test_fallback_warns_once(monkeypatch, caplog):
     monkeypatch.setattr(rasterize_module, "_kernel", None)
     monkeypatch.setattr(rasterize_module, "_warned_fallback", False)

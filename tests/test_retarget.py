@@ -11,8 +11,8 @@ from core.lighting import shade
 from core.mesh import vertex_normals
 from core.render.rasterize import rasterize
 from core.render.shade import render_vertex_colors
-from core.rig.retarget import (RetargetError, expression_map, face_window, frontal_pose, neutral_sh, render_rig,
-                                retarget)
+from core.rig.retarget import (RetargetError, expression_map, face_window, frontal_pose, neutral_sh,
+                               render_rig, retarget)
 from core.rig.rig import Rig
 from core.rig.tracker import RigTracker, TrackerConfig
 from tests.test_tracking import landmarks_of, sequence

@@ -7,11 +7,16 @@ import dataclasses
 import pytest
 import torch
 
-from core.camera import euler_to_matrix
+from core.camera import WeakPerspective, euler_to_matrix
 from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks, update_contour
-from core.fitting.shading_refine import ShadingConfig, eye_region_mask, refine_from_shading
+from core.fitting.photometric import estimate_albedo, estimate_appearance, observe
+from core.fitting.shading_cost import shading_cost
+from core.fitting.shading_refine import ObservedPatch, ShadingConfig, eye_region_mask, refine_from_shading
+from core.lighting import sh_shading
+from core.mesh import vertex_normals
 from core.metrics import aligned_mesh_error, rotation_error_deg
 from core.robust import geman_mcclure
+from core.sampling import sample_points
 from utils.synthetic.generator import SyntheticGenerator
 from utils.synthetic.truth import subject_params
 
@@ -113,3 +118,60 @@ def test_geman_mcclure_known_values():
     assert float(rho[3]) == float(rho[4]) and float(rho[5]) < 0.02 ** 2  # even, bounded by sigma^2
     pull = torch.autograd.functional.jacobian(lambda x: geman_mcclure(x, 0.02).sum(), torch.tensor([0.02, 0.2, 2.0]))
     assert float(pull[0]) > 10 * float(pull[1]) > 10 * float(pull[2]) > 0  # far outliers stop pulling
+
+
+def test_shading_cost_is_the_composed_colour_term():
+    """`shading_cost` = SH shading -> closed-form albedo -> Geman-McClure, value and gradient."""
+    g = torch.Generator().manual_seed(0)
+    normals = torch.nn.functional.normalize(torch.randn(4, 40, 3, generator=g, dtype=torch.float64)
+                                            + torch.tensor([0.0, 0.0, 2.0], dtype=torch.float64), dim=-1)
+    observed = 0.8 * torch.rand(4, 40, 3, generator=g, dtype=torch.float64)
+    weights = torch.rand(4, 40, generator=g, dtype=torch.float64)
+    weights[0, :5] = 0.0
+    sh = 0.3 * torch.randn(4, 9, 3, generator=g, dtype=torch.float64)
+    sh[:, 0] += 1.0
+    priors = (torch.tensor([0.6, 0.45, 0.4], dtype=torch.float64), torch.rand(40, 3, generator=g, dtype=torch.float64))
+    for prior in priors:
+        def composed(n, o):
+            shading = sh_shading(n, sh)
+            albedo = estimate_albedo(o, shading, weights, prior, prior_weight=0.3)
+            return (weights[..., None] * geman_mcclure(o - albedo * shading, 0.05)).sum()
+
+        n, o = normals.clone().requires_grad_(True), observed.clone().requires_grad_(True)
+        ours, ref = shading_cost(n, o, weights, sh, prior, 0.3, 0.05), composed(n, o)
+        assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-12)
+        for a, b in zip(torch.autograd.grad(ours, [n, o]), torch.autograd.grad(ref, [n, o])):
+            assert torch.allclose(a, b, atol=1e-14)
+        assert torch.autograd.gradcheck(lambda a, b: shading_cost(a, b, weights, sh, prior, 0.3, 0.05), (n, o))
+
+
+def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face):
+    """The colour term over the round's observed vertices (their normals from their incident triangles
+    only) equals the same term over the whole mesh, value and gradient."""
+    truth = torch.from_numpy(subject.identity).float()
+    params, images, _, _, _ = _inputs(subject, ict_face, truth)
+    per_image = {k: params[k].clone() for k in ("expression", "rotation", "scale", "trans2d")}
+    vertices = ict_face.vertices(truth[None].expand(6, -1), per_image["expression"])
+    pose = WeakPerspective.from_params(per_image)
+    seen = observe(images, vertices, ict_face.triangles, pose, grazing=(0.3, 0.6))
+    weights = seen.weights * eye_region_mask(ict_face, 14.0)
+    prior = torch.tensor([0.62, 0.45, 0.38])
+    _, sh = estimate_appearance(dataclasses.replace(seen, weights=weights), prior, prior_weight=0.01)
+    patch = ObservedPatch(ict_face, weights, prior, 0.01)
+    assert 0.3 < len(patch.weights[0]) / ict_face.n_vertices < 0.9  # a real saving, not everything
+
+    code = truth + 0.1 * torch.randn(truth.shape, generator=torch.Generator().manual_seed(1))
+    code.requires_grad_(True)
+    rotation = per_image["rotation"].clone().requires_grad_(True)
+    current = dict(per_image, rotation=rotation)
+    observed, normals = patch.appearance(images, code, current)
+    ours = shading_cost(normals, observed, patch.weights, sh, patch.prior, patch.albedo_weight, 0.02)
+    meshes = ict_face.vertices(code[None].expand(6, -1), current["expression"])
+    full_pose = WeakPerspective.from_params(current)
+    colours = sample_points(images, full_pose.project(meshes))
+    shading = sh_shading(vertex_normals(full_pose.camera_points(meshes), ict_face.triangles), sh)
+    albedo = estimate_albedo(colours, shading, weights, prior, prior_weight=0.01)
+    ref = (weights[..., None] * geman_mcclure(colours - albedo * shading, 0.02)).sum()
+    assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+    for a, b in zip(torch.autograd.grad(ours, [code, rotation]), torch.autograd.grad(ref, [code, rotation])):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))

@@ -18,10 +18,11 @@ from PIL import Image
 
 from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_screen
 from core.face_model.ict import ICT_REGIONS
-from core.mesh import vertex_normals
 from core.lighting import sh_shading
+from core.mesh import vertex_normals
 from core.render.rasterize import interpolate, rasterize
-from core.render.shade import composite, default_sh, render_depth, render_normals, render_overlay, render_shaded
+from core.render.shade import (composite, default_sh, render_depth, render_normals, render_overlay,
+                               render_shaded)
 from core.render.textured import covered_pixels
 from core.rig.parts import surface_distance
 from core.rig.retarget import OpeningGroups, camera_to_screen, face_window
@@ -306,11 +307,15 @@ def render_mesh(vertices: torch.Tensor, triangles: torch.Tensor, size: int = 256
     return [to_uint8(im) for im in images]
 
 
-def save_png(path: str | Path, image_rgb: np.ndarray) -> Path:
-    """Write a uint8 RGB image as PNG (parent folders created)."""
+def save_png(path: str | Path, image_rgb: np.ndarray, compress_level: int = 6) -> Path:
+    """Write a uint8 RGB image as PNG (parent folders created).
+
+    ``compress_level`` is zlib's (0-9): 1 encodes about 4x faster than the default 6 for a
+    15 % larger file (pictures written many at a time, e.g. a rig build's visualizations).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(check_image(image_rgb, "image_rgb")).save(path)
+    Image.fromarray(check_image(image_rgb, "image_rgb")).save(path, compress_level=compress_level)
     return path
 
 

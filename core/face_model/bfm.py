@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
-import scipy.io
 import torch
 
 from core.face_model.model import FaceModelError
@@ -24,6 +23,8 @@ BFM_UM_TO_MM = 1e-3
 def _loadmat(path: Path, fields: Tuple[str, ...], struct: Optional[str] = None) -> dict:
     if not path.is_file():
         raise FaceModelError(f"missing face model file {path}")
+    import scipy.io  # here, not at the top: 0.14 s of every start-up, needed for BFM files only
+
     try:
         mat = scipy.io.loadmat(str(path))
     except Exception as err:  # scipy raises several types for corrupt files

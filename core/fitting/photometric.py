@@ -15,9 +15,9 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.func import jvp, vmap
 
-from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_jacobian, weak_perspective_project
+from core.camera import (WeakPerspective, euler_to_matrix, euler_to_matrix_jacobian,
+                         weak_perspective_jacobian, weak_perspective_project)
 from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.solver import ResidualBlock, Weight
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, flatten_groups
@@ -265,13 +265,9 @@ def sampled_block(subset: VertexSubset, maps: Tensor, targets: Tensor, weights: 
         xc = pts @ R.transpose(1, 2)
         d_uv_ds = torch.stack([xc[..., 0], -xc[..., 1]], dim=-1)  # (n, M, 2)
         jac[SCALE] = (d_img * d_uv_ds[:, :, None, :]).sum(-1)[..., None]  # (n, M, C, 1)
-        eye = torch.eye(3, dtype=pts.dtype, device=pts.device)
-
-        def uv_of_rotation(rot: Tensor) -> Tensor:
-            return weak_perspective_project(pts, euler_to_matrix(rot), s, flat[TRANS2D])
-
-        d_uv_drot = vmap(lambda t: jvp(uv_of_rotation, (flat[ROTATION],), (t.expand_as(flat[ROTATION]),))[1])(eye)
-        jac[ROTATION] = torch.einsum("nmcj,rnmj->nmcr", d_img, d_uv_drot)
+        d_xc = torch.einsum("nijk,nmj->nmik", euler_to_matrix_jacobian(flat[ROTATION]), pts)  # d(R X)/d angle
+        d_uv_drot = torch.stack([d_xc[..., 0, :], -d_xc[..., 1, :]], dim=-2) * s[:, None, None, None]  # (n, M, 2, 3)
+        jac[ROTATION] = torch.einsum("nmcj,nmjk->nmck", d_img, d_uv_drot)
         out = {}
         for var, J in jac.items():
             k = J.shape[-1]

@@ -13,22 +13,41 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from core.camera import euler_to_matrix, euler_to_matrix_jacobian
 from core.face_model.model import MorphableModel
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, landmark_points
 from core.fitting.solver import ResidualBlock, Weight, batched_jacfwd
-from core.fitting.variables import (CAMERA_VARIABLES, EXPRESSION, IDENTITY, CameraKind, camera_project,
-                                    check_camera_kind, flatten_groups)
+from core.fitting.variables import (CAMERA_VARIABLES, EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D,
+                                    CameraKind, camera_project, check_camera_kind, flatten_groups)
 
 __all__ = ["landmark_block", "prior_block", "temporal_block", "expression_bounds"]
 
 
+def _weak_jacobians(points: Tensor, params: Mapping[str, Tensor]) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
+    """`_camera_jacobians` of the weak-perspective camera in closed form (``u = s (R X).x + tx``,
+    ``v = -s (R X).y + ty``): no forward-mode pass, whose first use imports ``torch._decomp``."""
+    R, s = euler_to_matrix(params[ROTATION]), params[SCALE]
+    flip = torch.tensor([1.0, -1.0], dtype=points.dtype, device=points.device)
+    rotated = (points @ R[:, :2].transpose(1, 2)) * flip  # (B, N, 2): (R X).x, -(R X).y
+    uv = rotated * s[:, None, None] + params[TRANS2D][:, None]
+    d_point = (R[:, :2] * flip[:, None] * s[:, None, None])[:, None].expand(*points.shape[:2], 2, 3)
+    dR = euler_to_matrix_jacobian(params[ROTATION])[:, :2]  # (B, 2, 3, 3 angles)
+    d_rotation = torch.einsum("bijk,bnj->bnik", dR, points) * (flip[:, None] * s[:, None, None])[:, None]
+    eye = torch.eye(2, dtype=points.dtype, device=points.device)
+    return uv, d_point, {ROTATION: d_rotation, SCALE: rotated[..., None],
+                         TRANS2D: eye.expand(*points.shape[:2], 2, 2)}
+
+
 def _camera_jacobians(points: Tensor, params: Mapping[str, Tensor], camera: CameraKind,
                       principal_point: Optional[Tensor]) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
-    """Projection of points and its Jacobians, in one vmapped forward-mode pass.
+    """Projection of points and its Jacobians: closed form for the weak-perspective camera, one
+    vmapped forward-mode pass for the pinhole one.
 
     Returns:
         uv (B, N, 2); d(uv)/d(model point) (B, N, 2, 3); {camera variable: (B, N, 2, size)}.
     """
+    if camera == "weak" and all(n in params for n in CAMERA_VARIABLES["weak"]):
+        return _weak_jacobians(points, params)
     names = [n for n in CAMERA_VARIABLES[camera] if n in params]
 
     def proj(pts: Tensor, *values: Tensor) -> Tensor:

@@ -3,7 +3,10 @@
 """Z-buffer inner loop of core.render.rasterize (one image).
 
 The NumPy twin ``core.render._zbuffer_numpy`` evaluates the same float64 expressions in the same
-order, so both give identical triangle ids: keep the two in step when changing either.
+order, so both give identical triangle ids: keep the two in step when changing either. (The kernel
+tests the edge functions' signs before dividing by the area, which decides the same pixels: a
+quotient of finite pixel-scale values is >= 0 exactly when the numerator is 0 or has the
+denominator's sign.)
 """
 
 from libc.math cimport ceil, floor, isfinite
@@ -36,7 +39,7 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
     cdef Py_ssize_t f, i, j, k
     cdef Py_ssize_t n_faces = triangles.shape[0]
     cdef double p[9]
-    cdef double x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py, w0, w1, w2, z
+    cdef double x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py, e0, e1, e2, w0, w1, w2, z
     cdef double umin, umax, vmin, vmax
     cdef int i0, i1, j0, j1
     cdef bint finite
@@ -68,9 +71,20 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
                 py = <double>i
                 for j in range(j0, j1 + 1):
                     px = <double>j
-                    w0 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) / area
-                    w1 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) / area
-                    w2 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) / area
+                    # Edge functions first: w_k = e_k / area is >= 0 exactly when e_k is 0 or has
+                    # the area's sign, so the divisions wait until the centre is known inside.
+                    e0 = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+                    if (e0 < 0.0 and area > 0.0) or (e0 > 0.0 and area < 0.0):
+                        continue
+                    e1 = (x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)
+                    if (e1 < 0.0 and area > 0.0) or (e1 > 0.0 and area < 0.0):
+                        continue
+                    e2 = (x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)
+                    if (e2 < 0.0 and area > 0.0) or (e2 > 0.0 and area < 0.0):
+                        continue
+                    w0 = e0 / area
+                    w1 = e1 / area
+                    w2 = e2 / area
                     if w0 < 0.0 or w1 < 0.0 or w2 < 0.0:
                         continue
                     z = w0 * z0 + w1 * z1 + w2 * z2
@@ -81,3 +95,51 @@ def zbuffer(const double[:, ::1] vertices, const long long[:, ::1] triangles,
                         bary[i, j, 1] = w1
                         bary[i, j, 2] = w2
     return tri_np, bary_np, depth_np
+
+
+ctypedef fused real:
+    float
+    double
+
+
+def interpolate_covered(const long long[:, :, ::1] tri_id, const real[:, :, :, ::1] bary,
+                        const long long[:, ::1] triangles, const real[:, :, ::1] attributes):
+    """Per-vertex attributes blended with the barycentrics at every covered pixel (zero elsewhere).
+
+    Args:
+        tri_id: (B, H, W) triangle per pixel, -1 on background.
+        bary: (B, H, W, 3) barycentric weights.
+        triangles: (F, 3) vertex indices.
+        attributes: (B, V, C), the same floating type as ``bary``.
+
+    Returns:
+        (B, H, W, C) of that type: ``b0 * a[t0] + b1 * a[t1] + b2 * a[t2]`` summed in that order,
+        as ``core.render.rasterize.interpolate`` computes it in torch.
+    """
+    cdef Py_ssize_t batch = tri_id.shape[0], height = tri_id.shape[1], width = tri_id.shape[2]
+    cdef Py_ssize_t channels = attributes.shape[2]
+    dtype = np.float32 if real is float else np.float64
+    out_np = np.zeros((batch, height, width, channels), dtype=dtype)
+    cdef real[:, :, :, ::1] out = out_np
+    cdef Py_ssize_t b, i, j, c
+    cdef long long t, k0, k1, k2
+    cdef real w0, w1, w2, acc
+    with nogil:
+        for b in range(batch):
+            for i in range(height):
+                for j in range(width):
+                    t = tri_id[b, i, j]
+                    if t < 0:
+                        continue
+                    k0 = triangles[t, 0]
+                    k1 = triangles[t, 1]
+                    k2 = triangles[t, 2]
+                    w0 = bary[b, i, j, 0]
+                    w1 = bary[b, i, j, 1]
+                    w2 = bary[b, i, j, 2]
+                    for c in range(channels):
+                        acc = attributes[b, k0, c] * w0
+                        acc = acc + attributes[b, k1, c] * w1
+                        acc = acc + attributes[b, k2, c] * w2
+                        out[b, i, j, c] = acc
+    return out_np

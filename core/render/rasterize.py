@@ -32,6 +32,8 @@ try:
 except ImportError:  # extension not built: the NumPy twin is used
     _kernel = None
 
+# An extension built before the interpolation kernel existed still rasterizes; interpolate then runs in torch.
+_INTERPOLATE_KERNEL = _kernel is not None and hasattr(_kernel, "interpolate_covered")
 _warned_fallback = False
 # Candidate (triangle, pixel) pairs evaluated at once by the NumPy twin; bounds its memory.
 _NUMPY_CHUNK = 1 << 21
@@ -206,9 +208,28 @@ def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
     return Fragments(tri_id, bary, depth)
 
 
+def _interpolate_kernel(fragments: Fragments, triangles: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """`interpolate` by the compiled kernel (one pass over the pixels; the same sums in the same order)."""
+    tris = np.ascontiguousarray(triangles.detach().cpu().numpy().astype(np.int64, copy=False))
+    if tris.size and (tris.min() < 0 or tris.max() >= attributes.shape[1]):
+        raise ValueError(f"triangles: indices must lie in [0, {attributes.shape[1]}), got "
+                         f"[{tris.min()}, {tris.max()}]")
+    tri_id = np.ascontiguousarray(fragments.tri_id.cpu().numpy().astype(np.int64, copy=False))
+    if tri_id.size and tri_id.max() >= len(tris):
+        raise ValueError(f"fragments: triangle ids up to {tri_id.max()} for {len(tris)} triangles")
+    dtype = torch.empty(0, dtype=attributes.dtype).numpy().dtype
+    bary = np.ascontiguousarray(fragments.bary.detach().cpu().numpy().astype(dtype, copy=False))
+    values = np.ascontiguousarray(attributes.detach().cpu().numpy())
+    return torch.from_numpy(_kernel.interpolate_covered(tri_id, bary, tris, values))
+
+
 def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch.Tensor
                 ) -> torch.Tensor:
     """Interpolate per-vertex attributes at every pixel with the fragments' barycentrics.
+
+    Only covered pixels are computed (the background stays zero): by the compiled kernel where no
+    gradient is needed, else in torch from contiguous rows of the attributes (differentiable in
+    the attributes and the barycentrics); both sum the same products in the same order.
 
     Shape:
         - attributes: (B, V, C)
@@ -216,9 +237,17 @@ def interpolate(fragments: Fragments, triangles: torch.Tensor, attributes: torch
     """
     check_shape("attributes", attributes, (fragments.tri_id.shape[0], None, None))
     batch, height, width = fragments.tri_id.shape
-    corner_ids = triangles.to(attributes.device)[fragments.tri_id.clamp(min=0).reshape(batch, -1)]
-    channels = attributes.shape[-1]
-    values = torch.gather(attributes, 1, corner_ids.reshape(batch, -1, 1).expand(-1, -1, channels))
-    values = values.reshape(batch, -1, 3, channels)
-    out = (values * fragments.bary.reshape(batch, -1, 3, 1).to(values.dtype)).sum(2)
+    n_vertices, channels = attributes.shape[1:]
+    needs_grad = torch.is_grad_enabled() and (attributes.requires_grad or fragments.bary.requires_grad)
+    if _INTERPOLATE_KERNEL and not needs_grad and attributes.device.type == "cpu" \
+            and attributes.dtype in (torch.float32, torch.float64):
+        return _interpolate_kernel(fragments, triangles, attributes)
+    flat_id = fragments.tri_id.reshape(-1)
+    covered = torch.nonzero(flat_id >= 0)[:, 0]
+    offset = torch.div(covered, height * width, rounding_mode="floor") * n_vertices
+    corners = triangles.to(attributes.device).index_select(0, flat_id.index_select(0, covered))  # (P, 3)
+    rows = attributes.reshape(-1, channels)
+    bary = fragments.bary.reshape(-1, 3).index_select(0, covered).to(attributes.dtype)
+    pixels = sum(rows.index_select(0, corners[:, k] + offset) * bary[:, k:k + 1] for k in range(3))
+    out = pixels.new_zeros(batch * height * width, channels).index_put((covered,), pixels)
     return out.reshape(batch, height, width, channels)

@@ -11,9 +11,8 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from scipy import sparse
+from torch import Tensor
 
 from core.checks import check_shape
 from core.render.rasterize import Fragments

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from core.face_model.model import MorphableModel
 from core.mesh import subset_index, triangles_within
-from core.rig.parts import (EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_axis, eye_colours,
-                            sphere_centre)
+from core.rig.parts import (EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_axis,
+                            eye_colours, sphere_centre)
 from core.rig.rig import Rig, RigFileError
 from core.rig.texture import DEFAULT_TEXTURE_HEIGHT, atlas_uvs, paint_texture
 from core.rig.transfer import transfer_deltas

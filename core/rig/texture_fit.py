@@ -36,9 +36,9 @@ from core.camera import WeakPerspective
 from core.lighting import sh_shading
 from core.mesh import vertex_neighbours, vertex_normals
 from core.render.rasterize import rasterize
+from core.render.textured import sample_texture
 from core.rig.parts import surface_distance
 from core.rig.rig import Rig
-from core.render.textured import sample_texture
 from core.rig.texture import DEFAULT_TEXTURE_HEIGHT, fill_empty, paint_texture, texel_map
 from core.sampling import sample_points
 

@@ -57,14 +57,8 @@ from core.camera import WeakPerspective, euler_to_matrix, square_frame
 from core.face_model.model import MorphableModel
 from core.fitting.expression_priors import ExpressionPriors, coupling_block, sparsity_block, symmetry_block
 from core.fitting.fit_landmarks import LandmarkFitConfig, fit_landmarks
-from core.fitting.gaze import (
-    EYE_LANDMARKS,
-    ICT_EYES,
-    EyeModel,
-    estimate_gaze,
-    gaze_from_weights,
-    gaze_weights,
-)
+from core.fitting.gaze import (EYE_LANDMARKS, ICT_EYES, EyeModel, estimate_gaze, gaze_from_weights,
+                               gaze_weights)
 from core.fitting.landmark_geometry import LandmarkGeometry, landmark_points, update_contour
 from core.fitting.photometric import observe, sample_vertex_subset
 from core.fitting.points import outline_normals, point_block, project_points, surface_points

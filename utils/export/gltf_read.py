@@ -4,11 +4,10 @@ Enough of glTF 2.0 for checks and tools (tests, ``benchmarks/check_exports.py``)
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
-
-import io
 
 import numpy as np
 from PIL import Image as PILImage

@@ -15,7 +15,8 @@ One pass of landmarks, then the rest:
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
    ``videos/tracking.npz`` (`utils.io.tracking`), and for 3D tools (`utils.export`)
    ``videos/animation.glb`` (the target rig animated by the tracked weights and head rotation) and
-   ``videos/animation_arkit.csv`` (the tracked weights as a Live Link Face CSV).
+   ``videos/animation_arkit.csv`` (the tracked weights as a Live Link Face CSV). A worker thread
+   renders and writes each frame while the next one is tracked (a queue of a few frames between them).
 
 ``max_frames`` limits tracking only: the scan reads the whole video, so the source rig's frames are
 spread over all of it. With several people in view, ``face`` chooses whom to follow
@@ -43,6 +44,7 @@ from core.rig.builder import RigBuildConfig
 from core.rig.retarget import RigRenderer, expression_map, frontal_pose, white_balanced
 from core.rig.rig import Rig
 from core.rig.tracker import DenseTies, FrameTrack, RigTracker, TrackerConfig
+from utils.background import BackgroundWorker
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.export.errors import ExportError
 from utils.export.outputs import export_animation, export_live_link_csv
@@ -55,6 +57,7 @@ from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
+from utils.process import single_thread
 from utils.progress import progress_bar
 from utils.visualization import FitOverlay
 
@@ -279,7 +282,8 @@ def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_fram
         raise VideoInputError(f"{scan.path}: no face found in its {scan.frames} frames, nothing to track")
     chosen = _choose(scan, source_frames)
     images, landmarks = crop_batch([c[2] for c in chosen])
-    result = (builder or classical_builder(model, config, detector))(images, landmarks)
+    with single_thread():  # many small tensor operations: a second thread only waits (utils.process)
+        result = (builder or classical_builder(model, config, detector))(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
     logger.info("source rig from frames %s of %s (landmark error %.2f crop px)", indices, scan.path,
                 float(result.reprojection_error.mean()))
@@ -401,6 +405,19 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     writers = {name: VideoWriter(path, info.fps) for name, path in paths.items()}
     total = min(info.frame_count, max_frames) if max_frames and info.frame_count else (max_frames or info.frame_count)
     errors = []
+
+    def render_and_write(image: np.ndarray, track: FrameTrack) -> None:
+        start = time.perf_counter()
+        recon = _recon_frame(image, track, overlay)
+        exptrans = retargeter(track)
+        run.add_time("rendering", time.perf_counter() - start)
+        start = time.perf_counter()
+        writers["input_clip"].write(image)
+        writers["output_recon"].write(recon)
+        writers["output_exptrans"].write(exptrans)
+        run.add_time("writing videos", time.perf_counter() - start)
+
+    worker = BackgroundWorker("render-and-write")  # renders frame i while frame i + 1 is tracked
     clock = time.perf_counter()
     try:
         for index, image in enumerate(progress_bar(reader, total=total or None, desc="tracking video",
@@ -429,19 +446,13 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                 errors.append(track.error)
             else:
                 run.flagged_frames.append(index)
-            start = time.perf_counter()
-            recon = _recon_frame(image, track, overlay)
-            exptrans = retargeter(track)
-            run.add_time("rendering", time.perf_counter() - start)
-            start = time.perf_counter()
-            writers["input_clip"].write(image)
-            writers["output_recon"].write(recon)
-            writers["output_exptrans"].write(exptrans)
-            run.add_time("writing videos", time.perf_counter() - start)
+            worker.submit(render_and_write, image, track)
             clock = time.perf_counter()
     except VideoReadError as err:  # truncated or corrupt: keep what was read
         run.error = str(err)
     finally:
+        failed = worker.close(raise_error=False)
+        run.add_time("waiting for rendering and writing", worker.waited)
         start = time.perf_counter()
         for writer in writers.values():
             writer.close()
@@ -450,6 +461,8 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                                                 model=source.model, n_vertices=source.n_vertices)
         run.add_time("writing videos", time.perf_counter() - start)
         reader.close()
+    if failed is not None:
+        raise failed
     if export and run.frames:
         start = time.perf_counter()
         _export_animation(run, target, target_source, videos)

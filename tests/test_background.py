@@ -1,0 +1,75 @@
+"""The worker thread of the pipelines' writing and rendering: order, bounded queue, errors raised
+in the caller, and the quick process exit after everything is written."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+from utils.background import BackgroundWorker
+
+
+def test_calls_run_in_order_off_the_calling_thread():
+    seen, threads = [], set()
+
+    def work(i):
+        threads.add(threading.get_ident())
+        seen.append(i)
+
+    with BackgroundWorker("test", depth=2) as worker:
+        for i in range(20):
+            worker.submit(work, i)
+    assert seen == list(range(20))
+    assert threads and threading.get_ident() not in threads
+
+
+def test_a_full_queue_makes_the_caller_wait():
+    gate = threading.Event()
+    worker = BackgroundWorker("test", depth=1)
+    worker.submit(gate.wait)  # the worker blocks on this one
+    worker.submit(lambda: None)  # fills the queue
+    timer = threading.Timer(0.3, gate.set)
+    timer.start()
+    start = time.perf_counter()
+    worker.submit(lambda: None)  # waits until the worker frees a slot
+    assert time.perf_counter() - start >= 0.2
+    worker.close()
+    assert worker.waited >= 0.2
+
+
+def test_worker_errors_reach_the_caller():
+    ran = []
+    worker = BackgroundWorker("test", depth=4)
+    worker.submit(lambda: 1 / 0)
+    worker.submit(ran.append, "skipped after the error")
+    with pytest.raises(ZeroDivisionError):
+        worker.close()
+    assert ran == []
+    assert isinstance(worker.close(raise_error=False), ZeroDivisionError)  # idempotent
+    with pytest.raises(RuntimeError, match="after close"):
+        worker.submit(ran.append, 1)
+    with pytest.raises(ValueError, match="in the with block"):  # an error on its way is not masked
+        with BackgroundWorker("test") as failing:
+            failing.submit(lambda: 1 / 0)
+            raise ValueError("in the with block")
+
+
+def test_exit_now_flushes_runs_exit_handlers_and_keeps_the_code(tmp_path):
+    marker = tmp_path / "atexit.txt"
+    code = ("import atexit, logging, sys, torch\n"
+            "from utils.process import exit_now\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('ran'))\n"
+            "logging.basicConfig(level=logging.INFO)\n"
+            "logging.getLogger('t').info('logged')\n"
+            "sys.stdout.write('printed without newline')\n"
+            "exit_now(3)\n"
+            "print('never')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 3
+    assert done.stdout == "printed without newline"
+    assert "logged" in done.stderr
+    assert marker.read_text() == "ran"

@@ -1,0 +1,65 @@
+"""The shading stage's optimiser: converges on known minima, keeps its budgets, and needs no
+``torch._dynamo`` (whose import ``torch.optim`` optimisers pay on creation)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from core.fitting.lbfgs import minimize_lbfgs
+from tests.conftest import REPO_ROOT
+
+
+def rosenbrock(x: torch.Tensor):
+    x = x.detach().requires_grad_(True)
+    f = (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+    return float(f.detach()), torch.autograd.grad(f, x)[0]
+
+
+def test_rosenbrock_reaches_its_minimum():
+    result = minimize_lbfgs(rosenbrock, torch.tensor([-1.2, 1.0], dtype=torch.float64), max_iterations=200)
+    assert torch.allclose(result.x, torch.ones(2, dtype=torch.float64), atol=1e-5)
+    assert result.loss < 1e-10 and result.iterations < 60
+
+
+def test_ill_conditioned_quadratic_is_solved_in_few_iterations():
+    g = torch.Generator().manual_seed(0)
+    scales = torch.logspace(0, 4, 30, dtype=torch.float64)
+    target = torch.randn(30, generator=g, dtype=torch.float64)
+
+    def f(x):
+        r = x - target
+        return float((scales * r * r).sum()), 2 * scales * r
+
+    result = minimize_lbfgs(f, torch.zeros(30, dtype=torch.float64), max_iterations=200)
+    assert torch.allclose(result.x, target, atol=1e-6)
+    assert result.iterations <= 100  # a few times the dimension (inexact line searches, as torch's LBFGS)
+
+
+def test_budgets_and_stopping_rules():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return rosenbrock(x)
+
+    result = minimize_lbfgs(f, torch.tensor([-1.2, 1.0], dtype=torch.float64), max_iterations=5)
+    assert result.iterations <= 5 and result.evaluations == len(calls) <= 5 * 5 // 4
+    calls.clear()
+    result = minimize_lbfgs(f, torch.tensor([-1.2, 1.0], dtype=torch.float64), max_iterations=50,
+                            max_evaluations=7)
+    assert result.evaluations == len(calls) <= 7
+    at_minimum = minimize_lbfgs(rosenbrock, torch.ones(2, dtype=torch.float64), max_iterations=50)
+    assert at_minimum.iterations == 0 and at_minimum.evaluations == 1  # zero gradient: nothing to do
+
+
+def test_the_rig_builder_does_not_import_torch_dynamo():
+    code = ("import sys, torch\n"
+            "from core.fitting.lbfgs import minimize_lbfgs\n"
+            "minimize_lbfgs(lambda x: (float((x * x).sum()), 2 * x), torch.ones(3), max_iterations=5)\n"
+            "import core.rig.builder, core.fitting.shading_refine\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                          check=True)
+    assert done.stdout.strip() == "False"

@@ -1,0 +1,92 @@
+"""Vertex normals through the sparse incidence operators, and of a vertex patch: the same values and
+gradients as summing triangle normals with ``index_add``; the operator cache notices changed
+triangles."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.mesh import PatchNormals, face_normals, vertex_normals
+
+
+def reference_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """Area-weighted vertex normals the plain way: triangle normals scattered with index_add."""
+    v0, v1, v2 = (vertices[:, triangles[:, i]] for i in range(3))
+    fn = torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+    summed = torch.zeros_like(vertices)
+    for i in range(3):
+        summed = summed.index_add(1, triangles[:, i], fn)
+    return torch.nn.functional.normalize(summed, dim=-1, eps=1e-12)
+
+
+def grid_mesh(n: int = 12, batch: int = 3, dtype=torch.float64, seed: int = 0):
+    """A bumpy n x n grid surface (B, n*n, 3), counter-clockwise triangles, and an unused vertex."""
+    g = torch.Generator().manual_seed(seed)
+    ys, xs = torch.meshgrid(torch.arange(n, dtype=dtype), torch.arange(n, dtype=dtype), indexing="ij")
+    flat = torch.stack([xs, ys, torch.zeros_like(xs)], -1).reshape(-1, 3)
+    vertices = flat[None] + 0.3 * torch.randn(batch, n * n, 3, generator=g, dtype=dtype)
+    vertices = torch.cat([vertices, torch.zeros(batch, 1, 3, dtype=dtype)], 1)  # last vertex in no triangle
+    quads = [(r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1)
+             for r in range(n - 1) for c in range(n - 1)]
+    triangles = torch.tensor([t for a, b, c, d in quads for t in ((a, b, d), (a, d, c))])
+    return vertices, triangles
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vertex_normals_match_the_index_add_sum(dtype):
+    vertices, triangles = grid_mesh(dtype=dtype)
+    vertices.requires_grad_(True)
+    ours, ref = vertex_normals(vertices, triangles), reference_normals(vertices, triangles)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(ours, ref, atol=tol)
+    assert bool((ours[:, -1] == 0).all())  # the vertex in no triangle
+    weights = torch.randn_like(ref)
+    g_ours, = torch.autograd.grad((ours * weights).sum(), vertices)
+    g_ref, = torch.autograd.grad((ref * weights).sum(), vertices)
+    assert torch.allclose(g_ours, g_ref, atol=100 * tol)
+
+
+def test_vertex_normals_gradcheck_and_face_normals():
+    vertices, triangles = grid_mesh(n=4, batch=2)
+    points = vertices[:, :-1].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: vertex_normals(v, triangles), (points,))
+    square = torch.tensor([[[0.0, 0, 0], [2, 0, 0], [2, 1, 0]]])
+    assert face_normals(square, torch.tensor([[0, 1, 2]])).tolist() == [[[0.0, 0.0, 2.0]]]  # 2 x area, +z
+
+
+def test_operator_cache_follows_changed_triangles():
+    vertices, triangles = grid_mesh(batch=1)
+    first = vertex_normals(vertices, triangles)
+    flipped = triangles.clone()
+    flipped[:, [1, 2]] = flipped[:, [2, 1]]  # same shape, other content: normals turn over
+    assert torch.allclose(vertex_normals(vertices, flipped), -first, atol=1e-12)
+    triangles[:, [1, 2]] = triangles[:, [2, 1]]  # changed in place (same storage)
+    assert torch.allclose(vertex_normals(vertices, triangles), -first, atol=1e-12)
+
+
+def test_patch_normals_are_the_mesh_normals_of_the_patch():
+    vertices, triangles = grid_mesh(batch=2)
+    n_vertices = vertices.shape[1]
+    ids = torch.tensor([40, 3, 77, 12, 13, 143, 100])
+    patch = PatchNormals(triangles, ids, n_vertices)
+    assert patch.support[:len(ids)].tolist() == ids.tolist()  # the patch's vertices first
+    assert len(set(patch.support.tolist())) == len(patch.support) < n_vertices
+    points = vertices[:, patch.support].clone().requires_grad_(True)
+    ours = patch(points)
+    ref = reference_normals(vertices, triangles)[:, ids]
+    assert torch.allclose(ours, ref, atol=1e-12)
+    weights = torch.randn_like(ours)
+    g_ours, = torch.autograd.grad((ours * weights).sum(), points)
+    full = vertices.clone().requires_grad_(True)
+    g_full, = torch.autograd.grad((reference_normals(full, triangles)[:, ids] * weights).sum(), full)
+    assert torch.allclose(g_ours, g_full[:, patch.support], atol=1e-10)
+    untouched = torch.ones(n_vertices, dtype=torch.bool)
+    untouched[patch.support] = False
+    assert bool((g_full[:, untouched] == 0).all())  # nothing outside the support matters
+
+
+def test_patch_normals_check_their_input():
+    vertices, triangles = grid_mesh(batch=1)
+    patch = PatchNormals(triangles, torch.tensor([5]), vertices.shape[1])
+    with pytest.raises(ValueError, match="points"):
+        patch(vertices)

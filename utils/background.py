@@ -1,0 +1,81 @@
+"""One worker thread that runs calls in order while the caller goes on (writing outputs, rendering).
+
+The pipelines hand it the work that does not feed what they compute next: encoding and writing
+files, rendering the output videos. Torch, OpenCV, zlib and the z-buffer kernel release the
+interpreter lock, so on a machine with a second core the two threads overlap. A bounded queue
+keeps memory flat (a caller faster than the worker waits), and an error in the worker is raised
+in the caller, by its next `BackgroundWorker.submit` or by `BackgroundWorker.close`.
+
+Example:
+    >>> written = []
+    >>> with BackgroundWorker("example") as worker:
+    ...     for i in range(3):
+    ...         worker.submit(written.append, i)
+    >>> written
+    [0, 1, 2]
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable, Optional, Tuple
+
+__all__ = ["BackgroundWorker"]
+
+
+class BackgroundWorker:
+    """Calls run in submission order on one daemon thread, at most ``depth`` waiting.
+
+    Attributes:
+        waited: seconds the caller spent waiting (for room in the queue, and for the end in `close`).
+    """
+
+    def __init__(self, name: str, depth: int = 4) -> None:
+        self._queue: "queue.Queue[Optional[Tuple[Callable[..., Any], tuple]]]" = queue.Queue(maxsize=depth)
+        self._error: Optional[BaseException] = None
+        self._closed = False
+        self.waited = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:  # after an error the rest is skipped
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                    self._error = err
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` (waits while the queue is full); raises the worker's error, if any."""
+        if self._closed:
+            raise RuntimeError("BackgroundWorker: submit after close")
+        if self._error is not None:
+            raise self._error
+        start = time.perf_counter()
+        self._queue.put((fn, args))
+        self.waited += time.perf_counter() - start
+
+    def close(self, raise_error: bool = True) -> Optional[BaseException]:
+        """Run what is queued, stop the thread; raise the worker's error (or return it when
+        ``raise_error`` is False). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            start = time.perf_counter()
+            self._queue.put(None)
+            self._thread.join()
+            self.waited += time.perf_counter() - start
+        if self._error is not None and raise_error:
+            raise self._error
+        return self._error
+
+    def __enter__(self) -> "BackgroundWorker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(raise_error=exc_type is None)  # an error already on its way is not masked
