@@ -320,12 +320,14 @@ def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_p
     made = write_appearance(run, ict_model, tmp_path / "out", TextureConfig(height=TEXTURE))
     out = tmp_path / "out"
     for name in ("rig/rig.npz", "rig/rig_texture.png", "rig/rig.glb", "mesh/rig_textured.obj",
-                 "mesh/rig_textured.png", "mesh/textured/person_0.obj"):
+                 "mesh/textured/person_0.obj"):
         assert (out / name).is_file(), name
     back = Rig.load(out / "rig" / "rig.npz", expect_model="ict/face", expect_vertices=ict_face.n_vertices)
     assert back.parts is not None and back.texture.shape == (TEXTURE, 2 * TEXTURE, 3)
     assert made.fit.seen_fraction > 0.2  # three near-frontal photos see a good part of the skin
     assert load_textured_obj(out / "mesh" / "textured" / "person_0.obj").texture.shape == (TEXTURE, 2 * TEXTURE, 3)
+    assert load_textured_obj(out / "mesh" / "rig_textured.obj").texture.shape == (TEXTURE, 2 * TEXTURE, 3)
+    assert not list((out / "mesh").glob("*.png"))  # one texture PNG, the rig's: the OBJs point at it
     # The textured skin agrees with the rig's per-vertex albedo (both de-lit by the same lighting) and
     # has the subject's hue; its brightness is the fit's (albedo x light is known up to a scale).
     face_tile = made.fit.skin.clone()

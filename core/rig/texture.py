@@ -26,7 +26,7 @@ from core.rig.parts import EYEBALLS, IRIS, eye_axis, eye_colours
 
 __all__ = ["DEFAULT_TEXTURE_HEIGHT", "ATLAS_CELLS", "atlas_uvs", "texel_map", "paint_texture", "fill_empty"]
 
-DEFAULT_TEXTURE_HEIGHT = 1024
+DEFAULT_TEXTURE_HEIGHT = 512
 #: UDIM tile (or ``"eyeball"``) -> atlas cell ``(u0, v0, width, height)`` in atlas units (v up).
 ATLAS_CELLS: Dict[Union[int, str], Tuple[float, float, float, float]] = {
     0: (0.0, 0.0, 0.5, 1.0),

@@ -294,12 +294,15 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
     colour = torch.where(known[:, None], acc / total.clamp(min=1e-9)[:, None],
                          (acc.sum(0) / total.sum().clamp(min=1e-9)).expand(n, 3))
     neighbours = vertex_neighbours(triangles, n)
-    valid = (neighbours >= 0).to(dtype)
-    count = valid.sum(1, keepdim=True).clamp(min=1)
+    valid = neighbours >= 0
+    rows = torch.arange(n)[:, None].expand_as(neighbours)[valid]
+    count = valid.sum(1).clamp(min=1).to(dtype)
+    # One-ring mean as a sparse operator: each round is one sparse product, not a gather of (V, D, 3).
+    ring_mean = torch.sparse_coo_tensor(torch.stack([rows, neighbours[valid]]), 1.0 / count[rows],
+                                        (n, n)).to_sparse_csr()
     free = ~known
     for _ in range(iterations if bool(free.any()) else 0):
-        ring = (colour[neighbours.clamp(min=0)] * valid[..., None]).sum(1) / count
-        colour = torch.where(free[:, None], ring, colour)
+        colour = torch.where(free[:, None], ring_mean @ colour, colour)
     return (colour[corners] * bary[..., None]).sum(1)
 
 

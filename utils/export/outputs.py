@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.rig.rig import Rig
+from core.rig.rig import Rig, texture_file
 from utils.export.arkit import NameStyle, target_mapping, write_live_link_csv
 from utils.export.errors import ExportError
 from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, srgb_to_linear, vertex_normals,
@@ -79,7 +79,7 @@ def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, P
         source_ids, triangles, uv_ids = split_seams(triangles, rig.uv_triangles.cpu().numpy(), len(neutral))
         uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)[uv_ids]
         texcoords = np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], axis=1).astype(np.float32)  # glTF: v from the top
-        png = _png(rig.texture)
+        png = _png(rig.texture, source)
         extras["seamCopiesOf"] = source_ids[len(neutral):].tolist()
         neutral, blend, colors = neutral[source_ids], blend[:, source_ids], None
     return MeshData(positions=(neutral * MM_TO_M).astype(np.float32),
@@ -121,8 +121,13 @@ def split_seams(triangles: np.ndarray, uv_triangles: np.ndarray, n_vertices: int
     return source, index_of_pair[inverse].reshape(-1, 3), uv_ids
 
 
-def _png(texture: torch.Tensor) -> bytes:
-    """An (H, W, 3) texture in [0, 1] as PNG bytes (8-bit sRGB, the albedo values as stored)."""
+def _png(texture: torch.Tensor, source: Optional[Union[str, Path]] = None) -> bytes:
+    """An (H, W, 3) texture in [0, 1] as PNG bytes (8-bit sRGB, the albedo values as stored): the
+    PNG the rig file ``source`` was saved with where there is one (the same pixels, encoded once),
+    else encoded here."""
+    saved = None if source is None else texture_file(source)
+    if saved is not None and saved.is_file():
+        return saved.read_bytes()
     pixels = np.round(texture.detach().cpu().float().clamp(0.0, 1.0).numpy() * 255.0).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)

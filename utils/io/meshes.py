@@ -219,12 +219,25 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
         path.with_suffix(".mtl").write_text(
             f"newmtl material0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {texture_file}\n")
         lines += [f"mtllib {path.stem}.mtl", "usemtl material0"]
-    lines += [f"v {x:.8g} {y:.8g} {z:.8g}" for x, y, z in verts.tolist()]
-    lines += [f"vt {u:.8g} {v:.8g}" for u, v in tex_coords.tolist()]
-    faces = np.stack([tris + 1, uv_tris + 1], axis=-1).reshape(-1, 6)
-    lines += ["f {}/{} {}/{} {}/{}".format(*f) for f in faces.tolist()]
-    path.write_text("\n".join(lines) + "\n")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+        f.write(("v %.8g %.8g %.8g\n" * len(verts)) % tuple(verts.ravel().tolist()))
+        f.write(_uv_lines(tex_coords, tris, uv_tris))
     return path
+
+
+def _uv_lines(tex_coords: np.ndarray, tris: np.ndarray, uv_tris: np.ndarray) -> str:
+    """``vt`` and ``f v/vt`` lines, cached like `_face_lines` (the meshes of one rig share them)."""
+    key = (tex_coords.shape, tex_coords.tobytes(), tris.tobytes(), uv_tris.tobytes())
+    text = _FACE_TEXT.get(key)
+    if text is None:
+        faces = np.stack([tris + 1, uv_tris + 1], axis=-1).reshape(-1)
+        text = (("vt %.8g %.8g\n" * len(tex_coords)) % tuple(tex_coords.ravel().tolist())
+                + ("f %d/%d %d/%d %d/%d\n" * len(tris)) % tuple(faces.tolist()))
+        if len(_FACE_TEXT) >= 4:
+            _FACE_TEXT.pop(next(iter(_FACE_TEXT)))
+        _FACE_TEXT[key] = text
+    return text
 
 
 def load_textured_obj(path: str | Path) -> TexturedMesh:

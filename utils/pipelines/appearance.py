@@ -105,21 +105,25 @@ def jawline(rig: Rig, model: MorphableModel) -> Optional[torch.Tensor]:
 
 def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Tensor] = None,
                           names: Optional[list] = None) -> Dict[str, Path]:
-    """``mesh/rig_textured.obj`` (neutral whole head, with the texture) and, given per-photo expressions,
-    ``mesh/textured/<name>.obj`` sharing ``mesh/rig_textured.png``."""
+    """``mesh/rig_textured.obj`` (neutral whole head) and, given per-photo expressions,
+    ``mesh/textured/<name>.obj``, all with the rig's texture ``rig/rig_texture.png`` (written with the
+    rig by `Rig.save`: one PNG, encoded once)."""
     if rig.uvs is None or rig.uv_triangles is None or rig.texture is None:
         raise ValueError("write_textured_meshes: the rig has no texture atlas")
-    mesh_dir = Path(out_dir) / "mesh"
-    texture = (rig.texture.detach().cpu().float().clamp(0, 1).numpy() * 255).round().astype("uint8")
+    out_dir = Path(out_dir)
+    mesh_dir = out_dir / "mesh"
+    texture = texture_file(out_dir / "rig" / "rig.npz")
+    if not texture.is_file():
+        raise ValueError(f"write_textured_meshes: {texture} is missing (save the rig first)")
     dtype = rig.neutral.dtype
     written = {"rig_textured": save_textured_obj(
         mesh_dir / "rig_textured.obj", rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0],
-        rig.head_triangles, rig.uvs, rig.uv_triangles, texture)}
+        rig.head_triangles, rig.uvs, rig.uv_triangles, texture_file=f"../rig/{texture.name}")}
     if expression is not None and names:
         meshes = rig.head_vertices(expression.to(dtype))
         for name, mesh in zip(names, meshes):
             save_textured_obj(mesh_dir / "textured" / f"{name}.obj", mesh, rig.head_triangles, rig.uvs,
-                              rig.uv_triangles, texture_file="../rig_textured.png")
+                              rig.uv_triangles, texture_file=f"../../rig/{texture.name}")
         written["textured_meshes"] = mesh_dir / "textured"
     return written
 
@@ -149,7 +153,8 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     result = rig_run.result
     run.outputs.update(write_textured_meshes(fit.rig, out_dir, result.params["expression"], rig_run.used))
     if glb:
-        run.outputs["rig_glb"] = export_rig(fit.rig, out_dir / "rig" / "rig.glb", options=glb_options)
+        run.outputs["rig_glb"] = export_rig(fit.rig, out_dir / "rig" / "rig.glb", options=glb_options,
+                                            source=rig_path)
     run.timings["writing textured outputs"] = time.perf_counter() - start
     logger.info("textured whole-head rig: %s", ", ".join(f"{k} {v}" for k, v in run.outputs.items()))
     return run
