@@ -8,9 +8,9 @@ Both sides run as subprocesses, whole process from a cold interpreter start, one
   skipped with a message where it is absent): dlib's 68 landmarks, then eos's landmark fit of shape,
   pose and expression blendshapes with its contour handling, one image at a time; its "rig" is the
   mean of its shape coefficients over the images.
-- ours (`our_command`, the one place that says how our side is run): the photos -> rig job of
-  `utils.pipelines.rig.build_rig_from_folder` with the default config and the dlib landmarker,
-  writing all its outputs to a temporary folder.
+- ours (`our_command`, the one place that says how our side is run): ``demo.py --no-video`` on the
+  folder, the photos -> rig job as a user runs it (the textured whole-head rig, meshes, parameters,
+  pictures, rig.glb), writing all its outputs to a temporary folder.
 
 Inputs: ../shared/data/real/rig_case1 (14 photos of one person) and, per shared video, 16 frames
 spread over the clip written as JPEG (quality 95) to a temporary folder (a "16-photo" case).
@@ -54,46 +54,14 @@ import numpy as np  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data" / "real"
 DEFAULT_EOS_PYTHON = Path("/work/tools/eos-venv/bin/python")
 EOS_SCRIPT = ROOT / "benchmarks" / "eos_fit.py"
-TIMINGS_TAG = "BENCH_TIMINGS "  # our command's stdout line with its own stage timings (JSON)
 FRAMES_PER_VIDEO = 16
 JPEG_QUALITY = 95
 
-# Our side as a user runs it: photo folder -> rig and outputs. The stage timings line is optional
-# (a command that does not print it gets its wall time measured only).
-_OUR_SCRIPT = """
-import time
-_t0 = time.perf_counter()
-import json, os, sys
-from pathlib import Path
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-timings = {}
-t = time.perf_counter()
-from core.face_model import load_face_model
-from utils.get_face_model import DEFAULT_PATHS, prepare_ict
-from utils.landmarks.detect import FaceLandmarker
-from utils.pipelines.rig import build_rig_from_folder
-timings["imports"] = time.perf_counter() - t
-t = time.perf_counter()
-face = load_face_model("ict", prepare_ict(DEFAULT_PATHS["ict"])).region("face")
-timings["model load"] = time.perf_counter() - t
-t = time.perf_counter()
-landmarker = FaceLandmarker("dlib")
-timings["detector load"] = time.perf_counter() - t
-run = build_rig_from_folder(Path(sys.argv[2]), Path(sys.argv[3]), face, landmarker=landmarker)
-timings.update(run.timings)
-print("BENCH_TIMINGS " + json.dumps({"timings": timings, "total": time.perf_counter() - _t0}))
-from utils.process import exit_now
-exit_now(0)  # as demo.py ends: outputs closed, the interpreter's teardown skipped
-"""
-
-
 def our_command(folder: Path, out_dir: Path, python: str = sys.executable) -> List[str]:
-    """The command line of our side on ``folder``, writing its outputs under ``out_dir``.
-
-    The one place to change when the whole job gets its own entry point (``demo.py --no-video``):
-    the benchmark only needs ``rig.npz`` and ``params/*.json`` somewhere under ``out_dir``.
-    """
-    return [python, "-c", _OUR_SCRIPT, str(ROOT), str(folder), str(out_dir)]
+    """The command line of our side on ``folder``, writing its outputs under ``out_dir``: the demo's
+    rig-only stage, as a user runs it (the textured whole-head rig, meshes, parameters, pictures,
+    rig.glb); its stage timings are read from ``out_dir/summary.json``."""
+    return [python, str(ROOT / "demo.py"), "--no-video", "--quiet", "--rig-dir", str(folder), "--out", str(out_dir)]
 
 
 def eos_command(eos_python: Path, folder: Path, out_json: Path) -> List[str]:
@@ -142,10 +110,11 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
     load = load_average()
     wall, stdout = run_timed(our_command(folder, out), work / f"{tag}.log")
     result = SideRun(wall=wall, load=load)
-    for line in stdout.splitlines():
-        if line.startswith(TIMINGS_TAG):
-            reported = json.loads(line[len(TIMINGS_TAG):])
-            result.timings, result.total = reported["timings"], reported["total"]
+    summary = out / "summary.json"
+    if summary.is_file():
+        reported = json.loads(summary.read_text())["timings_s"]
+        result.total = reported.pop("total", None)
+        result.timings = reported
     rigs = sorted(out.rglob("rig.npz"))
     if not rigs:
         raise RuntimeError(f"our side wrote no rig.npz under {out}")
@@ -437,8 +406,11 @@ def profile(args: argparse.Namespace) -> None:
         load = load_average()
         wall, stdout = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"], work),
                                  work / "importtime.log")
-        reported = next((json.loads(line[len(TIMINGS_TAG):]) for line in stdout.splitlines()
-                         if line.startswith(TIMINGS_TAG)), None)
+        summary = work / "out" / "summary.json"
+        reported = None
+        if summary.is_file():
+            timings = json.loads(summary.read_text())["timings_s"]
+            reported = {"total": timings.pop("total"), "timings": timings}
         print(f"\n### Our whole process on {folder.name} (with -X importtime; load average {load:.2f})\n")
         print("| stage | s |")
         print("|---|---|")
