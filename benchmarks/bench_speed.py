@@ -3,14 +3,16 @@
     .venv/bin/python -m benchmarks.bench_speed [--frames 50 250] [--repeats 3] [--memory-frames 1000] [--cold]
 
 The job as a user runs it, one cold subprocess per run (`video_command`, the one place that says
-how): a face model and a target rig are loaded, the video is scanned (every frame decoded and
-landmarked once), the video person's rig is built from 8 of its frames, every frame is tracked
-and retargeted onto the target rig, and both videos (the tracked mesh over the frame, the
-retargeted rig) are rendered and written with the input clip and ``tracking.npz``; the process
-ends as ``demo.py`` does (`utils.process.exit_now`).
+how): ``demo.py --target-rig R --video V``: the face model and the target rig are loaded, the video
+is scanned (every frame decoded and landmarked once, MediaPipe's mesh by default), the video
+person's rig is built from 8 of its frames (a whole head), every frame is tracked and retargeted
+onto the target rig, and the videos (the input clip, the tracked face over it, the retargeted
+textured head) are rendered and written with ``tracking.npz`` and the exports; stage times come
+from the run's ``summary.json``.
 
 Inputs: clips of the first N frames of ``../shared/data/real/videos/d6.mp4`` (480x480, 30 fps),
-written once to a temporary folder (H.264); the target rig is built once from ``rig_case1``.
+written once to a temporary folder (H.264); the target rig is built once from ``rig_case1``
+(``demo.py --no-video``: a textured whole head).
 
 Measures, per clip length (median of ``--repeats`` runs, the sides of nothing alternating, the
 1-minute load average before each run printed): wall time, frames per second, the process's own
@@ -38,68 +40,20 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "real"
 SOURCE_VIDEO = SHARED / "videos" / "d6.mp4"
-TIMINGS_TAG = "BENCH_TIMINGS "
-
-# The video job as a user runs it (demo.py's video half with a given target rig), timing itself.
-_VIDEO_SCRIPT = """
-import time
-_t0 = time.perf_counter()
-import json, os, sys
-from pathlib import Path
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-timings = {}
-t = time.perf_counter()
-import torch
-from core.face_model import load_face_model
-from core.rig.rig import Rig
-from utils.get_face_model import prepare_ict
-from utils.landmarks.detect import FaceLandmarker
-from utils.pipelines.video import scan_video, source_rig_from_video, track_and_retarget
-from utils.process import exit_now
-timings["imports"] = time.perf_counter() - t
-model_dir, video, target_path, out = (Path(a) for a in sys.argv[2:6])
-t = time.perf_counter()
-face = load_face_model("ict", prepare_ict(model_dir)).region("face")
-target = Rig.load(target_path)
-timings["model and target rig"] = time.perf_counter() - t
-t = time.perf_counter()
-landmarker = FaceLandmarker("dlib")
-timings["detector load"] = time.perf_counter() - t
-torch.set_num_threads(1)  # as demo.py: per-frame problems are small
-with scan_video(video, landmarker, source_frames=8) as scan:
-    timings.update({"scan: " + k: v for k, v in scan.timings.items()})
-    t = time.perf_counter()
-    source, _ = source_rig_from_video(scan, face, source_frames=8, detector=landmarker.backend)
-    timings["source rig"] = time.perf_counter() - t
-    run = track_and_retarget(video, out, source, face, target, landmarker, scan=scan)
-timings.update({"video: " + k: v for k, v in run.timings.items()})
-print("BENCH_TIMINGS " + json.dumps({"timings": timings, "total": time.perf_counter() - _t0, "frames": run.frames}))
-exit_now(0)
-"""
-
-_RIG_SCRIPT = """
-import sys
-from pathlib import Path
-from core.face_model import load_face_model
-from utils.get_face_model import prepare_ict
-from utils.landmarks.detect import FaceLandmarker
-from utils.pipelines.rig import build_rig_from_folder
-from utils.process import exit_now
-face = load_face_model("ict", prepare_ict(Path(sys.argv[2]))).region("face")
-build_rig_from_folder(Path(sys.argv[3]), Path(sys.argv[4]), face, landmarker=FaceLandmarker("dlib"))
-exit_now(0)
-"""
-
 
 def video_command(model_dir: Path, video: Path, target_rig: Path, out_dir: Path,
                   python: str = sys.executable) -> List[str]:
-    """The command line of the video job: ``video`` drives ``target_rig``; outputs under ``out_dir``."""
-    return [python, "-c", _VIDEO_SCRIPT, str(ROOT), str(model_dir), str(video), str(target_rig), str(out_dir)]
+    """The command line of the video job as a user runs it: ``demo.py --target-rig R --video V``
+    (no photo rig built; the video scanned once, its person's rig from 8 frames, every frame tracked
+    and retargeted, the videos, ``tracking.npz`` and the exports written); outputs under ``out_dir``."""
+    return [python, str(ROOT / "demo.py"), "--quiet", "--model-path", str(model_dir), "--target-rig", str(target_rig),
+            "--video", str(video), "--out", str(out_dir)]
 
 
 def rig_command(model_dir: Path, folder: Path, out_dir: Path, python: str = sys.executable) -> List[str]:
-    """The photos -> rig job (for ``--cold``), writing its outputs under ``out_dir``."""
-    return [python, "-c", _RIG_SCRIPT, str(ROOT), str(model_dir), str(folder), str(out_dir)]
+    """The photos -> rig job as a user runs it (``demo.py --no-video``), writing its outputs under ``out_dir``."""
+    return [python, str(ROOT / "demo.py"), "--quiet", "--model-path", str(model_dir), "--no-video",
+            "--rig-dir", str(folder), "--out", str(out_dir)]
 
 
 @dataclass
@@ -118,21 +72,21 @@ def run_measured(command: Sequence[str], log: Path, env: Optional[Dict[str, str]
     """Run ``command`` to the end; wall time and peak resident memory from ``wait4``."""
     environment = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1", **(env or {}))
     load = os.getloadavg()[0]
-    with open(log, "w") as err, tempfile.TemporaryFile("w+") as out:
+    with open(log, "w") as err:
         start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err, env=environment, cwd=ROOT)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=environment, cwd=ROOT)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        stdout = out.read()
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} ... exited with {process.returncode}; see {log}:\n" + log.read_text()[-2000:])
     run = Run(wall=wall, load=load, peak_mb=usage.ru_maxrss / 1024.0)
-    for line in stdout.splitlines():
-        if line.startswith(TIMINGS_TAG):
-            reported = json.loads(line[len(TIMINGS_TAG):])
-            run.timings, run.total, run.frames = reported["timings"], reported["total"], reported["frames"]
+    summary = Path(command[command.index("--out") + 1]) / "summary.json"
+    if summary.is_file():  # the demo's own record: stage times and frames tracked
+        reported = json.loads(summary.read_text())
+        run.timings = dict(reported["timings_s"])
+        run.total = run.timings.pop("total", None)
+        run.frames = int((reported.get("video") or {}).get("frames_tracked") or 0)
     return run
 
 
@@ -152,15 +106,9 @@ def make_clip(source: Path, frames: int, path: Path) -> Path:
 
 
 def build_target_rig(model_dir: Path, work: Path) -> Path:
-    """The rig of ``rig_case1`` (the target the video drives), built once."""
-    from core.face_model import load_face_model
-    from utils.landmarks.detect import FaceLandmarker
-    from utils.pipelines.rig import build_rig_from_folder
-
-    face = load_face_model("ict", model_dir).region("face")
-    run = build_rig_from_folder(SHARED / "rig_case1", work / "target", face, landmarker=FaceLandmarker("dlib"),
-                                visualize=False)
-    return run.outputs["rig"]
+    """The rig of ``rig_case1`` (the target the video drives), built once as a user builds it."""
+    run_measured(rig_command(model_dir, SHARED / "rig_case1", work / "target"), work / "target.log")
+    return work / "target" / "rig" / "rig.npz"
 
 
 def cold_model_copy(model_dir: Path, work: Path) -> Path:
