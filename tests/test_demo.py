@@ -197,6 +197,40 @@ def test_truncated_video_keeps_the_frames_read(demo_run, inputs, tmp_path, ict_f
     assert len(_frames(tmp_path / "videos" / "output_exptrans.mp4")[1]) == run.frames
 
 
+def test_render_error_reaches_the_caller_and_keeps_what_was_tracked(demo_run, inputs, tmp_path, ict_face,
+                                                                     monkeypatch):
+    """The two rendering threads: an error in one stops the loop and is raised by `track_and_retarget`
+    after the videos are closed and the tracking written; the other thread's video holds every frame
+    it was given, in order."""
+    from utils.landmarks.detect import FaceLandmarker
+    from utils.pipelines import video as video_pipeline
+
+    _, out = demo_run
+    rig = Rig.load(out / "videos" / "source_rig.npz")
+    calls = []
+    original = video_pipeline._Retargeter.__call__
+
+    def failing(self, track):
+        calls.append(track)
+        if len(calls) == 3:
+            raise RuntimeError("render failed on the third frame")
+        return original(self, track)
+
+    monkeypatch.setattr(video_pipeline._Retargeter, "__call__", failing)
+    with pytest.raises(RuntimeError, match="third frame"):
+        video_pipeline.track_and_retarget(inputs.video, tmp_path, rig, ict_face, rig, FaceLandmarker("dlib"),
+                                          export=False)
+    with np.load(tmp_path / "videos" / "tracking.npz") as z:
+        tracked = z["expression"].shape[0]
+    assert 3 <= tracked < FRAMES                      # the loop stops at the next frame after the error
+    assert len(_frames(tmp_path / "videos" / "output_exptrans.mp4")[1]) == 2   # the frames rendered before
+    _, source = _frames(inputs.video)
+    _, clip = _frames(tmp_path / "videos" / "input_clip.mp4")
+    assert len(clip) == tracked                       # the other thread wrote every frame it was given
+    distance = np.array([[np.abs(a.astype(float) - b.astype(float)).mean() for a in source] for b in clip])
+    np.testing.assert_array_equal(distance.argmin(1), np.arange(tracked))   # each frame where it was, re-encoded
+
+
 def test_video_folder_means_its_first_video(tmp_path):
     from utils.pipelines.inputs import InputError, first_video
 

@@ -15,8 +15,10 @@ One pass of landmarks, then the rest:
    over the frame), ``videos/output_exptrans.mp4`` (the retargeted target) written as frames come,
    ``videos/tracking.npz`` (`utils.io.tracking`), and for 3D tools (`utils.export`)
    ``videos/animation.glb`` (the target rig animated by the tracked weights and head rotation) and
-   ``videos/animation_arkit.csv`` (the tracked weights as a Live Link Face CSV). A worker thread
-   renders and writes each frame while the next one is tracked (a queue of a few frames between them).
+   ``videos/animation_arkit.csv`` (the tracked weights as a Live Link Face CSV). Two worker threads
+   render and write each frame while the next one is tracked (a queue of a few frames between
+   them): one the overlay (with the input clip), one the retargeted face, so that on two cores the
+   rendering, which costs about twice the tracking, is not one thread's queue.
 
 ``max_frames`` limits tracking only: the scan reads the whole video, so the source rig's frames are
 spread over all of it. With several people in view, ``face`` chooses whom to follow
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,9 +91,12 @@ class TrackingRun:
     outputs: Dict[str, Path] = field(default_factory=dict)
     error: Optional[str] = None
     mean_error: float = float("nan")
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_time(self, stage: str, seconds: float) -> None:
-        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        """Add ``seconds`` to ``stage`` (safe from the rendering threads)."""
+        with self._lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
 
 class _LandmarkLog:
@@ -392,7 +398,9 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     ties = DenseTies.from_correspondence(load_mesh_correspondence()) if with_dense else None
     tracker = RigTracker(source, template, tracker_config, dense=ties)
     if scan is not None and rest_frames > 0:
+        start = time.perf_counter()
         _calibrate_rest(tracker, scan, rest_frames)
+        run.add_time("rest face", time.perf_counter() - start)
     recorder = TrackingRecorder(source.n_expression)
     reader = VideoReader(video)
     info = reader.info
@@ -406,18 +414,25 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
     total = min(info.frame_count, max_frames) if max_frames and info.frame_count else (max_frames or info.frame_count)
     errors = []
 
-    def render_and_write(image: np.ndarray, track: FrameTrack) -> None:
+    def overlay_and_write(image: np.ndarray, track: FrameTrack) -> None:
         start = time.perf_counter()
         recon = _recon_frame(image, track, overlay)
-        exptrans = retargeter(track)
         run.add_time("rendering", time.perf_counter() - start)
         start = time.perf_counter()
         writers["input_clip"].write(image)
         writers["output_recon"].write(recon)
+        run.add_time("writing videos", time.perf_counter() - start)
+
+    def retarget_and_write(track: FrameTrack) -> None:
+        start = time.perf_counter()
+        exptrans = retargeter(track)
+        run.add_time("rendering", time.perf_counter() - start)
+        start = time.perf_counter()
         writers["output_exptrans"].write(exptrans)
         run.add_time("writing videos", time.perf_counter() - start)
 
-    worker = BackgroundWorker("render-and-write")  # renders frame i while frame i + 1 is tracked
+    # each writer is fed by one worker, in frame order; frame i is rendered while frame i + 1 is tracked
+    workers = (BackgroundWorker("overlay-and-write"), BackgroundWorker("retarget-and-write"))
     clock = time.perf_counter()
     try:
         for index, image in enumerate(progress_bar(reader, total=total or None, desc="tracking video",
@@ -446,13 +461,14 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
                 errors.append(track.error)
             else:
                 run.flagged_frames.append(index)
-            worker.submit(render_and_write, image, track)
+            workers[0].submit(overlay_and_write, image, track)
+            workers[1].submit(retarget_and_write, track)
             clock = time.perf_counter()
     except VideoReadError as err:  # truncated or corrupt: keep what was read
         run.error = str(err)
     finally:
-        failed = worker.close(raise_error=False)
-        run.add_time("waiting for rendering and writing", worker.waited)
+        failed = next((err for err in [w.close(raise_error=False) for w in workers] if err is not None), None)
+        run.add_time("waiting for rendering and writing", sum(w.waited for w in workers))
         start = time.perf_counter()
         for writer in writers.values():
             writer.close()
