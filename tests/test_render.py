@@ -288,3 +288,49 @@ def test_ict_face_renders_with_outward_winding_and_backends_agree(ict_face):
     if kernel_built():
         numpy_frags = rasterize(screen, ict_face.triangles, 256, 256, backend="numpy")
         assert torch.equal(frags.tri_id, numpy_frags.tri_id)
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=pytest.mark.skipif(
+    not kernel_built(), reason="core.render._rasterize is not built")), False])
+def test_shade_texels_picks_the_nearest_texel_times_the_shading(compiled):
+    """A square whose corners map to the whole of a 4 x 4 texture of distinct texels, under a
+    light of 0.5 at every vertex: each covered pixel shows its texel x 0.5, the texel of its (u, v)
+    (v up); pixels outside the square keep the frame's value, in a window that is a view."""
+    from core.render.textured import shade_texels
+
+    texture = (torch.arange(48, dtype=torch.float32).reshape(4, 4, 3) + 1) / 50.0
+    square = torch.tensor([[[0.0, 0.0, 5.0], [8.0, 0.0, 5.0], [8.0, 8.0, 5.0], [0.0, 8.0, 5.0]]])
+    uv = torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])   # image top = texture top
+    fragments = rasterize(square, SQUARE_TRIS, 9, 9)
+    frame = torch.full((3, 12, 12), 0.25)
+    window = frame[:, 1:10, 2:11]
+    light = torch.full((4, 3), 0.5)
+    shade_texels(fragments, SQUARE_TRIS, light, uv[SQUARE_TRIS], texture, window, compiled=compiled)
+    covered = fragments.tri_id[0] >= 0
+    assert covered.sum() > 60
+    rows, cols = torch.nonzero(covered, as_tuple=True)
+    for i, j in zip(rows.tolist(), cols.tolist()):
+        u, v = j / 8.0, 1.0 - i / 8.0
+        col, row = min(int(u * 4), 3), min(int((1 - v) * 4), 3)
+        torch.testing.assert_close(window[:, i, j], texture[row, col] * 0.5)
+    assert bool((window[:, ~covered] == 0.25).all()) and bool((frame[:, 0] == 0.25).all())
+
+
+@pytest.mark.skipif(not kernel_built(), reason="core.render._rasterize is not built")
+def test_shade_texels_kernel_matches_torch_on_a_sphere():
+    from core.render.textured import shade_texels
+
+    _, tris, verts, _ = _sphere_screen()
+    generator = torch.Generator().manual_seed(3)
+    texture = torch.rand(64, 128, 3, generator=generator)
+    corner_uv = torch.rand(len(tris), 3, 2, generator=generator)
+    light = torch.rand(verts.shape[1], 3, generator=generator) * 1.5
+    fragments = rasterize(verts, tris, 64, 64)
+    out = {}
+    for compiled in (True, False):
+        window = torch.zeros(3, 64, 64)
+        shade_texels(fragments, tris, light, corner_uv, texture, window, compiled=compiled)
+        out[compiled] = window
+    close = (out[True] - out[False]).abs().amax(0) < 1e-5
+    assert int((fragments.tri_id[0] >= 0).sum()) > 1000
+    assert float(close.float().mean()) > 0.999   # a texel boundary may fall either side of a rounding

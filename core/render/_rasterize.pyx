@@ -143,3 +143,48 @@ def interpolate_covered(const long long[:, :, ::1] tri_id, const real[:, :, :, :
                         acc = acc + attributes[b, k2, c] * w2
                         out[b, i, j, c] = acc
     return out_np
+
+
+def shade_nearest_texels(const long long[:, ::1] tri_id, const real[:, :, ::1] bary,
+                         const long long[:, ::1] triangles, const real[:, ::1] light,
+                         const real[:, :, ::1] corner_uv, const real[:, ::1] texels,
+                         int tex_height, int tex_width, real[:, :, :] window):
+    """Nearest texel times interpolated shading, written into the covered pixels of ``window``.
+
+    Args:
+        tri_id: (H, W) triangle per pixel, -1 on background (left as it is in ``window``).
+        bary: (H, W, 3) barycentric weights.
+        triangles: (F, 3) vertex ids; light: (V, 3) per-vertex shading.
+        corner_uv: (F, 3, 2) texture coordinates of each triangle's corners, v up.
+        texels: (tex_height * tex_width, 3) the texture row by row.
+        window: (3, H, W) written in place: ``clamp(texel * shade, 0, 1)``.
+
+    The texel of ``(u, v)`` is column ``int(u * W)``, row ``int((1 - v) * H)`` (truncated,
+    clamped to the texture), as ``core.rig.retarget.RigRenderer`` computes it in torch.
+    """
+    cdef Py_ssize_t height = tri_id.shape[0], width = tri_id.shape[1], i, j, c
+    cdef long long t, k0, k1, k2, row, col, texel
+    cdef real w0, w1, w2, u, v, shade, value
+    with nogil:
+        for i in range(height):
+            for j in range(width):
+                t = tri_id[i, j]
+                if t < 0:
+                    continue
+                k0 = triangles[t, 0]
+                k1 = triangles[t, 1]
+                k2 = triangles[t, 2]
+                w0 = bary[i, j, 0]
+                w1 = bary[i, j, 1]
+                w2 = bary[i, j, 2]
+                u = w0 * corner_uv[t, 0, 0] + w1 * corner_uv[t, 1, 0] + w2 * corner_uv[t, 2, 0]
+                v = w0 * corner_uv[t, 0, 1] + w1 * corner_uv[t, 1, 1] + w2 * corner_uv[t, 2, 1]
+                col = <long long>(u * tex_width)
+                row = <long long>((1 - v) * tex_height)
+                col = min(max(col, 0), tex_width - 1)
+                row = min(max(row, 0), tex_height - 1)
+                texel = row * tex_width + col
+                for c in range(3):
+                    shade = w0 * light[k0, c] + w1 * light[k1, c] + w2 * light[k2, c]
+                    value = texels[texel, c] * shade
+                    window[c, i, j] = min(max(value, 0), 1)

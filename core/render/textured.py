@@ -17,7 +17,13 @@ from torch import Tensor
 from core.checks import check_shape
 from core.render.rasterize import Fragments
 
-__all__ = ["sample_texture", "pixel_uvs", "render_textured", "VertexNormals", "covered_pixels"]
+try:  # the compiled kernels (`python setup.py build_ext --inplace`); torch does the same without them
+    from core.render import _rasterize as _kernel
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _kernel = None
+
+__all__ = ["sample_texture", "pixel_uvs", "render_textured", "VertexNormals", "covered_pixels",
+           "shade_texels"]
 
 
 def sample_texture(texture: Tensor, uv: Tensor) -> Tensor:
@@ -110,3 +116,57 @@ def covered_pixels(fragments: Fragments, image: int = 0) -> Tuple[Tensor, Tensor
     tri = fragments.tri_id[image].reshape(-1)
     covered = torch.nonzero(tri >= 0)[:, 0]
     return covered, tri[covered], fragments.bary[image].reshape(-1, 3)[covered]
+
+
+
+def shade_texels(fragments: Fragments, triangles: Tensor, light: Tensor, corner_uv: Tensor, texture: Tensor,
+                 window: Tensor, bilinear: bool = False, image: int = 0, compiled: Optional[bool] = None) -> None:
+    """Texture colour times interpolated per-vertex shading, written into the covered pixels of
+    ``window`` (the others keep their values): what a video's textured renders need per frame.
+
+    ``bilinear=False`` takes the nearest texel, column ``int(u * W)``, row ``int((1 - v) * H)``
+    (clamped): an atlas with several texels per pixel of a video's face shows just that, and it
+    runs as one pass of the compiled kernel where it is built (``compiled=None``: when available;
+    torch over the covered pixels otherwise, the same sums to float rounding). ``bilinear=True``
+    samples as `sample_texture` does.
+
+    Args:
+        fragments: the rasterization of the window (image ``image`` of its batch).
+        triangles: (F, 3) vertex ids of the rasterized triangles; light: (V, 3) per-vertex shading.
+        corner_uv: (F, 3, 2) texture coordinates of each triangle's corners, v up.
+        texture: (Ht, Wt, 3), values in [0, 1], contiguous.
+        window: (3, h, w) written in place (a view into a frame is fine); values clamped to [0, 1].
+    """
+    tex_h, tex_w = int(texture.shape[0]), int(texture.shape[1])
+    texels = texture.reshape(-1, texture.shape[-1])
+    kernel = (_kernel is not None and hasattr(_kernel, "shade_nearest_texels")) if compiled is None else compiled
+    if (kernel and not bilinear and window.device.type == "cpu"
+            and window.dtype in (torch.float32, torch.float64)):
+        dtype = torch.empty(0, dtype=window.dtype).numpy().dtype
+
+        def array(t: Tensor, kind: np.dtype) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy().astype(kind, copy=False))
+
+        _kernel.shade_nearest_texels(array(fragments.tri_id[image], np.int64), array(fragments.bary[image], dtype),
+                                     array(triangles, np.int64), array(light, dtype), array(corner_uv, dtype),
+                                     array(texels, dtype), tex_h, tex_w, window.detach().numpy())
+        return
+    covered, t, bary = covered_pixels(fragments, image)
+    if len(covered) == 0:
+        return
+    dtype = light.dtype
+    weights = bary.to(dtype)[:, None, :]                                                  # (P, 1, 3)
+    corners = triangles.index_select(0, t).reshape(-1)
+    shade = torch.bmm(weights, light.index_select(0, corners).reshape(-1, 3, 3))[:, 0]      # (P, 3)
+    uv = torch.bmm(weights, corner_uv.to(dtype).index_select(0, t))[:, 0]                  # (P, 2)
+    if bilinear:
+        colour = sample_texture(texture.to(dtype), uv)
+    else:
+        col = (uv[:, 0] * tex_w).long().clamp(0, tex_w - 1)
+        row = ((1.0 - uv[:, 1]) * tex_h).long().clamp(0, tex_h - 1)
+        colour = texels.index_select(0, row * tex_w + col).to(dtype)   # rows: one cache line per texel
+    values = (colour * shade).clamp(0.0, 1.0).to(window.dtype).T
+    h, w = window.shape[1:]
+    flat = window.reshape(3, h * w)  # a copy where the window is a strided view: written back below
+    flat[:, covered] = values
+    window.copy_(flat.reshape(3, h, w))

@@ -15,14 +15,13 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from core.camera import WeakPerspective
 from core.lighting import sh_shading
 from core.render.rasterize import rasterize
 from core.render.shade import default_sh, render_vertex_colors
-from core.render.textured import VertexNormals, covered_pixels
+from core.render.textured import VertexNormals, shade_texels
 from core.rig.rig import Rig
 
 __all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig",
@@ -278,8 +277,7 @@ class RigRenderer:
         self.textured = bool(textured and rig.texture is not None and uv_triangles is not None and rig.uvs is not None)
         if self.textured:
             self._corner_uv = rig.uvs[uv_triangles.long()[self.groups.order]]  # (F, 3, 2)
-            self._texture = rig.texture.permute(2, 0, 1)[None].contiguous()   # (1, 3, Ht, Wt)
-            self._texels = rig.texture.reshape(-1, 3).contiguous()                 # (Ht * Wt, 3)
+            self._texture = rig.texture.contiguous()                               # (Ht, Wt, 3)
 
     def __call__(self, vertices: Tensor, pose: WeakPerspective, background: Tensor,
                  sh: Optional[Tensor] = None) -> Tensor:
@@ -310,38 +308,13 @@ class RigRenderer:
             fragments = rasterize(local, triangles, y1 - y0, x1 - x0, cull_backfaces=True)
             window = out[i, :, y0:y1, x0:x1]
             if self.textured:
-                self._shade_texels(fragments, light, window, triangles, self._corner_uv[drawn])
+                shade_texels(fragments, triangles, light, self._corner_uv[drawn], self._texture, window,
+                             bilinear=self.bilinear)
             else:
                 colors = (self.albedo.to(dtype) * light).clamp(0.0, 1.0)[None]
                 image = render_vertex_colors(fragments, triangles, colors)[0]
                 window.copy_(torch.where(fragments.mask[0][None], image.to(out.dtype), window))
         return out
-
-    def _shade_texels(self, fragments, light: Tensor, window: Tensor, triangles: Tensor, corner_uv: Tensor) -> None:
-        """Texture x interpolated shading written into the covered pixels of ``window`` (3, h, w)."""
-        covered, t, bary = covered_pixels(fragments)
-        if len(covered) == 0:
-            return
-        dtype = light.dtype
-        weights = bary.to(dtype)[:, None, :]                                      # (P, 1, 3)
-        corners = triangles.index_select(0, t).reshape(-1)
-        shade = torch.bmm(weights, light.index_select(0, corners).reshape(-1, 3, 3))[:, 0]   # (P, 3)
-        uv = torch.bmm(weights, corner_uv.to(dtype).index_select(0, t))[:, 0]                # (P, 2)
-        if self.bilinear:
-            grid = torch.stack([2.0 * uv[:, 0] - 1.0, 1.0 - 2.0 * uv[:, 1]], -1)[None, None]
-            colour = F.grid_sample(self._texture.to(dtype), grid, mode="bilinear", padding_mode="border",
-                                   align_corners=False)[0, :, 0].T              # (P, 3)
-        else:  # the nearest texel: the atlas is finer than a video's face, so this is what it shows
-            th, tw = self._texture.shape[-2:]
-            col = (uv[:, 0] * tw).long().clamp(0, tw - 1)
-            row = ((1.0 - uv[:, 1]) * th).long().clamp(0, th - 1)
-            colour = self._texels.index_select(0, row * tw + col).to(dtype)     # rows: one cache line per texel
-        values = (colour * shade).clamp(0.0, 1.0).to(window.dtype).T
-        h, w = window.shape[1:]
-        flat = window.reshape(3, h * w)  # a copy (the window is a strided view): written back below
-        flat[:, covered] = values
-        window.copy_(flat.reshape(3, h, w))
-
 
 def camera_to_screen(camera: Tensor, pose: WeakPerspective) -> Tensor:
     """Screen ``(u, v, depth)`` from camera-axis points ``R X`` (as `WeakPerspective.screen`, without
