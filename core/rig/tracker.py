@@ -8,7 +8,8 @@ The rig (one person's neutral + blendshapes + albedo) is fixed; each frame with 
    - the landmarks: MediaPipe's dense mesh points where the frame has them (``dense``), each tied
      to the rig's surface by a calibrated correspondence (`DenseTies`) and weighted by its measured
      noise, the face-outline points sliding along the outline (only their distance across it
-     counts); else the 68 iBUG points, the jawline sliding with the pose (`update_contour`) and
+     counts), the lid points counting across the eye only (a closing eye's points slide along
+     the lid in MediaPipe's mesh; `TrackerConfig.lid_across`); else the 68 iBUG points, the jawline sliding with the pose (`update_contour`) and
      down-weighted (`core.fitting.points.point_block` in both cases);
    - the expression model (`core.fitting.expression_priors`): a sparsity prior (L1 + L2: small
      evidence leaves a shape at 0), exclusive pairs, left/right agreement with a Huber threshold
@@ -109,6 +110,11 @@ class TrackerConfig:
             by the lids' shape (eyeLookDown lowers both lids, eyeBlink the upper one).
         contour_confidence: weight of the jawline landmarks (0-16) of the 68-point fit.
         use_dense: fit the dense mesh points where a frame has them (else the 68).
+        lid_across: the dense lid points (`DenseTies.eyes`, corners excepted) count only across the
+            eye, perpendicular to the line through its corners: on a closing eye MediaPipe moves
+            them along the lid in ways the rig's shapes do not, and that sideways residual held a
+            real blink at about half its weight.
+        lid_weight: weight of those lid points relative to the other dense points.
         gaze: estimate the gaze from iris points where a frame has them.
         conjugate_gaze: both eyes share one gaze (the mean of the two estimates).
         blink_hold: an eye whose eyeBlink exceeds this keeps its previous gaze (the iris is hidden).
@@ -143,6 +149,8 @@ class TrackerConfig:
     lid_gaze: Tuple[str, ...] = ("eyeLookUp", "eyeLookDown")
     contour_confidence: float = 0.3
     use_dense: bool = True
+    lid_across: bool = True
+    lid_weight: float = 4.0
     gaze: bool = True
     conjugate_gaze: bool = True
     blink_hold: float = 0.5
@@ -209,6 +217,12 @@ class FrameTrack:
         return {EXPRESSION: self.expression[None], **self.pose.as_params()}
 
 
+# MediaPipe's lid outlines (the openings between the lids), each starting at a corner with the other
+# corner at position 8: the subject's right eye (image left on a frontal face), then the left eye.
+MEDIAPIPE_EYES = ((33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+                  (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466))
+
+
 @dataclass(frozen=True)
 class DenseTies:
     """Dense landmark points tied to the surface of the rig's face region (MediaPipe's 478).
@@ -219,6 +233,8 @@ class DenseTies:
         contour: (P,) bool face-outline points (they slide along the outline).
         iris: (2, I) int64 the iris points of the eyes (left, right): centre and rim.
         n_vertices: vertex count of the region the ids refer to.
+        eyes: (2, E) int64 each eye's lid outline (the opening between the lids), a corner first
+            and the other corner at ``E // 2``, or None.
     """
 
     triangle: Tensor
@@ -227,18 +243,21 @@ class DenseTies:
     contour: Tensor
     iris: Tensor
     n_vertices: int
+    eyes: Optional[Tensor] = None
 
     @classmethod
-    def from_correspondence(cls, corr: Any, iris_centres: Tuple[int, int] = (473, 468)) -> "DenseTies":
+    def from_correspondence(cls, corr: Any, iris_centres: Tuple[int, int] = (473, 468),
+                            eyes: Optional[Sequence[Sequence[int]]] = MEDIAPIPE_EYES) -> "DenseTies":
         """From a `utils.landmarks.mesh.MeshCorrespondence`-like object (``triangle``,
         ``barycentric``, ``sigma``, ``contour``, ``iris``, ``n_vertices``). ``iris_centres``: the
         centre point of the left and of the right eye's iris (MediaPipe: 473, 468), each followed
-        by its four rim points."""
+        by its four rim points; ``eyes``: the lid outlines (MediaPipe's, `MEDIAPIPE_EYES`)."""
         iris = torch.tensor([list(range(c, c + 5)) for c in iris_centres], dtype=torch.long)
         return cls(torch.as_tensor(np.asarray(corr.triangle), dtype=torch.long),
                    torch.as_tensor(np.asarray(corr.barycentric), dtype=torch.float32),
                    torch.as_tensor(np.asarray(corr.sigma), dtype=torch.float32),
-                   torch.as_tensor(np.asarray(corr.contour), dtype=torch.bool), iris, int(corr.n_vertices))
+                   torch.as_tensor(np.asarray(corr.contour), dtype=torch.bool), iris, int(corr.n_vertices),
+                   None if eyes is None else torch.tensor(eyes, dtype=torch.long))
 
     @property
     def n_points(self) -> int:
@@ -360,6 +379,15 @@ class RigTracker:
             sigma = d.sigma[self._dense_ids].to(dtype)
             reference = float(sigma[~d.contour[self._dense_ids]].median())
             self._dense_confidence = (reference / sigma).clamp(max=1.0) ** 2
+            self._lids: list = []  # per eye: (local ids of its lid points, local ids of its two corners)
+            if d.eyes is not None and config.lid_across:
+                local = {int(k): i for i, k in enumerate(self._dense_ids)}
+                for outline in d.eyes.tolist():
+                    half = len(outline) // 2
+                    corners = torch.tensor([local[outline[0]], local[outline[half]]])
+                    lids = torch.tensor([local[k] for j, k in enumerate(outline) if j not in (0, half)])
+                    self._lids.append((lids, corners))
+                    self._dense_confidence[lids] *= config.lid_weight
             contour = d.contour[self._dense_ids]
             self._contour_local = torch.nonzero(contour).flatten()
             # Outline order: by angle around the outline points' centre on the neutral face.
@@ -443,6 +471,10 @@ class RigTracker:
         projector = torch.eye(2, dtype=y.dtype).repeat(1, P, 1, 1)
         normals = outline_normals(y[:, self._contour_local])
         projector[:, self._contour_local] = normals[..., :, None] * normals[..., None, :]
+        for lids, corners in self._lids:  # across the eye only (TrackerConfig.lid_across)
+            line = y[:, corners[1]] - y[:, corners[0]]                                  # (1, 2)
+            across = torch.stack([-line[:, 1], line[:, 0]], -1) / line.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+            projector[:, lids] = (across[:, :, None] * across[:, None, :])[:, None]
         return point_block(neutral, self._dense_basis, y, confidence=self._dense_confidence[None],
                            projector=projector, weight=1.0 / self.config.dense_sigma ** 2, name="dense")
 
