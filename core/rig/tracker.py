@@ -97,7 +97,8 @@ class TrackerConfig:
         temporal_weight: weight of the difference to the previous frame's weights (0 = none).
         fast_shapes: (name prefix, factor) shapes whose temporal weight is multiplied by factor.
         upper_bounds: (name prefix, upper bound) per-shape caps below 1.
-        iterations: LM iterations per frame after the first (warm start).
+        iterations: LM iterations per frame after the first (warm start). 2 and 3 gave the same
+            fidelity figures to 0.01 on every row (docs/benchmarks.md); 2 is a third faster.
         first: fit of the first frame and of frames after a gap (closed-form pose, then coarse to
             fine as `fit_landmarks`) before the full fit.
         first_iterations: LM iterations of the full fit on such a frame.
@@ -141,7 +142,7 @@ class TrackerConfig:
     temporal_weight: float = 32.0
     fast_shapes: Tuple[Tuple[str, float], ...] = (("eyeBlink", 0.15), ("eyeSquint", 0.5), ("eyeWide", 0.5))
     upper_bounds: Tuple[Tuple[str, float], ...] = ()
-    iterations: int = 3
+    iterations: int = 2
     first: LandmarkFitConfig = field(default_factory=LandmarkFitConfig)
     first_iterations: int = 8
     max_error: float = 0.2
