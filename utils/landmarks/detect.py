@@ -86,14 +86,14 @@ def _dlib_models(detector: str) -> tuple[Any, Any, Any]:
         raise BackendUnavailableError(
             f"backend 'dlib': needs the packages dlib-bin and face-recognition-models "
             f"({exc})") from exc
-    predictor = dlib.shape_predictor(_face_recognition_model("shape_predictor_68_face_landmarks.dat"))
+    predictor = dlib.shape_predictor(face_recognition_model("shape_predictor_68_face_landmarks.dat"))
     if detector == "cnn":
         return dlib, predictor, dlib.cnn_face_detection_model_v1(
-            _face_recognition_model("mmod_human_face_detector.dat"))
+            face_recognition_model("mmod_human_face_detector.dat"))
     return dlib, predictor, dlib.get_frontal_face_detector()
 
 
-def _face_recognition_model(name: str) -> str:
+def face_recognition_model(name: str) -> str:
     """Path of a model file shipped in the face-recognition-models package, found without importing
     the package (its import loads pkg_resources: 0.13 s of every start-up)."""
     spec = importlib.util.find_spec("face_recognition_models")

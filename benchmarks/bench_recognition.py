@@ -1,0 +1,167 @@
+"""Does a rig look like its person to a face recogniser? (issue 21's real-photo row)
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_recognition [--held-out 4]
+
+People: the rig_case1 photos and the person of each shared talking-head video (16 frames spread
+over the clip), in two disjoint sets each (`benchmarks.rig_eval`: alternate photos / frames). Each
+person's textured whole-head rig is built from set A as the pipelines build it (classical builder,
+dlib landmarks, `textured_rig`). Each of the first ``--held-out`` photos of set B is then fitted by
+every person's rig (one `RigTracker` step on the photo: expression, pose, SH lighting) and that rig
+is rendered over the photo in that fit (its hair, ears and background stay the photo's, so only the
+face differs). dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``, shipped
+in face-recognition-models; 128-d descriptors, same person below about 0.6) compares the photo with
+each render.
+
+Prints (docs/benchmarks.md, "Recognised as the same person"), for the rigs with their texture and
+again with their per-vertex albedo only (shape and smooth colour, no photo detail): per person, the
+descriptor distance from its held-out photos to the render of its own rig and to the renders of
+the others' rigs; how often its own rig is the nearest (rank 1); the distance to the model's mean
+face rendered the same way (a rig that carries no identity); and the recogniser's own scale, photo
+to photo (held-out photos against the same person's set-A photos, and against the other people's).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from benchmarks.rig_eval import SHARED, detector_weighted, folder_crops, video_frame_sets
+from core.face_model.load import load_face_model
+from core.face_model.model import MorphableModel
+from core.fitting.photometric import SKIN_PRIOR
+from core.rig.builder import RigBuildConfig, build_rig
+from core.rig.head import whole_head
+from core.rig.retarget import RigRenderer
+from core.rig.rig import Rig
+from core.rig.tracker import RigTracker, TrackerConfig
+from utils.crop import FaceCrop, crop_batch
+from utils.landmarks.detect import FaceLandmarker, face_recognition_model
+from utils.pipelines.appearance import textured_rig
+from utils.pipelines.rig import RigRun
+
+logger = logging.getLogger("bench_recognition")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FaceRecogniser:
+    """dlib's face-recognition ResNet: a 128-d descriptor of the face at given 68 landmarks.
+
+    The descriptor is computed on dlib's own aligned 150 px chip, placed by the 68 points (iBUG
+    order, (x, y) pixels) given, so the same points serve a photo and a render of a rig over it.
+    """
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._dlib = dlib
+        self._model = dlib.face_recognition_model_v1(face_recognition_model("dlib_face_recognition_resnet_model_v1.dat"))
+
+    def descriptor(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """(128,) descriptor of the face of ``image`` (H, W, 3) uint8 RGB at ``landmarks`` (68, 2)."""
+        dlib = self._dlib
+        points = [dlib.point(int(round(x)), int(round(y))) for x, y in np.asarray(landmarks, dtype=np.float64)]
+        x0, y0 = np.floor(np.asarray(landmarks).min(0)).astype(int)
+        x1, y1 = np.ceil(np.asarray(landmarks).max(0)).astype(int)
+        shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)), points)
+        return np.asarray(self._model.compute_face_descriptor(np.ascontiguousarray(image), shape))
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance of two descriptors (dlib's measure; same person below about 0.6)."""
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def textured(crops: List[FaceCrop], model: MorphableModel, face: MorphableModel) -> Rig:
+    """A textured whole-head rig from face crops, as the pipelines build one (dlib landmarks)."""
+    images, landmarks = crop_batch(crops)
+    result = detector_weighted(partial(build_rig, face, config=RigBuildConfig()), "dlib")(images, landmarks)
+    return textured_rig(RigRun(result=result, crops=crops), model).rig
+
+
+def render_over(rig: Rig, face: MorphableModel, crop: FaceCrop, textured: bool = True) -> np.ndarray:
+    """``rig`` fitted to the photo ``crop`` (one tracker step) and rendered over it in that fit,
+    with its texture or (``textured=False``) its per-vertex albedo.
+
+    Shape: -> (H, W, 3) uint8, the crop's size.
+    """
+    track = RigTracker(rig, face, TrackerConfig()).step(crop.landmarks_crop, crop.image)
+    photo = torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1)[None].float() / 255
+    render = RigRenderer(rig, textured=textured)(rig.head_vertices(track.expression[None]), track.pose, photo,
+                              None if track.sh is None else track.sh[None])
+    return (render[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+
+
+def people(landmarker: FaceLandmarker) -> Dict[str, Tuple[List[FaceCrop], List[FaceCrop]]]:
+    """Per person: (set A, set B) of face crops."""
+    sets: Dict[str, Tuple[List[FaceCrop], List[FaceCrop]]] = {}
+    case = folder_crops(SHARED / "rig_case1", landmarker)
+    sets["rig_case1"] = (case[0::2], case[1::2])
+    sets.update(video_frame_sets(sorted((SHARED / "videos").glob("*.mp4")), landmarker))
+    return sets
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--held-out", type=int, default=4, help="set-B photos per person compared")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (SHARED / "rig_case1").is_dir():
+        print(f"(skipped: {SHARED / 'rig_case1'} absent)")
+        return 0
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    model = load_face_model("ict", ROOT / "external" / "ICT-FaceKit")
+    face = model.region("face")
+    recogniser = FaceRecogniser()
+    sets = people(FaceLandmarker("dlib"))
+    names = list(sets)
+    rigs = {n: textured(sets[n][0], model, face) for n in names}
+    mean = whole_head(Rig.from_model(face, torch.zeros(face.n_identity),
+                                     albedo=torch.tensor(SKIN_PRIOR).expand(face.n_vertices, 3)), model)
+    reference = {n: [recogniser.descriptor(c.image, c.landmarks_crop) for c in sets[n][0]] for n in names}
+    tables = {}
+    for kind, with_texture in (("textured", True), ("per-vertex albedo", False)):
+        rows = {}
+        for person in names:
+            own, others, mean_d, ranks, photo_same, photo_other = [], [], [], [], [], []
+            for crop in sets[person][1][:args.held_out]:
+                photo = recogniser.descriptor(crop.image, crop.landmarks_crop)
+                d = {q: distance(photo, recogniser.descriptor(render_over(rigs[q], face, crop, with_texture),
+                                                              crop.landmarks_crop)) for q in names}
+                own.append(d[person])
+                others.extend(v for q, v in d.items() if q != person)
+                ranks.append(1 + sum(v < d[person] for q, v in d.items() if q != person))
+                mean_d.append(distance(photo, recogniser.descriptor(render_over(mean, face, crop), crop.landmarks_crop)))
+                photo_same.extend(distance(photo, r) for r in reference[person])
+                photo_other.extend(distance(photo, r) for q in names if q != person for r in reference[q])
+            rows[person] = (len(own), np.mean(own), np.mean(others), np.mean(np.array(ranks) == 1), np.mean(mean_d),
+                            np.mean(photo_same), np.mean(photo_other))
+            logger.info("%s, %s: own %.3f, others %.3f, rank-1 %.2f", kind, person, rows[person][1], rows[person][2],
+                        rows[person][3])
+        tables[kind] = rows
+    for kind, rows in tables.items():
+        print(f"\n### Recognised as the same person ({kind} rigs): dlib face descriptors, held-out photo vs "
+              f"renders over it ({len(names)} people, {args.held_out} held-out photos each)\n")
+        print("| person | photos | own rig | other people's rigs (mean) | own rig nearest (rank 1) | model's mean face "
+              "| photo vs own set-A photos | photo vs others' photos |")
+        print("|---|---|---|---|---|---|---|---|")
+        for person, r in rows.items():
+            print(f"| {person} | {r[0]} | **{r[1]:.3f}** | {r[2]:.3f} | {100 * r[3]:.0f} % | {r[4]:.3f} | {r[5]:.3f} | "
+                  f"{r[6]:.3f} |")
+        allr = np.array(list(rows.values()))
+        weights = allr[:, 0] / allr[:, 0].sum()
+        print(f"| **all** | {int(allr[:, 0].sum())} | **{weights @ allr[:, 1]:.3f}** | {weights @ allr[:, 2]:.3f} | "
+              f"**{100 * weights @ allr[:, 3]:.0f} %** | {weights @ allr[:, 4]:.3f} | {weights @ allr[:, 5]:.3f} | "
+              f"{weights @ allr[:, 6]:.3f} |")
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
