@@ -97,6 +97,10 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
                  "videos/tracking.npz", "summary.json", f"params/{stems[0]}.json", "mesh/rig_neutral.obj"):
         assert name in files, name
     assert all((out / f).is_file() for f in files)
+    from utils.pipelines.summary import OUTPUT_NOTES
+
+    assert {"rig_texture", "rig_textured", "rig_glb", "output_exptrans"} <= set(summary["outputs"])
+    assert all(OUTPUT_NOTES.get(key) for key in summary["outputs"]), set(summary["outputs"]) - set(OUTPUT_NOTES)
 
 
 def test_missing_weights_file_is_refused_before_any_work(inputs, tmp_path, caplog):

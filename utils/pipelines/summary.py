@@ -176,7 +176,10 @@ def summary_rows(doc: Dict[str, Any]) -> List[Tuple[str, str]]:
 
 #: What each output is, as the summary lists it.
 OUTPUT_NOTES = {
-    "rig": "the photos' rig (numpy archive, mm)",
+    "rig": "the photos' rig: the whole head with eyes, teeth and mouth (numpy archive, mm)",
+    "rig_texture": "its de-lit texture atlas (PNG; rig.npz and the textured OBJs use it)",
+    "rig_textured": "its neutral head with the texture (OBJ + MTL, mm)",
+    "textured_meshes": "each photo's fitted head with the texture (OBJ + MTL, mm)",
     "rig_glb": "the rig for 3D tools (glTF 2.0, metres, ARKit-named morph targets)",
     "rig_neutral": "its neutral mesh with albedo colours (OBJ, mm)",
     "mesh": "one mesh per photo (OBJ, mm, the model's vertex order)",
@@ -185,7 +188,7 @@ OUTPUT_NOTES = {
     "source_rig": "the video person's rig",
     "input_clip": "the frames tracked",
     "output_recon": "the tracked mesh over the video",
-    "output_exptrans": "the driven rig, in the video's head pose and light",
+    "output_exptrans": "the driven rig with its texture, pose and light as --retarget-pose / --retarget-light chose",
     "tracking": "per-frame expression, head pose, lighting (utils.io.tracking.load_tracking)",
     "animation_glb": "the driven rig animated (glTF 2.0, one key per frame)",
     "animation_csv": "the tracked weights as a Live Link Face CSV",
