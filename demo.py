@@ -408,15 +408,21 @@ class Run:
             from utils.pipelines.appearance import head_rig
 
             source, target = head_rig(source, self.model), head_rig(target, self.model)
-        self.outputs["source_rig"] = source.save(args.out / "videos" / "source_rig.npz")
-        self.timings["video: source rig"] = time.perf_counter() - start
-        try:
-            run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
-                                     max_frames=args.max_frames, pose=args.retarget_pose,
-                                     light=args.retarget_light, face=args.face, target_source=self.driven,
-                                     rest_frames=args.rest_frames)
-        except (VideoReadError, RetargetError) as err:
-            raise DemoError(str(err)) from None
+        from utils.background import BackgroundWorker
+
+        path = args.out / "videos" / "source_rig.npz"
+        # The compressed archive is written on a worker thread while the rest face is calibrated on one core.
+        with BackgroundWorker("save-source-rig", depth=1) as saver:
+            saver.submit(source.save, path)
+            self.timings["video: source rig"] = time.perf_counter() - start
+            try:
+                run = track_and_retarget(video, args.out, source, fit_model, target, landmarker, scan=scan,
+                                         max_frames=args.max_frames, pose=args.retarget_pose,
+                                         light=args.retarget_light, face=args.face, target_source=self.driven,
+                                         rest_frames=args.rest_frames)
+            except (VideoReadError, RetargetError) as err:
+                raise DemoError(str(err)) from None
+        self.outputs["source_rig"] = path
         self.video_run = run
         for stage, sec in run.timings.items():
             self.timings[f"video: {stage}"] = self.timings.get(f"video: {stage}", 0.0) + sec

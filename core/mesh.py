@@ -196,7 +196,9 @@ def vertex_neighbours(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
     """
     t = triangles.long()
     edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
-    edges = torch.unique(torch.cat([edges, edges.flip(1)]), dim=0)  # sorted by first column
+    edges = torch.cat([edges, edges.flip(1)])
+    keys = torch.unique(edges[:, 0] * n_vertices + edges[:, 1])  # 1-D unique: sorted by (first, second)
+    edges = torch.stack([keys // n_vertices, keys % n_vertices], 1)
     counts = torch.bincount(edges[:, 0], minlength=n_vertices)
     width = int(counts.max()) if len(counts) else 0
     starts = torch.cumsum(counts, 0) - counts

@@ -33,6 +33,22 @@ def test_neighbour_table():
     assert corner == [1, 3, 4]
 
 
+def test_neighbour_table_lists_each_vertex_one_ring_in_order():
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=2)
+    t = torch.tensor(mesh.faces, dtype=torch.int64)
+    nb = vertex_neighbours(t, len(mesh.vertices))
+    ring = {i: set() for i in range(len(mesh.vertices))}
+    for a, b, c in mesh.faces.tolist():
+        ring[a] |= {b, c}
+        ring[b] |= {a, c}
+        ring[c] |= {a, b}
+    for i, row in enumerate(nb.tolist()):
+        listed = [x for x in row if x >= 0]
+        assert listed == sorted(ring[i]) and row[len(listed):] == [-1] * (len(row) - len(listed))
+
+
 def test_affine_maps_recover_a_global_linear_map():
     v, t = _grid()
     A = torch.tensor([[1.3, 0.2, 0.0], [-0.1, 0.9, 0.1], [0.05, 0.0, 1.1]], dtype=torch.float64)
