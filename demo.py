@@ -277,8 +277,6 @@ class Run:
         from core.face_model.load import load_face_model
         from core.face_model.model import FaceModelError
         from utils.get_face_model import DEFAULT_PATHS, prepare_ict
-        from utils.landmarks.base import LandmarkError
-        from utils.landmarks.detect import FaceLandmarker
         from utils.pipelines.inputs import check_output_dir, check_rig_file
 
         args = self.args
@@ -307,11 +305,9 @@ class Run:
                 builder = network_builder(args.weights, fit_model, args.device, self.timings)
             except ValueError as err:
                 raise DemoError(f"--weights: {err}") from None
-        try:
-            landmarker = FaceLandmarker(args.landmarks)
-        except LandmarkError as err:
-            raise DemoError(f"--landmarks {args.landmarks}: {err}") from None
-        self.backend = landmarker.backend
+        # The photos' landmarker only where photos are fitted (dlib's predictor takes 0.5 s to load).
+        landmarker = self.photo_landmarker() if args.target_rig is None else None
+        self.backend = None if landmarker is None else landmarker.backend
         self.video_landmarker = self.video_landmarks(landmarker) if self.video is not None or args.synthetic else None
         self.created_out = not args.out.exists()
         check_output_dir(args.out)  # last: nothing is created before every other input passed
@@ -325,22 +321,33 @@ class Run:
         """Whether rigs get the model's head and parts (eyes, teeth, mouth) and a texture: ICT."""
         return self.args.model == "ict"
 
+    def photo_landmarker(self):
+        """The photos' landmarker (``--landmarks``)."""
+        from utils.landmarks.base import LandmarkError
+        from utils.landmarks.detect import FaceLandmarker
+
+        try:
+            return FaceLandmarker(self.args.landmarks)
+        except LandmarkError as err:
+            raise DemoError(f"--landmarks {self.args.landmarks}: {err}") from None
+
     def video_landmarks(self, photos):
         """The video's landmarker: ``--video-landmarks``, else `DEFAULT_VIDEO_BACKEND` where it can be
-        had, else the photos' one."""
+        had, else the photos' one (made here when no photos are fitted)."""
         from utils.landmarks.base import DEFAULT_VIDEO_BACKEND, LandmarkError
         from utils.landmarks.detect import FaceLandmarker
 
         backend = self.args.video_landmarks or DEFAULT_VIDEO_BACKEND
-        if backend == photos.backend:
+        if photos is not None and backend == photos.backend:
             return photos
         try:
             return FaceLandmarker(backend)
         except LandmarkError as err:
             if self.args.video_landmarks:
                 raise DemoError(f"--video-landmarks {backend}: {err}") from None
-            logger.info("video landmarks by %s (%s)", photos.backend, err)
-            return photos
+            fallback = photos if photos is not None else self.photo_landmarker()
+            logger.info("video landmarks by %s (%s)", fallback.backend, err)
+            return fallback
 
     def build_rig(self, fit_model, landmarker, config, builder):
         """The photos' rig (rig/, mesh/, params/, visualization/), as a textured whole head."""

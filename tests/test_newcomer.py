@@ -93,6 +93,11 @@ def test_target_rig_builds_no_photo_rig_and_is_named(driven):
     assert summary["driven_rig"] == str(target) and "rig" not in summary
     assert re.search(rf"^driven rig\s+{re.escape(str(target))}$", done.stdout, flags=re.M), done.stdout
     assert "photos' rig" not in done.stdout
+    # No photo is fitted, so the photos' landmarker (dlib's predictor: 0.5 s to load) is never made.
+    assert summary["inputs"]["landmarks"] is None
+    video = summary["inputs"]["video_landmarks"]
+    assert video is not None and f"landmarks ({video})" in summary["versions"]
+    assert video == "dlib" or "landmarks (dlib)" not in summary["versions"]
     for name in ("animation.glb", "animation_arkit.csv", "tracking.npz", "output_exptrans.mp4"):
         assert (out / "videos" / name).is_file(), name
 

@@ -23,8 +23,9 @@ __all__ = ["SUMMARY_FORMAT_VERSION", "OUTPUT_NOTES", "versions", "files_written"
 SUMMARY_FORMAT_VERSION = 1
 
 
-def versions(backend: Optional[str]) -> Dict[str, str]:
-    """Versions of the project, Python and the packages that shape the results."""
+def versions(*backends: Optional[str]) -> Dict[str, str]:
+    """Versions of the project, Python and the packages that shape the results (the landmark
+    backends used, photos' and video's)."""
     from importlib import metadata
 
     out = {"python": platform.python_version()}
@@ -34,8 +35,8 @@ def versions(backend: Optional[str]) -> Dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "not installed"
     packages = {"dlib": "dlib-bin", "mediapipe": "mediapipe", "face_alignment": "face-alignment"}
-    package = packages.get(backend or "")
-    if package:
+    for backend in dict.fromkeys(b for b in backends if b in packages):
+        package = packages[backend]
         try:
             out[f"landmarks ({backend})"] = f"{package} {metadata.version(package)}"
         except metadata.PackageNotFoundError:
@@ -101,7 +102,7 @@ def summary_document(*, command: Sequence[str], inputs: Dict[str, Any], out: Pat
     if video_run is not None:
         doc["video"] = video_section(video_run, source_frames, cuts)
     doc["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    doc["versions"] = versions(inputs.get("landmarks"))
+    doc["versions"] = versions(inputs.get("landmarks"), inputs.get("video_landmarks"))
     doc["outputs"] = {k: str(v) for k, v in outputs.items()}
     doc["files"] = sorted(set(files_written(out, outputs, since)) | {"summary.json"})
     return doc
