@@ -344,17 +344,18 @@ def _calibrate_rest(tracker: RigTracker, scan: VideoScan, count: int) -> None:
     tracker.calibrate_rest([scan.landmarks[i] for i in pick], dense)
 
 
-def _export_animation(run: TrackingRun, target: Rig, target_source: Optional[Union[str, Path]],
-                      videos: Path) -> None:
-    """``animation.glb`` (the target driven by the tracking) and ``animation_arkit.csv``; an export
-    that fails is logged and left out (the tracking and videos are already written)."""
+def _export_animation(run: TrackingRun, tracking_file: Path, target: Rig, target_source: Optional[Union[str, Path]],
+                      videos: Path, written: Dict[str, Path]) -> None:
+    """``animation.glb`` (the target driven by the tracking) and ``animation_arkit.csv`` into
+    ``written``; an export that fails is logged and left out (the tracking and videos are written)."""
+    start = time.perf_counter()
     try:
-        tracking = load_tracking(run.outputs["tracking"])
-        run.outputs["animation_glb"] = export_animation(target, tracking, videos / "animation.glb",
-                                                        source=target_source)
-        run.outputs["animation_csv"] = export_live_link_csv(tracking, videos / "animation_arkit.csv")
+        tracking = load_tracking(tracking_file)
+        written["animation_glb"] = export_animation(target, tracking, videos / "animation.glb", source=target_source)
+        written["animation_csv"] = export_live_link_csv(tracking, videos / "animation_arkit.csv")
     except (ExportError, TrackingFileError) as err:
         logger.error("animation exports not written: %s", err)
+    run.add_time("writing exports", time.perf_counter() - start)
 
 
 def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, template: MorphableModel,
@@ -470,19 +471,24 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         failed = next((err for err in [w.close(raise_error=False) for w in workers] if err is not None), None)
         run.add_time("waiting for rendering and writing", sum(w.waited for w in workers))
         start = time.perf_counter()
-        for writer in writers.values():
-            writer.close()
-        run.outputs.update({name: p for name, p in paths.items() if writers[name].frames})
-        run.outputs["tracking"] = recorder.save(videos / "tracking.npz", info.fps, source.expression_names,
-                                                model=source.model, n_vertices=source.n_vertices)
-        run.add_time("writing videos", time.perf_counter() - start)
-        reader.close()
+        tracking = recorder.save(videos / "tracking.npz", info.fps, source.expression_names,
+                                 model=source.model, n_vertices=source.n_vertices)
+        # The exports read tracking.npz on a worker thread while the video encoders finish their files.
+        exporter, exported = BackgroundWorker("exports", depth=1), {}
+        if failed is None and export and run.frames:
+            exporter.submit(_export_animation, run, tracking, target, target_source, videos, exported)
+        try:
+            for writer in writers.values():
+                writer.close()
+            run.outputs.update({name: p for name, p in paths.items() if writers[name].frames})
+            run.outputs["tracking"] = tracking
+            run.add_time("writing videos", time.perf_counter() - start)
+            reader.close()
+        finally:
+            exporter.close(raise_error=failed is None)
+        run.outputs.update(exported)  # after the videos: the summary lists them in a fixed order
     if failed is not None:
         raise failed
-    if export and run.frames:
-        start = time.perf_counter()
-        _export_animation(run, target, target_source, videos)
-        run.add_time("writing exports", time.perf_counter() - start)
     if run.error is None and scan is not None and scan.error and max_frames is None:
         run.error = scan.error
     run.flagged = run.frames - run.tracked
