@@ -2,8 +2,8 @@
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_recognition [--held-out 4]
 
-People: the rig_case1 photos and the person of each shared talking-head video (16 frames spread
-over the clip), in two disjoint sets each (`benchmarks.rig_eval`: alternate photos / frames). Each
+People: the rig_case1 photos and the person of each shared video (talking heads and, unless
+``--no-wild``, the videos as people shoot them; 16 frames spread over each clip), in two disjoint sets each (`benchmarks.rig_eval`: alternate photos / frames). Each
 person's textured whole-head rig is built from set A as the pipelines build it (classical builder,
 dlib landmarks, `textured_rig`). Each of the first ``--held-out`` photos of set B is then fitted by
 every person's rig (one `RigTracker` step on the photo: expression, pose, SH lighting) and that rig
@@ -97,18 +97,29 @@ def render_over(rig: Rig, face: MorphableModel, crop: FaceCrop, textured: bool =
     return (render[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
 
 
-def people(landmarker: FaceLandmarker) -> Dict[str, Tuple[List[FaceCrop], List[FaceCrop]]]:
-    """Per person: (set A, set B) of face crops."""
+def people(landmarker: FaceLandmarker, wild: bool = True, min_a: int = 4, min_b: int = 2
+           ) -> Dict[str, Tuple[List[FaceCrop], List[FaceCrop]]]:
+    """Per person: (set A, set B) of face crops; with ``wild``, also the people of the videos as
+    people shoot them (``videos_wild``: 720p-1080p, small faces). A person with fewer than
+    ``min_a`` / ``min_b`` usable crops is left out (logged)."""
     sets: Dict[str, Tuple[List[FaceCrop], List[FaceCrop]]] = {}
     case = folder_crops(SHARED / "rig_case1", landmarker)
     sets["rig_case1"] = (case[0::2], case[1::2])
-    sets.update(video_frame_sets(sorted((SHARED / "videos").glob("*.mp4")), landmarker))
+    videos = sorted((SHARED / "videos").glob("*.mp4"))
+    if wild:
+        videos += sorted((SHARED / "videos_wild").glob("*.mp4"))
+    for name, (a, b) in video_frame_sets(videos, landmarker).items():
+        if len(a) < min_a or len(b) < min_b:
+            logger.warning("%s left out: %d + %d frames with a face", name, len(a), len(b))
+            continue
+        sets[name] = (a, b)
     return sets
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", type=int, default=4, help="set-B photos per person compared")
+    parser.add_argument("--no-wild", action="store_true", help="leave out the people of videos_wild")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not (SHARED / "rig_case1").is_dir():
@@ -119,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = load_face_model("ict", ROOT / "external" / "ICT-FaceKit")
     face = model.region("face")
     recogniser = FaceRecogniser()
-    sets = people(FaceLandmarker("dlib"))
+    sets = people(FaceLandmarker("dlib"), wild=not args.no_wild)
     names = list(sets)
     rigs = {n: textured(sets[n][0], model, face) for n in names}
     mean = whole_head(Rig.from_model(face, torch.zeros(face.n_identity),
