@@ -21,7 +21,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from core.rig.retarget import RigRenderer, frontal_pose
 from core.rig.rig import Rig
 from utils.crop import crop_batch
 from utils.io.images import to_uint8
+from utils.io.tracking import TrackingData, load_tracking
 from utils.io.video import VideoReader
 from utils.landmarks.base import DEFAULT_BACKEND, DEFAULT_VIDEO_BACKEND, LandmarkError
 from utils.landmarks.detect import FaceLandmarker
@@ -109,6 +110,44 @@ def rig_views(rig: Rig, size: int = 288) -> np.ndarray:
     return image_grid(tiles, ncols=4, labels=labels)
 
 
+#: What the retargeting picture shows: (label, the tracked curve's weights); gaze by the eyes' yaw.
+SHOWCASE_ACTIONS = (("blink", ("eyeBlink_L", "eyeBlink_R")), ("jaw open", ("jawOpen",)),
+                    ("smile", ("mouthSmile_L", "mouthSmile_R")), ("gaze", ()), ("brows up", ("browInnerUp_L",
+                    "browInnerUp_R", "browOuterUp_L", "browOuterUp_R")), ("pucker", ("mouthPucker",)))
+
+
+def showcase_frames(tracking: TrackingData, count: int = 4, apart: int = 8) -> Dict[int, str]:
+    """The frames that show the tracked actions best: for each action of `SHOWCASE_ACTIONS` in turn,
+    the frame where it is strongest (at least 0.3, or 8 degrees of gaze), ``apart`` frames from those
+    taken; then evenly spaced frames up to ``count``. Returns {frame: label}."""
+    names = list(tracking.expression_names)
+    expression = np.asarray(tracking.expression)
+    chosen: Dict[int, str] = {}
+    for label, shapes in SHOWCASE_ACTIONS:
+        if len(chosen) >= count:
+            break
+        if shapes:
+            ids = [names.index(s) for s in shapes if s in names]
+            curve, least = (expression[:, ids].mean(1) if ids else np.zeros(len(expression))), 0.3
+        elif tracking.gaze_left is not None:
+            curve, least = np.degrees(np.abs(np.asarray(tracking.gaze_left)[:, 0])), 8.0
+        else:
+            continue
+        curve = np.where(np.asarray(tracking.detected), curve, -np.inf)
+        for i in np.argsort(-curve):
+            if curve[i] < least:
+                break
+            if all(abs(int(i) - j) >= apart for j in chosen):
+                chosen[int(i)] = label
+                break
+    for i in np.linspace(len(expression) // 8, len(expression) - 1, count).round().astype(int):
+        if len(chosen) >= count:
+            break
+        if all(abs(int(i) - j) >= apart for j in chosen):
+            chosen[int(i)] = "tracked"
+    return dict(sorted(chosen.items()))
+
+
 def retargeting(video: Path, target: Rig, face, model, landmarker: FaceLandmarker, frames: int,
                 count: int = 4) -> np.ndarray:
     """Video frames | the tracked face over them | the target performing them: frames of the demo's
@@ -119,15 +158,14 @@ def retargeting(video: Path, target: Rig, face, model, landmarker: FaceLandmarke
         source, _ = source_rig_from_video(scan, face, source_frames=8, detector=landmarker.backend)
         track_and_retarget(video, work, head_rig(source, model), face, target, landmarker, scan=scan,
                            max_frames=frames, export=False)
-        n = min(frames, scan.frames)
-    wanted = set(np.linspace(n // 8, n - 1, count).round().astype(int).tolist())
+    wanted = showcase_frames(load_tracking(work / "videos" / "tracking.npz"), count)
     readers = [VideoReader(work / "videos" / f"{name}.mp4") for name in ("input_clip", "output_recon", "output_exptrans")]
     tiles, labels = [], []
     try:
         for i, views in enumerate(zip(*readers)):
             if i in wanted:
                 tiles += [_resize(v) for v in views]
-                labels += [f"{video.name} frame {i}", "tracked face", "photos' person, retargeted"]
+                labels += [f"frame {i}: {wanted[i]}", "tracked face", "photos' person, retargeted"]
     finally:
         for reader in readers:
             reader.close()
