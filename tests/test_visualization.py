@@ -71,6 +71,15 @@ def test_grid_places_images_in_cells():
         image_grid([a, b, c], labels=["x"])
 
 
+def test_grid_captions_are_white_on_a_darkened_band_within_the_cell():
+    light = np.full((60, 120, 3), 200, dtype=np.uint8)
+    grid = image_grid([light, light], ncols=2, pad=2, labels=["frame 12: blink", ""])
+    band = grid[2:22, 2:60]
+    assert band.max() == 255 and np.median(band) == 80        # white text over 200 darkened to 80
+    assert np.all(grid[30:62, 2:122] == 200)                  # below the band: the image as it was
+    assert np.all(grid[2:62, 124:244] == 200)                 # an empty caption draws nothing
+
+
 def test_render_mesh_frames_and_lights_a_sphere():
     sphere = trimesh.creation.icosphere(subdivisions=3)
     verts = torch.tensor(sphere.vertices, dtype=torch.float32)[None] * 40.0

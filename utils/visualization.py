@@ -234,11 +234,16 @@ def image_grid(images: Sequence[np.ndarray], ncols: int | None = None, pad: int 
         left = pad + (k % ncols) * (cell_w + pad)
         grid[top:top + im.shape[0], left:left + im.shape[1]] = im
         if labels is not None and labels[k]:
-            cv2.putText(grid, labels[k], (left + 4, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (255, 255, 255), 2, cv2.LINE_AA)
-            cv2.putText(grid, labels[k], (left + 4, top + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                        (0, 0, 0), 1, cv2.LINE_AA)
+            _caption(grid, labels[k], left, top, im.shape[1], im.shape[0])
     return grid
+
+
+def _caption(grid: np.ndarray, text: str, left: int, top: int, width: int, height: int) -> None:
+    """White text on a darkened band at the top of a cell (within its image), readable over any picture."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+    band = grid[top:top + min(height, h + base + 6), left:left + min(width, w + 8)]
+    band[:] = (band.astype(np.float32) * 0.4).astype(grid.dtype)
+    cv2.putText(grid, text, (left + 4, top + h + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def side_by_side(*images: np.ndarray, pad: int = 4) -> np.ndarray:
