@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from benchmarks.rig_eval import SHARED, detector_weighted, folder_crops, video_frame_sets  # noqa: E402
+from benchmarks.rig_eval import (SHARED, detector_weighted, folder_crops, mean_face, textured,  # noqa: E402
+                                 video_frame_sets)
 from core.camera import WeakPerspective  # noqa: E402
 from core.face_model.load import load_face_model  # noqa: E402
 from core.face_model.model import MorphableModel  # noqa: E402
-from core.fitting.photometric import SKIN_PRIOR  # noqa: E402
 from core.render.rasterize import rasterize  # noqa: E402
 from core.rig.builder import RigBuildConfig, build_rig  # noqa: E402
 from core.rig.head import whole_head  # noqa: E402
@@ -74,19 +74,6 @@ NARROW_FACE = 6706  # ICT's narrow face: vertex ids below this
 EYE_LANDMARKS = ((37, 41), (38, 40), (43, 47), (44, 46))
 LIP_LANDMARKS = ((61, 67), (62, 66), (63, 65))
 MM_PER_PIXEL = 0.1  # frontal orthographic rasters of the contact measures
-
-
-# ------------------------------------------------------------------ rigs
-def textured(crops: List[FaceCrop], model: MorphableModel, face: MorphableModel, detector: str) -> Rig:
-    """A textured whole-head rig from face crops (the classical builder, as the pipelines)."""
-    images, landmarks = crop_batch(crops)
-    result = detector_weighted(partial(build_rig, face, config=RigBuildConfig()), detector)(images, landmarks)
-    return textured_rig(RigRun(result=result, crops=crops), model).rig
-
-
-def mean_face(model: MorphableModel, face: MorphableModel) -> Rig:
-    rig = Rig.from_model(face, torch.zeros(face.n_identity), albedo=torch.tensor(SKIN_PRIOR).expand(face.n_vertices, 3))
-    return whole_head(rig, model)
 
 
 # ------------------------------------------------------------------ 1. videos

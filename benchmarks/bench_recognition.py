@@ -3,9 +3,10 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m benchmarks.bench_recognition [--held-out 4]
 
 People: the rig_case1 photos and the person of each shared video (talking heads and, unless
-``--no-wild``, the videos as people shoot them; 16 frames spread over each clip), in two disjoint sets each (`benchmarks.rig_eval`: alternate photos / frames). Each
-person's textured whole-head rig is built from set A as the pipelines build it (classical builder,
-dlib landmarks, `textured_rig`). Each of the first ``--held-out`` photos of set B is then fitted by
+``--no-wild``, the videos as people shoot them; 16 frames spread over each clip), in two disjoint
+sets each (`benchmarks.rig_eval`: alternate photos / frames). Each person's textured whole-head
+rig is built from set A as the pipelines build it (`benchmarks.rig_eval.textured`: classical
+builder, dlib landmarks). Each of the first ``--held-out`` photos of set B is then fitted by
 every person's rig (one `RigTracker` step on the photo: expression, pose, SH lighting) and that rig
 is rendered over the photo in that fit (its hair, ears and background stay the photo's, so only the
 face differs). dlib's face-recognition ResNet (``dlib_face_recognition_resnet_model_v1.dat``, shipped
@@ -24,26 +25,19 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from benchmarks.rig_eval import SHARED, detector_weighted, folder_crops, video_frame_sets
+from benchmarks.rig_eval import SHARED, folder_crops, mean_face, textured, video_frame_sets
 from core.face_model.load import load_face_model
-from core.face_model.model import MorphableModel
-from core.fitting.photometric import SKIN_PRIOR
-from core.rig.builder import RigBuildConfig, build_rig
-from core.rig.head import whole_head
 from core.rig.retarget import RigRenderer
 from core.rig.rig import Rig
-from core.rig.tracker import RigTracker, TrackerConfig
-from utils.crop import FaceCrop, crop_batch
+from core.rig.tracker import FrameTrack, RigTracker, TrackerConfig
+from utils.crop import FaceCrop
 from utils.landmarks.detect import FaceLandmarker, face_recognition_model
-from utils.pipelines.appearance import textured_rig
-from utils.pipelines.rig import RigRun
 
 logger = logging.getLogger("bench_recognition")
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +54,8 @@ class FaceRecogniser:
         import dlib
 
         self._dlib = dlib
-        self._model = dlib.face_recognition_model_v1(face_recognition_model("dlib_face_recognition_resnet_model_v1.dat"))
+        path = face_recognition_model("dlib_face_recognition_resnet_model_v1.dat")
+        self._model = dlib.face_recognition_model_v1(path)
 
     def descriptor(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """(128,) descriptor of the face of ``image`` (H, W, 3) uint8 RGB at ``landmarks`` (68, 2)."""
@@ -77,23 +72,12 @@ def distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
 
 
-def textured(crops: List[FaceCrop], model: MorphableModel, face: MorphableModel) -> Rig:
-    """A textured whole-head rig from face crops, as the pipelines build one (dlib landmarks)."""
-    images, landmarks = crop_batch(crops)
-    result = detector_weighted(partial(build_rig, face, config=RigBuildConfig()), "dlib")(images, landmarks)
-    return textured_rig(RigRun(result=result, crops=crops), model).rig
-
-
-def render_over(rig: Rig, face: MorphableModel, crop: FaceCrop, textured: bool = True) -> np.ndarray:
-    """``rig`` fitted to the photo ``crop`` (one tracker step) and rendered over it in that fit,
-    with its texture or (``textured=False``) its per-vertex albedo.
-
-    Shape: -> (H, W, 3) uint8, the crop's size.
-    """
-    track = RigTracker(rig, face, TrackerConfig()).step(crop.landmarks_crop, crop.image)
+def render_over(rig: Rig, renderer: RigRenderer, track: FrameTrack, crop: FaceCrop) -> np.ndarray:
+    """``rig`` drawn by its ``renderer`` over the photo ``crop`` in the fit ``track`` (its expression,
+    pose and SH light). Shape: -> (H, W, 3) uint8, the crop's size."""
     photo = torch.from_numpy(np.ascontiguousarray(crop.image)).permute(2, 0, 1)[None].float() / 255
-    render = RigRenderer(rig, textured=textured)(rig.head_vertices(track.expression[None]), track.pose, photo,
-                              None if track.sh is None else track.sh[None])
+    render = renderer(rig.head_vertices(track.expression[None]), track.pose, photo,
+                      None if track.sh is None else track.sh[None])
     return (render[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
 
 
@@ -132,30 +116,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     recogniser = FaceRecogniser()
     sets = people(FaceLandmarker("dlib"), wild=not args.no_wild)
     names = list(sets)
-    rigs = {n: textured(sets[n][0], model, face) for n in names}
-    mean = whole_head(Rig.from_model(face, torch.zeros(face.n_identity),
-                                     albedo=torch.tensor(SKIN_PRIOR).expand(face.n_vertices, 3)), model)
+    rigs = {n: textured(sets[n][0], model, face, "dlib") for n in names}
+    mean = mean_face(model, face)
+    kinds = (("textured", True), ("per-vertex albedo", False))
+    renderers = {(q, kind): RigRenderer(rigs[q], textured=with_texture) for q in names for kind, with_texture in kinds}
+    mean_renderer = RigRenderer(mean)
+    trackers = {q: RigTracker(rig, face, TrackerConfig()) for q, rig in [*rigs.items(), ("mean face", mean)]}
+
+    def fit(q: str, crop: FaceCrop) -> FrameTrack:
+        """Rig ``q`` fitted to the photo (one tracker step from scratch: expression, pose, SH light)."""
+        trackers[q].reset()
+        return trackers[q].step(crop.landmarks_crop, crop.image)
+
     reference = {n: [recogniser.descriptor(c.image, c.landmarks_crop) for c in sets[n][0]] for n in names}
-    tables = {}
-    for kind, with_texture in (("textured", True), ("per-vertex albedo", False)):
-        rows = {}
-        for person in names:
-            own, others, mean_d, ranks, photo_same, photo_other = [], [], [], [], [], []
-            for crop in sets[person][1][:args.held_out]:
-                photo = recogniser.descriptor(crop.image, crop.landmarks_crop)
-                d = {q: distance(photo, recogniser.descriptor(render_over(rigs[q], face, crop, with_texture),
-                                                              crop.landmarks_crop)) for q in names}
+    tables = {kind: {} for kind, _ in kinds}
+    for person in names:
+        seen = {kind: ([], [], []) for kind, _ in kinds}  # own, others, rank of own
+        mean_d, photo_same, photo_other = [], [], []
+        for crop in sets[person][1][:args.held_out]:
+            photo = recogniser.descriptor(crop.image, crop.landmarks_crop)
+            tracks = {q: fit(q, crop) for q in names}  # each rig fitted once, drawn both ways
+            for kind, _ in kinds:
+                d = {q: distance(photo, recogniser.descriptor(
+                    render_over(rigs[q], renderers[(q, kind)], tracks[q], crop), crop.landmarks_crop)) for q in names}
+                own, others, ranks = seen[kind]
                 own.append(d[person])
                 others.extend(v for q, v in d.items() if q != person)
                 ranks.append(1 + sum(v < d[person] for q, v in d.items() if q != person))
-                mean_d.append(distance(photo, recogniser.descriptor(render_over(mean, face, crop), crop.landmarks_crop)))
-                photo_same.extend(distance(photo, r) for r in reference[person])
-                photo_other.extend(distance(photo, r) for q in names if q != person for r in reference[q])
-            rows[person] = (len(own), np.mean(own), np.mean(others), np.mean(np.array(ranks) == 1), np.mean(mean_d),
-                            np.mean(photo_same), np.mean(photo_other))
-            logger.info("%s, %s: own %.3f, others %.3f, rank-1 %.2f", kind, person, rows[person][1], rows[person][2],
-                        rows[person][3])
-        tables[kind] = rows
+            mean_render = render_over(mean, mean_renderer, fit("mean face", crop), crop)
+            mean_d.append(distance(photo, recogniser.descriptor(mean_render, crop.landmarks_crop)))
+            photo_same.extend(distance(photo, r) for r in reference[person])
+            photo_other.extend(distance(photo, r) for q in names if q != person for r in reference[q])
+        for kind, (own, others, ranks) in seen.items():
+            tables[kind][person] = (len(own), np.mean(own), np.mean(others), np.mean(np.array(ranks) == 1),
+                                    np.mean(mean_d), np.mean(photo_same), np.mean(photo_other))
+            logger.info("%s, %s: own %.3f, others %.3f, rank-1 %.2f", kind, person, np.mean(own), np.mean(others),
+                        np.mean(np.array(ranks) == 1))
     for kind, rows in tables.items():
         print(f"\n### Recognised as the same person ({kind} rigs): dlib face descriptors, held-out photo vs "
               f"renders over it ({len(names)} people, {args.held_out} held-out photos each)\n")

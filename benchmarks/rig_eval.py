@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -19,14 +20,18 @@ from torch import Tensor
 from tqdm import tqdm
 
 from core.face_model.model import MorphableModel
+from core.fitting.photometric import SKIN_PRIOR
 from core.metrics import aligned_mesh_error
-from core.rig.builder import RigBuildResult
+from core.rig.builder import RigBuildConfig, RigBuildResult, build_rig
+from core.rig.head import whole_head
 from core.rig.rig import Rig
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.io.images import to_float_batch
 from utils.io.video import VideoReader
 from utils.landmarks.detect import FaceLandmarker, detect_folder
 from utils.landmarks.noise import detector_weights
+from utils.pipelines.appearance import textured_rig
+from utils.pipelines.rig import RigRun
 from utils.synthetic.generator import SyntheticGenerator, SyntheticSubject
 from utils.synthetic.truth import detector_landmarks
 
@@ -48,6 +53,21 @@ def detector_weighted(builder: Callable[..., RigBuildResult], detector: Optional
     if detector is None:
         return builder
     return lambda images, landmarks: builder(images, landmarks, confidence=detector_weights(detector, landmarks))
+
+
+def textured(crops: List[FaceCrop], model: MorphableModel, face: MorphableModel, detector: str) -> Rig:
+    """A textured whole-head rig from face crops (the classical builder, as the pipelines).
+
+    ``model`` is the full face model, ``face`` its fitted region; ``detector`` names the landmarks."""
+    images, landmarks = crop_batch(crops)
+    result = detector_weighted(partial(build_rig, face, config=RigBuildConfig()), detector)(images, landmarks)
+    return textured_rig(RigRun(result=result, crops=crops), model).rig
+
+
+def mean_face(model: MorphableModel, face: MorphableModel) -> Rig:
+    """The model's mean face as a whole-head rig with the skin prior's colour: a rig without identity."""
+    rig = Rig.from_model(face, torch.zeros(face.n_identity), albedo=torch.tensor(SKIN_PRIOR).expand(face.n_vertices, 3))
+    return whole_head(rig, model)
 
 
 @dataclass
