@@ -160,7 +160,7 @@ def shade_nearest_texels(const long long[:, ::1] tri_id, const real[:, :, ::1] b
         window: (3, H, W) written in place: ``clamp(texel * shade, 0, 1)``.
 
     The texel of ``(u, v)`` is column ``int(u * W)``, row ``int((1 - v) * H)`` (truncated,
-    clamped to the texture), as ``core.rig.retarget.RigRenderer`` computes it in torch.
+    clamped to the texture), as ``core.render.textured.shade_texels`` computes it in torch.
     """
     cdef Py_ssize_t height = tri_id.shape[0], width = tri_id.shape[1], i, j, c
     cdef long long t, k0, k1, k2, row, col, texel

@@ -21,6 +21,7 @@ try:  # the compiled kernels (`python setup.py build_ext --inplace`); torch does
     from core.render import _rasterize as _kernel
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _kernel = None
+_TEXEL_KERNEL = _kernel is not None and hasattr(_kernel, "shade_nearest_texels")  # an older build lacks it
 
 __all__ = ["sample_texture", "pixel_uvs", "render_textured", "VertexNormals", "covered_pixels",
            "shade_texels"]
@@ -118,7 +119,6 @@ def covered_pixels(fragments: Fragments, image: int = 0) -> Tuple[Tensor, Tensor
     return covered, tri[covered], fragments.bary[image].reshape(-1, 3)[covered]
 
 
-
 def shade_texels(fragments: Fragments, triangles: Tensor, light: Tensor, corner_uv: Tensor, texture: Tensor,
                  window: Tensor, bilinear: bool = False, image: int = 0, compiled: Optional[bool] = None) -> None:
     """Texture colour times interpolated per-vertex shading, written into the covered pixels of
@@ -139,7 +139,7 @@ def shade_texels(fragments: Fragments, triangles: Tensor, light: Tensor, corner_
     """
     tex_h, tex_w = int(texture.shape[0]), int(texture.shape[1])
     texels = texture.reshape(-1, texture.shape[-1])
-    kernel = (_kernel is not None and hasattr(_kernel, "shade_nearest_texels")) if compiled is None else compiled
+    kernel = _TEXEL_KERNEL if compiled is None else compiled
     if (kernel and not bilinear and window.device.type == "cpu"
             and window.dtype in (torch.float32, torch.float64)):
         dtype = torch.empty(0, dtype=window.dtype).numpy().dtype

@@ -9,8 +9,9 @@ The rig (one person's neutral + blendshapes + albedo) is fixed; each frame with 
      to the rig's surface by a calibrated correspondence (`DenseTies`) and weighted by its measured
      noise, the face-outline points sliding along the outline (only their distance across it
      counts), the lid points counting across the eye only (a closing eye's points slide along
-     the lid in MediaPipe's mesh; `TrackerConfig.lid_across`); else the 68 iBUG points, the jawline sliding with the pose (`update_contour`) and
-     down-weighted (`core.fitting.points.point_block` in both cases);
+     the lid in MediaPipe's mesh; `TrackerConfig.lid_across`); else the 68 iBUG points, the
+     jawline sliding with the pose (`update_contour`) and down-weighted
+     (`core.fitting.points.point_block` in both cases);
    - the expression model (`core.fitting.expression_priors`): a sparsity prior (L1 + L2: small
      evidence leaves a shape at 0), exclusive pairs, left/right agreement with a Huber threshold
      (a wink pays little), ARKit's mouthClose never above jawOpen (a penalty, then a clamp);
@@ -48,7 +49,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -380,7 +381,7 @@ class RigTracker:
             sigma = d.sigma[self._dense_ids].to(dtype)
             reference = float(sigma[~d.contour[self._dense_ids]].median())
             self._dense_confidence = (reference / sigma).clamp(max=1.0) ** 2
-            self._lids: list = []  # per eye: (local ids of its lid points, local ids of its two corners)
+            self._lids: List[Tuple[Tensor, Tensor]] = []  # per eye: local ids of its lid points, of its corners
             if d.eyes is not None and config.lid_across:
                 local = {int(k): i for i, k in enumerate(self._dense_ids)}
                 for outline in d.eyes.tolist():
