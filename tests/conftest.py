@@ -6,6 +6,8 @@ INORIG_OFFLINE=1 is set for the whole session.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,14 @@ os.environ["INORIG_OFFLINE"] = "1"
 # Before torch is imported: OpenMP threads that spin while waiting stall badly on a shared 2-core
 # machine (see docs/benchmarks.md, Solver).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def imports_module(code: str, module: str) -> bool:
+    """Whether running ``code`` in a fresh interpreter at the repository root imports ``module``
+    (start-up cost checks: a module that is not needed must not be loaded)."""
+    done = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint({module!r} in sys.modules)\n"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=True)
+    return done.stdout.strip().splitlines()[-1] == "True"
 
 
 def shared_path(*parts: str) -> Path:
