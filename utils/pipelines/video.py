@@ -473,19 +473,17 @@ def track_and_retarget(video: Union[str, Path], out_dir: Path, source: Rig, temp
         start = time.perf_counter()
         tracking = recorder.save(videos / "tracking.npz", info.fps, source.expression_names,
                                  model=source.model, n_vertices=source.n_vertices)
+        exported: Dict[str, Path] = {}
         # The exports read tracking.npz on a worker thread while the video encoders finish their files.
-        exporter, exported = BackgroundWorker("exports", depth=1), {}
-        if failed is None and export and run.frames:
-            exporter.submit(_export_animation, run, tracking, target, target_source, videos, exported)
-        try:
+        with BackgroundWorker("exports", depth=1) as exporter:
+            if failed is None and export and run.frames:
+                exporter.submit(_export_animation, run, tracking, target, target_source, videos, exported)
             for writer in writers.values():
                 writer.close()
             run.outputs.update({name: p for name, p in paths.items() if writers[name].frames})
             run.outputs["tracking"] = tracking
             run.add_time("writing videos", time.perf_counter() - start)
             reader.close()
-        finally:
-            exporter.close(raise_error=failed is None)
         run.outputs.update(exported)  # after the videos: the summary lists them in a fixed order
     if failed is not None:
         raise failed
