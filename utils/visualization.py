@@ -170,13 +170,10 @@ class FitOverlay:
         if box is None:
             return image_rgb
         x0, y0, x1, y1 = box
-        drawn = self.groups.visible(screen)
+        _, triangles, fragments = self.groups.rasterize_window(screen, box)
         light = sh_shading(self.groups.normals(camera, pose.matrix()), default_sh(1, dtype=verts.dtype))[0]
         shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
         attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
-        local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
-        triangles = self.groups.triangles[drawn]
-        fragments = rasterize(local[None], triangles, y1 - y0, x1 - x0, cull_backfaces=True)
         covered, tri, bary = covered_pixels(fragments)
         out = image_rgb.copy()
         if len(covered) == 0:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from core.camera import WeakPerspective
 from core.lighting import sh_shading
-from core.render.rasterize import rasterize
+from core.render.rasterize import Fragments, rasterize
 from core.render.shade import default_sh, render_vertex_colors
 from core.render.textured import VertexNormals, shade_texels
 from core.rig.rig import Rig
@@ -236,6 +236,20 @@ class OpeningGroups:
             keep.append(lo_t + torch.nonzero(hit)[:, 0])
         return torch.cat(keep)
 
+    def rasterize_window(self, screen: Tensor, box: Tuple[int, int, int, int]) -> Tuple[Tensor, Tensor, Fragments]:
+        """Rasterize one screen mesh inside the pixel window ``box`` = (x0, y0, x1, y1) (`face_window`),
+        back faces culled, the eyes and mouth interior only behind their openings (`visible`).
+
+        Shape:
+            screen (V, 3) -> (positions in `triangles` drawn (T,), their triangles (T, 3), `Fragments`
+            of the window (1, y1 - y0, x1 - x0)).
+        """
+        x0, y0, x1, y1 = box
+        drawn = self.visible(screen)
+        triangles = self.triangles[drawn]
+        local = screen - torch.tensor([x0, y0, 0.0], dtype=screen.dtype)
+        return drawn, triangles, rasterize(local[None], triangles, y1 - y0, x1 - x0, cull_backfaces=True)
+
     def normals(self, camera: Tensor, rotation: Tensor) -> Tensor:
         """Unit camera-space vertex normals: the face's from its triangles, the rest turned from rest.
 
@@ -301,11 +315,8 @@ class RigRenderer:
             if box is None:
                 continue
             x0, y0, x1, y1 = box
-            drawn = self.groups.visible(screen[i])
+            drawn, triangles, fragments = self.groups.rasterize_window(screen[i], box)
             light = sh_shading(self.groups.normals(camera[i:i + 1], pose[i].matrix()), sh[i:i + 1])[0]
-            triangles = self.triangles[drawn]
-            local = screen[i:i + 1] - torch.tensor([x0, y0, 0.0], dtype=dtype)
-            fragments = rasterize(local, triangles, y1 - y0, x1 - x0, cull_backfaces=True)
             window = out[i, :, y0:y1, x0:x1]
             if self.textured:
                 shade_texels(fragments, triangles, light, self._corner_uv[drawn], self._texture, window,
