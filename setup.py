@@ -1,9 +1,11 @@
-"""The compiled part of the project: the Cython z-buffer kernel ``core.render._rasterize``.
+"""The compiled part of the project: the Cython kernels ``core.render._rasterize`` (z-buffer) and
+``core.fitting._shading`` (the photometric stage's colour term with its gradient).
 
 Everything else (metadata, dependencies, packages) is in pyproject.toml; this file only declares
-the extension, whose include path comes from numpy at build time. ``make setup`` runs
-``pip install --no-build-isolation -e .``, which builds it in place. Without the compiled module
-`core.render.rasterize` falls back to a NumPy twin of the kernel (same results, slower).
+the extensions, whose include path comes from numpy at build time. ``make setup`` runs
+``pip install --no-build-isolation -e .``, which builds them in place. Without the compiled modules
+`core.render.rasterize` falls back to a NumPy twin of its kernel (same results, slower) and
+`core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower).
 """
 
 import numpy
@@ -18,7 +20,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         # No fused multiply-add: keeps results bit-identical to the NumPy fallback.
         extra_compile_args=["-O3", "-ffp-contract=off"],
-    )
+    ),
+    Extension(
+        "core.fitting._shading",
+        ["core/fitting/_shading.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=["-O3"],
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}), zip_safe=False)

@@ -17,7 +17,7 @@ import torch
 
 from core.checks import check_batch, check_shape
 
-__all__ = ["SH_CONSTANT", "sh_basis", "sh_shading", "shade", "solve_sh"]
+__all__ = ["SH_CONSTANT", "SH_FACTORS", "sh_basis", "sh_shading", "shade", "solve_sh"]
 
 _Y0 = 0.5 * math.sqrt(1.0 / math.pi)
 _Y1 = math.sqrt(3.0 / (4.0 * math.pi))
@@ -28,6 +28,9 @@ _A0, _A1, _A2 = math.pi, 2.0 * math.pi / 3.0, math.pi / 4.0
 
 #: Value of the constant basis function: ``sh_basis(n)[..., 0]`` for every normal.
 SH_CONSTANT = _A0 * _Y0
+#: The nine factors ``c_k`` of the basis, ``(c0, c1 y, c2 z, c3 x, c4 x y, c5 y z, c6 (3 z^2 - 1), c7 x z,
+#: c8 (x^2 - y^2))``, for code that evaluates it (or its derivative) by hand.
+SH_FACTORS = (SH_CONSTANT, _A1 * _Y1, _A1 * _Y1, _A1 * _Y1, _A2 * _Y2, _A2 * _Y2, _A2 * _Y20, _A2 * _Y2, _A2 * _Y22)
 
 
 def sh_basis(normals: torch.Tensor) -> torch.Tensor:
@@ -39,11 +42,10 @@ def sh_basis(normals: torch.Tensor) -> torch.Tensor:
     """
     check_shape("normals", normals, (None, None, 3))
     x, y, z = normals.unbind(-1)
+    c = SH_FACTORS
     return torch.stack([
-        torch.full_like(x, _A0 * _Y0),
-        _A1 * _Y1 * y, _A1 * _Y1 * z, _A1 * _Y1 * x,
-        _A2 * _Y2 * x * y, _A2 * _Y2 * y * z, _A2 * _Y20 * (3.0 * z * z - 1.0),
-        _A2 * _Y2 * x * z, _A2 * _Y22 * (x * x - y * y),
+        torch.full_like(x, c[0]), c[1] * y, c[2] * z, c[3] * x,
+        c[4] * x * y, c[5] * y * z, c[6] * (3.0 * z * z - 1.0), c[7] * x * z, c[8] * (x * x - y * y),
     ], dim=-1)
 
 

@@ -152,6 +152,8 @@ class PatchNormals:
         vertex_ids: (U,) the patch's vertices (distinct mesh ids, as given).
         support: (N,) mesh ids of the vertices whose positions a call takes: ``vertex_ids`` first
             (rows 0 to U - 1), then the other corners of their triangles, sorted.
+        triangles: (T, 3) the triangles incident to the patch, as rows of ``support``.
+        targets: (T, 3) for each of their corners, its row in the patch, or -1 outside it.
 
     Example:
         >>> tris = torch.tensor([[0, 1, 2], [0, 2, 3], [3, 2, 4]])
@@ -173,9 +175,9 @@ class PatchNormals:
         corners[incident.reshape(-1)] = True
         corners[self.vertex_ids] = False
         self.support = torch.cat([self.vertex_ids, torch.nonzero(corners)[:, 0]])
-        local = subset_index(self.support, n_vertices)
-        targets = subset_index(self.vertex_ids, n_vertices)[incident]  # (T, 3) patch position or -1
-        self._ops = _build_operators(local[incident], len(self.support), targets, len(self.vertex_ids))
+        self.triangles = subset_index(self.support, n_vertices)[incident]  # (T, 3) rows of the support
+        self.targets = subset_index(self.vertex_ids, n_vertices)[incident]  # (T, 3) patch position or -1
+        self._ops = _build_operators(self.triangles, len(self.support), self.targets, len(self.vertex_ids))
 
     def __call__(self, points: Tensor) -> Tensor:
         """Normals of the patch's vertices from the support's positions (float32 or float64).

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.camera import WeakPerspective, euler_to_matrix
+from core.fitting.colour_term import compiled_available
 from core.fitting.landmark_geometry import LandmarkGeometry, project_landmarks, update_contour
 from core.fitting.photometric import estimate_albedo, estimate_appearance, observe
 from core.fitting.shading_cost import shading_cost
@@ -21,6 +22,7 @@ from utils.synthetic.generator import SyntheticGenerator
 from utils.synthetic.truth import subject_params
 
 NOISE_PX = 1.5
+needs_kernel = pytest.mark.skipif(not compiled_available(), reason="core.fitting._shading is not built (make setup)")
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +147,11 @@ def test_shading_cost_is_the_composed_colour_term():
         assert torch.autograd.gradcheck(lambda a, b: shading_cost(a, b, weights, sh, prior, 0.3, 0.05), (n, o))
 
 
-def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face):
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=needs_kernel)])
+def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face, compiled):
     """The colour term over the round's observed vertices (their normals from their incident triangles
-    only) equals the same term over the whole mesh, value and gradient."""
+    only) equals the same term over the whole mesh, value and gradient: by the composed torch
+    functions and by the compiled pass."""
     truth = torch.from_numpy(subject.identity).float()
     params, images, _, _, _ = _inputs(subject, ict_face, truth)
     per_image = {k: params[k].clone() for k in ("expression", "rotation", "scale", "trans2d")}
@@ -164,8 +168,7 @@ def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face)
     code.requires_grad_(True)
     rotation = per_image["rotation"].clone().requires_grad_(True)
     current = dict(per_image, rotation=rotation)
-    observed, normals = patch.appearance(images, code, current)
-    ours = shading_cost(normals, observed, patch.weights, sh, patch.prior, patch.albedo_weight, 0.02)
+    ours = patch.cost(images, code, current, sh, 0.02, compiled=compiled)
     meshes = ict_face.vertices(code[None].expand(6, -1), current["expression"])
     full_pose = WeakPerspective.from_params(current)
     colours = sample_points(images, full_pose.project(meshes))

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from core.checks import check_shape
-from core.lighting import sh_basis
+from core.lighting import SH_FACTORS, sh_basis
 
 __all__ = ["shading_cost"]
 
@@ -67,26 +67,11 @@ class _ShadingCost(torch.autograd.Function):
         return _basis_backward(normals, d_basis), d_observed, None, None, None, None, None
 
 
-def _basis_constants() -> tuple:
-    """The factors of `sh_basis`'s eight non-constant functions, read off by probing it:
-    ``b1 = c1 y, b2 = c2 z, b3 = c3 x, b4 = c4 x y, b5 = c5 y z, b6 = c6 (3 z^2 - 1), b7 = c7 x z,
-    b8 = c8 (x^2 - y^2)``; returns (c1, ..., c8)."""
-    h = 2.0 ** -0.5
-    probe = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [h, h, 0.0], [0.0, h, h],
-                           [h, 0.0, h]]], dtype=torch.float64)
-    x_axis, y_axis, z_axis, xy, yz, xz = sh_basis(probe)[0]
-    return (float(y_axis[1]), float(z_axis[2]), float(x_axis[3]), 2.0 * float(xy[4]), 2.0 * float(yz[5]),
-            float(z_axis[6]) / 2.0, 2.0 * float(xz[7]), float(x_axis[8]))
-
-
-_C = _basis_constants()
-
-
 def _basis_backward(normals: Tensor, d_basis: Tensor) -> Tensor:
     """d cost / d normals from d cost / d `sh_basis` values (G, M, 9) (the basis is a quadratic)."""
     x, y, z = normals.unbind(-1)
     g = d_basis.unbind(-1)
-    c1, c2, c3, c4, c5, c6, c7, c8 = _C
+    _, c1, c2, c3, c4, c5, c6, c7, c8 = SH_FACTORS
     d_x = c3 * g[3] + c4 * y * g[4] + c7 * z * g[7] + 2.0 * c8 * x * g[8]
     d_y = c1 * g[1] + c4 * x * g[4] + c5 * z * g[5] - 2.0 * c8 * y * g[8]
     d_z = c2 * g[2] + c5 * y * g[5] + 6.0 * c6 * z * g[6] + c7 * x * g[7]

@@ -30,13 +30,12 @@ from torch import Tensor
 from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
+from core.fitting.colour_term import colour_term
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
-from core.fitting.shading_cost import shading_cost
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
 from core.mesh import PatchNormals
 from core.robust import huber
-from core.sampling import sample_points
 
 logger = logging.getLogger(__name__)
 
@@ -135,23 +134,26 @@ class ObservedPatch:
         self.weights = weights[:, ids]  # (G, U)
         self.prior = prior[ids] if prior.ndim == 2 else prior
 
-    def appearance(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor]
-                   ) -> Tuple[Tensor, Tensor]:
-        """Colours sampled at the observed vertices and their camera-space normals (current shape).
+    def camera_points(self, identity: Tensor, per_image: Dict[str, Tensor]) -> Tensor:
+        """The support's positions in each image's camera space (current shape), mm.
 
         Shape:
-            images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s
-            -> observed, normals (G, U, 3).
+            identity (n_id,); per_image as `refine_from_shading`'s -> (G, N, 3), the observed vertices first.
         """
         g = per_image[EXPRESSION].shape[0]
         points = (self.neutral + identity[None] @ self.identity_basis
                   + per_image[EXPRESSION] @ self.expression_basis)  # (G, 3N)
-        camera = points.reshape(g, -1, 3) @ euler_to_matrix(per_image[ROTATION]).transpose(1, 2)  # (G, N, 3)
-        normals = self.normals(camera)  # (G, U, 3)
-        seen = camera[:, :normals.shape[1]]
-        scale, trans = per_image[SCALE][:, None], per_image[TRANS2D]
-        uv = torch.stack([scale * seen[..., 0] + trans[:, :1], trans[:, 1:] - scale * seen[..., 1]], -1)
-        return sample_points(images, uv), normals
+        return points.reshape(g, -1, 3) @ euler_to_matrix(per_image[ROTATION]).transpose(1, 2)
+
+    def cost(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor, sigma: float,
+             compiled: Optional[bool] = None) -> Tensor:
+        """The round's colour term at the current shape (`core.fitting.colour_term`; ``compiled`` as there).
+
+        Shape:
+            images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3) -> ().
+        """
+        return colour_term(self.camera_points(identity, per_image), per_image[SCALE], per_image[TRANS2D], images,
+                           self.normals, self.weights, sh, self.prior, self.albedo_weight, sigma, compiled=compiled)
 
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:
@@ -237,7 +239,7 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
     dtype = model.dtype
     fixed = {k: params[k].detach().to(dtype) for k in _PER_IMAGE}
     identity = params[IDENTITY][0].detach().to(dtype).clone()
-    images, landmarks = images.to(dtype), landmarks.to(dtype)
+    images, landmarks = images.to(dtype).contiguous(), landmarks.to(dtype)  # the colour term reads them ~130 times
     conf = (torch.ones(g, 68, dtype=dtype) if confidence is None else confidence.to(dtype))[..., None]
     usable = mask.to(dtype) * eye_region_mask(model, config.eye_margin)
     sampled = _vertex_sample(model.n_vertices, config.vertex_fraction)
@@ -258,9 +260,7 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
         def objective(x: Tensor) -> Tuple[float, Tensor]:
             x = x.detach().requires_grad_(True)
             code, per_image, penalty = unknowns.unpack(x)
-            observed, normals = patch.appearance(images, code, per_image)
-            photo = shading_cost(normals, observed, patch.weights, sh, patch.prior, patch.albedo_weight,
-                                 config.sigma)
+            photo = patch.cost(images, code, per_image, sh, config.sigma)
             flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})
             uv = project_landmarks(geometry, flat, correspondence=correspondence)
             marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2

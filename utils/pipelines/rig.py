@@ -223,7 +223,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     weights = overlay_weights(rig)[:rig.n_vertices] if visualize else None  # no scalp or neck (issue 19)
     # Files are encoded and written on a worker thread while the next image's pictures are rendered.
     with BackgroundWorker("rig-outputs") as writer:
-        run.outputs["rig"] = rig.save(out_dir / "rig" / "rig.npz")
+        run.outputs["rig"] = out_dir / "rig" / "rig.npz"
+        writer.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
         if export:
             try:
                 run.outputs["rig_glb"] = export_rig(rig, out_dir / "rig" / "rig.glb", source=run.outputs["rig"])

@@ -1,0 +1,114 @@
+"""The photometric stage's colour term from the camera-space points of an observed patch.
+
+``sum_g,m,c w_gm rho(I_g(uv_gm)_c - a_mc s_gmc)``: the vertex normals of the current points
+(`core.mesh.PatchNormals`), the images' colours at the projected vertices (`core.sampling.sample_points`),
+SH shading, the albedo in closed form and the Geman-McClure cost (`core.fitting.shading_cost`).
+The L-BFGS of `core.fitting.shading_refine` evaluates it about 130 times per rig, so on the CPU
+the whole term and its gradient run in one compiled pass (``core.fitting._shading``, built with
+the project); the composed torch functions are the reference, and the path taken without the
+compiled module, on other devices, for float64 or where a gradient of the images is asked for.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from core.checks import check_shape
+from core.fitting.shading_cost import shading_cost
+from core.lighting import SH_FACTORS
+from core.mesh import PatchNormals
+from core.sampling import sample_points
+
+__all__ = ["colour_term", "compiled_available"]
+
+_NORMAL_EPS = 1e-12  # torch.nn.functional.normalize's, as PatchNormals uses it
+
+
+def _kernel():
+    """The compiled module, or None where it was not built."""
+    try:
+        return importlib.import_module("core.fitting._shading")
+    except ImportError:
+        return None
+
+
+_SHADING = _kernel()
+
+
+def compiled_available() -> bool:
+    """Whether ``core.fitting._shading`` is built (``make setup`` / ``pip install -e .`` build it)."""
+    return _SHADING is not None
+
+
+_BASIS = torch.tensor(SH_FACTORS, dtype=torch.float64)
+
+
+class _CompiledColourTerm(torch.autograd.Function):
+    """The kernel's cost, with the gradient it computed in the same pass handed back in ``backward``."""
+
+    @staticmethod
+    def forward(ctx, points: Tensor, scale: Tensor, trans: Tensor, images: Tensor,  # type: ignore[override]
+                patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
+                sigma: float) -> Tensor:
+        def c(t: Tensor) -> Tensor:
+            return t.detach().to(torch.float32).contiguous()
+
+        cost, d_points, d_scale, d_trans = _SHADING.colour_term(
+            c(points).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(), patch.triangles.numpy(),
+            patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(), _BASIS.numpy(),
+            float(prior_weight), float(sigma), _NORMAL_EPS)
+        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in
+                          ((d_points, points), (d_scale, scale), (d_trans, trans)))
+        return points.new_tensor(cost)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        d_points, d_scale, d_trans = (grad * g for g in ctx.grads)
+        return d_points, d_scale, d_trans, None, None, None, None, None, None, None
+
+
+def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, patch: PatchNormals,
+                weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float, sigma: float,
+                compiled: Optional[bool] = None) -> Tensor:
+    """The robust colour cost of the patch's vertices over all images; differentiable in the points,
+    the scales and the translations.
+
+    Args:
+        points: camera-space positions of ``patch.support`` (the patch's vertices first), mm.
+        scale, trans: the weak-perspective projection ``(u, v) = (scale x + tu, tv - scale y)``,
+            crop pixels.
+        images: the crops, RGB in [0, 1] (held).
+        patch: the observed vertices' normals (`core.mesh.PatchNormals`).
+        weights: visibility x grazing weight per image and vertex (held).
+        sh: per-image SH lighting (held). prior: albedo prior per vertex or one colour (held).
+        prior_weight, sigma: as `core.fitting.shading_cost.shading_cost`.
+        compiled: force the compiled pass (True) or the torch functions (False); None: the compiled
+            pass where it applies (built, CPU, float32, no gradient of the images).
+
+    Shape:
+        points (G, N, 3) with N = len(patch.support); scale (G,); trans (G, 2); images (G, 3, H, W);
+        weights (G, U) with U = len(patch.vertex_ids); sh (G, 9, 3); prior (U, 3) or (3,) -> ().
+    """
+    g, n_support, n_patch = points.shape[0], len(patch.support), len(patch.vertex_ids)
+    check_shape("points", points, (None, n_support, 3))
+    check_shape("scale", scale, (g,))
+    check_shape("trans", trans, (g, 2))
+    check_shape("images", images, (g, 3, None, None))
+    check_shape("weights", weights, (g, n_patch))
+    prior = prior.to(points.dtype).expand(n_patch, 3)
+    applies = (_SHADING is not None and points.device.type == "cpu" and points.dtype == torch.float32
+               and not images.requires_grad)
+    if compiled is None:
+        compiled = applies
+    elif compiled and _SHADING is None:
+        raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
+    if compiled:
+        return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
+                                         sigma)
+    normals = patch(points)
+    seen = points[:, :n_patch]
+    uv = torch.stack([scale[:, None] * seen[..., 0] + trans[:, :1], trans[:, 1:] - scale[:, None] * seen[..., 1]], -1)
+    return shading_cost(normals, sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

@@ -1,0 +1,101 @@
+"""The compiled colour term (`core.fitting._shading`) against the composed torch functions it
+replaces: the same cost and gradient on patches with every case the kernel branches on."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.fitting.colour_term import colour_term, compiled_available
+from core.mesh import PatchNormals
+
+pytestmark = pytest.mark.skipif(not compiled_available(), reason="core.fitting._shading is not built (make setup)")
+
+
+def _grid(n: int) -> tuple:
+    """A flat n x n grid of points 3 mm apart (mm, centred) and its triangles."""
+    ys, xs = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    points = torch.stack([xs.flatten() * 3 - 1.5 * n, ys.flatten() * 3 - 1.5 * n, torch.zeros(n * n)], -1)
+    a = (torch.arange(n - 1)[:, None] * n + torch.arange(n - 1)[None]).flatten()
+    triangles = torch.cat([torch.stack([a, a + 1, a + n], 1), torch.stack([a + 1, a + n + 1, a + n], 1)])
+    return points, triangles
+
+
+def _problem(seed: int, images_size: int = 96, prior_one_colour: bool = False) -> dict:
+    """A bumpy patch seen in three images, some vertices off the image, some weights zero, lighting
+    and colours that push some albedos outside [0, 1] (the clamp)."""
+    gen = torch.Generator().manual_seed(seed)
+    n = 24
+    grid, triangles = _grid(n)
+    ids = torch.randperm(n * n, generator=gen)[:300].sort().values
+    patch = PatchNormals(triangles, ids, n * n)
+    g = 3
+    points = grid[patch.support][None].repeat(g, 1, 1) + 0.8 * torch.randn(g, len(patch.support), 3, generator=gen,
+                                                                             dtype=torch.float64)
+    points[..., 2] += 5 * torch.sin(points[..., 0] / 10)
+    weights = torch.rand(g, len(ids), generator=gen, dtype=torch.float64)
+    weights[torch.rand(g, len(ids), generator=gen) < 0.2] = 0
+    sh = 0.3 * torch.randn(g, 9, 3, generator=gen, dtype=torch.float64)
+    sh[:, 0] += 0.6
+    return dict(
+        points=points, scale=torch.tensor([1.5, 1.9, 1.2], dtype=torch.float64),
+        trans=torch.tensor([[48.0, 48.0], [30.0, 70.0], [50.0, 44.0]], dtype=torch.float64),  # image 2: part off
+        images=torch.rand(g, 3, images_size, images_size, generator=gen, dtype=torch.float64), patch=patch,
+        weights=weights, sh=sh,
+        prior=(torch.tensor([0.6, 0.45, 0.4], dtype=torch.float64) if prior_one_colour
+               else torch.rand(len(ids), 3, generator=gen, dtype=torch.float64)))
+
+
+def _cost_and_grads(problem: dict, compiled: bool, dtype: torch.dtype, prior_weight: float = 0.05,
+                    sigma: float = 0.05) -> tuple:
+    p = {k: (v.to(dtype) if torch.is_tensor(v) else v) for k, v in problem.items()}
+    wanted = [p[k].requires_grad_(True) for k in ("points", "scale", "trans")]
+    cost = colour_term(p["points"], p["scale"], p["trans"], p["images"], p["patch"], p["weights"], p["sh"],
+                       p["prior"], prior_weight, sigma, compiled=compiled)
+    return cost, torch.autograd.grad(cost, wanted)
+
+
+@pytest.mark.parametrize("seed, one_colour", [(0, False), (1, True), (2, False)])
+def test_compiled_pass_equals_the_composed_functions(seed, one_colour):
+    """Cost and gradients (points, scales, translations) within float32 rounding of the torch functions
+    evaluated in float64; the problem covers zero weights, vertices beyond the image's edge and
+    albedos clamped at 0 or 1."""
+    problem = _problem(seed, prior_one_colour=one_colour)
+    ref_cost, ref_grads = _cost_and_grads(problem, compiled=False, dtype=torch.float64)
+    cost, grads = _cost_and_grads(problem, compiled=True, dtype=torch.float32)
+    assert float(cost.detach()) == pytest.approx(float(ref_cost.detach()), rel=2e-5)
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == torch.float32
+        assert torch.allclose(got.double(), want, rtol=1e-3, atol=1e-4 * float(want.abs().max()))
+    # The cases are really there: the clamp and the image's edge change the cost.
+    uv_u = problem["scale"][:, None] * problem["points"][:, :300, 0] + problem["trans"][:, :1]
+    assert bool(((uv_u < 0) | (uv_u > 95)).any())
+
+
+def test_compiled_gradient_is_the_cost_slope():
+    """The kernel's own gradient against central differences of its own cost (float32 steps of 1e-3 mm),
+    on smooth images (bilinear sampling of noise has a kink at every pixel edge)."""
+    problem = _problem(3)
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    smooth = torch.stack([0.5 + 0.3 * torch.sin(xs / (7 + c) + c) * torch.cos(ys / 5) for c in range(3)])
+    problem["images"] = smooth[None].repeat(3, 1, 1, 1).double()
+    p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in problem.items()}
+    cost, grads = _cost_and_grads(problem, compiled=True, dtype=torch.float32)
+    direction = torch.randn(p["points"].shape, generator=torch.Generator().manual_seed(4))
+    h = 1e-3
+
+    def at(step: float) -> float:
+        return float(colour_term(p["points"] + step * direction, p["scale"], p["trans"], p["images"], p["patch"],
+                                 p["weights"], p["sh"], p["prior"], 0.05, 0.05, compiled=True))
+
+    slope = (at(h) - at(-h)) / (2 * h)
+    assert slope == pytest.approx(float((grads[0] * direction).sum()), rel=0.02)
+
+
+def test_float64_points_take_the_torch_path_and_bad_shapes_are_named():
+    problem = _problem(5)
+    cost, grads = _cost_and_grads(problem, compiled=None, dtype=torch.float64)  # not float32: torch functions
+    ref, _ = _cost_and_grads(problem, compiled=False, dtype=torch.float64)
+    assert float(cost.detach()) == float(ref.detach()) and grads[0].dtype == torch.float64
+    with pytest.raises(ValueError, match="weights"):
+        colour_term(problem["points"], problem["scale"], problem["trans"], problem["images"], problem["patch"],
+                    problem["weights"][:, :10], problem["sh"], problem["prior"], 0.05, 0.05)
