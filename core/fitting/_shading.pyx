@@ -39,84 +39,95 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
     """
     cdef Py_ssize_t G = points.shape[0], N = points.shape[1], U = weights.shape[1]
     cdef Py_ssize_t T = triangles.shape[0], H = images.shape[2], W = images.shape[3]
-    cdef Py_ssize_t g, u, t, k, c, i, j, x0, y0
-    if U > N or weights.shape[0] != G or images.shape[0] != G or sh.shape[0] != G or prior.shape[0] != U:
+    cdef Py_ssize_t g, u, t, k, c, i0, i1, i2, j, x0, y0
+    if (U > N or weights.shape[0] != G or images.shape[0] != G or images.shape[1] != 3 or sh.shape[0] != G
+            or prior.shape[0] != U or scale.shape[0] != G or trans.shape[0] != G or targets.shape[0] != T):
         raise ValueError("colour_term: inconsistent shapes")
-    summed_a = np.zeros((G, U, 3), np.float32)   # unnormalised normal sums
+    summed_a = np.zeros((G, U, 3), np.float32)  # unnormalised normal sums, then d cost / d them
     normal_a = np.zeros((G, U, 3), np.float32)
     length_a = np.zeros((G, U), np.float32)
     shading_a = np.zeros((G, U, 3), np.float32)
     observed_a = np.zeros((G, U, 3), np.float32)
     slope_a = np.zeros((G, U, 3, 2), np.float32)  # d colour / d (u, v)
-    num_a = np.zeros((U, 3), np.float64)
-    den_a = np.zeros((U, 3), np.float64)
-    d_raw_a = np.zeros((U, 3), np.float64)
+    sums_a = np.zeros((4, U, 3), np.float64)  # numerator, denominator, unclamped albedo, d cost / d it
+    albedo_a = np.zeros((U, 3), np.float32)
     d_points_a = np.zeros((G, N, 3), np.float32)
     d_scale_a = np.zeros(G, np.float32)
     d_trans_a = np.zeros((G, 2), np.float32)
-    cdef float[:, :, ::1] summed = summed_a, normal = normal_a, shading = shading_a, observed = observed_a
-    cdef float[:, :, :, ::1] slope = slope_a
-    cdef float[:, ::1] length = length_a
-    cdef double[:, ::1] num = num_a, den = den_a, d_raw = d_raw_a
-    cdef float[:, :, ::1] d_points = d_points_a
+    cdef float[:, :, ::1] summed_m = summed_a, normal_m = normal_a, shading_m = shading_a
+    cdef float[:, :, ::1] observed_m = observed_a, d_points_m = d_points_a
+    cdef float[:, :, :, ::1] slope_m = slope_a
+    cdef float[:, ::1] length_m = length_a
+    cdef double[:, :, ::1] sums = sums_a
+    cdef float[:, ::1] albedo_m = albedo_a
+    cdef float* albedo = &albedo_m[0, 0]
+    cdef double* num = &sums[0, 0, 0]
+    cdef double* den = &sums[1, 0, 0]
+    cdef double* raw = &sums[2, 0, 0]
+    cdef double* d_raw = &sums[3, 0, 0]
+    cdef const float* P
+    cdef const float* wg
+    cdef const float* plane
+    cdef const cnp.int64_t* tri = &triangles[0, 0]
+    cdef const cnp.int64_t* tgt = &targets[0, 0]
+    cdef float* S
+    cdef float* nrm
+    cdef float* sha
+    cdef float* obs
+    cdef float* slo
+    cdef float* lng
+    cdef float* dP
+    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, sv, o, wgt, ix, iy, wx, wy
+    cdef float v00, v01, v10, v11, r, r2, dr, d_s, d_o, du, dv, gx, gy, gz, dx, dy, dz, dot, sc, tu, tv
     cdef float[::1] d_scale = d_scale_a
     cdef float[:, ::1] d_trans = d_trans_a
-    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, s, o, wgt, ix, iy, wx, wy
-    cdef float v00, v01, v10, v11, a_c, r, r2, dr, d_s, d_o, du, dv, gx, gy, gz, dot
     cdef float b[9]
     cdef float db[9]
     cdef float f[9]  # the basis factors
     cdef float L[27]  # one image's SH lighting, (9, 3)
-    cdef float s2 = sigma * sigma, s4 = 2.0 * s2 * s2, d_lam_term
-    cdef double cost = 0.0, mean = 0.0, lam, total, raw, d_lam = 0.0
+    cdef float s2 = sigma * sigma, s4 = 2.0 * s2 * s2, d_lam_term = 0.0
+    cdef double cost = 0.0, mean = 0.0, lam, total, d_lam = 0.0
     cdef bint lam_free
-    cdef const float* plane
-    cdef float[:, ::1] albedo
-    cdef double[:, ::1] total_m
-    albedo_a = np.zeros((U, 3), np.float32)
-    total_a = np.zeros((U, 3), np.float64)
-    albedo = albedo_a
-    total_m = total_a
-
     for k in range(9):
         f[k] = basis[k]
     with nogil:
         # Forward, per image: normals, colours, shading; the albedo's sums over images.
         for g in range(G):
+            P = &points[g, 0, 0]
+            wg = &weights[g, 0]
+            S = &summed_m[g, 0, 0]
+            nrm = &normal_m[g, 0, 0]
+            sha = &shading_m[g, 0, 0]
+            obs = &observed_m[g, 0, 0]
+            slo = &slope_m[g, 0, 0, 0]
+            lng = &length_m[g, 0]
+            sc, tu, tv = scale[g], trans[g, 0], trans[g, 1]
             for k in range(9):
                 for c in range(3):
                     L[3 * k + c] = sh[g, k, c]
             for t in range(T):
-                i = triangles[t, 0]
-                ax = points[g, triangles[t, 1], 0] - points[g, i, 0]
-                ay = points[g, triangles[t, 1], 1] - points[g, i, 1]
-                az = points[g, triangles[t, 1], 2] - points[g, i, 2]
-                bx = points[g, triangles[t, 2], 0] - points[g, i, 0]
-                by = points[g, triangles[t, 2], 1] - points[g, i, 1]
-                bz = points[g, triangles[t, 2], 2] - points[g, i, 2]
+                i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
+                ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
+                bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
                 fx = ay * bz - az * by
                 fy = az * bx - ax * bz
                 fz = ax * by - ay * bx
                 for k in range(3):
-                    j = targets[t, k]
+                    j = tgt[3 * t + k]
                     if j >= 0:
-                        summed[g, j, 0] += fx
-                        summed[g, j, 1] += fy
-                        summed[g, j, 2] += fz
+                        S[3 * j] += fx
+                        S[3 * j + 1] += fy
+                        S[3 * j + 2] += fz
             for u in range(U):
-                if weights[g, u] == 0:  # adds nothing to the albedo or the cost
+                wgt = wg[u]
+                if wgt == 0:  # adds nothing to the albedo or the cost
                     continue
-                norm = sqrt(summed[g, u, 0] * summed[g, u, 0] + summed[g, u, 1] * summed[g, u, 1]
-                            + summed[g, u, 2] * summed[g, u, 2])
-                length[g, u] = norm
+                norm = sqrt(S[3 * u] * S[3 * u] + S[3 * u + 1] * S[3 * u + 1] + S[3 * u + 2] * S[3 * u + 2])
+                lng[u] = norm
                 if norm < eps:
                     norm = eps
-                nx = summed[g, u, 0] / norm
-                ny = summed[g, u, 1] / norm
-                nz = summed[g, u, 2] / norm
-                normal[g, u, 0] = nx
-                normal[g, u, 1] = ny
-                normal[g, u, 2] = nz
+                nx, ny, nz = S[3 * u] / norm, S[3 * u + 1] / norm, S[3 * u + 2] / norm
+                nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2] = nx, ny, nz
                 b[0] = f[0]
                 b[1] = f[1] * ny
                 b[2] = f[2] * nz
@@ -126,150 +137,153 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
                 b[6] = f[6] * (3.0 * nz * nz - 1.0)
                 b[7] = f[7] * nx * nz
                 b[8] = f[8] * (nx * nx - ny * ny)
-                ix = scale[g] * points[g, u, 0] + trans[g, 0]
-                iy = trans[g, 1] - scale[g] * points[g, u, 1]
+                ix = sc * P[3 * u] + tu
+                iy = tv - sc * P[3 * u + 1]
                 x0 = <Py_ssize_t>floor(ix)
                 y0 = <Py_ssize_t>floor(iy)
                 wx = ix - x0
                 wy = iy - y0
-                wgt = weights[g, u]
                 for c in range(3):
-                    s = 0.0
+                    sv = 0.0
                     for k in range(9):
-                        s = s + b[k] * L[3 * k + c]
-                    shading[g, u, c] = s
+                        sv = sv + b[k] * L[3 * k + c]
+                    sha[3 * u + c] = sv
                     plane = &images[g, c, 0, 0]
                     v00 = _tap(plane, x0, y0, W, H)
                     v01 = _tap(plane, x0 + 1, y0, W, H)
                     v10 = _tap(plane, x0, y0 + 1, W, H)
                     v11 = _tap(plane, x0 + 1, y0 + 1, W, H)
                     o = (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
-                    observed[g, u, c] = o
-                    slope[g, u, c, 0] = (v01 - v00) * (1 - wy) + (v11 - v10) * wy
-                    slope[g, u, c, 1] = (v10 - v00) * (1 - wx) + (v11 - v01) * wx
-                    num[u, c] += wgt * s * o
-                    den[u, c] += wgt * s * s
+                    obs[3 * u + c] = o
+                    slo[6 * u + 2 * c] = (v01 - v00) * (1 - wy) + (v11 - v10) * wy
+                    slo[6 * u + 2 * c + 1] = (v10 - v00) * (1 - wx) + (v11 - v01) * wx
+                    num[3 * u + c] += wgt * sv * o
+                    den[3 * u + c] += wgt * sv * sv
         # The albedo in closed form, leaning on the prior by prior_weight x the mean denominator.
-        for u in range(U):
-            for c in range(3):
-                mean = mean + den[u, c]
+        for j in range(3 * U):
+            mean = mean + den[j]
         mean = mean / (3 * U)
         lam_free = mean > 1e-6
         lam = prior_weight * (mean if lam_free else 1e-6)
         for u in range(U):
             for c in range(3):
-                total = den[u, c] + lam
-                total_m[u, c] = total
-                raw = (num[u, c] + lam * prior[u, c]) / total
-                num[u, c] = raw  # num now holds the unclamped albedo
-                albedo[u, c] = <float>(0.0 if raw < 0.0 else (1.0 if raw > 1.0 else raw))
-        # The cost; d cost / d raw albedo.
+                j = 3 * u + c
+                den[j] = den[j] + lam  # den now holds the total
+                raw[j] = (num[j] + lam * prior[u, c]) / den[j]
+                albedo[j] = <float>(0.0 if raw[j] < 0.0 else (1.0 if raw[j] > 1.0 else raw[j]))
+        # The cost; d cost / d the unclamped albedo.
         for g in range(G):
+            wg = &weights[g, 0]
+            sha = &shading_m[g, 0, 0]
+            obs = &observed_m[g, 0, 0]
             for u in range(U):
-                wgt = weights[g, u]
+                wgt = wg[u]
                 if wgt == 0:
                     continue
                 for c in range(3):
-                    r = observed[g, u, c] - albedo[u, c] * shading[g, u, c]
+                    j = 3 * u + c
+                    r = obs[j] - albedo[j] * sha[j]
                     r2 = r * r
                     cost += wgt * (s2 * r2 / (s2 + r2))
                     dr = wgt * s4 * r / ((s2 + r2) * (s2 + r2))
-                    d_raw[u, c] -= dr * shading[g, u, c]
+                    d_raw[j] -= dr * sha[j]
         for u in range(U):
             for c in range(3):
-                raw = num[u, c]
-                if raw < 0.0 or raw > 1.0:
-                    d_raw[u, c] = 0.0
+                j = 3 * u + c
+                if raw[j] < 0.0 or raw[j] > 1.0:
+                    d_raw[j] = 0.0
                 if lam_free:
-                    d_lam += d_raw[u, c] * (prior[u, c] - raw) / total_m[u, c]
+                    d_lam += d_raw[j] * (prior[u, c] - raw[j]) / den[j]
+        if lam_free:
+            d_lam_term = <float>(d_lam * prior_weight / (3 * U))
         # Backward, per image: shading and colours -> normals and positions -> points, scale, trans.
-        d_lam_term = <float>(d_lam * prior_weight / (3 * U)) if lam_free else 0.0
         for g in range(G):
+            P = &points[g, 0, 0]
+            wg = &weights[g, 0]
+            S = &summed_m[g, 0, 0]
+            nrm = &normal_m[g, 0, 0]
+            sha = &shading_m[g, 0, 0]
+            obs = &observed_m[g, 0, 0]
+            slo = &slope_m[g, 0, 0, 0]
+            lng = &length_m[g, 0]
+            dP = &d_points_m[g, 0, 0]
+            sc = scale[g]
             for k in range(9):
                 for c in range(3):
                     L[3 * k + c] = sh[g, k, c]
             for u in range(U):
-                wgt = weights[g, u]
-                if wgt == 0:
+                wgt = wg[u]
+                if wgt == 0:  # no gradient: nothing flows into this vertex's normal
+                    S[3 * u] = 0.0
+                    S[3 * u + 1] = 0.0
+                    S[3 * u + 2] = 0.0
                     continue
                 for k in range(9):
                     db[k] = 0.0
                 du = 0.0
                 dv = 0.0
                 for c in range(3):
-                    s = shading[g, u, c]
-                    o = observed[g, u, c]
-                    r = o - albedo[u, c] * s
+                    j = 3 * u + c
+                    sv = sha[j]
+                    o = obs[j]
+                    r = o - albedo[j] * sv
                     r2 = r * r
                     dr = wgt * s4 * r / ((s2 + r2) * (s2 + r2))
-                    raw = num[u, c]
-                    total = total_m[u, c]
-                    # d num = d raw / total; d den = -d raw raw / total + d lam prior_weight / (3 U)
-                    d_s = (-dr * albedo[u, c] + wgt * o * <float>(d_raw[u, c] / total)
-                           + 2.0 * wgt * s * (<float>(-d_raw[u, c] * raw / total) + d_lam_term))
-                    d_o = dr + wgt * s * <float>(d_raw[u, c] / total)
+                    # d num = d raw / total; d total = -d raw raw / total + d lam prior_weight / (3 U)
+                    d_s = (-dr * albedo[j] + wgt * o * <float>(d_raw[j] / den[j])
+                           + 2.0 * wgt * sv * (<float>(-d_raw[j] * raw[j] / den[j]) + d_lam_term))
+                    d_o = dr + wgt * sv * <float>(d_raw[j] / den[j])
                     for k in range(9):
                         db[k] += d_s * L[3 * k + c]
-                    du += d_o * slope[g, u, c, 0]
-                    dv += d_o * slope[g, u, c, 1]
+                    du += d_o * slo[6 * u + 2 * c]
+                    dv += d_o * slo[6 * u + 2 * c + 1]
                 # The colours' positions.
-                d_points[g, u, 0] += du * scale[g]
-                d_points[g, u, 1] -= dv * scale[g]
-                d_scale[g] += du * points[g, u, 0] - dv * points[g, u, 1]
+                dP[3 * u] += du * sc
+                dP[3 * u + 1] -= dv * sc
+                d_scale[g] += du * P[3 * u] - dv * P[3 * u + 1]
                 d_trans[g, 0] += du
                 d_trans[g, 1] += dv
                 # The SH basis (a quadratic in the normal), then the normalisation.
-                nx = normal[g, u, 0]
-                ny = normal[g, u, 1]
-                nz = normal[g, u, 2]
+                nx, ny, nz = nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2]
                 gx = f[3] * db[3] + f[4] * ny * db[4] + f[7] * nz * db[7] + 2.0 * f[8] * nx * db[8]
                 gy = f[1] * db[1] + f[4] * nx * db[4] + f[5] * nz * db[5] - 2.0 * f[8] * ny * db[8]
                 gz = f[2] * db[2] + f[5] * ny * db[5] + 6.0 * f[6] * nz * db[6] + f[7] * nx * db[7]
-                norm = length[g, u]
+                norm = lng[u]
                 if norm > eps:
                     dot = nx * gx + ny * gy + nz * gz
-                    summed[g, u, 0] = (gx - nx * dot) / norm
-                    summed[g, u, 1] = (gy - ny * dot) / norm
-                    summed[g, u, 2] = (gz - nz * dot) / norm
+                    S[3 * u] = (gx - nx * dot) / norm
+                    S[3 * u + 1] = (gy - ny * dot) / norm
+                    S[3 * u + 2] = (gz - nz * dot) / norm
                 else:
-                    summed[g, u, 0] = gx / eps
-                    summed[g, u, 1] = gy / eps
-                    summed[g, u, 2] = gz / eps
-            # summed now holds d cost / d normal sum where the vertex has a weight; zero it elsewhere.
-            for u in range(U):
-                if weights[g, u] == 0:
-                    summed[g, u, 0] = 0.0
-                    summed[g, u, 1] = 0.0
-                    summed[g, u, 2] = 0.0
+                    S[3 * u] = gx / eps
+                    S[3 * u + 1] = gy / eps
+                    S[3 * u + 2] = gz / eps
+            # Each triangle's normal feeds the sums of its corners in the patch: f = a x b, so
+            # d a = b x d f and d b = d f x a.
             for t in range(T):
                 fx = 0.0
                 fy = 0.0
                 fz = 0.0
                 for k in range(3):
-                    j = targets[t, k]
+                    j = tgt[3 * t + k]
                     if j >= 0:
-                        fx += summed[g, j, 0]
-                        fy += summed[g, j, 1]
-                        fz += summed[g, j, 2]
+                        fx += S[3 * j]
+                        fy += S[3 * j + 1]
+                        fz += S[3 * j + 2]
                 if fx == 0 and fy == 0 and fz == 0:
                     continue
-                i = triangles[t, 0]
-                ax = points[g, triangles[t, 1], 0] - points[g, i, 0]
-                ay = points[g, triangles[t, 1], 1] - points[g, i, 1]
-                az = points[g, triangles[t, 1], 2] - points[g, i, 2]
-                bx = points[g, triangles[t, 2], 0] - points[g, i, 0]
-                by = points[g, triangles[t, 2], 1] - points[g, i, 1]
-                bz = points[g, triangles[t, 2], 2] - points[g, i, 2]
-                # f = a x b: d a = b x d f, d b = d f x a.
-                j = triangles[t, 1]
-                d_points[g, j, 0] += by * fz - bz * fy
-                d_points[g, j, 1] += bz * fx - bx * fz
-                d_points[g, j, 2] += bx * fy - by * fx
-                j = triangles[t, 2]
-                d_points[g, j, 0] += fy * az - fz * ay
-                d_points[g, j, 1] += fz * ax - fx * az
-                d_points[g, j, 2] += fx * ay - fy * ax
-                d_points[g, i, 0] -= (by * fz - bz * fy) + (fy * az - fz * ay)
-                d_points[g, i, 1] -= (bz * fx - bx * fz) + (fz * ax - fx * az)
-                d_points[g, i, 2] -= (bx * fy - by * fx) + (fx * ay - fy * ax)
+                i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
+                ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
+                bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
+                gx, gy, gz = by * fz - bz * fy, bz * fx - bx * fz, bx * fy - by * fx  # d a
+                dx, dy, dz = fy * az - fz * ay, fz * ax - fx * az, fx * ay - fy * ax  # d b
+                dP[i1] += gx
+                dP[i1 + 1] += gy
+                dP[i1 + 2] += gz
+                dP[i2] += dx
+                dP[i2 + 1] += dy
+                dP[i2 + 2] += dz
+                dP[i0] -= gx + dx
+                dP[i0 + 1] -= gy + dy
+                dP[i0 + 2] -= gz + dz
     return cost, d_points_a, d_scale_a, d_trans_a
