@@ -90,3 +90,35 @@ def test_patch_normals_check_their_input():
     patch = PatchNormals(triangles, torch.tensor([5]), vertices.shape[1])
     with pytest.raises(ValueError, match="points"):
         patch(vertices)
+
+
+def _coalesced(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_sorted_csr_is_the_coalesced_matrix(duplicates):
+    from core.mesh import _sorted_csr
+
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randperm(40 * 30, generator=g)[:300]
+    if duplicates:
+        keys = torch.cat([keys, keys[:25]])
+    rows, cols = keys // 30, keys % 30
+    values = torch.randn(len(keys), generator=g)
+    ours, ref = _sorted_csr(rows, cols, values, (40, 30)), _coalesced(rows, cols, values, (40, 30))
+    assert torch.equal(ours.crow_indices(), ref.crow_indices())
+    assert torch.equal(ours.col_indices(), ref.col_indices())
+    assert torch.equal(ours.values(), ref.values())
+
+
+def test_operator_cache_finds_equal_triangles_in_new_tensors():
+    from core.mesh import _OPERATORS, _mesh_operators
+
+    vertices, triangles = grid_mesh()
+    n = vertices.shape[1]
+    _OPERATORS.clear()
+    uncached = vertex_normals(vertices, triangles)
+    assert _mesh_operators(triangles.clone(), n) is _mesh_operators(triangles, n)  # a new tensor, found
+    assert torch.equal(vertex_normals(vertices, triangles.clone()), uncached)
+    assert len(_OPERATORS) == 1
