@@ -138,3 +138,42 @@ def test_atlas_caches_give_the_uncached_results(head):
     assert np.array_equal(fill_empty(image, filled), image[rows, cols])
     assert np.array_equal(fill_empty(image, filled), image[rows, cols])  # from the cache
     assert len(texture_module._NEAREST) == 1
+
+
+def test_split_seams_pairs_are_the_row_unique():
+    from utils.export.outputs import split_seams
+
+    rng = np.random.default_rng(8)
+    triangles = rng.integers(0, 30, (60, 3))
+    uv_triangles = rng.integers(0, 45, (60, 3))
+    source, out_triangles, uv_ids = split_seams(triangles, uv_triangles, 30)
+    pairs, inverse = np.unique(np.stack([triangles.reshape(-1), uv_triangles.reshape(-1)], 1), axis=0,
+                               return_inverse=True)
+    # Each corner's output vertex is its (vertex, uv) pair's; the pairs are numbered as np.unique rows.
+    assert np.array_equal(source[out_triangles.reshape(-1)], triangles.reshape(-1))
+    assert np.array_equal(uv_ids[out_triangles.reshape(-1)], uv_triangles.reshape(-1))
+    corner_of_pair = np.zeros(len(pairs), np.int64)
+    corner_of_pair[inverse.reshape(-1)] = out_triangles.reshape(-1)
+    assert len(np.unique(corner_of_pair)) == len(pairs) == len(source)
+    extra = corner_of_pair[corner_of_pair >= 30]
+    assert np.array_equal(extra, np.sort(extra))  # copies in the order of their pairs
+
+
+def test_atlas_uv_pairs_are_the_row_unique():
+    from core.rig.texture import atlas_uvs
+
+    g = torch.Generator().manual_seed(9)
+    model_uvs = torch.rand(40, 2, generator=g) + torch.randint(0, 4, (40, 1), generator=g).float() * \
+        torch.tensor([1.0, 0.0])
+    model_uvs[:, 0] = model_uvs[:, 0].clamp(max=3.99)
+    corner_ids = torch.randint(0, 40, (70, 3), generator=g)
+    corner_ids = corner_ids[(torch.floor(model_uvs[corner_ids, 0]).long() == torch.floor(
+        model_uvs[corner_ids[:, :1], 0]).long()).all(1)]  # one tile per triangle
+    eyeball = torch.rand(len(corner_ids), generator=g) > 0.7
+    uvs, uv_triangles = atlas_uvs(model_uvs, corner_ids, eyeball)
+    tile = torch.floor(model_uvs[corner_ids][..., 0].mean(1)).long()
+    code = torch.where(eyeball, torch.full_like(tile, -1), tile)
+    pairs = torch.stack([corner_ids, code[:, None].expand(-1, 3)], -1).reshape(-1, 2)
+    unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    assert torch.equal(uv_triangles, inverse.reshape(-1, 3))
+    assert len(uvs) == len(unique)
