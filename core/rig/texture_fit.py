@@ -215,6 +215,7 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     g, _, height, width = images.shape
     prior = _photo_prior(rig, rest, triangles, tri, bary, config, jawline)
     active = _weighed(prior)
+    active_ids = torch.nonzero(active)[:, 0]
     corners = triangles[tri[active]].t().contiguous()                 # (3, M)
     bary, prior = bary[active].t().contiguous(), prior[active]         # (3, M), (M, 2)
     verts = torch.cat([rig.head_vertices(expression[i:i + 1].to(dtype)) for i in range(g)])
@@ -254,7 +255,11 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         displacement = _at_texels((verts[i] - rest).norm(dim=-1), corners, bary)
         at_rest = torch.exp(-(displacement / config.rest_mm) ** 2).clamp(min=config.rest_floor)
         colour = sample_points(images[i:i + 1], point[None, :, :2])[0]
-        shading = sh_shading(normal[None], sh[i:i + 1].to(dtype))[0].clamp(min=config.min_shading)
+        # The matrix product over all N texels' rows, as without the inactive left out: its rounding
+        # depends on the row count (the texture stays the same to the bit).
+        every_normal = normal.new_zeros(len(active), 3).index_put_((active_ids,), normal)
+        shading = sh_shading(every_normal[None], sh[i:i + 1].to(dtype))[0].index_select(0, active_ids)
+        shading = shading.clamp(min=config.min_shading)
         values[i] = (colour / shading).clamp(0.0, 1.0)
         weights[i] = visible.to(dtype) * facing * at_rest * prior[:, 0] * prior[:, 1] * at_edge
     return values, weights, active
