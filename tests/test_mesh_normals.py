@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import core.mesh as mesh_module
 from core.mesh import PatchNormals, face_normals, vertex_normals
 
 
@@ -98,27 +99,25 @@ def _coalesced(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, sha
 
 @pytest.mark.parametrize("duplicates", [False, True])
 def test_sorted_csr_is_the_coalesced_matrix(duplicates):
-    from core.mesh import _sorted_csr
-
     g = torch.Generator().manual_seed(3)
     keys = torch.randperm(40 * 30, generator=g)[:300]
     if duplicates:
         keys = torch.cat([keys, keys[:25]])
     rows, cols = keys // 30, keys % 30
     values = torch.randn(len(keys), generator=g)
-    ours, ref = _sorted_csr(rows, cols, values, (40, 30)), _coalesced(rows, cols, values, (40, 30))
+    ours = mesh_module._sorted_csr(rows, cols, values, (40, 30))
+    ref = _coalesced(rows, cols, values, (40, 30))
     assert torch.equal(ours.crow_indices(), ref.crow_indices())
     assert torch.equal(ours.col_indices(), ref.col_indices())
     assert torch.equal(ours.values(), ref.values())
 
 
 def test_operator_cache_finds_equal_triangles_in_new_tensors():
-    from core.mesh import _OPERATORS, _mesh_operators
-
     vertices, triangles = grid_mesh()
     n = vertices.shape[1]
-    _OPERATORS.clear()
+    mesh_module._OPERATORS.clear()
     uncached = vertex_normals(vertices, triangles)
-    assert _mesh_operators(triangles.clone(), n) is _mesh_operators(triangles, n)  # a new tensor, found
+    found = mesh_module._mesh_operators(triangles.clone(), n)  # a new tensor, found by its values
+    assert found is mesh_module._mesh_operators(triangles, n)
     assert torch.equal(vertex_normals(vertices, triangles.clone()), uncached)
-    assert len(_OPERATORS) == 1
+    assert len(mesh_module._OPERATORS) == 1

@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+import core.rig.head as head_module
 import core.rig.texture as texture_module
 import core.rig.texture_fit as fit_module
 from core.mesh import vertex_neighbours
@@ -181,14 +182,12 @@ def test_atlas_uv_pairs_are_the_row_unique():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_carry_is_the_summed_gather(dtype):
-    from core.rig.head import _carry
-
     rng = np.random.default_rng(10)
     index, weight = rng.integers(0, 200, (300, 8)), rng.random((300, 8))
     values = torch.randn(5, 200, 3, generator=torch.Generator().manual_seed(10), dtype=dtype)
     for v in (values, values[0]):
         expected = (v[..., torch.as_tensor(index), :] * torch.as_tensor(weight, dtype=dtype)[..., None]).sum(-2)
-        assert torch.equal(_carry(v, index, weight), expected)
-    assert torch.equal(_carry(values, index[:, :5], weight[:, :5]),
+        assert torch.equal(head_module._carry(v, index, weight), expected)
+    assert torch.equal(head_module._carry(values, index[:, :5], weight[:, :5]),
                        (values[..., torch.as_tensor(index[:, :5]), :]
                         * torch.as_tensor(weight[:, :5], dtype=dtype)[..., None]).sum(-2))
