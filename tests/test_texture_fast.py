@@ -185,8 +185,9 @@ def test_carry_is_the_summed_gather(dtype):
     rng = np.random.default_rng(10)
     index, weight = rng.integers(0, 200, (300, 8)), rng.random((300, 8))
     values = torch.randn(5, 200, 3, generator=torch.Generator().manual_seed(10), dtype=dtype)
+    w = torch.as_tensor(weight, dtype=dtype)
     for v in (values, values[0]):
-        expected = (v[..., torch.as_tensor(index), :] * torch.as_tensor(weight, dtype=dtype)[..., None]).sum(-2)
+        expected = (v[..., torch.as_tensor(index), :] * w[..., None]).sum(-2)
         assert torch.equal(head_module._carry(v, index, weight), expected)
     assert torch.equal(head_module._carry(values, index[:, :5], weight[:, :5]),
                        (values[..., torch.as_tensor(index[:, :5]), :]
