@@ -56,10 +56,18 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> 
     """A sparse CSR matrix and its transpose from coordinates (duplicates summed)."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": used for CSR @ dense only
         warnings.simplefilter("ignore")
-        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
-        transposed = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, shape[::-1])
-        transposed = transposed.coalesce().to_sparse_csr()
-    return matrix, transposed
+        return _sorted_csr(rows, cols, values, shape), _sorted_csr(cols, rows, values, (shape[1], shape[0]))
+
+
+def _sorted_csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """CSR from coordinates, entries in (row, column) order: the matrix ``coalesce().to_sparse_csr()``
+    makes, by one sort of distinct keys (several times faster); duplicates go the coalescing way."""
+    key, order = torch.sort(rows * shape[1] + cols)
+    if len(key) > 1 and bool((key[1:] == key[:-1]).any()):
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+    crow = torch.zeros(shape[0] + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+    return torch.sparse_csr_tensor(crow, cols[order], values[order], shape)
 
 
 def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets: int) -> _MeshOperators:
@@ -77,11 +85,16 @@ def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets:
 
 
 def _mesh_operators(triangles: Tensor, n_vertices: int) -> _MeshOperators:
-    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (checked equal on use)."""
+    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (found by their memory,
+    else by their values: a rig's head triangles are a new tensor each time they are asked for)."""
     key = (triangles.data_ptr(), tuple(triangles.shape), n_vertices)
     hit = _OPERATORS.get(key)
     if hit is not None and torch.equal(hit[0], triangles):
         return hit[1]
+    for (_, shape, n), (cached, operators) in _OPERATORS.items():
+        if shape == key[1] and n == n_vertices and cached.dtype == triangles.dtype \
+                and cached.device == triangles.device and torch.equal(cached, triangles):
+            return operators
     t = triangles.detach().long().cpu()
     operators = _build_operators(t, n_vertices, t, n_vertices)
     if len(_OPERATORS) >= 8:

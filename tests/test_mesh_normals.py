@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import core.mesh as mesh_module
 from core.mesh import PatchNormals, face_normals, vertex_normals
 
 
@@ -90,3 +91,33 @@ def test_patch_normals_check_their_input():
     patch = PatchNormals(triangles, torch.tensor([5]), vertices.shape[1])
     with pytest.raises(ValueError, match="points"):
         patch(vertices)
+
+
+def _coalesced(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape).coalesce().to_sparse_csr()
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_sorted_csr_is_the_coalesced_matrix(duplicates):
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randperm(40 * 30, generator=g)[:300]
+    if duplicates:
+        keys = torch.cat([keys, keys[:25]])
+    rows, cols = keys // 30, keys % 30
+    values = torch.randn(len(keys), generator=g)
+    ours = mesh_module._sorted_csr(rows, cols, values, (40, 30))
+    ref = _coalesced(rows, cols, values, (40, 30))
+    assert torch.equal(ours.crow_indices(), ref.crow_indices())
+    assert torch.equal(ours.col_indices(), ref.col_indices())
+    assert torch.equal(ours.values(), ref.values())
+
+
+def test_operator_cache_finds_equal_triangles_in_new_tensors():
+    vertices, triangles = grid_mesh()
+    n = vertices.shape[1]
+    mesh_module._OPERATORS.clear()
+    uncached = vertex_normals(vertices, triangles)
+    found = mesh_module._mesh_operators(triangles.clone(), n)  # a new tensor, found by its values
+    assert found is mesh_module._mesh_operators(triangles, n)
+    assert torch.equal(vertex_normals(vertices, triangles.clone()), uncached)
+    assert len(mesh_module._OPERATORS) == 1

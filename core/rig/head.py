@@ -73,9 +73,20 @@ def head_triangles_of_model(model: MorphableModel, ids: Tensor) -> Tuple[Tensor,
 
 
 def _carry(values: Tensor, index: np.ndarray, weight: np.ndarray) -> Tensor:
-    """Weighted mean over each target's nearest sources. values (..., V, 3) -> (..., P, 3)."""
+    """Weighted mean over each target's nearest sources. values (..., V, 3) -> (..., P, 3).
+
+    ``(values[..., index, :] * weight[..., None]).sum(-2)`` without its (..., P, 8, 3) gather and
+    strided sum (twice as fast): the eight terms added as torch's CPU sum adds them (four running
+    sums, terms j and j + 4, then added in order), so that the result is the same to the bit.
+    """
     w = torch.as_tensor(weight, dtype=values.dtype)
-    return (values[..., torch.as_tensor(index), :] * w[..., None]).sum(-2)
+    ids = torch.as_tensor(index)
+    if ids.shape[1] != 8:
+        return (values[..., ids, :] * w[..., None]).sum(-2)
+    w, ids = w.t().contiguous(), ids.t().contiguous()
+    lanes = [values.index_select(-2, ids[j]).mul_(w[j, :, None])
+             .add_(values.index_select(-2, ids[j + 4]).mul_(w[j + 4, :, None])) for j in range(4)]
+    return lanes[0].add_(lanes[1]).add_(lanes[2]).add_(lanes[3])
 
 
 def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGIONS,

@@ -14,7 +14,7 @@ per texel, so they stay sharp); `core.render.textured` reads it back when render
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ ATLAS_CELLS: Dict[Union[int, str], Tuple[float, float, float, float]] = {
     6: (0.875, 0.25, 0.125, 0.25),
 }
 _EYEBALL_CODE = -1
+_KEPT = 4  # atlases whose texel maps and fill indices are kept
+_TEXEL_MAPS: List[Tuple[Tuple[Tensor, Tensor, int], Fragments]] = []
+_NEAREST: Dict[Tuple[Tuple[int, ...], bytes], Tuple[np.ndarray, np.ndarray]] = {}
 
 
 def atlas_uvs(model_uvs: Tensor, corner_uv_ids: Tensor, eyeball: Tensor) -> Tuple[Tensor, Tensor]:
@@ -64,8 +67,12 @@ def atlas_uvs(model_uvs: Tensor, corner_uv_ids: Tensor, eyeball: Tensor) -> Tupl
     if missing:
         raise ValueError(f"triangles in UDIM tile(s) {missing}: the atlas has cells for tiles "
                          f"{sorted(k for k in known if k >= 0)} and the eyeballs")
-    pairs = torch.stack([corner_uv_ids.long(), code[:, None].expand(-1, 3)], -1).reshape(-1, 2)
-    unique, inverse = torch.unique(pairs, dim=0, return_inverse=True)
+    # Distinct (uv id, cell) pairs in (uv id, cell) order, by one 1-D unique of their keys (as
+    # ``torch.unique(pairs, dim=0)`` orders them, many times faster).
+    span = int(code.max()) - _EYEBALL_CODE + 1
+    keys = corner_uv_ids.long() * span + (code[:, None] - _EYEBALL_CODE)
+    unique_keys, inverse = torch.unique(keys.reshape(-1), return_inverse=True)
+    unique = torch.stack([unique_keys // span, unique_keys % span + _EYEBALL_CODE], 1)
     base = model_uvs[unique[:, 0]]
     cells = torch.tensor([known[int(c)] for c in unique[:, 1].tolist()], dtype=model_uvs.dtype)  # (T', 4)
     tiles = torch.where(unique[:, 1] == _EYEBALL_CODE, torch.zeros_like(unique[:, 1]), unique[:, 1])
@@ -78,15 +85,28 @@ def texel_map(uvs: Tensor, uv_triangles: Tensor, height: int) -> Fragments:
     """Per texel of a ``height`` x ``2 height`` atlas: the triangle it lies on and its barycentrics.
 
     Texels outside every triangle have ``tri_id`` -1. Where UV islands overlap (the two eyeballs
-    share theirs) the lower triangle index wins.
+    share theirs) the lower triangle index wins. The last few atlases' maps are kept (a rig's layout
+    is its model's: the head's painting and the texture fit ask for the same one); each call gets
+    its own copy.
 
     Shape:
         uvs (T, 2); uv_triangles (F, 3) -> Fragments of batch 1, (1, H, 2H).
     """
+    uv_triangles = uv_triangles.long()
+    for (cached_uvs, cached_triangles, cached_height), texels in _TEXEL_MAPS:
+        if cached_height == int(height) and _same(cached_uvs, uvs) and _same(cached_triangles, uv_triangles):
+            return Fragments(*(x.clone() for x in texels))
     width = 2 * int(height)
     screen = torch.stack([uvs[:, 0].double() * width - 0.5, (1.0 - uvs[:, 1].double()) * height - 0.5,
                           torch.zeros(len(uvs), dtype=torch.float64)], -1)
-    return rasterize(screen[None], uv_triangles.long(), int(height), width)
+    texels = rasterize(screen[None], uv_triangles, int(height), width)
+    _TEXEL_MAPS.insert(0, ((uvs.detach().clone(), uv_triangles.clone(), int(height)), texels))
+    del _TEXEL_MAPS[_KEPT:]
+    return Fragments(*(x.clone() for x in texels))
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
@@ -98,8 +118,22 @@ def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
     """
     if filled.all() or not filled.any():
         return texture
-    _, (rows, cols) = ndimage.distance_transform_edt(~filled, return_indices=True)
+    rows, cols = _nearest_filled(filled)
     return texture[rows, cols]
+
+
+def _nearest_filled(filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Row and column of each texel's nearest ``filled`` texel, kept for the last few masks (an
+    atlas' coverage is its layout's: painting and the texture fit fill the same one)."""
+    key = (filled.shape, np.packbits(np.asarray(filled, bool)).tobytes())
+    hit = _NEAREST.get(key)
+    if hit is None:
+        _, (rows, cols) = ndimage.distance_transform_edt(~filled, return_indices=True)
+        hit = _NEAREST[key] = (rows, cols)
+        hit[0].flags.writeable = hit[1].flags.writeable = False
+        while len(_NEAREST) > _KEPT:
+            _NEAREST.pop(next(iter(_NEAREST)))
+    return hit
 
 
 def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT, iris: Sequence[float] = IRIS) -> Tensor:

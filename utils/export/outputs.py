@@ -105,7 +105,10 @@ def split_seams(triangles: np.ndarray, uv_triangles: np.ndarray, n_vertices: int
         triangles, uv_triangles (F, 3).
     """
     corners = np.stack([triangles.reshape(-1), uv_triangles.reshape(-1)], axis=1).astype(np.int64)
-    pairs, inverse = np.unique(corners, axis=0, return_inverse=True)
+    # Distinct (vertex, uv) pairs in their order, by a 1-D unique of keys (``np.unique(axis=0)`` is slow).
+    span = int(corners[:, 1].max()) + 1 if len(corners) else 1
+    keys, inverse = np.unique(corners[:, 0] * span + corners[:, 1], return_inverse=True)
+    pairs = np.stack([keys // span, keys % span], axis=1)
     inverse = inverse.reshape(-1)
     first_corner = np.full(n_vertices, -1, np.int64)
     order = np.arange(len(corners))[::-1]

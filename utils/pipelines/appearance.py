@@ -116,14 +116,18 @@ def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Te
     if not texture.is_file():
         raise ValueError(f"write_textured_meshes: {texture} is missing (save the rig first)")
     dtype = rig.neutral.dtype
+    # The shared arrays once, as the writer takes them (not converted again for every mesh).
+    triangles = rig.head_triangles.cpu().numpy().astype(np.int64)
+    uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)
+    uv_triangles = rig.uv_triangles.cpu().numpy().astype(np.int64)
     written = {"rig_textured": save_textured_obj(
         mesh_dir / "rig_textured.obj", rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0],
-        rig.head_triangles, rig.uvs, rig.uv_triangles, texture_file=f"../rig/{texture.name}")}
+        triangles, uvs, uv_triangles, texture_file=f"../rig/{texture.name}")}
     if expression is not None and names:
-        meshes = rig.head_vertices(expression.to(dtype))
+        meshes = rig.head_vertices(expression.to(dtype)).detach().cpu().numpy().astype(np.float64)
         for name, mesh in zip(names, meshes):
-            save_textured_obj(mesh_dir / "textured" / f"{name}.obj", mesh, rig.head_triangles, rig.uvs,
-                              rig.uv_triangles, texture_file=f"../../rig/{texture.name}")
+            save_textured_obj(mesh_dir / "textured" / f"{name}.obj", mesh, triangles, uvs, uv_triangles,
+                              texture_file=f"../../rig/{texture.name}")
         written["textured_meshes"] = mesh_dir / "textured"
     return written
 
