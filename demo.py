@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall shared CPUs
 
@@ -46,6 +46,9 @@ model_kind = "ict"  # face model: ict (open), bfm2009 or face3d (licensed files 
 # -------------------------------------------------------------------------------------------------
 
 logger = logging.getLogger("demo")
+
+if TYPE_CHECKING:
+    from utils.landmarks.prefetch import FolderPrefetch
 
 
 class DemoError(Exception):
@@ -247,14 +250,28 @@ def network_builder(weights: Path, fit_model, device: str, timings: Dict[str, fl
     return net.build_rig
 
 
+def photo_prefetch(args) -> contextlib.AbstractContextManager:
+    """The photos' landmarks detected in a child process while this one imports torch and loads the
+    face model (`utils.landmarks.prefetch`): a context that ends the child, entered as the prefetch or
+    None where the run fits no photos of a folder, uses another backend, or cannot fork. Call it
+    before torch is imported."""
+    from utils.landmarks.prefetch import FolderPrefetch
+
+    if args.target_rig is not None or args.synthetic:
+        return contextlib.nullcontext()
+    prefetch = FolderPrefetch.start(args.rig_dir or rig_img_dir, args.landmarks, args.face)
+    return contextlib.nullcontext() if prefetch is None else prefetch
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 
 class Run:
     """One demo run: its inputs, what it computed so far and where it wrote."""
 
-    def __init__(self, args) -> None:
+    def __init__(self, args, prefetch: Optional[FolderPrefetch] = None) -> None:
         self.args = args
+        self.prefetch = prefetch  # the photos' landmarks detected in a child process (`photo_prefetch`)
         self.started = time.perf_counter()
         self.wall_start = time.time()
         self.timings: Dict[str, float] = {}
@@ -322,10 +339,16 @@ class Run:
         return self.args.model == "ict"
 
     def photo_landmarker(self):
-        """The photos' landmarker (``--landmarks``)."""
+        """The photos' landmarker (``--landmarks``); where the photos are detected in a child process
+        that could make it, one that loads its models only if this process detects itself."""
         from utils.landmarks.base import LandmarkError
         from utils.landmarks.detect import FaceLandmarker
+        from utils.landmarks.prefetch import DeferredLandmarker
 
+        if self.prefetch is not None and not self.prefetch.ready():
+            self.prefetch = None  # the child could not make one (this process says why) or died
+        if self.prefetch is not None:
+            return DeferredLandmarker(self.args.landmarks)
         try:
             return FaceLandmarker(self.args.landmarks)
         except LandmarkError as err:
@@ -359,7 +382,7 @@ class Run:
             self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
                                                  max_images=self.args.max_images, config=config, builder=builder,
                                                  face=self.args.face, drop_outliers=not self.args.keep_outliers,
-                                                 export=not heads)
+                                                 export=not heads, prefetched=self.prefetch)
         except RigInputError as err:
             raise DemoError(str(err)) from None
         self.timings.update({f"rig: {stage}": sec for stage, sec in self.rig_run.timings.items()})
@@ -465,11 +488,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
+    with photo_prefetch(args) as prefetch:  # before torch is imported: a fork is safe only then
+        return run_demo(args, prefetch)
+
+
+def run_demo(args, prefetch: Optional[FolderPrefetch] = None) -> int:
+    """The whole run of parsed ``args`` (``prefetch``: the photos' landmarks, `photo_prefetch`)."""
     from utils.pipelines.inputs import InputError
     from utils.progress import set_progress
 
     set_progress(not args.quiet)
-    run = Run(args)
+    run = Run(args, prefetch)
     try:
         fit_model, target, landmarker, builder = run.prepare()
         scan = run.scan(run.video_landmarker) if run.video is not None else None
@@ -502,6 +531,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from utils.process import exit_now
+    status = main()
+    from utils.process import exit_now  # after main(): it imports torch, which the prefetch must precede
 
-    exit_now(main())  # outputs are written and closed by now: skip the interpreter's ~1 s teardown
+    exit_now(status)  # outputs are written and closed by now: skip the interpreter's ~1 s teardown

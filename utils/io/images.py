@@ -13,16 +13,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "to_uint8", "to_float", "to_float_batch", "ImageArrayError", "check_image", "ImageReadError",
     "ImageItem", "read_image", "list_images", "iter_image_folder",
 ]
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: reading photos needs none of it
+    import torch
 
 
 class ImageArrayError(ValueError):
@@ -165,6 +167,8 @@ def to_float_batch(images_rgb: np.ndarray) -> torch.Tensor:
         desc = f"{images_rgb.shape} {images_rgb.dtype}" if isinstance(images_rgb, np.ndarray) \
             else type(images_rgb)
         raise ValueError(f"images_rgb: expected a (B, H, W, 3) uint8 RGB array, got {desc}")
+    import torch
+
     return torch.from_numpy(images_rgb.astype(np.float32)).permute(0, 3, 1, 2).div_(255.0)
 
 

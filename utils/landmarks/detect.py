@@ -38,17 +38,18 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
 
 import cv2
 import numpy as np
-import torch
 
 from utils.io.images import check_image, iter_image_folder, list_images
 from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV,
                                   BackendUnavailableError, Box, Face, FaceNotFoundError, LandmarkBackend,
                                   LandmarkError, check_box, offline)
-from utils.landmarks.noise import detector_weights
+
+if TYPE_CHECKING:  # torch is imported where it is used: detecting photos needs none of it (prefetch)
+    import torch
 
 logger = logging.getLogger(__name__)
 Backend = Literal["auto", "dlib", "face_alignment", "mediapipe"]
@@ -343,6 +344,10 @@ class FaceLandmarker:
         None where no noise profile is shipped (`utils.landmarks.noise.detector_weights`: dlib's
         jawline ~0.6 of an inner point, and all ~0.26 of what a 1.5 px detector would get).
         Fitters take them as landmark confidence."""
+        import torch
+
+        from utils.landmarks.noise import detector_weights
+
         return detector_weights(self.backend, torch.as_tensor(landmarks))
 
     def detect_boxes(self, image_rgb: np.ndarray, region: Box | None = None, search: Search = "fast"

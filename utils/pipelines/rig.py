@@ -32,6 +32,7 @@ from utils.export.errors import ExportError
 from utils.export.outputs import export_rig
 from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect_folder
+from utils.landmarks.prefetch import FolderPrefetch
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.process import single_thread
 from utils.progress import progress_bar
@@ -160,7 +161,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           config: RigBuildConfig = RigBuildConfig(), max_images: Optional[int] = None,
                           visualize: bool = True, builder: Optional[RigBuilder] = None,
                           face: Selection = "largest", drop_outliers: bool = True,
-                          export: bool = True) -> RigRun:
+                          export: bool = True, prefetched: Optional[FolderPrefetch] = None) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
     Args:
@@ -174,6 +175,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         face: which face of a photo with several (`utils.landmarks.detect.select_face`).
         drop_outliers: build the rig again without the images `outlier_images` flags.
         export: also write ``rig/rig.glb`` (glTF 2.0, ARKit-named morph targets, `utils.export`).
+        prefetched: the folder's landmarks being detected in a child process since start-up
+            (`utils.landmarks.prefetch`); its result is taken instead of detecting here.
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -184,7 +187,10 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         raise RigInputError(f"rig image folder {rig_dir} does not exist")
     start = time.perf_counter()
     landmarker = landmarker or FaceLandmarker()
-    found = detect_folder(rig_dir, landmarker, face)
+    if prefetched is not None:
+        found = prefetched.faces(rig_dir, landmarker, face)
+    else:
+        found = detect_folder(rig_dir, landmarker, face)
     run.skipped.update({p.name: why for p, why in found.skipped.items()})
     run.choices = {p.stem: c for p, c in found.choices.items()}
     faces = found.faces[:max_images] if max_images else found.faces

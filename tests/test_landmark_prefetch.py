@@ -1,0 +1,166 @@
+"""The photos' landmarks detected in a forked child (utils.landmarks.prefetch) equal the in-process
+`detect_folder`: on real photos, and on a folder with a faceless and a corrupt image (the same
+skipped reasons and log lines); a child that dies gives the same result, detected in-process, and
+a warning; the demo starts the child before torch is imported and reaps it on an input error.
+
+A fork is only safe before torch is imported, and pytest has imported it: the prefetching side runs
+in a fresh interpreter (`prefetched`), the in-process side here.
+"""
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, shared_path
+from utils.landmarks.detect import FaceLandmarker, FolderFaces, detect_folder
+from utils.landmarks.prefetch import FolderPrefetch
+
+#: Runs in a fresh interpreter: a prefetch of argv[1] (face rule argv[2]), torch imported meanwhile as
+#: the demo does; argv[3]: "" or how the child dies ("before": before its landmarker is made,
+#: "after": once it is). Writes {found, dlib loaded here, a child left unreaped} to argv[4].
+PREFETCH_SCRIPT = """
+import logging, os, pickle, sys
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from utils.landmarks import prefetch as module
+folder, select, die, out = sys.argv[1:]
+select = int(select) if select.isdigit() else select
+
+def ready_then_die(folder, backend, select, stream):
+    module._send(stream, ("ready", None))
+    os._exit(3)
+
+def die_at_once(folder, backend, select, stream):
+    raise RuntimeError("the child's detection broke")
+
+if die:
+    module._child_detection = {"before": die_at_once, "after": ready_then_die}[die]
+job = module.FolderPrefetch.start(folder, "dlib", select)
+assert job is not None, "no prefetch started"
+import torch
+with job:
+    job.ready()  # as the demo asks, when it makes its landmarker
+    found = job.faces(folder, module.DeferredLandmarker("dlib"), select)
+try:
+    os.waitpid(-1, os.WNOHANG)
+    unreaped = True
+except ChildProcessError:
+    unreaped = False
+with open(out, "wb") as f:
+    pickle.dump({"found": found, "dlib_here": "dlib" in sys.modules, "unreaped": unreaped}, f)
+"""
+
+
+def prefetched(folder: Path, tmp_path: Path, select: str = "largest", die: str = "") -> tuple[dict, str]:
+    """What the prefetch gives in a fresh interpreter, and its stderr (the log lines)."""
+    out = tmp_path / "prefetched.pkl"
+    done = subprocess.run([sys.executable, "-c", PREFETCH_SCRIPT, str(folder), select, die, str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, "rb") as f:
+        return pickle.load(f), done.stderr
+
+
+def assert_same(got: FolderFaces, want: FolderFaces) -> None:
+    """Every field of two `FolderFaces` equal, arrays exactly."""
+    assert [p for p, _, _ in got.faces] == [p for p, _, _ in want.faces]
+    for (_, image, face), (_, image_want, face_want) in zip(got.faces, want.faces):
+        np.testing.assert_array_equal(image, image_want)
+        np.testing.assert_array_equal(face.landmarks, face_want.landmarks)
+        assert face.bbox == face_want.bbox and face.confidence == face_want.confidence
+    assert got.skipped == want.skipped and got.choices == want.choices and got.sizes == want.sizes
+    assert got.all_faces.keys() == want.all_faces.keys()
+    for path, faces in got.all_faces.items():
+        assert [f.bbox for f in faces] == [f.bbox for f in want.all_faces[path]]
+        for f, g in zip(faces, want.all_faces[path]):
+            np.testing.assert_array_equal(f.landmarks, g.landmarks)
+
+
+@pytest.fixture(scope="module")
+def landmarker() -> FaceLandmarker:
+    return FaceLandmarker("dlib")
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path) -> Path:
+    """Two real photos, one without a face, one that does not decode."""
+    photos = sorted(shared_path("real", "rig_case1").glob("*.jpg"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in photos[:2]:
+        shutil.copy(photo, folder / photo.name)
+    from PIL import Image
+
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(folder / "blank.png")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+def test_prefetch_equals_in_process_detection_on_real_photos(landmarker, tmp_path):
+    folder = shared_path("real", "rig_case1")
+    got, log = prefetched(folder, tmp_path)
+    want = detect_folder(folder, landmarker, progress=False)
+    assert len(want.faces) == 14
+    assert_same(got["found"], want)
+    assert not got["dlib_here"] and not got["unreaped"]  # the parent never loaded dlib's predictor
+    assert "WARNING" not in log and "ERROR" not in log, log
+
+
+def test_prefetch_skips_what_detect_folder_skips_and_logs_it(landmarker, mixed_folder, tmp_path, caplog):
+    got, log = prefetched(mixed_folder, tmp_path, select="0")
+    with caplog.at_level("INFO"):
+        want = detect_folder(mixed_folder, landmarker, select=0, progress=False)
+    assert_same(got["found"], want)
+    assert want.skipped[mixed_folder / "blank.png"] == "no face found"
+    assert "broken.jpg: cannot decode" in want.skipped[mixed_folder / "broken.jpg"]
+    assert [f.chosen for f in want.choices.values()] == [0, 0]
+    logged = [line for line in log.splitlines() if line.startswith(("WARNING", "ERROR"))]
+    assert logged == [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records
+                      if r.levelname in ("WARNING", "ERROR")]
+    assert len(logged) == 2  # the faceless photo, the corrupt file: once each, replayed by the parent
+
+
+@pytest.mark.parametrize("die", ["before", "after"])
+def test_a_dead_child_gives_the_same_result_and_a_warning(landmarker, mixed_folder, tmp_path, die):
+    got, log = prefetched(mixed_folder, tmp_path, die=die)
+    assert_same(got["found"], detect_folder(mixed_folder, landmarker, progress=False))
+    assert got["dlib_here"] and not got["unreaped"]  # detected in the parent, the child reaped
+    warnings = [line for line in log.splitlines() if "prefetch" in line]
+    assert warnings == ["WARNING utils.landmarks.prefetch: photo landmarks prefetch: the child process "
+                        "ended without a result (EOFError); detecting in this process"]
+
+
+def test_nothing_is_prefetched_where_a_fork_is_unsafe_or_useless(tmp_path):
+    import torch  # noqa: F401  (a process that holds torch's threads must not fork)
+
+    assert FolderPrefetch.start(tmp_path, "dlib") is None
+    code = ("import sys, demo\n"
+            "for argv in (['--no-video', '--rig-dir', sys.argv[1]], ['--no-video', '--rig-dir', sys.argv[1], "
+            "'--landmarks', 'mediapipe'], ['--target-rig', 'r.npz', '--video', 'v.mp4'], ['--synthetic'], "
+            "['--no-video', '--rig-dir', sys.argv[1] + '/absent']):\n"
+            "    with demo.photo_prefetch(demo.parse_args(argv)) as job:\n"
+            "        print(type(job).__name__, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.split("\n")[:5] == ["FolderPrefetch False", "NoneType False", "NoneType False",
+                                           "NoneType False", "NoneType False"]
+
+
+def test_demo_reaps_its_child_on_an_input_error(tmp_path):
+    folder = shared_path("real", "rig_case1")
+    code = ("import os, sys, demo\n"
+            "code = demo.main(['--no-video', '--quiet', '--rig-dir', sys.argv[1], '--weights', sys.argv[2], "
+            "'--out', sys.argv[3]])\n"
+            "try:\n    os.waitpid(-1, os.WNOHANG)\n    left = True\n"
+            "except ChildProcessError:\n    left = False\n"
+            "print(code, left)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(folder), str(tmp_path / "absent.pth"),
+                           str(tmp_path / "out")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "False"], done.stderr
+    assert done.stderr.strip() == f"ERROR demo: --weights {tmp_path / 'absent.pth'}: no such file"
+    assert not (tmp_path / "out").exists()
