@@ -266,9 +266,19 @@ class Rig:
             albedo_mean=self.albedo.to(device, dtype), albedo_basis=None)
 
     # ------------------------------------------------------------- files
-    def save(self, path: Union[str, Path]) -> Path:
+    def save_texture(self, path: Union[str, Path]) -> Optional[Path]:
+        """Write the texture PNG that ``rig.npz`` at ``path`` points at (`texture_file`); None without a texture."""
+        if self.texture is None:
+            return None
+        texture_path = texture_file(path)
+        texture_path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_texture_uint8(self.texture)).save(texture_path)
+        return texture_path
+
+    def save(self, path: Union[str, Path], texture: bool = True) -> Path:
         """Write ``rig.npz`` (format `RIG_FORMAT_VERSION`, keys documented in README.md, with its
-        units and conventions); returns the path."""
+        units and conventions) and, unless ``texture`` is False (already written by `save_texture`),
+        its texture PNG; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
@@ -291,9 +301,9 @@ class Rig:
             arrays["uvs"] = self.uvs.detach().cpu().numpy().astype(np.float32)
             arrays["uv_triangles"] = self.uv_triangles.cpu().numpy().astype(np.int64)
         if self.texture is not None:
-            texture_path = texture_file(path)
-            Image.fromarray(_texture_uint8(self.texture)).save(texture_path)
-            arrays["texture_file"] = np.array(texture_path.name)
+            if texture:
+                self.save_texture(path)
+            arrays["texture_file"] = np.array(texture_file(path).name)
         np.savez_compressed(path, **arrays)
         return path
 
