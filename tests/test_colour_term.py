@@ -99,3 +99,34 @@ def test_float64_points_take_the_torch_path_and_bad_shapes_are_named():
     with pytest.raises(ValueError, match="weights"):
         colour_term(problem["points"], problem["scale"], problem["trans"], problem["images"], problem["patch"],
                     problem["weights"][:, :10], problem["sh"], problem["prior"], 0.05, 0.05)
+
+
+def test_thread_count_does_not_change_the_result(monkeypatch):
+    """The images run in parallel but every sum keeps its order: 1 and 3 threads give the same bits."""
+    problem = _problem(6)
+    p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in problem.items()}
+    results = []
+    for threads in (1, 3):
+        wanted = [p[k].clone().requires_grad_(True) for k in ("points", "scale", "trans")]
+        cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05, 0.05,
+                           compiled=True, threads=threads)
+        results.append((cost.detach(), torch.autograd.grad(cost, wanted)))
+    assert torch.equal(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.equal(a, b)
+
+
+def test_kernel_threads_leave_busy_cores_alone(monkeypatch):
+    """A second thread only where a core is free: the count of other runnable tasks decides."""
+    import core.fitting.colour_term as module
+
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(module, "_runnable_others", lambda: 0)
+    assert module.kernel_threads() == 2
+    monkeypatch.setattr(module, "_runnable_others", lambda: 1)
+    assert module.kernel_threads() == 1
+    monkeypatch.setattr(module, "_runnable_others", lambda: None)  # /proc/loadavg unreadable
+    assert module.kernel_threads() == 1
+    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(module, "_runnable_others", lambda: 3)
+    assert module.kernel_threads() == 4

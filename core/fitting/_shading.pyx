@@ -8,7 +8,13 @@ images, the Geman-McClure cost; then its gradient with respect to the points, th
 translations, by hand. The same arithmetic as composing `core.mesh.PatchNormals`,
 `core.sampling.sample_points` and `core.fitting.shading_cost.shading_cost` (float32, sums over
 images in float64), which stay the reference and the fallback.
+
+The images are independent but for the albedo (a sum over images per vertex), so the pass is an
+image-parallel forward, a vertex-parallel albedo and cost, and an image-parallel backward, on
+``threads`` OpenMP threads (images taken one at a time, so a busy core only slows its own share);
+the sums keep a fixed order, so the result does not depend on the thread count.
 """
+from cython.parallel cimport prange
 from libc.math cimport floor, sqrt
 
 import numpy as np
@@ -26,10 +32,164 @@ cdef inline float _tap(const float* plane, Py_ssize_t x, Py_ssize_t y, Py_ssize_
     return plane[y * w + x]
 
 
+cdef void _forward_image(const float* P, const float* wg, const float* image, Py_ssize_t H, Py_ssize_t W,
+                         float sc, float tu, float tv, const float* sh, const float* f,
+                         const cnp.int64_t* tri, const cnp.int64_t* tgt, Py_ssize_t T, Py_ssize_t U, float eps,
+                         float* S, float* nrm, float* lng, float* sha, float* obs, float* slo) noexcept nogil:
+    """One image: the patch's normal sums ``S`` and normals, shading, colours and colour slopes."""
+    cdef Py_ssize_t t, u, k, c, i0, i1, i2, j, x0, y0
+    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, sv, ix, iy, wx, wy
+    cdef float v00, v01, v10, v11
+    cdef float b[9]
+    cdef const float* plane
+    for t in range(T):
+        i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
+        ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
+        bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
+        fx = ay * bz - az * by
+        fy = az * bx - ax * bz
+        fz = ax * by - ay * bx
+        for k in range(3):
+            j = tgt[3 * t + k]
+            if j >= 0:
+                S[3 * j] += fx
+                S[3 * j + 1] += fy
+                S[3 * j + 2] += fz
+    for u in range(U):
+        if wg[u] == 0:  # adds nothing to the albedo or the cost
+            continue
+        norm = sqrt(S[3 * u] * S[3 * u] + S[3 * u + 1] * S[3 * u + 1] + S[3 * u + 2] * S[3 * u + 2])
+        lng[u] = norm
+        if norm < eps:
+            norm = eps
+        nx, ny, nz = S[3 * u] / norm, S[3 * u + 1] / norm, S[3 * u + 2] / norm
+        nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2] = nx, ny, nz
+        b[0] = f[0]
+        b[1] = f[1] * ny
+        b[2] = f[2] * nz
+        b[3] = f[3] * nx
+        b[4] = f[4] * nx * ny
+        b[5] = f[5] * ny * nz
+        b[6] = f[6] * (3.0 * nz * nz - 1.0)
+        b[7] = f[7] * nx * nz
+        b[8] = f[8] * (nx * nx - ny * ny)
+        ix = sc * P[3 * u] + tu
+        iy = tv - sc * P[3 * u + 1]
+        x0 = <Py_ssize_t>floor(ix)
+        y0 = <Py_ssize_t>floor(iy)
+        wx = ix - x0
+        wy = iy - y0
+        for c in range(3):
+            sv = 0.0
+            for k in range(9):
+                sv = sv + b[k] * sh[3 * k + c]
+            sha[3 * u + c] = sv
+            plane = image + c * H * W
+            v00 = _tap(plane, x0, y0, W, H)
+            v01 = _tap(plane, x0 + 1, y0, W, H)
+            v10 = _tap(plane, x0, y0 + 1, W, H)
+            v11 = _tap(plane, x0 + 1, y0 + 1, W, H)
+            obs[3 * u + c] = (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
+            slo[6 * u + 2 * c] = (v01 - v00) * (1 - wy) + (v11 - v10) * wy
+            slo[6 * u + 2 * c + 1] = (v10 - v00) * (1 - wx) + (v11 - v01) * wx
+
+
+cdef void _backward_image(const float* P, const float* wg, float sc, const float* sh, const float* f,
+                          const cnp.int64_t* tri, const cnp.int64_t* tgt, Py_ssize_t T, Py_ssize_t U, float eps,
+                          const float* albedo, const double* raw, const double* total, const double* d_raw,
+                          float d_lam_term, float s2, float s4, float* S, const float* nrm, const float* lng,
+                          const float* sha, const float* obs, const float* slo, float* dP,
+                          float* d_scale, float* d_trans) noexcept nogil:
+    """One image: d cost / d its points, scale and translation (``S`` is overwritten as scratch)."""
+    cdef Py_ssize_t t, u, k, c, i0, i1, i2, j
+    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, sv, o, wgt, r, r2, dr, d_s, d_o
+    cdef float du, dv, gx, gy, gz, dx, dy, dz, dot, ds = 0.0, dtu = 0.0, dtv = 0.0
+    cdef float db[9]
+    for u in range(U):
+        wgt = wg[u]
+        if wgt == 0:  # no gradient: nothing flows into this vertex's normal
+            S[3 * u] = 0.0
+            S[3 * u + 1] = 0.0
+            S[3 * u + 2] = 0.0
+            continue
+        for k in range(9):
+            db[k] = 0.0
+        du = 0.0
+        dv = 0.0
+        for c in range(3):
+            j = 3 * u + c
+            sv = sha[j]
+            o = obs[j]
+            r = o - albedo[j] * sv
+            r2 = r * r
+            dr = wgt * s4 * r / ((s2 + r2) * (s2 + r2))
+            # d num = d raw / total; d total = -d raw raw / total + d lam prior_weight / (3 U)
+            d_s = (-dr * albedo[j] + wgt * o * <float>(d_raw[j] / total[j])
+                   + 2.0 * wgt * sv * (<float>(-d_raw[j] * raw[j] / total[j]) + d_lam_term))
+            d_o = dr + wgt * sv * <float>(d_raw[j] / total[j])
+            for k in range(9):
+                db[k] += d_s * sh[3 * k + c]
+            du += d_o * slo[6 * u + 2 * c]
+            dv += d_o * slo[6 * u + 2 * c + 1]
+        # The colours' positions.
+        dP[3 * u] += du * sc
+        dP[3 * u + 1] -= dv * sc
+        ds += du * P[3 * u] - dv * P[3 * u + 1]
+        dtu += du
+        dtv += dv
+        # The SH basis (a quadratic in the normal), then the normalisation.
+        nx, ny, nz = nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2]
+        gx = f[3] * db[3] + f[4] * ny * db[4] + f[7] * nz * db[7] + 2.0 * f[8] * nx * db[8]
+        gy = f[1] * db[1] + f[4] * nx * db[4] + f[5] * nz * db[5] - 2.0 * f[8] * ny * db[8]
+        gz = f[2] * db[2] + f[5] * ny * db[5] + 6.0 * f[6] * nz * db[6] + f[7] * nx * db[7]
+        norm = lng[u]
+        if norm > eps:
+            dot = nx * gx + ny * gy + nz * gz
+            S[3 * u] = (gx - nx * dot) / norm
+            S[3 * u + 1] = (gy - ny * dot) / norm
+            S[3 * u + 2] = (gz - nz * dot) / norm
+        else:
+            S[3 * u] = gx / eps
+            S[3 * u + 1] = gy / eps
+            S[3 * u + 2] = gz / eps
+    d_scale[0] = ds
+    d_trans[0] = dtu
+    d_trans[1] = dtv
+    # Each triangle's normal feeds the sums of its corners in the patch: f = a x b, so d a = b x d f
+    # and d b = d f x a.
+    for t in range(T):
+        fx = 0.0
+        fy = 0.0
+        fz = 0.0
+        for k in range(3):
+            j = tgt[3 * t + k]
+            if j >= 0:
+                fx += S[3 * j]
+                fy += S[3 * j + 1]
+                fz += S[3 * j + 2]
+        if fx == 0 and fy == 0 and fz == 0:
+            continue
+        i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
+        ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
+        bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
+        gx, gy, gz = by * fz - bz * fy, bz * fx - bx * fz, bx * fy - by * fx  # d a
+        dx, dy, dz = fy * az - fz * ay, fz * ax - fx * az, fx * ay - fy * ax  # d b
+        dP[i1] += gx
+        dP[i1 + 1] += gy
+        dP[i1 + 2] += gz
+        dP[i2] += dx
+        dP[i2 + 1] += dy
+        dP[i2 + 2] += dz
+        dP[i0] -= gx + dx
+        dP[i0 + 1] -= gy + dy
+        dP[i0 + 2] -= gz + dz
+
+
 def colour_term(const float[:, :, ::1] points, const float[::1] scale, const float[:, ::1] trans,
-                const float[:, :, :, ::1] images, const cnp.int64_t[:, ::1] triangles, const cnp.int64_t[:, ::1] targets,
-                const float[:, ::1] weights, const float[:, :, ::1] sh, const float[:, ::1] prior,
-                const double[::1] basis, double prior_weight, double sigma, double eps):
+                const float[:, :, :, ::1] images, const cnp.int64_t[:, ::1] triangles,
+                const cnp.int64_t[:, ::1] targets, const float[:, ::1] weights, const float[:, :, ::1] sh,
+                const float[:, ::1] prior, const double[::1] basis, double prior_weight, double sigma,
+                double eps, int threads=1):
     """Cost and gradient of the colour term (see `core.fitting.colour_term.colour_term`).
 
     Shapes: points (G, N, 3) camera space, the patch's U vertices first; scale (G,); trans (G, 2);
@@ -39,251 +199,88 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
     """
     cdef Py_ssize_t G = points.shape[0], N = points.shape[1], U = weights.shape[1]
     cdef Py_ssize_t T = triangles.shape[0], H = images.shape[2], W = images.shape[3]
-    cdef Py_ssize_t g, u, t, k, c, i0, i1, i2, j, x0, y0
+    cdef Py_ssize_t g, u, c, j, k
     if (U > N or weights.shape[0] != G or images.shape[0] != G or images.shape[1] != 3 or sh.shape[0] != G
-            or prior.shape[0] != U or scale.shape[0] != G or trans.shape[0] != G or targets.shape[0] != T):
+            or prior.shape[0] != U or scale.shape[0] != G or trans.shape[0] != G or targets.shape[0] != T
+            or basis.shape[0] != 9):
         raise ValueError("colour_term: inconsistent shapes")
+    threads = max(1, min(threads, G))
     summed_a = np.zeros((G, U, 3), np.float32)  # unnormalised normal sums, then d cost / d them
     normal_a = np.zeros((G, U, 3), np.float32)
     length_a = np.zeros((G, U), np.float32)
     shading_a = np.zeros((G, U, 3), np.float32)
     observed_a = np.zeros((G, U, 3), np.float32)
     slope_a = np.zeros((G, U, 3, 2), np.float32)  # d colour / d (u, v)
-    sums_a = np.zeros((4, U, 3), np.float64)  # numerator, denominator, unclamped albedo, d cost / d it
+    sums_a = np.zeros((4, U, 3), np.float64)  # total (denominator + lam), unclamped albedo, d cost / d it, num
     albedo_a = np.zeros((U, 3), np.float32)
+    vertex_cost_a = np.zeros(U, np.float64)
+    factors_a = np.asarray(basis, np.float32)
     d_points_a = np.zeros((G, N, 3), np.float32)
     d_scale_a = np.zeros(G, np.float32)
     d_trans_a = np.zeros((G, 2), np.float32)
-    cdef float[:, :, ::1] summed_m = summed_a, normal_m = normal_a, shading_m = shading_a
-    cdef float[:, :, ::1] observed_m = observed_a, d_points_m = d_points_a
-    cdef float[:, :, :, ::1] slope_m = slope_a
-    cdef float[:, ::1] length_m = length_a
+    cdef float[:, :, ::1] S = summed_a, nrm = normal_a, sha = shading_a, obs = observed_a, dP = d_points_a
+    cdef float[:, :, :, ::1] slo = slope_a
+    cdef float[:, ::1] lng = length_a, albedo_m = albedo_a, d_trans = d_trans_a
+    cdef float[::1] d_scale = d_scale_a, factors = factors_a
     cdef double[:, :, ::1] sums = sums_a
-    cdef float[:, ::1] albedo_m = albedo_a
+    cdef double[::1] vertex_cost = vertex_cost_a
     cdef float* albedo = &albedo_m[0, 0]
-    cdef double* num = &sums[0, 0, 0]
-    cdef double* den = &sums[1, 0, 0]
-    cdef double* raw = &sums[2, 0, 0]
-    cdef double* d_raw = &sums[3, 0, 0]
-    cdef const float* P
-    cdef const float* wg
-    cdef const float* plane
-    cdef const cnp.int64_t* tri = &triangles[0, 0]
-    cdef const cnp.int64_t* tgt = &targets[0, 0]
-    cdef float* S
-    cdef float* nrm
-    cdef float* sha
-    cdef float* obs
-    cdef float* slo
-    cdef float* lng
-    cdef float* dP
-    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, sv, o, wgt, ix, iy, wx, wy
-    cdef float v00, v01, v10, v11, r, r2, dr, d_s, d_o, du, dv, gx, gy, gz, dx, dy, dz, dot, sc, tu, tv
-    cdef float[::1] d_scale = d_scale_a
-    cdef float[:, ::1] d_trans = d_trans_a
-    cdef float b[9]
-    cdef float db[9]
-    cdef float f[9]  # the basis factors
-    cdef float L[27]  # one image's SH lighting, (9, 3)
-    cdef float s2 = sigma * sigma, s4 = 2.0 * s2 * s2, d_lam_term = 0.0
-    cdef double cost = 0.0, mean = 0.0, lam, total, d_lam = 0.0
+    cdef double* total = &sums[0, 0, 0]
+    cdef double* raw = &sums[1, 0, 0]
+    cdef double* d_raw = &sums[2, 0, 0]
+    cdef double* num = &sums[3, 0, 0]
+    cdef float s2 = sigma * sigma, s4 = 2.0 * s2 * s2, d_lam_term = 0.0, feps = eps
+    cdef float wgt, r, r2, dr
+    cdef double cost = 0.0, mean = 0.0, lam, d_lam = 0.0
     cdef bint lam_free
-    for k in range(9):
-        f[k] = basis[k]
     with nogil:
-        # Forward, per image: normals, colours, shading; the albedo's sums over images.
-        for g in range(G):
-            P = &points[g, 0, 0]
-            wg = &weights[g, 0]
-            S = &summed_m[g, 0, 0]
-            nrm = &normal_m[g, 0, 0]
-            sha = &shading_m[g, 0, 0]
-            obs = &observed_m[g, 0, 0]
-            slo = &slope_m[g, 0, 0, 0]
-            lng = &length_m[g, 0]
-            sc, tu, tv = scale[g], trans[g, 0], trans[g, 1]
-            for k in range(9):
-                for c in range(3):
-                    L[3 * k + c] = sh[g, k, c]
-            for t in range(T):
-                i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
-                ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
-                bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
-                fx = ay * bz - az * by
-                fy = az * bx - ax * bz
-                fz = ax * by - ay * bx
-                for k in range(3):
-                    j = tgt[3 * t + k]
-                    if j >= 0:
-                        S[3 * j] += fx
-                        S[3 * j + 1] += fy
-                        S[3 * j + 2] += fz
-            for u in range(U):
-                wgt = wg[u]
-                if wgt == 0:  # adds nothing to the albedo or the cost
-                    continue
-                norm = sqrt(S[3 * u] * S[3 * u] + S[3 * u + 1] * S[3 * u + 1] + S[3 * u + 2] * S[3 * u + 2])
-                lng[u] = norm
-                if norm < eps:
-                    norm = eps
-                nx, ny, nz = S[3 * u] / norm, S[3 * u + 1] / norm, S[3 * u + 2] / norm
-                nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2] = nx, ny, nz
-                b[0] = f[0]
-                b[1] = f[1] * ny
-                b[2] = f[2] * nz
-                b[3] = f[3] * nx
-                b[4] = f[4] * nx * ny
-                b[5] = f[5] * ny * nz
-                b[6] = f[6] * (3.0 * nz * nz - 1.0)
-                b[7] = f[7] * nx * nz
-                b[8] = f[8] * (nx * nx - ny * ny)
-                ix = sc * P[3 * u] + tu
-                iy = tv - sc * P[3 * u + 1]
-                x0 = <Py_ssize_t>floor(ix)
-                y0 = <Py_ssize_t>floor(iy)
-                wx = ix - x0
-                wy = iy - y0
-                for c in range(3):
-                    sv = 0.0
-                    for k in range(9):
-                        sv = sv + b[k] * L[3 * k + c]
-                    sha[3 * u + c] = sv
-                    plane = &images[g, c, 0, 0]
-                    v00 = _tap(plane, x0, y0, W, H)
-                    v01 = _tap(plane, x0 + 1, y0, W, H)
-                    v10 = _tap(plane, x0, y0 + 1, W, H)
-                    v11 = _tap(plane, x0 + 1, y0 + 1, W, H)
-                    o = (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy
-                    obs[3 * u + c] = o
-                    slo[6 * u + 2 * c] = (v01 - v00) * (1 - wy) + (v11 - v10) * wy
-                    slo[6 * u + 2 * c + 1] = (v10 - v00) * (1 - wx) + (v11 - v01) * wx
-                    num[3 * u + c] += wgt * sv * o
-                    den[3 * u + c] += wgt * sv * sv
-        # The albedo in closed form, leaning on the prior by prior_weight x the mean denominator.
+        # Forward, per image: normals, colours, shading.
+        for g in prange(G, schedule="dynamic", num_threads=threads):
+            _forward_image(&points[g, 0, 0], &weights[g, 0], &images[g, 0, 0, 0], H, W, scale[g], trans[g, 0],
+                           trans[g, 1], &sh[g, 0, 0], &factors[0], &triangles[0, 0], &targets[0, 0], T, U, feps,
+                           &S[g, 0, 0], &nrm[g, 0, 0], &lng[g, 0], &sha[g, 0, 0], &obs[g, 0, 0], &slo[g, 0, 0, 0])
+        # The albedo in closed form from all images, leaning on the prior by prior_weight x the mean
+        # denominator; per vertex the cost and d cost / d the unclamped albedo (images in order).
+        for u in prange(U, schedule="static", num_threads=threads):
+            for c in range(3):
+                for g in range(G):
+                    wgt = weights[g, u]
+                    num[3 * u + c] += wgt * sha[g, u, c] * obs[g, u, c]
+                    total[3 * u + c] += wgt * sha[g, u, c] * sha[g, u, c]
         for j in range(3 * U):
-            mean = mean + den[j]
+            mean = mean + total[j]
         mean = mean / (3 * U)
         lam_free = mean > 1e-6
         lam = prior_weight * (mean if lam_free else 1e-6)
-        for u in range(U):
+        for u in prange(U, schedule="static", num_threads=threads):
             for c in range(3):
                 j = 3 * u + c
-                den[j] = den[j] + lam  # den now holds the total
-                raw[j] = (num[j] + lam * prior[u, c]) / den[j]
+                total[j] = total[j] + lam
+                raw[j] = (num[j] + lam * prior[u, c]) / total[j]
                 albedo[j] = <float>(0.0 if raw[j] < 0.0 else (1.0 if raw[j] > 1.0 else raw[j]))
-        # The cost; d cost / d the unclamped albedo.
-        for g in range(G):
-            wg = &weights[g, 0]
-            sha = &shading_m[g, 0, 0]
-            obs = &observed_m[g, 0, 0]
-            for u in range(U):
-                wgt = wg[u]
-                if wgt == 0:
-                    continue
-                for c in range(3):
-                    j = 3 * u + c
-                    r = obs[j] - albedo[j] * sha[j]
+                for g in range(G):
+                    wgt = weights[g, u]
+                    if wgt == 0:
+                        continue
+                    r = obs[g, u, c] - albedo[j] * sha[g, u, c]
                     r2 = r * r
-                    cost += wgt * (s2 * r2 / (s2 + r2))
+                    vertex_cost[u] += wgt * (s2 * r2 / (s2 + r2))
                     dr = wgt * s4 * r / ((s2 + r2) * (s2 + r2))
-                    d_raw[j] -= dr * sha[j]
-        for u in range(U):
-            for c in range(3):
-                j = 3 * u + c
+                    d_raw[j] -= dr * sha[g, u, c]
                 if raw[j] < 0.0 or raw[j] > 1.0:
                     d_raw[j] = 0.0
+        for u in range(U):
+            cost = cost + vertex_cost[u]
+            for c in range(3):
+                j = 3 * u + c
                 if lam_free:
-                    d_lam += d_raw[j] * (prior[u, c] - raw[j]) / den[j]
+                    d_lam = d_lam + d_raw[j] * (prior[u, c] - raw[j]) / total[j]
         if lam_free:
             d_lam_term = <float>(d_lam * prior_weight / (3 * U))
         # Backward, per image: shading and colours -> normals and positions -> points, scale, trans.
-        for g in range(G):
-            P = &points[g, 0, 0]
-            wg = &weights[g, 0]
-            S = &summed_m[g, 0, 0]
-            nrm = &normal_m[g, 0, 0]
-            sha = &shading_m[g, 0, 0]
-            obs = &observed_m[g, 0, 0]
-            slo = &slope_m[g, 0, 0, 0]
-            lng = &length_m[g, 0]
-            dP = &d_points_m[g, 0, 0]
-            sc = scale[g]
-            for k in range(9):
-                for c in range(3):
-                    L[3 * k + c] = sh[g, k, c]
-            for u in range(U):
-                wgt = wg[u]
-                if wgt == 0:  # no gradient: nothing flows into this vertex's normal
-                    S[3 * u] = 0.0
-                    S[3 * u + 1] = 0.0
-                    S[3 * u + 2] = 0.0
-                    continue
-                for k in range(9):
-                    db[k] = 0.0
-                du = 0.0
-                dv = 0.0
-                for c in range(3):
-                    j = 3 * u + c
-                    sv = sha[j]
-                    o = obs[j]
-                    r = o - albedo[j] * sv
-                    r2 = r * r
-                    dr = wgt * s4 * r / ((s2 + r2) * (s2 + r2))
-                    # d num = d raw / total; d total = -d raw raw / total + d lam prior_weight / (3 U)
-                    d_s = (-dr * albedo[j] + wgt * o * <float>(d_raw[j] / den[j])
-                           + 2.0 * wgt * sv * (<float>(-d_raw[j] * raw[j] / den[j]) + d_lam_term))
-                    d_o = dr + wgt * sv * <float>(d_raw[j] / den[j])
-                    for k in range(9):
-                        db[k] += d_s * L[3 * k + c]
-                    du += d_o * slo[6 * u + 2 * c]
-                    dv += d_o * slo[6 * u + 2 * c + 1]
-                # The colours' positions.
-                dP[3 * u] += du * sc
-                dP[3 * u + 1] -= dv * sc
-                d_scale[g] += du * P[3 * u] - dv * P[3 * u + 1]
-                d_trans[g, 0] += du
-                d_trans[g, 1] += dv
-                # The SH basis (a quadratic in the normal), then the normalisation.
-                nx, ny, nz = nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2]
-                gx = f[3] * db[3] + f[4] * ny * db[4] + f[7] * nz * db[7] + 2.0 * f[8] * nx * db[8]
-                gy = f[1] * db[1] + f[4] * nx * db[4] + f[5] * nz * db[5] - 2.0 * f[8] * ny * db[8]
-                gz = f[2] * db[2] + f[5] * ny * db[5] + 6.0 * f[6] * nz * db[6] + f[7] * nx * db[7]
-                norm = lng[u]
-                if norm > eps:
-                    dot = nx * gx + ny * gy + nz * gz
-                    S[3 * u] = (gx - nx * dot) / norm
-                    S[3 * u + 1] = (gy - ny * dot) / norm
-                    S[3 * u + 2] = (gz - nz * dot) / norm
-                else:
-                    S[3 * u] = gx / eps
-                    S[3 * u + 1] = gy / eps
-                    S[3 * u + 2] = gz / eps
-            # Each triangle's normal feeds the sums of its corners in the patch: f = a x b, so
-            # d a = b x d f and d b = d f x a.
-            for t in range(T):
-                fx = 0.0
-                fy = 0.0
-                fz = 0.0
-                for k in range(3):
-                    j = tgt[3 * t + k]
-                    if j >= 0:
-                        fx += S[3 * j]
-                        fy += S[3 * j + 1]
-                        fz += S[3 * j + 2]
-                if fx == 0 and fy == 0 and fz == 0:
-                    continue
-                i0, i1, i2 = 3 * tri[3 * t], 3 * tri[3 * t + 1], 3 * tri[3 * t + 2]
-                ax, ay, az = P[i1] - P[i0], P[i1 + 1] - P[i0 + 1], P[i1 + 2] - P[i0 + 2]
-                bx, by, bz = P[i2] - P[i0], P[i2 + 1] - P[i0 + 1], P[i2 + 2] - P[i0 + 2]
-                gx, gy, gz = by * fz - bz * fy, bz * fx - bx * fz, bx * fy - by * fx  # d a
-                dx, dy, dz = fy * az - fz * ay, fz * ax - fx * az, fx * ay - fy * ax  # d b
-                dP[i1] += gx
-                dP[i1 + 1] += gy
-                dP[i1 + 2] += gz
-                dP[i2] += dx
-                dP[i2 + 1] += dy
-                dP[i2 + 2] += dz
-                dP[i0] -= gx + dx
-                dP[i0 + 1] -= gy + dy
-                dP[i0 + 2] -= gz + dz
+        for g in prange(G, schedule="dynamic", num_threads=threads):
+            _backward_image(&points[g, 0, 0], &weights[g, 0], scale[g], &sh[g, 0, 0], &factors[0], &triangles[0, 0],
+                            &targets[0, 0], T, U, feps, albedo, raw, total, d_raw, d_lam_term, s2, s4, &S[g, 0, 0],
+                            &nrm[g, 0, 0], &lng[g, 0], &sha[g, 0, 0], &obs[g, 0, 0], &slo[g, 0, 0, 0], &dP[g, 0, 0],
+                            &d_scale[g], &d_trans[g, 0])
     return cost, d_points_a, d_scale_a, d_trans_a

@@ -11,6 +11,8 @@ compiled module, on other devices, for float64 or where a gradient of the images
 from __future__ import annotations
 
 import importlib
+import os
+import time
 from typing import Optional
 
 import torch
@@ -22,7 +24,7 @@ from core.lighting import SH_FACTORS
 from core.mesh import PatchNormals
 from core.sampling import sample_points
 
-__all__ = ["colour_term", "compiled_available"]
+__all__ = ["colour_term", "compiled_available", "kernel_threads"]
 
 _NORMAL_EPS = 1e-12  # torch.nn.functional.normalize's, as PatchNormals uses it
 
@@ -46,20 +48,50 @@ def compiled_available() -> bool:
 _BASIS = torch.tensor(SH_FACTORS, dtype=torch.float64)
 
 
+def _runnable_others(samples: int = 3) -> Optional[int]:
+    """Tasks running or waiting to run besides this one, from ``/proc/loadavg`` (the least of a few
+    readings 1 ms apart: a passing task is not counted, a busy one is); None where unreadable."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(0.001)
+    return max(0, min(counts))
+
+
+def kernel_threads() -> int:
+    """Threads for the compiled pass: this process's cores that nothing else is running on now, at
+    most 4. An image-parallel pass waits for its slowest thread, so a core busy with other work
+    makes a second thread a loss (measured: the shading stage 2.1 -> 1.65 s on two idle cores, but
+    2.2 -> 4.0 s with one core busy), hence one thread wherever the count cannot be read."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return 1
+    others = _runnable_others()
+    if others is None:
+        return 1
+    return max(1, min(cores - others, 4))
+
+
 class _CompiledColourTerm(torch.autograd.Function):
     """The kernel's cost, with the gradient it computed in the same pass handed back in ``backward``."""
 
     @staticmethod
     def forward(ctx, points: Tensor, scale: Tensor, trans: Tensor, images: Tensor,  # type: ignore[override]
                 patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
-                sigma: float) -> Tensor:
+                sigma: float, threads: int) -> Tensor:
         def c(t: Tensor) -> Tensor:
             return t.detach().to(torch.float32).contiguous()
 
         cost, d_points, d_scale, d_trans = _SHADING.colour_term(
             c(points).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(), patch.triangles.numpy(),
             patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(), _BASIS.numpy(),
-            float(prior_weight), float(sigma), _NORMAL_EPS)
+            float(prior_weight), float(sigma), _NORMAL_EPS, threads)
         ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in
                           ((d_points, points), (d_scale, scale), (d_trans, trans)))
         return points.new_tensor(cost)
@@ -67,12 +99,12 @@ class _CompiledColourTerm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         d_points, d_scale, d_trans = (grad * g for g in ctx.grads)
-        return d_points, d_scale, d_trans, None, None, None, None, None, None, None
+        return d_points, d_scale, d_trans, None, None, None, None, None, None, None, None
 
 
 def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, patch: PatchNormals,
                 weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float, sigma: float,
-                compiled: Optional[bool] = None) -> Tensor:
+                compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
     """The robust colour cost of the patch's vertices over all images; differentiable in the points,
     the scales and the translations.
 
@@ -87,6 +119,8 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
         prior_weight, sigma: as `core.fitting.shading_cost.shading_cost`.
         compiled: force the compiled pass (True) or the torch functions (False); None: the compiled
             pass where it applies (built, CPU, float32, no gradient of the images).
+        threads: the compiled pass's OpenMP threads (None: `kernel_threads`); the result does not
+            depend on it.
 
     Shape:
         points (G, N, 3) with N = len(patch.support); scale (G,); trans (G, 2); images (G, 3, H, W);
@@ -107,7 +141,7 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:
         return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
-                                         sigma)
+                                         sigma, kernel_threads() if threads is None else int(threads))
     normals = patch(points)
     seen = points[:, :n_patch]
     uv = torch.stack([scale[:, None] * seen[..., 0] + trans[:, :1], trans[:, 1:] - scale[:, None] * seen[..., 1]], -1)

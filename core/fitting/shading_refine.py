@@ -30,7 +30,7 @@ from torch import Tensor
 from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
-from core.fitting.colour_term import colour_term
+from core.fitting.colour_term import colour_term, kernel_threads
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
@@ -146,14 +146,16 @@ class ObservedPatch:
         return points.reshape(g, -1, 3) @ euler_to_matrix(per_image[ROTATION]).transpose(1, 2)
 
     def cost(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor, sigma: float,
-             compiled: Optional[bool] = None) -> Tensor:
-        """The round's colour term at the current shape (`core.fitting.colour_term`; ``compiled`` as there).
+             compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
+        """The round's colour term at the current shape (`core.fitting.colour_term`; ``compiled`` and
+        ``threads`` as there).
 
         Shape:
             images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3) -> ().
         """
         return colour_term(self.camera_points(identity, per_image), per_image[SCALE], per_image[TRANS2D], images,
-                           self.normals, self.weights, sh, self.prior, self.albedo_weight, sigma, compiled=compiled)
+                           self.normals, self.weights, sh, self.prior, self.albedo_weight, sigma, compiled=compiled,
+                           threads=threads)
 
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:
@@ -254,13 +256,14 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
         patch = ObservedPatch(model, weights, prior, config.albedo_reg, sampled)
         scale = (config.weight * (2.0 * float(conf.sum())) / (3.0 * patch.weights.sum().clamp(min=1.0))
                  / config.sigma ** 2)
+        threads = kernel_threads()  # once per round: the cores free now (the result does not depend on it)
         unknowns = _Unknowns(identity, fixed, config.per_image, config.steps, bounds, expression_weight,
                              _identity_unit(model, fixed[SCALE], config.identity_step))
 
         def objective(x: Tensor) -> Tuple[float, Tensor]:
             x = x.detach().requires_grad_(True)
             code, per_image, penalty = unknowns.unpack(x)
-            photo = patch.cost(images, code, per_image, sh, config.sigma)
+            photo = patch.cost(images, code, per_image, sh, config.sigma, threads=threads)
             flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})
             uv = project_landmarks(geometry, flat, correspondence=correspondence)
             marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2
