@@ -374,23 +374,30 @@ class Run:
 
     def build_rig(self, fit_model, landmarker, config, builder):
         """The photos' rig (rig/, mesh/, params/, visualization/), as a textured whole head."""
+        from utils.background import BackgroundWorker
         from utils.pipelines.appearance import write_appearance
         from utils.pipelines.rig import RigInputError, build_rig_from_folder
 
         heads = self.whole_heads()
-        try:
-            self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
-                                                 max_images=self.args.max_images, config=config, builder=builder,
-                                                 face=self.args.face, drop_outliers=not self.args.keep_outliers,
-                                                 export=not heads, prefetched=self.prefetch)
-        except RigInputError as err:
-            raise DemoError(str(err)) from None
+        # The face rig's files are written on a worker thread while the whole head and its texture
+        # are made; the whole head's rig.npz is queued after them.
+        with BackgroundWorker("rig-outputs") as writer:
+            try:
+                self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
+                                                     max_images=self.args.max_images, config=config,
+                                                     builder=builder, face=self.args.face,
+                                                     drop_outliers=not self.args.keep_outliers, export=not heads,
+                                                     prefetched=self.prefetch, writer=writer)
+            except RigInputError as err:
+                raise DemoError(str(err)) from None
+            self.outputs.update(self.rig_run.outputs)
+            self.driven = self.driven or str(self.rig_run.outputs["rig"])
+            made = write_appearance(self.rig_run, self.model, self.args.out, writer=writer) if heads else None
         self.timings.update({f"rig: {stage}": sec for stage, sec in self.rig_run.timings.items()})
-        self.outputs.update(self.rig_run.outputs)
-        self.driven = self.driven or str(self.rig_run.outputs["rig"])
-        if not heads:
+        self.timings["rig: waiting for the files"] = writer.waited
+        if made is None:
+            self.outputs.update(self.rig_run.outputs)  # without rig.glb where its export failed
             return self.rig_run.result.rig
-        made = write_appearance(self.rig_run, self.model, self.args.out)
         self.timings.update({f"rig: {stage}": sec for stage, sec in made.timings.items()})
         self.outputs.update(made.outputs)
         return made.rig

@@ -298,9 +298,16 @@ def test_fit_overlay_covers_the_face_not_the_scalp_and_fills_the_eyes(head):
     assert (out[v + 2, u] == 123).all()                    # the top of the scalp is not
 
 
-def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_path):
-    """The demo's entry point: photos' rig run in, textured whole-head rig and files out."""
+@pytest.mark.parametrize("queued", [False, True])
+def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_path, queued):
+    """The demo's entry point: photos' rig run in, textured whole-head rig and files out; also with
+    every file queued on the caller's worker thread (as the demo does), where the whole head's
+    rig.npz must come after the face rig's."""
+    import contextlib
+
     import cv2
+
+    from utils.background import BackgroundWorker
 
     from core.fitting.shading_refine import ShadingConfig
     from core.rig.builder import RigBuildConfig
@@ -315,12 +322,14 @@ def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_p
     for k, image in enumerate(subject.images):
         cv2.imwrite(str(photos / f"person_{k}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     fast = RigBuildConfig(rounds=2, iterations=6, shading=ShadingConfig(rounds=1, iterations=10))
-    run = build_rig_from_folder(photos, tmp_path / "out", ict_face, landmarker=FaceLandmarker("dlib"), config=fast,
-                                visualize=False)
-    made = write_appearance(run, ict_model, tmp_path / "out", TextureConfig(height=TEXTURE))
+    with BackgroundWorker("test") if queued else contextlib.nullcontext() as writer:
+        run = build_rig_from_folder(photos, tmp_path / "out", ict_face, landmarker=FaceLandmarker("dlib"),
+                                    config=fast, visualize=False, writer=writer)
+        made = write_appearance(run, ict_model, tmp_path / "out", TextureConfig(height=TEXTURE), writer=writer)
     out = tmp_path / "out"
+    assert "writing outputs" in run.timings
     for name in ("rig/rig.npz", "rig/rig_texture.png", "rig/rig.glb", "mesh/rig_textured.obj",
-                 "mesh/textured/person_0.obj"):
+                 "mesh/textured/person_0.obj", "mesh/person_0.obj", "mesh/rig_neutral.obj", "params/person_0.json"):
         assert (out / name).is_file(), name
     back = Rig.load(out / "rig" / "rig.npz", expect_model="ict/face", expect_vertices=ict_face.n_vertices)
     assert back.parts is not None and back.texture.shape == (TEXTURE, 2 * TEXTURE, 3)

@@ -19,6 +19,7 @@ In the demo (after the rig is built, before the video)::
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -135,7 +136,8 @@ def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Te
 
 def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
                      config: TextureConfig = TextureConfig(), glb: bool = True,
-                     glb_options: Optional[GltfOptions] = None) -> AppearanceRun:
+                     glb_options: Optional[GltfOptions] = None,
+                     writer: Optional[BackgroundWorker] = None) -> AppearanceRun:
     """Make the photos' rig a textured whole head and write its files (module docstring).
 
     Args:
@@ -145,6 +147,9 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         config: texture settings (`TextureConfig`).
         glb: also write ``rig/rig.glb``.
         glb_options: how its targets are stored (None: sparse, `utils.export.outputs.glb_options`).
+        writer: the worker thread the rig run's files were queued on (`build_rig_from_folder`'s
+            ``writer``): ``rig.npz`` is queued after them, so the whole head's archive replaces the
+            face rig's; None: written on a worker of its own before returning.
     """
     out_dir = Path(out_dir)
     start = time.perf_counter()
@@ -155,8 +160,8 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     rig_path = out_dir / "rig" / "rig.npz"
     run.outputs["rig_texture"] = fit.rig.save_texture(rig_path) or texture_file(rig_path)
     # The archive's compression (zlib, ~0.3 s) runs on a worker thread beside the OBJ text and the glTF.
-    with BackgroundWorker("rig-archive") as writer:
-        writer.submit(fit.rig.save, rig_path, False)
+    with BackgroundWorker("rig-archive") if writer is None else contextlib.nullcontext(writer) as archive:
+        archive.submit(fit.rig.save, rig_path, False)
         run.outputs["rig"] = rig_path
         result = rig_run.result
         run.outputs.update(write_textured_meshes(fit.rig, out_dir, result.params["expression"], rig_run.used))

@@ -161,7 +161,8 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           config: RigBuildConfig = RigBuildConfig(), max_images: Optional[int] = None,
                           visualize: bool = True, builder: Optional[RigBuilder] = None,
                           face: Selection = "largest", drop_outliers: bool = True,
-                          export: bool = True, prefetched: Optional[FolderPrefetch] = None) -> RigRun:
+                          export: bool = True, prefetched: Optional[FolderPrefetch] = None,
+                          writer: Optional[BackgroundWorker] = None) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
     Args:
@@ -177,6 +178,9 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         export: also write ``rig/rig.glb`` (glTF 2.0, ARKit-named morph targets, `utils.export`).
         prefetched: the folder's landmarks being detected in a child process since start-up
             (`utils.landmarks.prefetch`); its result is taken instead of detecting here.
+        writer: where the files are written: a caller's worker thread (the call returns once the rig
+            is built and the files are queued; they are complete when the caller closes the worker,
+            which raises a writing error), or None: here, before returning.
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -223,39 +227,55 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.result, run.crops = result, crops
     errors_crop = result.reprojection_error.detach().cpu().numpy().astype(float)
 
-    start = time.perf_counter()
     rig = result.rig
     meshes = result.image_meshes()
+    pictures = []
+    for i, (stem, (_, image, _)) in enumerate(zip(stems, faces)):
+        params = _params_json(stem, i, result, crops[i], rig.expression_names)
+        params["landmark_error_crop_px"] = float(errors_crop[i])
+        params["units"]["landmark_error_crop_px"] = "pixels of the 256 px face crop the fit sees"
+        run.used.append(stem)
+        run.landmark_error[stem] = params["landmark_error_px"]
+        run.landmark_error_crop[stem] = float(errors_crop[i])
+        pictures.append((stem, image, params))
+    run.outputs.update({"rig": out_dir / "rig" / "rig.npz", "rig_neutral": out_dir / "mesh" / "rig_neutral.obj",
+                        "mesh": out_dir / "mesh", "params": out_dir / "params"})
+    if visualize:
+        run.outputs["visualization"] = out_dir / "visualization"
+    if export:
+        run.outputs["rig_glb"] = out_dir / "rig" / "rig.glb"
+    if writer is None:
+        _write_rig_outputs(run, result, crops, meshes, pictures, visualize, export)
+    else:
+        writer.submit(_write_rig_outputs, run, result, crops, meshes, pictures, visualize, export)
+    return run
+
+
+def _write_rig_outputs(run: RigRun, result: RigBuildResult, crops: List[FaceCrop], meshes: torch.Tensor,
+                       pictures: List[tuple], visualize: bool, export: bool) -> None:
+    """Write the rig's files at the paths ``run.outputs`` names: rig.npz (and rig.glb), the neutral and
+    per-photo meshes, params/*.json and the visualizations ((stem, photo, params) per photo).
+    Files are encoded and written on a second worker thread while the next photo's pictures are
+    rendered; the time taken goes to ``run.timings["writing outputs"]``."""
+    start = time.perf_counter()
+    rig = result.rig
     weights = overlay_weights(rig)[:rig.n_vertices] if visualize else None  # no scalp or neck (issue 19)
-    # Files are encoded and written on a worker thread while the next image's pictures are rendered.
-    with BackgroundWorker("rig-outputs") as writer:
-        run.outputs["rig"] = out_dir / "rig" / "rig.npz"
-        writer.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
+    with BackgroundWorker("rig-files") as files:
+        files.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
         if export:
             try:
-                run.outputs["rig_glb"] = export_rig(rig, out_dir / "rig" / "rig.glb", source=run.outputs["rig"])
+                export_rig(rig, run.outputs["rig_glb"], source=run.outputs["rig"])
             except ExportError as err:
+                run.outputs.pop("rig_glb")
                 logger.error("rig.glb not written: %s", err)
-        run.outputs["rig_neutral"] = out_dir / "mesh" / "rig_neutral.obj"
-        writer.submit(save_mesh, run.outputs["rig_neutral"], rig.neutral, rig.triangles, rig.albedo)
-        (out_dir / "params").mkdir(parents=True, exist_ok=True)
-        for i, (stem, (_, image, _)) in enumerate(progress_bar(list(zip(stems, faces)), desc="writing outputs",
-                                                               unit="image")):
-            writer.submit(save_mesh, out_dir / "mesh" / f"{stem}.obj", meshes[i], rig.triangles)
-            params = _params_json(stem, i, result, crops[i], rig.expression_names)
-            params["landmark_error_crop_px"] = float(errors_crop[i])
-            params["units"]["landmark_error_crop_px"] = "pixels of the 256 px face crop the fit sees"
-            writer.submit(Path.write_text, out_dir / "params" / f"{stem}.json", json.dumps(params, indent=1))
-            run.used.append(stem)
-            run.landmark_error[stem] = params["landmark_error_px"]
-            run.landmark_error_crop[stem] = float(errors_crop[i])
+        files.submit(save_mesh, run.outputs["rig_neutral"], rig.neutral, rig.triangles, rig.albedo)
+        run.outputs["params"].mkdir(parents=True, exist_ok=True)
+        for i, (stem, image, params) in enumerate(progress_bar(pictures, desc="writing outputs", unit="image")):
+            files.submit(save_mesh, run.outputs["mesh"] / f"{stem}.obj", meshes[i], rig.triangles)
+            files.submit(Path.write_text, run.outputs["params"] / f"{stem}.json", json.dumps(params, indent=1))
             if visualize:
                 screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
                 picture = _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
                                          np.asarray(params["landmarks_2d"]), weights)
-                writer.submit(save_png, out_dir / "visualization" / f"{stem}.png", picture, PNG_COMPRESSION)
-    for sub in ("mesh", "params", "visualization"):
-        if (out_dir / sub).is_dir():
-            run.outputs[sub] = out_dir / sub
+                files.submit(save_png, run.outputs["visualization"] / f"{stem}.png", picture, PNG_COMPRESSION)
     run.timings["writing outputs"] = time.perf_counter() - start
-    return run
