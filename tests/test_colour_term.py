@@ -121,6 +121,7 @@ def test_kernel_threads_leave_busy_cores_alone(monkeypatch):
     import core.fitting.colour_term as module
 
     monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(module, "_cpu_quota", lambda: None)
     monkeypatch.setattr(module, "_runnable_others", lambda: 0)
     assert module.kernel_threads() == 2
     monkeypatch.setattr(module, "_runnable_others", lambda: 1)
@@ -130,3 +131,6 @@ def test_kernel_threads_leave_busy_cores_alone(monkeypatch):
     monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.setattr(module, "_runnable_others", lambda: 3)
     assert module.kernel_threads() == 4
+    monkeypatch.setattr(module, "_cpu_quota", lambda: 2.5)  # a container allowed 2.5 of 16 cores
+    monkeypatch.setattr(module, "_runnable_others", lambda: 0)
+    assert module.kernel_threads() == 2
