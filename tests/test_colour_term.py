@@ -114,23 +114,3 @@ def test_thread_count_does_not_change_the_result(monkeypatch):
     assert torch.equal(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.equal(a, b)
-
-
-def test_kernel_threads_leave_busy_cores_alone(monkeypatch):
-    """A second thread only where a core is free: the count of other runnable tasks decides."""
-    import core.fitting.colour_term as module
-
-    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(module, "_cpu_quota", lambda: None)
-    monkeypatch.setattr(module, "_runnable_others", lambda: 0)
-    assert module.kernel_threads() == 2
-    monkeypatch.setattr(module, "_runnable_others", lambda: 1)
-    assert module.kernel_threads() == 1
-    monkeypatch.setattr(module, "_runnable_others", lambda: None)  # /proc/loadavg unreadable
-    assert module.kernel_threads() == 1
-    monkeypatch.setattr(module.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    monkeypatch.setattr(module, "_runnable_others", lambda: 3)
-    assert module.kernel_threads() == 4
-    monkeypatch.setattr(module, "_cpu_quota", lambda: 2.5)  # a container allowed 2.5 of 16 cores
-    monkeypatch.setattr(module, "_runnable_others", lambda: 0)
-    assert module.kernel_threads() == 2

@@ -11,14 +11,13 @@ compiled module, on other devices, for float64 or where a gradient of the images
 from __future__ import annotations
 
 import importlib
-import os
-import time
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from core.checks import check_shape
+from core.cpus import free_cores
 from core.fitting.shading_cost import shading_cost
 from core.lighting import SH_FACTORS
 from core.mesh import PatchNormals
@@ -48,56 +47,12 @@ def compiled_available() -> bool:
 _BASIS = torch.tensor(SH_FACTORS, dtype=torch.float64)
 
 
-def _runnable_others(samples: int = 3) -> Optional[int]:
-    """Tasks running or waiting to run besides this one, from ``/proc/loadavg`` (the least of a few
-    readings 1 ms apart: a passing task is not counted, a busy one is); None where unreadable."""
-    counts = []
-    for i in range(samples):
-        try:
-            with open("/proc/loadavg") as f:
-                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
-        except (OSError, ValueError, IndexError):
-            return None
-        if i + 1 < samples:
-            time.sleep(0.001)
-    return max(0, min(counts))
-
-
-def _cpu_quota() -> Optional[float]:
-    """The CPUs a cgroup quota allows this process (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None
-    where there is none: a container may see more cores than it may use."""
-    for quota_file, period_file in (("/sys/fs/cgroup/cpu.max", None),
-                                    ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")):
-        try:
-            with open(quota_file) as f:
-                fields = f.read().split()
-            if period_file is not None:
-                with open(period_file) as f:
-                    fields.append(f.read().strip())
-            if fields[0] not in ("max", "-1"):
-                return float(fields[0]) / float(fields[1])
-            return None
-        except (OSError, ValueError, IndexError, ZeroDivisionError):
-            continue
-    return None
-
-
 def kernel_threads() -> int:
-    """Threads for the compiled pass: this process's cores (within its cgroup's CPU quota) that
-    nothing else is running on now, at most 4. An image-parallel pass waits for its slowest thread, so a core busy with other work
-    makes a second thread a loss (measured: the shading stage 2.1 -> 1.65 s on two idle cores, but
-    2.2 -> 4.0 s with one core busy), hence one thread wherever the count cannot be read."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return 1
-    quota = _cpu_quota()
-    if quota is not None:
-        cores = min(cores, max(1, int(quota)))
-    others = _runnable_others()
-    if others is None:
-        return 1
-    return max(1, min(cores - others, 4))
+    """Threads for the compiled pass: the cores nothing else is running on now, at most 4
+    (`core.cpus.free_cores`). An image-parallel pass waits for its slowest thread, so a core busy
+    with other work makes a second thread a loss (measured: the shading stage 2.1 -> 1.65 s on two
+    idle cores, but 2.2 -> 4.0 s with one core busy)."""
+    return free_cores(limit=4)
 
 
 class _CompiledColourTerm(torch.autograd.Function):
