@@ -390,13 +390,13 @@ class Run:
                                                      prefetched=self.prefetch, writer=writer)
             except RigInputError as err:
                 raise DemoError(str(err)) from None
-            self.outputs.update(self.rig_run.outputs)
             self.driven = self.driven or str(self.rig_run.outputs["rig"])
             made = write_appearance(self.rig_run, self.model, self.args.out, writer=writer) if heads else None
+        # Read once the files are written: the worker leaves rig.glb out where its export failed.
+        self.outputs.update(self.rig_run.outputs)
         self.timings.update({f"rig: {stage}": sec for stage, sec in self.rig_run.timings.items()})
         self.timings["rig: waiting for the files"] = writer.waited
         if made is None:
-            self.outputs.update(self.rig_run.outputs)  # without rig.glb where its export failed
             return self.rig_run.result.rig
         self.timings.update({f"rig: {stage}": sec for stage, sec in made.timings.items()})
         self.outputs.update(made.outputs)

@@ -110,3 +110,28 @@ def test_folder_without_faces_names_each_file(tmp_path, ict_face, landmarker):
 def test_missing_folder(tmp_path, ict_face, landmarker):
     with pytest.raises(RigInputError, match="does not exist"):
         build_rig_from_folder(tmp_path / "nope", tmp_path / "out", ict_face, landmarker=landmarker)
+
+
+def test_files_queued_on_a_worker_leave_out_a_failed_export(subject, ict_face, landmarker, tmp_path, monkeypatch):
+    """With the caller's worker thread (as the demo passes it), the run's outputs name what was written
+    once the worker is closed: a rig.glb whose export failed is logged and left out, the rest is there."""
+    import utils.pipelines.rig as pipeline
+    from utils.background import BackgroundWorker
+    from utils.export.errors import ExportError
+
+    def refuse(*args, **kwargs):
+        raise ExportError("refused for the test")
+
+    monkeypatch.setattr(pipeline, "export_rig", refuse)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, image in enumerate(subject.images):
+        _write_png(photos / f"person_{k}.png", image)
+    with BackgroundWorker("test") as writer:
+        run = build_rig_from_folder(photos, tmp_path / "out", ict_face, landmarker=landmarker, config=FAST,
+                                    visualize=False, writer=writer)
+    assert "rig_glb" not in run.outputs and not (tmp_path / "out" / "rig" / "rig.glb").exists()
+    assert all(run.outputs[k].exists() for k in ("rig", "rig_neutral", "mesh", "params"))
+    assert sorted(p.stem for p in run.outputs["params"].glob("*.json")) == run.used
+    assert "writing outputs" in run.timings
+
