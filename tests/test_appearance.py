@@ -307,10 +307,9 @@ def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_p
 
     import cv2
 
-    from utils.background import BackgroundWorker
-
     from core.fitting.shading_refine import ShadingConfig
     from core.rig.builder import RigBuildConfig
+    from utils.background import BackgroundWorker
     from utils.landmarks.detect import FaceLandmarker
     from utils.pipelines.appearance import write_appearance
     from utils.pipelines.rig import build_rig_from_folder

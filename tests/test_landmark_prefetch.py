@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, shared_path
+
 from utils.landmarks.detect import FaceLandmarker, FolderFaces, detect_folder
 from utils.landmarks.prefetch import FolderPrefetch
 

@@ -29,8 +29,8 @@ from torch import Tensor
 
 from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
-from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
 from core.fitting.colour_term import colour_term, kernel_threads
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
