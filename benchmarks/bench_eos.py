@@ -104,6 +104,7 @@ def run_timed(command: Sequence[str], log: Path) -> Tuple[float, str]:
 def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
     """Our side on ``folder``, outputs under ``work/tag``; parses its timings and outputs."""
     from core.rig.rig import Rig
+    from utils.pipelines.summary import stage_timings
 
     out = work / tag
     if out.exists():
@@ -113,9 +114,7 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
     result = SideRun(wall=wall, load=load)
     summary = out / "summary.json"
     if summary.is_file():
-        reported = json.loads(summary.read_text())["timings_s"]
-        result.total = reported.pop("total", None)
-        result.timings = reported
+        result.timings, result.total = stage_timings(json.loads(summary.read_text()))
     rigs = sorted(out.rglob("rig.npz"))
     if not rigs:
         raise RuntimeError(f"our side wrote no rig.npz under {out}")
@@ -398,6 +397,8 @@ def profile(args: argparse.Namespace) -> None:
     functions that take the time)."""
     import pstats
 
+    from utils.pipelines.summary import stage_timings
+
     folder = args.profile_folder or SHARED / "rig_case1"
     work = Path(tempfile.mkdtemp(prefix="bench_eos_profile_"))
     try:
@@ -410,8 +411,8 @@ def profile(args: argparse.Namespace) -> None:
         summary = work / "out" / "summary.json"
         reported = None
         if summary.is_file():
-            timings = json.loads(summary.read_text())["timings_s"]
-            reported = {"total": timings.pop("total"), "timings": timings}
+            timings, total = stage_timings(json.loads(summary.read_text()))
+            reported = {"total": total, "timings": timings}
         print(f"\n### Our whole process on {folder.name} (with -X importtime; load average {load:.2f})\n")
         print("| stage | s |")
         print("|---|---|")

@@ -70,6 +70,8 @@ class Run:
 
 def run_measured(command: Sequence[str], log: Path, env: Optional[Dict[str, str]] = None) -> Run:
     """Run ``command`` to the end; wall time and peak resident memory from ``wait4``."""
+    from utils.pipelines.summary import stage_timings
+
     environment = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1", **(env or {}))
     load = os.getloadavg()[0]
     with open(log, "w") as err:
@@ -84,8 +86,7 @@ def run_measured(command: Sequence[str], log: Path, env: Optional[Dict[str, str]
     summary = Path(command[command.index("--out") + 1]) / "summary.json"
     if summary.is_file():  # the demo's own record: stage times and frames tracked
         reported = json.loads(summary.read_text())
-        run.timings = dict(reported["timings_s"])
-        run.total = run.timings.pop("total", None)
+        run.timings, run.total = stage_timings(reported)
         run.frames = int((reported.get("video") or {}).get("frames_tracked") or 0)
     return run
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from utils.pipelines.rig import RigRun
 from utils.pipelines.video import TrackingRun
 
-__all__ = ["SUMMARY_FORMAT_VERSION", "OUTPUT_NOTES", "versions", "files_written", "rig_section",
+__all__ = ["SUMMARY_FORMAT_VERSION", "OUTPUT_NOTES", "versions", "files_written", "stage_timings", "rig_section",
            "video_section", "summary_document", "write_summary", "shown", "summary_rows", "format_rows"]
 
 #: ``summary.json``: 1 (this layout).
@@ -87,6 +87,18 @@ def video_section(run: TrackingRun, source_frames: Optional[Sequence[int]],
             "source_rig_frames": None if source_frames is None else list(source_frames), "cuts": list(cuts),
             "tracking_landmark_error_eye_distance": error,
             "tracking_fit_frames_per_s": round(run.frames / fit, 2) if fit else None, "error": run.error}
+
+
+def stage_timings(doc: Dict[str, Any]) -> Tuple[Dict[str, float], Optional[float]]:
+    """A summary document's stage times (s) and, apart, the run's own total (None where absent), as
+    `summary_document` writes them under ``timings_s``: what the benchmarks read back.
+
+    Example:
+        >>> stage_timings({"timings_s": {"face model": 0.05, "rig: texture": 1.2, "total": 4.7}})
+        ({'face model': 0.05, 'rig: texture': 1.2}, 4.7)
+    """
+    timings = dict(doc.get("timings_s") or {})
+    return timings, timings.pop("total", None)
 
 
 def summary_document(*, command: Sequence[str], inputs: Dict[str, Any], out: Path, driven: Optional[str],
