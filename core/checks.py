@@ -38,3 +38,10 @@ def check_triangles(triangles: torch.Tensor, n_vertices: int) -> None:
         low, high = (int(x) for x in torch.aminmax(triangles))
     if low < 0 or high >= n_vertices:
         raise ValueError(f"triangles: indices must lie in [0, {n_vertices}), got [{low}, {high}]")
+
+
+def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors hold the same values with the same shape, dtype and device (a cache's
+    match: equal values in another dtype or on another device are not the same input)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+

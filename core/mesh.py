@@ -7,12 +7,12 @@ counter-clockwise seen from outside (docs/conventions.md).
 from __future__ import annotations
 
 import warnings
-from typing import Dict, NamedTuple, Tuple
+from typing import List, NamedTuple, Tuple
 
 import torch
 from torch import Tensor
 
-from core.checks import check_shape, check_triangles
+from core.checks import check_shape, check_triangles, same_tensor
 
 __all__ = ["vertex_normals", "face_normals", "PatchNormals", "vertex_neighbours", "subset_index",
            "triangles_within"]
@@ -49,7 +49,7 @@ class _MeshOperators(NamedTuple):
     corner_sum_t: Tensor
 
 
-_OPERATORS: Dict[Tuple[int, Tuple[int, ...], int], Tuple[Tensor, _MeshOperators]] = {}
+_OPERATORS: List[Tuple[int, Tensor, _MeshOperators]] = []  # (vertex count, triangles, operators), newest first
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
@@ -85,21 +85,15 @@ def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets:
 
 
 def _mesh_operators(triangles: Tensor, n_vertices: int) -> _MeshOperators:
-    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (found by their memory,
-    else by their values: a rig's head triangles are a new tensor each time they are asked for)."""
-    key = (triangles.data_ptr(), tuple(triangles.shape), n_vertices)
-    hit = _OPERATORS.get(key)
-    if hit is not None and torch.equal(hit[0], triangles):
-        return hit[1]
-    for (_, shape, n), (cached, operators) in _OPERATORS.items():
-        if shape == key[1] and n == n_vertices and cached.dtype == triangles.dtype \
-                and cached.device == triangles.device and torch.equal(cached, triangles):
+    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (found by their values:
+    a rig's head triangles are a new tensor each time they are asked for)."""
+    for n, cached, operators in _OPERATORS:
+        if n == n_vertices and same_tensor(cached, triangles):
             return operators
     t = triangles.detach().long().cpu()
     operators = _build_operators(t, n_vertices, t, n_vertices)
-    if len(_OPERATORS) >= 8:
-        _OPERATORS.pop(next(iter(_OPERATORS)))
-    _OPERATORS[key] = (triangles.detach().clone(), operators)
+    _OPERATORS.insert(0, (n_vertices, triangles.detach().clone(), operators))
+    del _OPERATORS[8:]
     return operators
 
 

@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from core.checks import same_tensor
 from core.render.rasterize import Fragments, interpolate, rasterize
 from core.rig.parts import EYEBALLS, IRIS, eye_axis, eye_colours
 
@@ -94,7 +95,7 @@ def texel_map(uvs: Tensor, uv_triangles: Tensor, height: int) -> Fragments:
     """
     uv_triangles = uv_triangles.long()
     for (cached_uvs, cached_triangles, cached_height), texels in _TEXEL_MAPS:
-        if cached_height == int(height) and _same(cached_uvs, uvs) and _same(cached_triangles, uv_triangles):
+        if cached_height == int(height) and same_tensor(cached_uvs, uvs) and same_tensor(cached_triangles, uv_triangles):
             return Fragments(*(x.clone() for x in texels))
     width = 2 * int(height)
     screen = torch.stack([uvs[:, 0].double() * width - 0.5, (1.0 - uvs[:, 1].double()) * height - 0.5,
@@ -103,10 +104,6 @@ def texel_map(uvs: Tensor, uv_triangles: Tensor, height: int) -> Fragments:
     _TEXEL_MAPS.insert(0, ((uvs.detach().clone(), uv_triangles.clone(), int(height)), texels))
     del _TEXEL_MAPS[_KEPT:]
     return Fragments(*(x.clone() for x in texels))
-
-
-def _same(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
 
 
 def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
