@@ -539,6 +539,6 @@ def run_demo(args, prefetch: Optional[FolderPrefetch] = None) -> int:
 
 if __name__ == "__main__":
     status = main()
-    from utils.process import exit_now  # after main(): it imports torch, which the prefetch must precede
+    from utils.process import exit_now
 
     exit_now(status)  # outputs are written and closed by now: skip the interpreter's ~1 s teardown

@@ -1,5 +1,11 @@
-"""How many cores parallel work takes (`core.cpus`): only those nothing else is running on."""
+"""How many cores parallel work takes (`core.cpus`): only those nothing else is running on; the
+same results on any number of threads."""
 from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
 
 import core.cpus as cpus
 
@@ -49,3 +55,49 @@ def test_quota_and_runnable_counts_are_read_from_the_files(monkeypatch, tmp_path
     files["/sys/fs/cgroup/cpu/cpu.cfs_quota_us"] = "150000\n"
     files["/sys/fs/cgroup/cpu/cpu.cfs_period_us"] = "100000\n"
     assert cpus._cpu_quota() == 1.5
+
+
+def test_parallel_map_keeps_the_order_and_the_results_on_any_thread_count():
+    """Items come back in their order whatever finishes first, the same as a plain loop's."""
+    def work(i):
+        x = torch.full((60, 60), float(i))
+        return float((x @ x).sum())
+
+    serial = [work(i) for i in range(12)]
+    assert cpus.parallel_map(work, range(12), threads=3) == serial
+    assert cpus.parallel_map(work, range(12), threads=1) == serial
+    assert cpus.parallel_map(work, [], threads=2) == []
+
+
+def test_parallel_map_runs_items_side_by_side():
+    """With two threads the first two items run at the same time: each waits for the other (a loop
+    would wait forever; the barrier's timeout turns that into an error)."""
+    both = threading.Barrier(2, timeout=10)
+
+    def work(i):
+        if i < 2:
+            both.wait()
+        return i
+
+    assert cpus.parallel_map(work, range(5), threads=2) == list(range(5))
+
+
+def test_parallel_map_raises_the_first_error():
+    def work(i):
+        if i == 3:
+            raise ValueError(f"item {i} is bad")
+        return i
+
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        cpus.parallel_map(work, range(6), threads=2)
+
+
+def test_single_thread_restores_the_count():
+    before = torch.get_num_threads()
+    with cpus.single_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with cpus.single_thread():
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

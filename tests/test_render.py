@@ -93,6 +93,19 @@ def test_backends_agree_on_random_overlapping_triangles():
             assert torch.equal(a.depth, b.depth)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_batch_is_its_images_rasterized_one_by_one(backend):
+    """The images of a batch (rasterized side by side on threads) give what each gives alone."""
+    soup, tris = _random_soup(5)
+    verts = torch.cat([soup + torch.tensor([3.0 * k, -2.0 * k, 0.0], dtype=soup.dtype) for k in range(4)])
+    batch = rasterize(verts, tris, 40, 56, backend=backend)
+    for k in range(4):
+        alone = rasterize(verts[k:k + 1], tris, 40, 56, backend=backend)
+        assert torch.equal(batch.tri_id[k:k + 1], alone.tri_id) and torch.equal(batch.depth[k:k + 1], alone.depth)
+        assert torch.equal(batch.bary[k:k + 1], alone.bary)
+    assert not torch.equal(batch.tri_id[0], batch.tri_id[1])  # the images differ
+
+
 def test_numpy_backend_chunks_give_the_same_result(monkeypatch):
     verts, tris = _random_soup(7)
     whole = rasterize(verts, tris, 40, 56, backend="numpy")

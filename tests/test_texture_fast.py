@@ -122,6 +122,23 @@ def test_texels_no_photo_weighs_change_nothing(head, monkeypatch):
     assert torch.equal(fast.texture, full.texture)
 
 
+def test_photos_on_several_threads_give_the_same_texture(head):
+    """The photos read side by side (`core.cpus.parallel_map`) give the texture of one thread, to the bit."""
+    g = torch.Generator().manual_seed(9)
+    from core.camera import WeakPerspective
+
+    images = torch.rand(4, 3, 96, 96, generator=g)
+    pose = WeakPerspective(0.2 * torch.randn(4, 3, generator=g), torch.full((4,), 0.35), torch.full((4, 2), 48.0))
+    sh = torch.zeros(4, 9, 3)
+    sh[:, 0] = 1.0
+    expression = 0.2 * torch.rand(4, head.n_expression, generator=g)
+    config = TextureConfig(height=TEXTURE, diffusion_iterations=20)
+    one = estimate_texture(head, images, expression, pose, sh, config, threads=1)
+    three = estimate_texture(head, images, expression, pose, sh, config, threads=3)
+    assert float(one.weight.max()) > 0
+    assert torch.equal(one.weight, three.weight) and torch.equal(one.texture, three.texture)
+
+
 def test_atlas_caches_give_the_uncached_results(head):
     texture_module._TEXEL_MAPS.clear()
     texture_module._NEAREST.clear()

@@ -1,11 +1,4 @@
-"""Process-wide settings of the pipelines and command lines: one torch thread, a quick exit.
-
-`single_thread`: the fits here are many small tensor operations (a few thousand vertices, a few
-dozen unknowns per image), for which a second intra-op thread costs more in waking and waiting
-than it saves, and on this project's shared 2-core machines (load 2-4) it made the shading stage
-several times slower: 14 photos took 12 s with two threads at load 3.5, 2.5-4 s with one.
-
-`exit_now`: ending a command-line process quickly once its work is done and written.
+"""Ending a command-line process quickly once its work is done and written (`exit_now`).
 
 With torch loaded, the interpreter's own shutdown (freeing every module, tensor and extension
 object) takes 0.9-1.0 s on this project's 2-core machines: a fifth of a whole rig build by now.
@@ -21,26 +14,12 @@ folders not yet removed, are among them), so nothing registered to clean up is s
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
 import sys
-from typing import Iterator, NoReturn
+from typing import NoReturn
 
-import torch
-
-__all__ = ["single_thread", "exit_now"]
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread (the previous count restored after)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+__all__ = ["exit_now"]
 
 
 def exit_now(code: int = 0) -> NoReturn:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from core.checks import check_shape, check_triangles
+from core.cpus import parallel_map
 
 __all__ = ["Fragments", "rasterize", "interpolate", "kernel_built"]
 
@@ -196,8 +197,9 @@ def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
     tris = triangles.detach().cpu().numpy().astype(np.int64, copy=False)
     tris = np.ascontiguousarray(tris)
     verts = vertices_px.detach().cpu().numpy().astype(np.float64)
-    results = [kernel(np.ascontiguousarray(v), tris, int(height), int(width),
-                      bool(cull_backfaces)) for v in verts]
+    # One image per thread where there are several (the kernel releases the GIL).
+    results = parallel_map(lambda v: kernel(np.ascontiguousarray(v), tris, int(height), int(width),
+                                            bool(cull_backfaces)), verts)
     # Conversions in NumPy (single-threaded): cheap, and immune to a busy second core.
     np_dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
     tri_id, bary, depth = (torch.from_numpy(np.stack(r).astype(dtype, copy=False))

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from core.camera import WeakPerspective
+from core.cpus import parallel_map, single_thread
 from core.lighting import sh_shading
 from core.mesh import vertex_neighbours, vertex_normals
 from core.render.rasterize import rasterize
@@ -199,8 +200,10 @@ def mirror_uvs(rig: Rig, tri_id: Tensor, bary: Tensor) -> Tuple[Tensor, Tensor]:
 
 def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPerspective, sh: Tensor,
                      tri: Tensor, bary: Tensor, config: TextureConfig,
-                     jawline: Optional[Tensor], valid: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per photo, the albedo estimate and weight of each texel that any photo may weigh.
+                     jawline: Optional[Tensor], valid: Optional[Tensor], threads: Optional[int] = None
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per photo, the albedo estimate and weight of each texel that any photo may weigh (the photos on
+    up to ``threads`` threads, `core.cpus.parallel_map`; the result does not depend on the count).
 
     Texels below the neck or outside the face region (weight 0 in every photo) are left out: their
     estimate counts for nothing.
@@ -224,7 +227,9 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     all_normals = vertex_normals(pose.camera_points(verts), triangles)
     values = torch.zeros(g, len(prior), 3, dtype=dtype)
     weights = torch.zeros(g, len(prior), dtype=dtype)
-    for i in range(g):
+
+    def photo(i: int) -> None:
+        """Photo ``i``'s row of ``values`` and ``weights`` (left at zero where the head is off the photo)."""
         screen, normals = screens[i], all_normals[i]
         point = _at_texels(screen, corners, bary)                     # (M, 3) u, v, depth
         normal = torch.nn.functional.normalize(_at_texels(normals, corners, bary), dim=-1)
@@ -233,7 +238,7 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         x0, y0 = int(lo[0]), int(lo[1])
         x1, y1 = min(int(hi[0]), width), min(int(hi[1]), height)
         if x1 <= x0 or y1 <= y0:
-            continue
+            return
         local = screen - torch.tensor([x0, y0, 0.0], dtype=dtype)
         fragments = rasterize(local[None], triangles, y1 - y0, x1 - x0)
         # Pixels near anything but skin mix colours: left out (within edge_px of eyes, teeth, mouth;
@@ -262,6 +267,9 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         shading = shading.clamp(min=config.min_shading)
         values[i] = (colour / shading).clamp(0.0, 1.0)
         weights[i] = visible.to(dtype) * facing * at_rest * prior[:, 0] * prior[:, 1] * at_edge
+
+    with single_thread():  # each photo's operations on one core; the photos side by side
+        parallel_map(photo, range(g), threads)
     return values, weights, active
 
 
@@ -361,7 +369,7 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
 
 def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPerspective, sh: Tensor,
                      config: TextureConfig = TextureConfig(), jawline: Optional[Tensor] = None,
-                     valid: Optional[Tensor] = None) -> TextureFit:
+                     valid: Optional[Tensor] = None, threads: Optional[int] = None) -> TextureFit:
     """The skin's albedo texture from photos with their fitted expressions, head poses and lighting.
 
     Args:
@@ -375,6 +383,8 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         jawline: (J, 2) the jaw's (x, y) on the rig's neutral (mm; e.g. its landmarks 0-16), below
             which the neck takes no photo colour (``config.neck_margin``); None: no such limit.
         valid: (G, H, W) bool, the photos' pixels that hold the photo (not a crop's padding), or None.
+        threads: the photos are read on up to this many threads (None: the cores free now,
+            `core.cpus.free_cores`); the texture is the same to the bit for any count.
 
     Shape:
         images (G, 3, H, W); expression (G, K); pose of batch G; sh (G, 9, 3).
@@ -400,7 +410,7 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     tri, bary = tri_map[skin], bary_map[skin]
 
     values, weights, active = _photo_estimates(rig, images, expression, pose, sh, tri, bary, config, jawline,
-                                               valid)
+                                               valid, threads)
     every = torch.zeros(len(weights), len(tri), dtype=dtype)
     every[:, active] = weights
     total = every.sum(0)  # over all texels: the sum of a (G, M) part may round otherwise

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from core.cpus import single_thread
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig, RigBuildResult
 from utils.background import BackgroundWorker
@@ -34,7 +35,6 @@ from utils.io.meshes import save_mesh
 from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect_folder
 from utils.landmarks.prefetch import FolderPrefetch
 from utils.pipelines.builders import RigBuilder, classical_builder
-from utils.process import single_thread
 from utils.progress import progress_bar
 from utils.visualization import draw_landmark_pair, overlay_mesh, overlay_weights, save_png, side_by_side
 
@@ -206,7 +206,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     run.timings["landmark detection"] = time.perf_counter() - start
 
     builder = builder or classical_builder(model, config, landmarker.backend)
-    with single_thread():  # many small tensor operations: a second thread only waits (utils.process)
+    with single_thread():  # many small tensor operations: a second thread only waits (core.cpus)
         result = builder(*crop_batch(crops))
     run.timings.update(result.timings)
     errors = result.reprojection_error.detach().cpu().numpy().astype(float)

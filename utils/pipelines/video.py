@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 import torch
 
+from core.cpus import single_thread
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig
 from core.rig.retarget import RigRenderer, expression_map, frontal_pose, white_balanced
@@ -60,7 +61,6 @@ from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
-from utils.process import single_thread
 from utils.progress import progress_bar
 from utils.visualization import FitOverlay
 
@@ -288,7 +288,7 @@ def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_fram
         raise VideoInputError(f"{scan.path}: no face found in its {scan.frames} frames, nothing to track")
     chosen = _choose(scan, source_frames)
     images, landmarks = crop_batch([c[2] for c in chosen])
-    with single_thread():  # many small tensor operations: a second thread only waits (utils.process)
+    with single_thread():  # many small tensor operations: a second thread only waits (core.cpus)
         result = (builder or classical_builder(model, config, detector))(images, landmarks)
     indices = sorted(int(c[1]) for c in chosen)
     logger.info("source rig from frames %s of %s (landmark error %.2f crop px)", indices, scan.path,
