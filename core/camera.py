@@ -27,7 +27,7 @@ from core.checks import check_batch, check_shape
 __all__ = [
     "euler_to_matrix", "euler_to_matrix_jacobian", "matrix_to_euler", "axis_angle_to_matrix",
     "matrix_to_axis_angle", "matrix_to_quaternion",
-    "transform_points", "weak_perspective_screen", "weak_perspective_project",
+    "rotate_points", "transform_points", "weak_perspective_screen", "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
     "invert_similarity_2d", "square_box", "square_frame", "WeakPerspective",
 ]
@@ -195,6 +195,22 @@ def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
     return xyz * scale[:, None]
 
 
+def rotate_points(points: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """``R @ X`` for every point: ``points @ R^T`` with the same values, computed as ``R @ X^T``.
+
+    A batched product whose inner size is 3 is several times slower on CPU in the points-first
+    layout (one ``(N, 3) x (3, 3)`` per batch: 0.63 ms for 14 x 6,500 points, against 0.07 ms for
+    ``(3, 3) x (3, N)``), and so is its backward pass; the transposes here are two copies of the
+    points, cheaper than that. Composed of plain torch operations, so every autograd mode works.
+
+    Shape:
+        - points: (B, N, 3)
+        - R: (B, 3, 3)
+        - output: (B, N, 3), contiguous
+    """
+    return torch.bmm(R, points.transpose(1, 2).contiguous()).transpose(1, 2).contiguous()
+
+
 def transform_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor | None = None
                      ) -> torch.Tensor:
     """Rigid transform ``X_c = R @ X + t`` of point sets.
@@ -208,7 +224,7 @@ def transform_points(points: torch.Tensor, R: torch.Tensor, t: torch.Tensor | No
     check_shape("points", points, (None, None, 3))
     check_shape("R", R, (None, 3, 3))
     check_batch(points.shape[0], R=R)
-    out = points @ R.transpose(1, 2)
+    out = rotate_points(points, R)
     if t is not None:
         check_shape("t", t, (None, 3))
         check_batch(points.shape[0], t=t)

@@ -7,8 +7,8 @@ import torch
 
 from core.camera import (WeakPerspective, apply_similarity_2d, axis_angle_to_matrix, euler_to_matrix,
                          invert_similarity_2d, matrix_to_axis_angle, matrix_to_euler, perspective_project,
-                         perspective_screen, square_frame, transform_points, weak_perspective_project,
-                         weak_perspective_screen)
+                         perspective_screen, rotate_points, square_frame, transform_points,
+                         weak_perspective_project, weak_perspective_screen)
 
 
 def _rx(a: float) -> torch.Tensor:
@@ -84,6 +84,23 @@ def test_transform_points():
     R = euler_to_matrix(torch.tensor([[0.0, 0.0, math.pi / 2]]))
     out = transform_points(torch.tensor([[[1.0, 0.0, 0.0]]]), R, torch.tensor([[0.0, 0, -600]]))
     torch.testing.assert_close(out, torch.tensor([[[0.0, 1.0, -600.0]]]), atol=1e-6, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # torch's own, on its first forward-mode call
+def test_rotate_points_is_the_plain_product_with_its_gradients():
+    """``R @ X^T`` gives the values and gradients of ``X @ R^T`` to the bit (three products summed in
+    the same order), in reverse mode and in the forward mode the solver's Jacobians use."""
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(4, 1000, 3, generator=g, requires_grad=True)
+    R = euler_to_matrix(torch.randn(4, 3, generator=g)).requires_grad_(True)
+    ours, plain = rotate_points(points, R), points @ R.transpose(1, 2)
+    assert torch.equal(ours, plain) and ours.is_contiguous()
+    upstream = torch.randn(4, 1000, 3, generator=g)
+    for a, b in zip(torch.autograd.grad(ours, (points, R), upstream), torch.autograd.grad(plain, (points, R), upstream)):
+        assert torch.equal(a, b)
+    tangent = torch.randn(4, 1000, 3, generator=g)
+    _, forward = torch.func.jvp(lambda p: rotate_points(p, R.detach()), (points.detach(),), (tangent,))
+    assert torch.equal(forward, tangent @ R.detach().transpose(1, 2))
 
 
 def test_weak_perspective_hand_computed():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_screen
+from core.camera import WeakPerspective, euler_to_matrix, rotate_points, weak_perspective_screen
 from core.face_model.ict import ICT_REGIONS
 from core.lighting import sh_shading
 from core.mesh import vertex_normals
@@ -296,7 +296,7 @@ def render_mesh(vertices: torch.Tensor, triangles: torch.Tensor, size: int = 256
         raise ValueError(f"mode: expected one of {RENDER_MODES}, got {mode!r}")
     screen, R = frame_mesh(vertices, size, angles, reference=reference)
     fragments = rasterize(screen, triangles, size, size, cull_backfaces=True)
-    normals = vertex_normals(vertices @ R.transpose(1, 2), triangles)
+    normals = vertex_normals(rotate_points(vertices, R), triangles)
     if mode == "shaded":
         images = render_shaded(fragments, triangles, normals)
     elif mode == "normals":

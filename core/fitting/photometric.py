@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from core.camera import (WeakPerspective, euler_to_matrix, euler_to_matrix_jacobian,
+from core.camera import (WeakPerspective, euler_to_matrix, euler_to_matrix_jacobian, rotate_points,
                          weak_perspective_jacobian, weak_perspective_project)
 from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.solver import ResidualBlock, Weight
@@ -262,7 +262,7 @@ def sampled_block(subset: VertexSubset, maps: Tensor, targets: Tensor, weights: 
             EXPRESSION: torch.einsum("nmcx,mxk->nmck", d_img_dx, subset.expression_basis.to(pts.dtype)),
             TRANS2D: d_img,
         }
-        xc = pts @ R.transpose(1, 2)
+        xc = rotate_points(pts, R)
         d_uv_ds = torch.stack([xc[..., 0], -xc[..., 1]], dim=-1)  # (n, M, 2)
         jac[SCALE] = (d_img * d_uv_ds[:, :, None, :]).sum(-1)[..., None]  # (n, M, C, 1)
         d_xc = torch.einsum("nijk,nmj->nmik", euler_to_matrix_jacobian(flat[ROTATION]), pts)  # d(R X)/d angle
