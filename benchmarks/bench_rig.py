@@ -18,6 +18,8 @@ The protocols (synthetic cases, crops, video frame sets) are shared with bench_n
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import logging
 import os
 import tempfile
@@ -107,6 +109,8 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=None, help="override RigBuildConfig.landmark_sigma")
     parser.add_argument("--contour-weight", type=float, default=None, help="override RigBuildConfig.contour_weight")
     parser.add_argument("--huber", type=float, default=None, help="override RigBuildConfig.landmark_huber")
+    parser.add_argument("--shading", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override ShadingConfig fields, e.g. iterations=45 carry_memory=False")
     parser.add_argument("--landmarks", default="dlib", choices=["dlib", "mediapipe"],
                         help="landmark backend of the real-photo and video rows (the synthetic rows compare "
                              "ground truth and dlib)")
@@ -118,6 +122,9 @@ def main() -> None:
     overrides = {"landmark_sigma": args.sigma, "contour_weight": args.contour_weight,
                  "landmark_huber": args.huber}
     config = RigBuildConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if args.shading:
+        fields = {k: ast.literal_eval(v) for k, v in (item.split("=", 1) for item in args.shading)}
+        config = dataclasses.replace(config, shading=dataclasses.replace(config.shading, **fields))
     print(f"config: {config}")
     landmarker = FaceLandmarker(args.landmarks)
     if "synthetic" not in args.skip:

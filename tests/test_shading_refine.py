@@ -112,6 +112,30 @@ def test_colours_alone_move_shifted_faces_back(subject, ict_face):
     assert float(turn.mean()) < 0.5 * 3.0 and float(shift.mean()) < 0.75 * start_shift, (turn, shift)
 
 
+@pytest.mark.parametrize("carry", [True, False])
+def test_each_round_starts_with_the_last_rounds_curvature(subject, ict_face, monkeypatch, carry):
+    """Round 2's L-BFGS starts from round 1's curvature pairs (the same unknowns, a little changed
+    problem), unless ``carry_memory`` is off."""
+    import core.fitting.shading_refine as module
+
+    seen = []
+    real = module.minimize_lbfgs
+
+    def recorded(objective, x0, **kwargs):
+        found = real(objective, x0, **kwargs)
+        seen.append((kwargs.get("memory"), found.memory))
+        return found
+
+    monkeypatch.setattr(module, "minimize_lbfgs", recorded)
+    truth = torch.from_numpy(subject.identity).float()
+    params, images, geometry, corr, landmarks = _inputs(subject, ict_face, truth)
+    _refine(ict_face, params, images, geometry, corr, landmarks,
+            ShadingConfig(rounds=2, iterations=5, carry_memory=carry))
+    (given_1, kept_1), (given_2, _) = seen
+    assert given_1 is None and len(kept_1[0]) > 0
+    assert given_2 is kept_1 if carry else given_2 is None
+
+
 def test_geman_mcclure_known_values():
     r = torch.tensor([0.0, 0.001, 0.02, 1.0, -1.0, 100.0])
     rho = geman_mcclure(r, 0.02)

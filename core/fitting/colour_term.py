@@ -3,7 +3,7 @@
 ``sum_g,m,c w_gm rho(I_g(uv_gm)_c - a_mc s_gmc)``: the vertex normals of the current points
 (`core.mesh.PatchNormals`), the images' colours at the projected vertices (`core.sampling.sample_points`),
 SH shading, the albedo in closed form and the Geman-McClure cost (`core.fitting.shading_cost`).
-The L-BFGS of `core.fitting.shading_refine` evaluates it about 130 times per rig, so on the CPU
+The L-BFGS of `core.fitting.shading_refine` evaluates it about 100 times per rig, so on the CPU
 the whole term and its gradient run in one compiled pass (``core.fitting._shading``, built with
 the project); the composed torch functions are the reference, and the path taken without the
 compiled module, on other devices, for float64 or where a gradient of the images is asked for.

@@ -10,7 +10,7 @@ start-up), and because a flat vector with a ``(loss, gradient)`` function needs 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -29,12 +29,13 @@ _MAX_TRIALS = 25  # line-search evaluations per iteration at most
 @dataclass
 class LbfgsResult:
     """Where `minimize_lbfgs` stopped: ``x`` (n,), its ``loss``, the ``iterations`` and objective
-    ``evaluations`` used."""
+    ``evaluations`` used, and the ``memory`` (steps, gradient changes) it held at the end."""
 
     x: Tensor
     loss: float
     iterations: int
     evaluations: int
+    memory: Tuple[List[Tensor], List[Tensor]] = field(default_factory=lambda: ([], []))
 
 
 def _cubic_minimum(a: _Point, b: _Point, low: float, high: float) -> float:
@@ -121,14 +122,17 @@ def _line_search(line: _Counted, x: Tensor, start: _Point, direction: Tensor, st
 
 def minimize_lbfgs(objective: Objective, x0: Tensor, *, max_iterations: int,
                    max_evaluations: Optional[int] = None, history: int = 100,
-                   gradient_tolerance: float = 1e-7, change_tolerance: float = 1e-9) -> LbfgsResult:
+                   gradient_tolerance: float = 1e-7, change_tolerance: float = 1e-9,
+                   memory: Optional[Tuple[List[Tensor], List[Tensor]]] = None) -> LbfgsResult:
     """Minimise ``objective`` from ``x0`` by L-BFGS with a strong-Wolfe line search.
 
     The first step is ``-g`` scaled to at most unit length in the 1-norm, later ones start at 1
     (the quasi-Newton step). Stops after ``max_iterations`` iterations or ``max_evaluations``
     evaluations (default 1.25 x the iterations), when the largest gradient entry falls below
     ``gradient_tolerance``, or when a step changes ``x`` (largest entry) or the loss by less than
-    ``change_tolerance``.
+    ``change_tolerance``. ``memory``: the curvature pairs of an earlier run on the same unknowns
+    (its result's ``memory``) to start from, as if its iterations had come just before (the first
+    step is then a quasi-Newton step of length 1); the given lists are not changed.
 
     Shape:
         x0 (n,) -> result.x (n,).
@@ -147,8 +151,8 @@ def minimize_lbfgs(objective: Objective, x0: Tensor, *, max_iterations: int,
     x = x0.detach().clone()
     start = line.at(x, torch.zeros_like(x), 0.0)
     loss, grad = start[1], start[3]
-    steps: List[Tensor] = []
-    changes: List[Tensor] = []
+    steps: List[Tensor] = [] if memory is None else list(memory[0][-history:])
+    changes: List[Tensor] = [] if memory is None else list(memory[1][-history:])
     iterations = 0
     while iterations < max_iterations and not line.spent:
         if float(grad.abs().max()) <= gradient_tolerance:
@@ -177,7 +181,7 @@ def minimize_lbfgs(objective: Objective, x0: Tensor, *, max_iterations: int,
         loss, grad = new_loss, new_grad
         if float(s.abs().max()) <= change_tolerance or change < change_tolerance:
             break
-    return LbfgsResult(x=x, loss=loss, iterations=iterations, evaluations=line.used)
+    return LbfgsResult(x=x, loss=loss, iterations=iterations, evaluations=line.used, memory=(steps, changes))
 
 
 def _two_loop(grad: Tensor, steps: List[Tensor], changes: List[Tensor]) -> Tensor:

@@ -6,7 +6,7 @@ without smoothing: ``(sum_g w s o + lam p) / (sum_g w s^2 + lam)`` clamped to [0
 prior weight times the mean of the denominators) and the Geman-McClure cost ``rho`` (`geman_mcclure`).
 The same value as composing those functions, but the backward pass is a few dozen elementwise
 products on whole arrays instead of the autograd graph of every small step, which an optimiser
-that evaluates it 120 times per rig pays for each time (`core.fitting.shading_refine`).
+that evaluates it about 100 times per rig pays for each time (`core.fitting.shading_refine`).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ grazing angles or hidden are left out, and the colour residuals take a redescend
 (Geman-McClure): a few vertices whose colour no shape explains (an eye corner's lashes, a
 silhouette against the background) would otherwise pull the face towards hiding them. Minimised
 by L-BFGS over the identity code and, per image, the pose and expressions (in steps of comparable
-effect, `ShadingConfig.steps`), with the landmark term and the priors.
+effect, `ShadingConfig.steps`), with the landmark term and the priors; each round's L-BFGS keeps
+the curvature the last one learnt (`ShadingConfig.carry_memory`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective, euler_to_matrix
+from core.camera import WeakPerspective, euler_to_matrix, rotate_points
 from core.face_model.model import MorphableModel
 from core.fitting.colour_term import colour_term, kernel_threads
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
@@ -63,7 +64,9 @@ class ShadingConfig:
             counts fully (ramp in between).
         eye_margin: vertices closer than this (mm, neutral face) to an eye landmark are left out.
         rounds: lighting re-estimations (each followed by an L-BFGS run).
-        iterations: L-BFGS iterations per round.
+        iterations: L-BFGS iterations per round. 45 with the curvature carried over
+            (`carry_memory`) gave better synthetic rigs than 60 without it, in three quarters of
+            the evaluations (docs/benchmarks.md, issue 20, session 11).
         albedo_reg: ridge of the closed-form albedo towards the prior, relative to the data term.
         per_image: also refine each image's pose and expressions (else only the identity).
         steps: the change of rotation (radians), relative scale, translation (pixels) and
@@ -78,6 +81,10 @@ class ShadingConfig:
         vertex_fraction: share of the model's vertices the colour term samples (a fixed,
             spread-out random subset; 1: every observed vertex). The term's total weight and the
             albedo prior's weight do not depend on it.
+        carry_memory: start each round's L-BFGS with the previous round's curvature pairs (the
+            unknowns are the same, offsets in the same units; the lighting and weights change a
+            little) instead of a short gradient step and no curvature. The second round then
+            starts with quasi-Newton steps at once (docs/benchmarks.md, issue 20, session 11).
     """
 
     weight: float = 2.0
@@ -85,12 +92,13 @@ class ShadingConfig:
     grazing: Tuple[float, float] = (0.3, 0.6)
     eye_margin: float = 14.0
     rounds: int = 2
-    iterations: int = 60
+    iterations: int = 45
     albedo_reg: float = 0.01
     per_image: bool = True
     steps: Tuple[float, float, float, float] = (0.01, 0.01, 1.0, 0.1)
     identity_step: Optional[float] = None
     vertex_fraction: float = 1.0
+    carry_memory: bool = True
 
 
 def eye_region_mask(model: MorphableModel, margin: float) -> Tensor:
@@ -143,7 +151,7 @@ class ObservedPatch:
         g = per_image[EXPRESSION].shape[0]
         points = (self.neutral + identity[None] @ self.identity_basis
                   + per_image[EXPRESSION] @ self.expression_basis)  # (G, 3N)
-        return points.reshape(g, -1, 3) @ euler_to_matrix(per_image[ROTATION]).transpose(1, 2)
+        return rotate_points(points.reshape(g, -1, 3), euler_to_matrix(per_image[ROTATION]))
 
     def cost(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor, sigma: float,
              compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
@@ -241,12 +249,13 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
     dtype = model.dtype
     fixed = {k: params[k].detach().to(dtype) for k in _PER_IMAGE}
     identity = params[IDENTITY][0].detach().to(dtype).clone()
-    images, landmarks = images.to(dtype).contiguous(), landmarks.to(dtype)  # the colour term reads them ~130 times
+    images, landmarks = images.to(dtype).contiguous(), landmarks.to(dtype)  # the colour term reads them ~100 times
     conf = (torch.ones(g, 68, dtype=dtype) if confidence is None else confidence.to(dtype))[..., None]
     usable = mask.to(dtype) * eye_region_mask(model, config.eye_margin)
     sampled = _vertex_sample(model.n_vertices, config.vertex_fraction)
     prior = prior_albedo.to(dtype)
     sh = None
+    memory = None  # L-BFGS's curvature pairs, carried into the next round (module docstring)
     for _ in range(config.rounds):
         with torch.no_grad():
             vertices, pose = _shape(model, identity, fixed)
@@ -270,7 +279,9 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
             loss = scale * photo + marks + identity_weight * (code * code).sum() + penalty
             return float(loss.detach()), torch.autograd.grad(loss, x)[0]
 
-        found = minimize_lbfgs(objective, unknowns.start, max_iterations=config.iterations)
+        found = minimize_lbfgs(objective, unknowns.start, max_iterations=config.iterations,
+                               memory=memory if config.carry_memory else None)
+        memory = found.memory
         logger.debug("shading round: loss %.4g after %d iterations, %d evaluations", found.loss,
                      found.iterations, found.evaluations)
         with torch.no_grad():
