@@ -1,11 +1,13 @@
-"""The compiled part of the project: the Cython kernels ``core.render._rasterize`` (z-buffer) and
-``core.fitting._shading`` (the photometric stage's colour term with its gradient).
+"""The compiled part of the project: the Cython kernels ``core.render._rasterize`` (z-buffer),
+``core.fitting._shading`` (the photometric stage's colour term with its gradient) and
+``utils.io._text`` (the mesh writers' number formatting, with the interpreter lock released).
 
 Everything else (metadata, dependencies, packages) is in pyproject.toml; this file only declares
 the extensions, whose include path comes from numpy at build time. ``make setup`` runs
 ``pip install --no-build-isolation -e .``, which builds them in place. Without the compiled modules
 `core.render.rasterize` falls back to a NumPy twin of its kernel (same results, slower) and
-`core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower).
+`core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower)
+and `utils.io.text` to Python's formatting (the same text; it holds the interpreter lock).
 """
 
 import sys
@@ -35,6 +37,7 @@ extensions = [
         extra_compile_args=["-O3"] + OPENMP,
         extra_link_args=OPENMP,
     ),
+    Extension("utils.io._text", ["utils/io/_text.pyx"], extra_compile_args=["-O3"]),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives={"language_level": "3"}), zip_safe=False)

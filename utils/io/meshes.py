@@ -21,6 +21,7 @@ from PIL import Image
 
 from core import __version__
 from core.face_model.obj import read_obj
+from utils.io.text import format_rows
 
 __all__ = ["Mesh", "TexturedMesh", "MeshIOError", "save_mesh", "load_mesh",
            "save_textured_obj", "load_textured_obj"]
@@ -131,7 +132,7 @@ def _face_lines(triangles: np.ndarray) -> str:
     key = (triangles.shape, triangles.tobytes())
     text = _FACE_TEXT.get(key)
     if text is None:
-        text = ("f %d %d %d\n" * len(triangles)) % tuple((triangles + 1).ravel().tolist())
+        text = format_rows(triangles + 1, "f %d %d %d\n")
         if len(_FACE_TEXT) >= 4:
             _FACE_TEXT.pop(next(iter(_FACE_TEXT)))
         _FACE_TEXT[key] = text
@@ -146,7 +147,7 @@ def _write_obj(path: Path, vertices: np.ndarray, triangles: np.ndarray, colors: 
     else:
         values = np.concatenate([vertices, colors.astype(np.float64) / 255.0], axis=1)
         row = "v %.8f %.8f %.8f %.8f %.8f %.8f\n"
-    text = (row * len(values)) % tuple(values.ravel().tolist())
+    text = format_rows(values, row)
     with open(path, "w") as f:
         f.write(f"# {OBJ_HEADER}\n")
         f.write(text)
@@ -221,7 +222,7 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
         lines += [f"mtllib {path.stem}.mtl", "usemtl material0"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
-        f.write(("v %.8g %.8g %.8g\n" * len(verts)) % tuple(verts.ravel().tolist()))
+        f.write(format_rows(verts, "v %.8g %.8g %.8g\n"))
         f.write(_uv_lines(tex_coords, tris, uv_tris))
     return path
 
@@ -231,9 +232,8 @@ def _uv_lines(tex_coords: np.ndarray, tris: np.ndarray, uv_tris: np.ndarray) -> 
     key = (tex_coords.shape, tex_coords.tobytes(), tris.tobytes(), uv_tris.tobytes())
     text = _FACE_TEXT.get(key)
     if text is None:
-        faces = np.stack([tris + 1, uv_tris + 1], axis=-1).reshape(-1)
-        text = (("vt %.8g %.8g\n" * len(tex_coords)) % tuple(tex_coords.ravel().tolist())
-                + ("f %d/%d %d/%d %d/%d\n" * len(tris)) % tuple(faces.tolist()))
+        faces = np.stack([tris + 1, uv_tris + 1], axis=-1).reshape(len(tris), 6)
+        text = format_rows(tex_coords, "vt %.8g %.8g\n") + format_rows(faces, "f %d/%d %d/%d %d/%d\n")
         if len(_FACE_TEXT) >= 4:
             _FACE_TEXT.pop(next(iter(_FACE_TEXT)))
         _FACE_TEXT[key] = text
