@@ -347,3 +347,28 @@ def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_p
     truth = torch.from_numpy(np.median(subject.albedo[:6706], axis=0)).float()
     hue = lambda c: torch.stack([c[0] / c[1], c[2] / c[1]])  # noqa: E731
     assert float((hue(skin) - hue(truth)).abs().max()) < 0.1
+
+
+def test_a_failed_texture_fit_leaves_the_painted_texture_beside_the_archive(ict_model, ict_face, tmp_path,
+                                                                          monkeypatch):
+    """The whole head's rig.npz is written while the texture is estimated; where the estimate fails
+    the error reaches the caller and the painted texture is written, so the archive loads whole."""
+    from types import SimpleNamespace
+
+    import utils.pipelines.appearance as appearance
+    from utils.pipelines.rig import RigRun
+
+    face_rig = Rig.from_model(ict_face, torch.zeros(ict_face.n_identity))
+    run = RigRun(used=["a"])
+    run.result = SimpleNamespace(rig=face_rig, params={"expression": torch.zeros(1, face_rig.n_expression)})
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("texture fit failed")
+
+    monkeypatch.setattr(appearance, "textured_rig", fails)
+    with pytest.raises(RuntimeError, match="texture fit failed"):
+        appearance.write_appearance(run, ict_model, tmp_path)
+    back = Rig.load(tmp_path / "rig" / "rig.npz")
+    painted = whole_head(face_rig, ict_model).texture
+    assert back.parts is not None and back.texture is not None
+    assert float((back.texture - painted).abs().max()) <= 0.5 / 255 + 1e-6  # the painted atlas, as 8 bits

@@ -66,15 +66,17 @@ def head_rig(rig: Rig, model: MorphableModel) -> Rig:
     return rig if rig.parts is not None else whole_head(rig, model)
 
 
-def textured_rig(rig_run: RigRun, model: MorphableModel, config: TextureConfig = TextureConfig()) -> TextureFit:
+def textured_rig(rig_run: RigRun, model: MorphableModel, config: TextureConfig = TextureConfig(),
+                 head: Optional[Rig] = None) -> TextureFit:
     """The photos' rig as a textured whole head (the texture from the rig's crops, each photo's fit and light).
 
     Without lighting in the fit (no photometric stage) the texture is the painted per-vertex albedo.
+    ``head``: the rig's whole head where already made (`head_rig`), else made here.
     """
     result = rig_run.result
     if result is None:
         raise ValueError("textured_rig: the rig run holds no build result")
-    rig = head_rig(result.rig, model)
+    rig = head_rig(result.rig, model) if head is None else head
     if result.sh is None or not rig_run.crops:
         logger.info("no per-photo lighting (photometric stage off): the texture is the per-vertex albedo")
         return TextureFit(rig=rig, texture=rig.texture, weight=torch.zeros(rig.texture.shape[:2]),
@@ -152,19 +154,30 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
             face rig's; None: written on a worker of its own before returning.
     """
     out_dir = Path(out_dir)
-    start = time.perf_counter()
-    fit = textured_rig(rig_run, model, config)
-    run = AppearanceRun(rig=fit.rig, fit=fit)
-    run.timings["texture"] = time.perf_counter() - start
-    start = time.perf_counter()
+    result = rig_run.result
+    if result is None:
+        raise ValueError("write_appearance: the rig run holds no build result")
     rig_path = out_dir / "rig" / "rig.npz"
-    run.outputs["rig_texture"] = fit.rig.save_texture(rig_path) or texture_file(rig_path)
-    # The archive's compression (zlib, ~0.3 s) runs on a worker thread beside the OBJ text and the glTF.
-    with BackgroundWorker("rig-archive") if writer is None else contextlib.nullcontext(writer) as archive:
-        archive.submit(fit.rig.save, rig_path, False)
-        run.outputs["rig"] = rig_path
-        result = rig_run.result
-        run.outputs.update(write_textured_meshes(fit.rig, out_dir, result.params["expression"], rig_run.used))
+    with BackgroundWorker("rig-archive") if writer is None else contextlib.nullcontext(writer) as files:
+        start = time.perf_counter()
+        head = head_rig(result.rig, model)
+        # The archive (zlib, ~0.4 s) needs the head's shape, not its texture (it names the PNG written
+        # below): the worker writes it while the texture is estimated.
+        files.submit(head.save, rig_path, False)
+        try:
+            fit = textured_rig(rig_run, model, config, head=head)
+        except Exception:
+            head.save_texture(rig_path)  # the painted texture, which the archive then names
+            raise
+        run = AppearanceRun(rig=fit.rig, fit=fit, outputs={"rig": rig_path})
+        run.timings["texture"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run.outputs["rig_texture"] = fit.rig.save_texture(rig_path) or texture_file(rig_path)
+        # The OBJs' text on the worker (once the PNG they name is there), the glTF here meanwhile.
+        files.submit(write_textured_meshes, fit.rig, out_dir, result.params["expression"], rig_run.used)
+        run.outputs["rig_textured"] = out_dir / "mesh" / "rig_textured.obj"
+        if rig_run.used:
+            run.outputs["textured_meshes"] = out_dir / "mesh" / "textured"
         if glb:
             run.outputs["rig_glb"] = export_rig(fit.rig, out_dir / "rig" / "rig.glb", options=glb_options,
                                                 source=rig_path)
