@@ -74,6 +74,40 @@ def test_similarity_part_drops_shear():
     torch.testing.assert_close(similarity_part(1.5 * R), 1.5 * R)
 
 
+def test_similarity_part_is_the_svds_rotation_and_scale():
+    """Newton's polar factor gives the SVD's rotation and scale (to float rounding) on maps near a
+    rotation, on random maps, on reflections (the nearest rotation, det +1) and on singular maps."""
+    g = torch.Generator().manual_seed(0)
+    near = torch.eye(3) + 0.3 * torch.randn(500, 3, 3, generator=g)
+    anything = torch.randn(500, 3, 3, generator=g)
+    reflected = near * torch.tensor([1.0, 1.0, -1.0])
+    singular = torch.randn(50, 3, 3, generator=g)
+    singular[:, 2] = 0.5 * singular[:, 0] - singular[:, 1]
+    for maps in (near, 4.0 * near, anything, reflected, singular):
+        u, sv, vh = torch.linalg.svd(maps)
+        flip = torch.ones_like(sv)
+        flip[:, 2] = torch.sign(torch.det(u @ vh))
+        truth = (u @ torch.diag_embed(flip) @ vh) * sv.clamp(min=1e-12).log().mean(-1).exp()[:, None, None]
+        ours = similarity_part(maps)
+        torch.testing.assert_close(ours, truth, atol=2e-5 * float(sv.max()), rtol=0)
+        rotation = ours / ours[:, 0].norm(dim=-1).clamp(min=1e-12)[:, None, None]
+        assert bool((torch.det(rotation[sv.min(-1).values > 1e-3]) > 0.99).all())
+
+
+def test_a_templates_kept_side_gives_the_maps_computed_afresh(ict_face):
+    """The template's side of the least squares, kept between calls, gives the same maps to the bit
+    as computing it for every batch element (a batched source is not cached)."""
+    g = torch.Generator().manual_seed(2)
+    targets = ict_face.vertices(0.5 * torch.randn(2, ict_face.n_identity, generator=g))
+    afresh = local_affine_maps(ict_face.neutral.expand(2, -1, -1), targets, ict_face.triangles)
+    first = local_affine_maps(ict_face.neutral, targets, ict_face.triangles)
+    again = local_affine_maps(ict_face.neutral.clone(), targets[1:], ict_face.triangles.clone())
+    assert torch.equal(first, afresh) and torch.equal(again, afresh[1:])
+    moved = ict_face.neutral + 1.0  # another template: not the kept one
+    assert torch.equal(local_affine_maps(moved, targets, ict_face.triangles),
+                       local_affine_maps(moved.expand(2, -1, -1), targets, ict_face.triangles))
+
+
 def test_transfer_identity_scale_and_rotation():
     v, t = _grid()
     g = torch.Generator().manual_seed(0)
