@@ -7,8 +7,18 @@ import trimesh
 from PIL import Image
 
 from utils.io.images import to_float, to_float_batch, to_uint8
-from utils.visualization import (DETECTED_COLOR, PROJECTED_COLOR, draw_landmark_pair, frame_mesh, image_grid,
-                                 main, overlay_mesh, render_mesh, side_by_side)
+from utils.visualization import (
+    DETECTED_COLOR,
+    PROJECTED_COLOR,
+    draw_landmark_pair,
+    fit_pictures,
+    frame_mesh,
+    image_grid,
+    main,
+    overlay_mesh,
+    render_mesh,
+    side_by_side,
+)
 
 SQUARE = np.array([[1.5, 2.5, 5.0], [6.5, 2.5, 5.0], [6.5, 7.5, 5.0], [1.5, 7.5, 5.0]])
 SQUARE_TRIS = np.array([[0, 2, 1], [0, 3, 2]])
@@ -30,6 +40,20 @@ def test_to_float_accepts_read_only_images_without_warning(recwarn):
     assert not [w for w in recwarn if "not writable" in str(w.message)]
     with pytest.raises(ValueError, match="images_rgb"):
         to_float_batch(images[0])
+
+
+def test_fit_pictures_are_the_two_overlays(ict_face):
+    """One rasterization and shading for both pictures of a fit, the same pixels as two overlay_mesh calls."""
+    g = np.random.default_rng(3)
+    photo = g.integers(0, 256, (96, 120, 3), dtype=np.uint8)
+    verts = ict_face.neutral.numpy() * np.array([0.35, -0.35, 0.35]) + np.array([60.0, 40.0, 0.0])
+    soft = g.uniform(0.0, 1.0, ict_face.n_vertices)
+    for weights in (soft, None):
+        over, geometry = fit_pictures(photo, verts, ict_face.triangles, vertex_alpha=weights)
+        np.testing.assert_array_equal(over, overlay_mesh(photo, verts, ict_face.triangles, vertex_alpha=weights))
+        np.testing.assert_array_equal(geometry, overlay_mesh(np.full_like(photo, 255), verts, ict_face.triangles,
+                                                             alpha=1.0))
+    assert (geometry != 255).any() and (over != photo).any()
 
 
 def test_overlay_blends_grey_mesh_at_sixty_percent():

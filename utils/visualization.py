@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -21,8 +21,14 @@ from core.face_model.ict import ICT_REGIONS
 from core.lighting import sh_shading
 from core.mesh import vertex_normals
 from core.render.rasterize import interpolate, rasterize
-from core.render.shade import (composite, default_sh, render_depth, render_normals, render_overlay,
-                               render_shaded)
+from core.render.shade import (
+    composite,
+    default_sh,
+    render_depth,
+    render_normals,
+    render_overlay,
+    render_shaded,
+)
 from core.render.textured import covered_pixels
 from core.rig.parts import surface_distance
 from core.rig.retarget import OpeningGroups, camera_to_screen, face_window
@@ -31,7 +37,7 @@ from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
 
 __all__ = [
-    "overlay_mesh", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid", "side_by_side",
+    "overlay_mesh", "fit_pictures", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid", "side_by_side",
     "frame_mesh", "render_mesh", "save_png", "demo", "main",
 ]
 
@@ -100,6 +106,35 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
             raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
         weight = weight * interpolate(fragments, tris, va)[..., 0].clamp(0.0, 1.0)
     return to_uint8(composite(shaded.to(image.dtype), weight, image, alpha)[0])
+
+
+def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
+                 vertex_alpha: np.ndarray | torch.Tensor | None = None, alpha: float = 0.6
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """A fit's two pictures from one rasterization and shading: the shaded mesh over the photo
+    (``overlay_mesh(image_rgb, vertices_px, triangles, alpha, vertex_alpha=vertex_alpha)``) and the
+    shaded geometry alone on white (``overlay_mesh(white, vertices_px, triangles, alpha=1.0)``), the
+    same pixels as those two calls.
+
+    Shape:
+        image_rgb (H, W, 3) uint8; vertices_px (V, 3); triangles (F, 3); vertex_alpha (V,) -> two (H, W, 3).
+    """
+    image = to_float(image_rgb)
+    verts = _single(vertices_px, "vertices_px", 3)
+    tris = torch.as_tensor(triangles).long()
+    height, width = image.shape[-2:]
+    fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
+    normals = vertex_normals(verts * torch.tensor([1.0, -1.0, 1.0]), tris)
+    shaded = render_shaded(fragments, tris, normals, albedo=_SKIN_GREY).to(image.dtype)
+    weight = fragments.mask.to(shaded.dtype)
+    if vertex_alpha is not None:
+        va = torch.as_tensor(vertex_alpha).detach().float().reshape(1, -1, 1)
+        if va.shape[1] != verts.shape[1]:
+            raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
+        weight = weight * interpolate(fragments, tris, va)[..., 0].clamp(0.0, 1.0)
+    over = to_uint8(composite(shaded, weight if vertex_alpha is not None else fragments.mask, image, alpha)[0])
+    geometry = to_uint8(composite(shaded, fragments.mask, torch.ones_like(image), 1.0)[0])
+    return over, geometry
 
 
 def overlay_weights(rig: Rig, soft_mm: float = 6.0) -> torch.Tensor:

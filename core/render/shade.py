@@ -93,11 +93,15 @@ def render_shaded(fragments: Fragments, triangles: torch.Tensor, normals: torch.
         - normals: (B, V, 3)
         - output: (B, 3, H, W), clamped to [0, 1]
     """
-    batch, height, width = fragments.tri_id.shape
+    batch = fragments.tri_id.shape[0]
     n = _pixel_normals(fragments, triangles, normals)
     if sh is None:
         sh = default_sh(batch, dtype=n.dtype, device=n.device)
-    light = sh_shading(n.reshape(batch, -1, 3), sh).reshape(batch, height, width, 3)
+    # Lit where a triangle is drawn only (a face is a fraction of its picture; the rest is zeroed).
+    light = torch.zeros_like(n)
+    for b in range(batch):
+        covered = fragments.mask[b]
+        light[b][covered] = sh_shading(n[b][covered][None], sh[b:b + 1])[0]
     if isinstance(albedo, torch.Tensor):
         albedo = interpolate(fragments, triangles, albedo)
     return _to_image((albedo * light).clamp(0.0, 1.0), fragments)

@@ -36,7 +36,7 @@ from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect
 from utils.landmarks.prefetch import FolderPrefetch
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.progress import progress_bar
-from utils.visualization import draw_landmark_pair, overlay_mesh, overlay_weights, save_png, side_by_side
+from utils.visualization import draw_landmark_pair, fit_pictures, overlay_weights, save_png, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +149,7 @@ def _visualization(image: np.ndarray, screen: torch.Tensor, triangles: torch.Ten
                    projected: np.ndarray, weights: Optional[torch.Tensor] = None) -> np.ndarray:
     """input (with detected vs projected landmarks) | overlay (the face proper, soft edge: ``weights``) |
     shaded geometry."""
-    overlay = overlay_mesh(image, screen, triangles, vertex_alpha=weights)
-    geometry = overlay_mesh(np.full_like(image, 255), screen, triangles, alpha=1.0)
+    overlay, geometry = fit_pictures(image, screen, triangles, vertex_alpha=weights)
     radius = max(1, round(max(image.shape[:2]) / 256))
     marked = draw_landmark_pair(image, detected, projected, radius=radius)
     return side_by_side(marked, overlay, geometry)
