@@ -89,6 +89,34 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
                              alpha=alpha)
         return to_uint8(out[0])
     image = to_float(image_rgb)
+    shaded, weight, _ = _shaded_fit(image, vertices_px, triangles, normals, colors, vertex_alpha)
+    return to_uint8(composite(shaded, weight, image, alpha)[0])
+
+
+def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
+                 vertex_alpha: np.ndarray | torch.Tensor | None = None, alpha: float = 0.6
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """A fit's two pictures from one rasterization and shading: the shaded mesh over the photo
+    (``overlay_mesh(image_rgb, vertices_px, triangles, alpha, vertex_alpha=vertex_alpha)``) and the
+    shaded geometry alone on white (``overlay_mesh(white, vertices_px, triangles, alpha=1.0)``), the
+    same pixels as those two calls.
+
+    Shape:
+        image_rgb (H, W, 3) uint8; vertices_px (V, 3); triangles (F, 3); vertex_alpha (V,) -> two (H, W, 3).
+    """
+    image = to_float(image_rgb)
+    shaded, weight, mask = _shaded_fit(image, vertices_px, triangles, vertex_alpha=vertex_alpha)
+    over = to_uint8(composite(shaded, weight if vertex_alpha is not None else mask, image, alpha)[0])
+    geometry = to_uint8(composite(shaded, mask, torch.ones_like(image), 1.0)[0])
+    return over, geometry
+
+
+def _shaded_fit(image: torch.Tensor, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
+                normals: np.ndarray | torch.Tensor | None = None, colors: np.ndarray | torch.Tensor | None = None,
+                vertex_alpha: np.ndarray | torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The mesh rasterized (back faces culled) and shaded (grey or ``colors``) over ``image``'s frame:
+    (shaded (1, 3, H, W) in the image's dtype, weight (1, H, W): coverage times the interpolated
+    ``vertex_alpha``, coverage mask (1, H, W) bool)."""
     verts = _single(vertices_px, "vertices_px", 3)
     tris = torch.as_tensor(triangles).long()
     height, width = image.shape[-2:]
@@ -105,36 +133,7 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
         if va.shape[1] != verts.shape[1]:
             raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
         weight = weight * interpolate(fragments, tris, va)[..., 0].clamp(0.0, 1.0)
-    return to_uint8(composite(shaded.to(image.dtype), weight, image, alpha)[0])
-
-
-def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
-                 vertex_alpha: np.ndarray | torch.Tensor | None = None, alpha: float = 0.6
-                 ) -> Tuple[np.ndarray, np.ndarray]:
-    """A fit's two pictures from one rasterization and shading: the shaded mesh over the photo
-    (``overlay_mesh(image_rgb, vertices_px, triangles, alpha, vertex_alpha=vertex_alpha)``) and the
-    shaded geometry alone on white (``overlay_mesh(white, vertices_px, triangles, alpha=1.0)``), the
-    same pixels as those two calls.
-
-    Shape:
-        image_rgb (H, W, 3) uint8; vertices_px (V, 3); triangles (F, 3); vertex_alpha (V,) -> two (H, W, 3).
-    """
-    image = to_float(image_rgb)
-    verts = _single(vertices_px, "vertices_px", 3)
-    tris = torch.as_tensor(triangles).long()
-    height, width = image.shape[-2:]
-    fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
-    normals = vertex_normals(verts * torch.tensor([1.0, -1.0, 1.0]), tris)
-    shaded = render_shaded(fragments, tris, normals, albedo=_SKIN_GREY).to(image.dtype)
-    weight = fragments.mask.to(shaded.dtype)
-    if vertex_alpha is not None:
-        va = torch.as_tensor(vertex_alpha).detach().float().reshape(1, -1, 1)
-        if va.shape[1] != verts.shape[1]:
-            raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
-        weight = weight * interpolate(fragments, tris, va)[..., 0].clamp(0.0, 1.0)
-    over = to_uint8(composite(shaded, weight if vertex_alpha is not None else fragments.mask, image, alpha)[0])
-    geometry = to_uint8(composite(shaded, fragments.mask, torch.ones_like(image), 1.0)[0])
-    return over, geometry
+    return shaded.to(image.dtype), weight, fragments.mask
 
 
 def overlay_weights(rig: Rig, soft_mm: float = 6.0) -> torch.Tensor:
