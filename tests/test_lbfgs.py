@@ -20,15 +20,21 @@ def test_rosenbrock_reaches_its_minimum():
     assert result.loss < 1e-10 and result.iterations < 60
 
 
-def test_ill_conditioned_quadratic_is_solved_in_few_iterations():
-    g = torch.Generator().manual_seed(0)
-    scales = torch.logspace(0, 4, 30, dtype=torch.float64)
-    target = torch.randn(30, generator=g, dtype=torch.float64)
+def _quadratic(n: int, decades: float, seed: int):
+    """``sum_i s_i (x_i - t_i)^2`` with curvatures over ``decades`` orders of magnitude: (f, t)."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.logspace(0, decades, n, dtype=torch.float64)
+    target = torch.randn(n, generator=g, dtype=torch.float64)
 
     def f(x):
         r = x - target
         return float((scales * r * r).sum()), 2 * scales * r
 
+    return f, target
+
+
+def test_ill_conditioned_quadratic_is_solved_in_few_iterations():
+    f, target = _quadratic(30, 4, seed=0)
     result = minimize_lbfgs(f, torch.zeros(30, dtype=torch.float64), max_iterations=200)
     assert torch.allclose(result.x, target, atol=1e-6)
     assert result.iterations <= 100  # a few times the dimension (inexact line searches, as torch's LBFGS)
@@ -55,14 +61,7 @@ def test_carried_memory_continues_where_the_last_run_stopped():
     """A second run from where a first one stopped, with the first run's curvature pairs, takes
     quasi-Newton steps at once and gets nearer the minimum in the same iterations than one starting
     afresh (which begins with a short gradient step and no curvature)."""
-    g = torch.Generator().manual_seed(1)
-    scales = torch.logspace(0, 3, 40, dtype=torch.float64)
-    target = torch.randn(40, generator=g, dtype=torch.float64)
-
-    def f(x):
-        r = x - target
-        return float((scales * r * r).sum()), 2 * scales * r
-
+    f, _ = _quadratic(40, 3, seed=1)
     first = minimize_lbfgs(f, torch.zeros(40, dtype=torch.float64), max_iterations=15)
     steps, changes = first.memory
     held = len(steps)

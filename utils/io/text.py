@@ -14,7 +14,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Optional
 
@@ -26,14 +25,10 @@ _CONVERSION = re.compile(r"%[-+ 0#]*\d*(?:\.\d+)?[fFeEgGd]")
 _CHUNK = 256  # rows per Python formatting step (about a millisecond with the lock held)
 
 
-def _kernel() -> Optional[object]:
-    try:
-        return importlib.import_module("utils.io._text")
-    except ImportError:
-        return None
-
-
-_KERNEL = _kernel()
+try:  # built by setup.py (`make setup`); else Python formats
+    from utils.io import _text as _KERNEL
+except ImportError:
+    _KERNEL = None
 
 
 def kernel_built() -> bool:
