@@ -2,7 +2,8 @@
 
 - No import cycle between the project's modules (imports inside functions count too).
 - No private name (``_x``) imported from another module; a private *module* may be imported only
-  by its own package (the compiled ``core.render._rasterize`` by ``core.render.rasterize``).
+  by its own package (the compiled ``core.render._rasterize`` by ``core.render.rasterize``,
+  ``utils.io._text`` by ``utils.io.text``).
 - Layers: ``core`` imports neither ``utils`` nor ``models``; ``utils`` does not import ``models``;
   ``models`` imports ``utils`` only from ``models.training`` (the synthetic training data).
 """
@@ -32,8 +33,9 @@ def project_files(root: Path) -> Dict[str, Path]:
     for folder in (*PACKAGES, "tests", "benchmarks"):
         for path in sorted((root / folder).rglob("*.py")):
             files[module_name(path, root)] = path
-    for path in sorted((root / "core").rglob("*.pyx")):  # compiled modules
-        files[module_name(path, root)] = path
+    for folder in PACKAGES:  # compiled modules
+        for path in sorted((root / folder).rglob("*.pyx")):
+            files[module_name(path, root)] = path
     for script in SCRIPTS:
         if (root / script).is_file():
             files[module_name(root / script, root)] = root / script
