@@ -81,7 +81,8 @@ def free_cores(limit: int = 4) -> int:
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """Run the block with one torch intra-op thread (the previous count restored after).
+    """Run the block with one torch intra-op thread (the previous count restored after). The count
+    is the calling thread's (OpenMP's), and threads started inside the block begin with it.
 
     The fits are many small tensor operations (a few thousand vertices, a few dozen unknowns per
     image), for which a second intra-op thread costs more in waking and waiting than it saves; on

@@ -101,3 +101,11 @@ def test_single_thread_restores_the_count():
         with cpus.single_thread():
             raise RuntimeError("inside")
     assert torch.get_num_threads() == before
+
+
+def test_threads_started_inside_single_thread_run_with_one_thread():
+    """The pool threads of a `parallel_map` under `single_thread` run torch with one intra-op thread."""
+    seen = []
+    with cpus.single_thread():
+        cpus.parallel_map(lambda _: seen.append(torch.get_num_threads()), range(4), threads=2)
+    assert seen == [1, 1, 1, 1]

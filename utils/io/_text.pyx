@@ -10,8 +10,8 @@ finite doubles (both round correctly), and runs here with the lock released.
 from libc.stdio cimport snprintf
 from libc.stdlib cimport free, malloc
 
-# Characters one formatted double can take at most ("%.8f" of 1e308 is 318 long).
-DEF _WIDTH = 330
+cdef enum:
+    _WIDTH = 330  # characters one formatted double can take at most ("%.8f" of 1e308 is 318 long)
 
 
 def format_rows(const double[:, ::1] values, bytes row):
