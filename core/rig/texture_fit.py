@@ -383,8 +383,8 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         jawline: (J, 2) the jaw's (x, y) on the rig's neutral (mm; e.g. its landmarks 0-16), below
             which the neck takes no photo colour (``config.neck_margin``); None: no such limit.
         valid: (G, H, W) bool, the photos' pixels that hold the photo (not a crop's padding), or None.
-        threads: the photos are read on up to this many threads (None: the cores free now,
-            `core.cpus.free_cores`); the texture is the same to the bit for any count.
+        threads: the photos are read on up to this many threads (None: the usable cores,
+            `core.cpus.parallel_map`); the texture is the same to the bit for any count.
 
     Shape:
         images (G, 3, H, W); expression (G, K); pose of batch G; sh (G, 9, 3).
