@@ -10,7 +10,6 @@ compiled module, on other devices, for float64 or where a gradient of the images
 """
 from __future__ import annotations
 
-import importlib
 from typing import Optional
 
 import torch
@@ -28,15 +27,10 @@ __all__ = ["colour_term", "compiled_available", "kernel_threads"]
 _NORMAL_EPS = 1e-12  # torch.nn.functional.normalize's, as PatchNormals uses it
 
 
-def _kernel():
-    """The compiled module, or None where it was not built."""
-    try:
-        return importlib.import_module("core.fitting._shading")
-    except ImportError:
-        return None
-
-
-_SHADING = _kernel()
+try:  # the compiled pass (setup.py builds it); else the torch functions
+    from core.fitting import _shading as _SHADING
+except ImportError:
+    _SHADING = None
 
 
 def compiled_available() -> bool:
