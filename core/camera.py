@@ -27,7 +27,8 @@ from core.checks import check_batch, check_shape
 __all__ = [
     "euler_to_matrix", "euler_to_matrix_jacobian", "matrix_to_euler", "axis_angle_to_matrix",
     "matrix_to_axis_angle", "matrix_to_quaternion",
-    "rotate_points", "transform_points", "weak_perspective_screen", "weak_perspective_project",
+    "rotate_points", "transform_points", "camera_to_screen", "weak_perspective_screen",
+    "weak_perspective_project",
     "weak_perspective_jacobian", "perspective_screen", "perspective_project", "apply_similarity_2d",
     "invert_similarity_2d", "square_box", "square_frame", "WeakPerspective",
 ]
@@ -249,7 +250,20 @@ def weak_perspective_screen(points: torch.Tensor, R: torch.Tensor, scale: torch.
     check_shape("scale", scale, (None,))
     check_shape("trans2d", trans2d, (None, 2))
     check_batch(points.shape[0], scale=scale, trans2d=trans2d)
-    xc = transform_points(points, R) * scale[:, None, None]
+    return camera_to_screen(transform_points(points, R), scale, trans2d)
+
+
+def camera_to_screen(camera: torch.Tensor, scale: torch.Tensor, trans2d: torch.Tensor) -> torch.Tensor:
+    """`weak_perspective_screen` of points already in camera axes (``R X``, e.g. kept for their
+    normals): ``(s x + tx, ty - s y, s z)``.
+
+    Shape:
+        - camera: (B, N, 3) mm
+        - scale: (B,) pixels per mm
+        - trans2d: (B, 2) pixels
+        - output: (B, N, 3)
+    """
+    xc = camera * scale[:, None, None]
     return torch.stack([xc[..., 0] + trans2d[:, None, 0], trans2d[:, None, 1] - xc[..., 1],
                         xc[..., 2]], dim=-1)
 

@@ -16,28 +16,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.camera import WeakPerspective, euler_to_matrix, rotate_points, weak_perspective_screen
+from core.camera import (WeakPerspective, camera_to_screen, euler_to_matrix, rotate_points,
+                         weak_perspective_screen)
 from core.face_model.ict import ICT_REGIONS
 from core.lighting import sh_shading
 from core.mesh import vertex_normals
 from core.render.rasterize import interpolate, rasterize
-from core.render.shade import (
-    composite,
-    default_sh,
-    render_depth,
-    render_normals,
-    render_overlay,
-    render_shaded,
-)
+from core.render.shade import (composite, default_sh, render_depth, render_normals, render_overlay,
+                               render_shaded)
 from core.render.textured import covered_pixels
 from core.rig.parts import surface_distance
-from core.rig.retarget import OpeningGroups, camera_to_screen, face_window
+from core.rig.retarget import OpeningGroups, face_window
 from core.rig.rig import Rig
 from utils.io.images import check_image, to_float, to_uint8
 from utils.landmarks.drawing import draw_landmarks
 
 __all__ = [
-    "overlay_mesh", "fit_pictures", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid", "side_by_side",
+    "overlay_mesh", "fit_pictures", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid",
+    "side_by_side",
     "frame_mesh", "render_mesh", "save_png", "demo", "main",
 ]
 
@@ -93,9 +89,9 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
     return to_uint8(composite(shaded, weight, image, alpha)[0])
 
 
-def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
-                 vertex_alpha: np.ndarray | torch.Tensor | None = None, alpha: float = 0.6
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
+                 triangles: np.ndarray | torch.Tensor, vertex_alpha: np.ndarray | torch.Tensor | None = None,
+                 alpha: float = 0.6) -> Tuple[np.ndarray, np.ndarray]:
     """A fit's two pictures from one rasterization and shading: the shaded mesh over the photo
     (``overlay_mesh(image_rgb, vertices_px, triangles, alpha, vertex_alpha=vertex_alpha)``) and the
     shaded geometry alone on white (``overlay_mesh(white, vertices_px, triangles, alpha=1.0)``), the
@@ -111,9 +107,11 @@ def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor, 
     return over, geometry
 
 
-def _shaded_fit(image: torch.Tensor, vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray | torch.Tensor,
-                normals: np.ndarray | torch.Tensor | None = None, colors: np.ndarray | torch.Tensor | None = None,
-                vertex_alpha: np.ndarray | torch.Tensor | None = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shaded_fit(image: torch.Tensor, vertices_px: np.ndarray | torch.Tensor,
+                triangles: np.ndarray | torch.Tensor, normals: np.ndarray | torch.Tensor | None = None,
+                colors: np.ndarray | torch.Tensor | None = None,
+                vertex_alpha: np.ndarray | torch.Tensor | None = None
+                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The mesh rasterized (back faces culled) and shaded (grey or ``colors``) over ``image``'s frame:
     (shaded (1, 3, H, W) in the image's dtype, weight (1, H, W): coverage times the interpolated
     ``vertex_alpha``, coverage mask (1, H, W) bool)."""
@@ -198,7 +196,7 @@ class FitOverlay:
                                        None if face is None else face[None].to(dtype))
         pose = pose.to(verts.dtype)
         camera = pose.camera_points(verts)
-        screen = camera_to_screen(camera, pose)[0]
+        screen = camera_to_screen(camera, pose.scale, pose.trans2d)[0]
         height, width = image_rgb.shape[:2]
         box = face_window(screen[self.drawn], height, width)
         if box is None:

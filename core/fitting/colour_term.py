@@ -15,6 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from core.camera import camera_to_screen
 from core.checks import check_shape
 from core.cpus import free_cores
 from core.fitting.shading_cost import shading_cost
@@ -113,7 +114,5 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
     if compiled:
         return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
                                          sigma, kernel_threads() if threads is None else int(threads))
-    normals = patch(points)
-    seen = points[:, :n_patch]
-    uv = torch.stack([scale[:, None] * seen[..., 0] + trans[:, :1], trans[:, 1:] - scale[:, None] * seen[..., 1]], -1)
-    return shading_cost(normals, sample_points(images, uv), weights, sh, prior, prior_weight, sigma)
+    uv = camera_to_screen(points[:, :n_patch], scale, trans)[..., :2]
+    return shading_cost(patch(points), sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

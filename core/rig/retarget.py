@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective
+from core.camera import WeakPerspective, camera_to_screen
 from core.lighting import sh_shading
 from core.render.rasterize import Fragments, rasterize
 from core.render.shade import default_sh, render_vertex_colors
@@ -25,7 +25,7 @@ from core.render.textured import VertexNormals, shade_texels
 from core.rig.rig import Rig
 
 __all__ = ["RetargetError", "expression_map", "retarget", "frontal_pose", "face_window", "render_rig",
-           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "OpeningGroups", "RigRenderer", "camera_to_screen"]
+           "neutral_sh", "white_balanced", "render_mesh_of", "neck_offsets", "OpeningGroups", "RigRenderer"]
 
 #: Luminance weights of the RGB channels (Rec. 601), for `white_balanced`.
 _LUMA = (0.299, 0.587, 0.114)
@@ -307,7 +307,7 @@ class RigRenderer:
         sh = neutral_sh(b, dtype=dtype) if sh is None else sh.to(dtype)
         pose = pose.to(dtype)
         camera = pose.camera_points(vertices)
-        screen = camera_to_screen(camera, pose)
+        screen = camera_to_screen(camera, pose.scale, pose.trans2d)
         height, width = background.shape[-2:]
         out = background.clone()
         for i in range(b):
@@ -326,12 +326,6 @@ class RigRenderer:
                 image = render_vertex_colors(fragments, triangles, colors)[0]
                 window.copy_(torch.where(fragments.mask[0][None], image.to(out.dtype), window))
         return out
-
-def camera_to_screen(camera: Tensor, pose: WeakPerspective) -> Tensor:
-    """Screen ``(u, v, depth)`` from camera-axis points ``R X`` (as `WeakPerspective.screen`, without
-    rotating twice). Shape: (B, N, 3) -> (B, N, 3)."""
-    xc = camera * pose.scale[:, None, None]
-    return torch.stack([xc[..., 0] + pose.trans2d[:, None, 0], pose.trans2d[:, None, 1] - xc[..., 1], xc[..., 2]], -1)
 
 
 def render_rig(rig: Rig, vertices: Tensor, pose: WeakPerspective, background: Tensor,
