@@ -7,12 +7,13 @@ counter-clockwise seen from outside (docs/conventions.md).
 from __future__ import annotations
 
 import warnings
-from typing import List, NamedTuple, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 from torch import Tensor
 
-from core.checks import check_shape, check_triangles, same_tensor
+from core.cache import RecentResults
+from core.checks import check_shape, check_triangles
 
 __all__ = ["vertex_normals", "face_normals", "PatchNormals", "vertex_neighbours", "subset_index",
            "triangles_within"]
@@ -49,7 +50,7 @@ class _MeshOperators(NamedTuple):
     corner_sum_t: Tensor
 
 
-_OPERATORS: List[Tuple[int, Tensor, _MeshOperators]] = []  # (vertex count, triangles, operators), newest first
+_OPERATORS: RecentResults[_MeshOperators] = RecentResults(8)  # by (vertex count, triangles)
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
@@ -87,13 +88,10 @@ def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets:
 def _mesh_operators(triangles: Tensor, n_vertices: int) -> _MeshOperators:
     """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (found by their values:
     a rig's head triangles are a new tensor each time they are asked for)."""
-    for n, cached, operators in _OPERATORS:
-        if n == n_vertices and same_tensor(cached, triangles):
-            return operators
-    t = triangles.detach().long().cpu()
-    operators = _build_operators(t, n_vertices, t, n_vertices)
-    _OPERATORS.insert(0, (n_vertices, triangles.detach().clone(), operators))
-    del _OPERATORS[8:]
+    operators = _OPERATORS.get((n_vertices, triangles))
+    if operators is None:
+        t = triangles.detach().long().cpu()
+        operators = _OPERATORS.put((n_vertices, triangles), _build_operators(t, n_vertices, t, n_vertices))
     return operators
 
 

@@ -14,14 +14,14 @@ per texel, so they stay sharp); `core.render.textured` reads it back when render
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import Tensor
 
-from core.checks import same_tensor
+from core.cache import RecentResults
 from core.render.rasterize import Fragments, interpolate, rasterize
 from core.rig.parts import EYEBALLS, IRIS, eye_axis, eye_colours
 
@@ -39,8 +39,8 @@ ATLAS_CELLS: Dict[Union[int, str], Tuple[float, float, float, float]] = {
 }
 _EYEBALL_CODE = -1
 _KEPT = 4  # atlases whose texel maps and fill indices are kept
-_TEXEL_MAPS: List[Tuple[Tuple[Tensor, Tensor, int], Fragments]] = []
-_NEAREST: Dict[Tuple[Tuple[int, ...], bytes], Tuple[np.ndarray, np.ndarray]] = {}
+_TEXEL_MAPS: RecentResults[Fragments] = RecentResults(_KEPT)  # by (uvs, uv triangles, height)
+_NEAREST: RecentResults[Tuple[np.ndarray, np.ndarray]] = RecentResults(_KEPT)  # by the covered mask
 
 
 def atlas_uvs(model_uvs: Tensor, corner_uv_ids: Tensor, eyeball: Tensor) -> Tuple[Tensor, Tensor]:
@@ -93,16 +93,13 @@ def texel_map(uvs: Tensor, uv_triangles: Tensor, height: int) -> Fragments:
     Shape:
         uvs (T, 2); uv_triangles (F, 3) -> Fragments of batch 1, (1, H, 2H).
     """
-    uv_triangles = uv_triangles.long()
-    for (cached_uvs, cached_triangles, cached_height), texels in _TEXEL_MAPS:
-        if cached_height == int(height) and same_tensor(cached_uvs, uvs) and same_tensor(cached_triangles, uv_triangles):
-            return Fragments(*(x.clone() for x in texels))
-    width = 2 * int(height)
-    screen = torch.stack([uvs[:, 0].double() * width - 0.5, (1.0 - uvs[:, 1].double()) * height - 0.5,
-                          torch.zeros(len(uvs), dtype=torch.float64)], -1)
-    texels = rasterize(screen[None], uv_triangles, int(height), width)
-    _TEXEL_MAPS.insert(0, ((uvs.detach().clone(), uv_triangles.clone(), int(height)), texels))
-    del _TEXEL_MAPS[_KEPT:]
+    key = (uvs, uv_triangles.long(), int(height))
+    texels = _TEXEL_MAPS.get(key)
+    if texels is None:
+        width = 2 * int(height)
+        screen = torch.stack([uvs[:, 0].double() * width - 0.5, (1.0 - uvs[:, 1].double()) * height - 0.5,
+                              torch.zeros(len(uvs), dtype=torch.float64)], -1)
+        texels = _TEXEL_MAPS.put(key, rasterize(screen[None], key[1], int(height), width))
     return Fragments(*(x.clone() for x in texels))
 
 
@@ -122,14 +119,12 @@ def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
 def _nearest_filled(filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Row and column of each texel's nearest ``filled`` texel, kept for the last few masks (an
     atlas' coverage is its layout's: painting and the texture fit fill the same one)."""
-    key = (filled.shape, np.packbits(np.asarray(filled, bool)).tobytes())
+    key = (np.asarray(filled, bool),)
     hit = _NEAREST.get(key)
     if hit is None:
-        _, (rows, cols) = ndimage.distance_transform_edt(~filled, return_indices=True)
-        hit = _NEAREST[key] = (rows, cols)
-        hit[0].flags.writeable = hit[1].flags.writeable = False
-        while len(_NEAREST) > _KEPT:
-            _NEAREST.pop(next(iter(_NEAREST)))
+        _, (rows, cols) = ndimage.distance_transform_edt(~key[0], return_indices=True)
+        rows.flags.writeable = cols.flags.writeable = False
+        hit = _NEAREST.put(key, (rows, cols))
     return hit
 
 

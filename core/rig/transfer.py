@@ -6,11 +6,11 @@ delta. This is how the rig's blendshapes follow the person's shape (method.md, "
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from core.checks import same_tensor
+from core.cache import RecentResults
 from core.mesh import vertex_neighbours
 
 
@@ -53,8 +53,8 @@ def local_affine_maps(source: torch.Tensor, target: torch.Tensor, triangles: tor
     return (f.transpose(-1, -2) @ e) @ inverse
 
 
-#: (template, triangles, its side of `local_affine_maps`) for the last few templates.
-_TEMPLATES: List[Tuple[torch.Tensor, torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = []
+#: The last few templates' side of `local_affine_maps`, by (template, triangles).
+_TEMPLATES: RecentResults[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = RecentResults(4)
 
 
 def _template_side(source: torch.Tensor, triangles: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,15 +62,12 @@ def _template_side(source: torch.Tensor, triangles: torch.Tensor) -> Tuple[torch
     mesh, cached by value for the last few (the same values as computed per call, batch by batch)."""
     from core.mesh import vertex_normals
 
-    for cached, cached_triangles, side in _TEMPLATES:
-        if same_tensor(cached, source) and same_tensor(cached_triangles, triangles):
-            return side
-    nb = vertex_neighbours(triangles, source.shape[0])
-    e = _frames(source[None], nb, vertex_normals(source[None], triangles))[0]
-    eye = torch.eye(3, dtype=source.dtype, device=source.device)
-    side = (nb, e, torch.linalg.inv(e.transpose(-1, -2) @ e + 1e-9 * eye))
-    _TEMPLATES.insert(0, (source.detach().clone(), triangles.detach().clone(), side))
-    del _TEMPLATES[4:]
+    side = _TEMPLATES.get((source, triangles))
+    if side is None:
+        nb = vertex_neighbours(triangles, source.shape[0])
+        e = _frames(source[None], nb, vertex_normals(source[None], triangles))[0]
+        eye = torch.eye(3, dtype=source.dtype, device=source.device)
+        side = _TEMPLATES.put((source, triangles), (nb, e, torch.linalg.inv(e.transpose(-1, -2) @ e + 1e-9 * eye)))
     return side
 
 
