@@ -175,3 +175,40 @@ def test_drawing_marks_points_and_leaves_input_alone():
         draw_landmarks(image, np.zeros(68))
     with pytest.raises(ValueError, match="image_rgb"):
         draw_landmarks(image[..., 0], points)
+
+
+def test_saved_face_detector_detects_as_dlibs_own(tmp_path, caplog):
+    """The detector read from its saved copy finds the same boxes, scores and sub-detectors as the
+    one dlib builds, on the example photos at the pipeline's 2x and on noise; a damaged copy is
+    replaced with a warning, and an unwritable cache still gives a working detector."""
+    import dlib
+
+    from utils.landmarks.detect import frontal_face_detector
+
+    built = dlib.get_frontal_face_detector()
+    frontal_face_detector(dlib, tmp_path)  # saved on first use
+    (saved_file,) = tmp_path.iterdir()
+    assert dlib.__version__ in saved_file.name
+    saved = frontal_face_detector(dlib, tmp_path)
+    photos = sorted((Path(__file__).resolve().parents[1] / "examples" / "photos").glob("*.jpg"))
+    images = [cv2.resize(read_image(p), None, fx=2, fy=2) for p in photos]
+    images.append(np.random.default_rng(1).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    found = 0
+    for image in images:
+        a, b = built.run(image, 0, -0.5), saved.run(image, 0, -0.5)
+        assert [(r.left(), r.top(), r.right(), r.bottom()) for r in a[0]] == \
+               [(r.left(), r.top(), r.right(), r.bottom()) for r in b[0]]
+        assert a[1] == b[1] and a[2] == b[2]
+        found += len(a[0])
+    assert found >= len(photos)  # every example photo has a face: the comparison saw detections
+
+    saved_file.write_bytes(saved_file.read_bytes()[:500])
+    with caplog.at_level("WARNING"):
+        again = frontal_face_detector(dlib, tmp_path)
+    assert "unreadable face detector copy" in caplog.text and str(saved_file) in caplog.text
+    assert again.run(images[0], 0, -0.5)[1] == built.run(images[0], 0, -0.5)[1]
+    assert frontal_face_detector(dlib, tmp_path).num_detectors == built.num_detectors  # the copy was rewritten
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    assert frontal_face_detector(dlib, blocked).run(images[0], 0, -0.5)[1] == built.run(images[0], 0, -0.5)[1]

@@ -35,10 +35,11 @@ import functools
 import importlib.util
 import inspect
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -91,7 +92,39 @@ def _dlib_models(detector: str) -> tuple[Any, Any, Any]:
     if detector == "cnn":
         return dlib, predictor, dlib.cnn_face_detection_model_v1(
             face_recognition_model("mmod_human_face_detector.dat"))
-    return dlib, predictor, dlib.get_frontal_face_detector()
+    return dlib, predictor, frontal_face_detector(dlib)
+
+
+def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
+    """dlib's HOG frontal face detector, read from a copy saved in ``cache_dir`` (default
+    `user_cache_dir`) and saved there on first use.
+
+    Why: ``dlib.get_frontal_face_detector`` builds it by parsing its text form, 0.2 s of every
+    photo job's start-up; dlib reads its own saved binary form in about 1 ms, and the two detect
+    the same boxes with the same scores (tested). The file is named by dlib's version; an
+    unreadable one is replaced, and where nothing can be written the detector is built each time.
+    """
+    path = Path(cache_dir or user_cache_dir()) / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
+    if path.is_file():
+        try:
+            return dlib.fhog_object_detector(str(path))
+        except RuntimeError as exc:
+            logger.warning("ignoring the unreadable face detector copy %s (%s); saving it again", path, exc)
+    detector = dlib.get_frontal_face_detector()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        detector.save(str(partial))
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as exc:
+        logger.debug("face detector not saved to %s (%s): built again next time", path, exc)
+    return detector
+
+
+def user_cache_dir() -> Path:
+    """Where this project keeps files it derives from installed ones: ``$XDG_CACHE_HOME/inorig``,
+    else ``~/.cache/inorig``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inorig"
 
 
 def face_recognition_model(name: str) -> str:
