@@ -30,7 +30,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall shared CPUs
 
@@ -495,12 +495,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    with photo_prefetch(args) as prefetch:  # before torch is imported: a fork is safe only then
-        return run_demo(args, prefetch)
+    from utils.process import collection_after_imports
+
+    # No garbage collection while torch and the pipelines are imported (`utils.process`).
+    with collection_after_imports() as imported, photo_prefetch(args) as prefetch:
+        # the prefetch forks before torch is imported: a fork is safe only then
+        return run_demo(args, prefetch, imported)
 
 
-def run_demo(args, prefetch: Optional[FolderPrefetch] = None) -> int:
-    """The whole run of parsed ``args`` (``prefetch``: the photos' landmarks, `photo_prefetch`)."""
+def run_demo(args, prefetch: Optional[FolderPrefetch] = None, imported: Callable[[], None] = lambda: None) -> int:
+    """The whole run of parsed ``args`` (``prefetch``: the photos' landmarks, `photo_prefetch`;
+    ``imported``: called once torch and the face model are loaded, `collection_after_imports`)."""
     from utils.pipelines.inputs import InputError
     from utils.progress import set_progress
 
@@ -508,6 +513,7 @@ def run_demo(args, prefetch: Optional[FolderPrefetch] = None) -> int:
     run = Run(args, prefetch)
     try:
         fit_model, target, landmarker, builder = run.prepare()
+        imported()
         scan = run.scan(run.video_landmarker) if run.video is not None else None
     except (InputError, DemoError) as err:
         logger.error("%s", err)

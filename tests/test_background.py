@@ -73,3 +73,32 @@ def test_exit_now_flushes_runs_exit_handlers_and_keeps_the_code(tmp_path):
     assert done.stdout == "printed without newline"
     assert "logged" in done.stderr
     assert marker.read_text() == "ran"
+
+
+def test_collection_paused_until_imported_then_frozen_and_restored():
+    """`collection_after_imports`: no collection until ``imported()``, then the objects made so far
+    are frozen and collection runs; on leaving, nothing stays frozen and the collector is as it was."""
+    import gc
+
+    from utils.process import collection_after_imports
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with collection_after_imports() as imported:
+        assert not gc.isenabled()
+        imported()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        imported()  # a second call changes nothing
+        assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    gc.disable()
+    try:
+        with collection_after_imports() as imported:
+            imported()
+            assert not gc.isenabled()  # a caller that had paused collection keeps it paused
+        assert not gc.isenabled() and gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError):
+        with collection_after_imports():
+            1 / 0
+    assert gc.isenabled()

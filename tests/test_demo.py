@@ -4,6 +4,7 @@ the shipped network, a rig.npz of another model or corrupt, an unreadable video,
 face-less frames, a truncated one. The command line as a new user meets it: tests/test_newcomer.py."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -44,6 +45,7 @@ def _frames(path):
 def test_demo_writes_every_output(demo_run, inputs, ict_face):
     code, out = demo_run
     assert code == 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # the start-up's collector pause is undone
     rig = Rig.load(out / "rig" / "rig.npz", expect_model=ict_face.name, expect_vertices=ict_face.n_vertices)
     stems = sorted(p.stem for p in inputs.rig_dir.glob("*.png"))
     assert sorted(p.stem for p in (out / "params").glob("*.json")) == stems
@@ -144,6 +146,7 @@ def test_target_rig_of_another_model_or_corrupt(demo_run, inputs, tmp_path, capl
             assert demo.main(["--target-rig", str(path), "--video", str(inputs.video), "--out", str(tmp_path / "o")]) == 1
         assert message in caplog.text and str(path) in caplog.text
     assert not (tmp_path / "o").exists()  # refused before any work
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # refused before the imports were done: undone too
 
 
 def test_unreadable_video_is_refused_before_any_work(inputs, tmp_path, caplog):
