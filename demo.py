@@ -380,14 +380,15 @@ class Run:
 
         heads = self.whole_heads()
         # The face rig's files are written on a worker thread while the whole head and its texture
-        # are made; the whole head's rig.npz is queued after them.
+        # are made; the whole head's rig.npz is queued after them (the face rig's only where the
+        # whole head cannot be made: `write_appearance`).
         with BackgroundWorker("rig-outputs") as writer:
             try:
                 self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
                                                      max_images=self.args.max_images, config=config,
                                                      builder=builder, face=self.args.face,
                                                      drop_outliers=not self.args.keep_outliers, export=not heads,
-                                                     prefetched=self.prefetch, writer=writer)
+                                                     save_rig=not heads, prefetched=self.prefetch, writer=writer)
             except RigInputError as err:
                 raise DemoError(str(err)) from None
             self.driven = self.driven or str(self.rig_run.outputs["rig"])

@@ -372,3 +372,26 @@ def test_a_failed_texture_fit_leaves_the_painted_texture_beside_the_archive(ict_
     painted = whole_head(face_rig, ict_model).texture
     assert back.parts is not None and back.texture is not None
     assert float((back.texture - painted).abs().max()) <= 0.5 / 255 + 1e-6  # the painted atlas, as 8 bits
+
+
+def test_a_failed_whole_head_keeps_the_face_rig(ict_model, ict_face, tmp_path, monkeypatch):
+    """Where the whole head cannot be made, `write_appearance` writes the face rig's archive (the demo
+    builds the face rig with ``save_rig=False``, as the whole head's replaces it) and the error reaches
+    the caller."""
+    from types import SimpleNamespace
+
+    import utils.pipelines.appearance as appearance
+    from utils.pipelines.rig import RigRun
+
+    face_rig = Rig.from_model(ict_face, 0.5 * torch.ones(ict_face.n_identity))
+    run = RigRun(used=["a"])
+    run.result = SimpleNamespace(rig=face_rig, params={"expression": torch.zeros(1, face_rig.n_expression)})
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("whole head failed")
+
+    monkeypatch.setattr(appearance, "head_rig", fails)
+    with pytest.raises(RuntimeError, match="whole head failed"):
+        appearance.write_appearance(run, ict_model, tmp_path)
+    back = Rig.load(tmp_path / "rig" / "rig.npz")
+    assert back.parts is None and torch.equal(back.neutral, face_rig.neutral)

@@ -135,3 +135,17 @@ def test_files_queued_on_a_worker_leave_out_a_failed_export(subject, ict_face, l
     assert sorted(p.stem for p in run.outputs["params"].glob("*.json")) == run.used
     assert "writing outputs" in run.timings
 
+
+
+def test_rig_archive_left_to_the_caller(subject, ict_face, landmarker, tmp_path):
+    """``save_rig=False`` (the demo, whose whole head's archive takes its place): every other file is
+    written, the archive is not."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, image in enumerate(subject.images[:2]):
+        _write_png(photos / f"person_{k}.png", image)
+    run = build_rig_from_folder(photos, tmp_path / "out", ict_face, landmarker=landmarker, config=FAST,
+                                visualize=False, export=False, save_rig=False)
+    assert not run.outputs["rig"].exists() and not (tmp_path / "out" / "rig").exists()
+    assert run.outputs["rig_neutral"].is_file()
+    assert sorted(p.stem for p in run.outputs["mesh"].glob("person_*.obj")) == run.used == ["person_0", "person_1"]

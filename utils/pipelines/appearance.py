@@ -5,7 +5,9 @@ makes the rig a whole head (`core.rig.head.whole_head`: head and neck, mouth int
 eyeballs, lashes) with a texture atlas estimated from the same photos
 (`core.rig.texture_fit.estimate_texture`), and writes it:
 
-- ``rig/rig.npz`` (format 3, the parts included) and ``rig/rig_texture.png`` beside it;
+- ``rig/rig.npz`` (format 3, the parts included) and ``rig/rig_texture.png`` beside it (where the
+  whole head cannot be made, the face rig's archive, so that a caller passing
+  ``build_rig_from_folder(save_rig=False)`` loses nothing);
 - ``mesh/rig_textured.obj`` (+ ``.mtl``, ``.png``): the neutral whole head with the texture;
 - ``mesh/textured/<photo>.obj``: each photo's fitted head, sharing ``rig_texture.png``;
 - ``rig/rig.glb``: the textured whole head with its morph targets (`utils.export`).
@@ -160,7 +162,11 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     rig_path = out_dir / "rig" / "rig.npz"
     with BackgroundWorker("rig-archive") if writer is None else contextlib.nullcontext(writer) as files:
         start = time.perf_counter()
-        head = head_rig(result.rig, model)
+        try:
+            head = head_rig(result.rig, model)
+        except Exception:
+            files.submit(result.rig.save, rig_path)  # the rig built is kept (`build_rig_from_folder(save_rig=)`)
+            raise
         # The archive (zlib, ~0.4 s) needs the head's shape, not its texture (it names the PNG written
         # below): the worker writes it while the texture is estimated.
         files.submit(head.save, rig_path, False)

@@ -161,7 +161,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
                           visualize: bool = True, builder: Optional[RigBuilder] = None,
                           face: Selection = "largest", drop_outliers: bool = True,
                           export: bool = True, prefetched: Optional[FolderPrefetch] = None,
-                          writer: Optional[BackgroundWorker] = None) -> RigRun:
+                          writer: Optional[BackgroundWorker] = None, save_rig: bool = True) -> RigRun:
     """Build a rig from every usable photo in ``rig_dir`` and write the outputs under ``out_dir``.
 
     Args:
@@ -180,6 +180,9 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         writer: where the files are written: a caller's worker thread (the call returns once the rig
             is built and the files are queued; they are complete when the caller closes the worker,
             which raises a writing error), or None: here, before returning.
+        save_rig: write ``rig/rig.npz``; False where the caller writes another rig there, as
+            `utils.pipelines.appearance.write_appearance` does (the whole head's, or this rig's where
+            the whole head cannot be made): compressing an archive that is replaced costs ~0.2 s.
 
     Raises:
         RigInputError: the folder is missing, empty, or has no image with a detectable face.
@@ -244,26 +247,27 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
     if export:
         run.outputs["rig_glb"] = out_dir / "rig" / "rig.glb"
     if writer is None:
-        _write_rig_outputs(run, result, crops, meshes, pictures, visualize, export)
+        _write_rig_outputs(run, result, crops, meshes, pictures, visualize, export, save_rig)
     else:
-        writer.submit(_write_rig_outputs, run, result, crops, meshes, pictures, visualize, export)
+        writer.submit(_write_rig_outputs, run, result, crops, meshes, pictures, visualize, export, save_rig)
     return run
 
 
 def _write_rig_outputs(run: RigRun, result: RigBuildResult, crops: List[FaceCrop], meshes: torch.Tensor,
-                       pictures: List[tuple], visualize: bool, export: bool) -> None:
-    """Write the rig's files at the paths ``run.outputs`` names: rig.npz (and rig.glb), the neutral and
-    per-photo meshes, params/*.json and the visualizations ((stem, photo, params) per photo).
-    Files are encoded and written on a second worker thread while the next photo's pictures are
-    rendered; the time taken goes to ``run.timings["writing outputs"]``."""
+                       pictures: List[tuple], visualize: bool, export: bool, save_rig: bool = True) -> None:
+    """Write the rig's files at the paths ``run.outputs`` names: rig.npz (where ``save_rig``), rig.glb
+    (where ``export``), the neutral and per-photo meshes, params/*.json and the visualizations
+    ((stem, photo, params) per photo). Files are encoded and written on a second worker thread while
+    the next photo's pictures are rendered; the time taken goes to ``run.timings["writing outputs"]``."""
     start = time.perf_counter()
     rig = result.rig
     weights = overlay_weights(rig)[:rig.n_vertices] if visualize else None  # no scalp or neck (issue 19)
     with BackgroundWorker("rig-files") as files:
-        files.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
+        if save_rig:
+            files.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
         if export:
             try:
-                export_rig(rig, run.outputs["rig_glb"], source=run.outputs["rig"])
+                export_rig(rig, run.outputs["rig_glb"], source=run.outputs["rig"] if save_rig else None)
             except ExportError as err:
                 run.outputs.pop("rig_glb")
                 logger.error("rig.glb not written: %s", err)
