@@ -349,26 +349,32 @@ def test_write_appearance_writes_the_textured_outputs(ict_model, ict_face, tmp_p
     assert float((hue(skin) - hue(truth)).abs().max()) < 0.1
 
 
-def test_a_failed_texture_fit_leaves_the_painted_texture_beside_the_archive(ict_model, ict_face, tmp_path,
-                                                                          monkeypatch):
-    """The whole head's rig.npz is written while the texture is estimated; where the estimate fails
-    the error reaches the caller and the painted texture is written, so the archive loads whole."""
+def _write_appearance_failing_at(step: str, face_rig: Rig, model, out, monkeypatch) -> Rig:
+    """`write_appearance` of a one-photo run of ``face_rig`` whose ``step`` (a function of
+    `utils.pipelines.appearance`) raises; the error reaches the caller. -> the rig.npz left behind."""
     from types import SimpleNamespace
 
     import utils.pipelines.appearance as appearance
     from utils.pipelines.rig import RigRun
 
-    face_rig = Rig.from_model(ict_face, torch.zeros(ict_face.n_identity))
     run = RigRun(used=["a"])
     run.result = SimpleNamespace(rig=face_rig, params={"expression": torch.zeros(1, face_rig.n_expression)})
 
     def fails(*args, **kwargs):
-        raise RuntimeError("texture fit failed")
+        raise RuntimeError(f"{step} failed")
 
-    monkeypatch.setattr(appearance, "textured_rig", fails)
-    with pytest.raises(RuntimeError, match="texture fit failed"):
-        appearance.write_appearance(run, ict_model, tmp_path)
-    back = Rig.load(tmp_path / "rig" / "rig.npz")
+    monkeypatch.setattr(appearance, step, fails)
+    with pytest.raises(RuntimeError, match=f"{step} failed"):
+        appearance.write_appearance(run, model, out)
+    return Rig.load(out / "rig" / "rig.npz")
+
+
+def test_a_failed_texture_fit_leaves_the_painted_texture_beside_the_archive(ict_model, ict_face, tmp_path,
+                                                                          monkeypatch):
+    """The whole head's rig.npz is written while the texture is estimated; where the estimate fails
+    the error reaches the caller and the painted texture is written, so the archive loads whole."""
+    face_rig = Rig.from_model(ict_face, torch.zeros(ict_face.n_identity))
+    back = _write_appearance_failing_at("textured_rig", face_rig, ict_model, tmp_path, monkeypatch)
     painted = whole_head(face_rig, ict_model).texture
     assert back.parts is not None and back.texture is not None
     assert float((back.texture - painted).abs().max()) <= 0.5 / 255 + 1e-6  # the painted atlas, as 8 bits
@@ -378,20 +384,6 @@ def test_a_failed_whole_head_keeps_the_face_rig(ict_model, ict_face, tmp_path, m
     """Where the whole head cannot be made, `write_appearance` writes the face rig's archive (the demo
     builds the face rig with ``save_rig=False``, as the whole head's replaces it) and the error reaches
     the caller."""
-    from types import SimpleNamespace
-
-    import utils.pipelines.appearance as appearance
-    from utils.pipelines.rig import RigRun
-
     face_rig = Rig.from_model(ict_face, 0.5 * torch.ones(ict_face.n_identity))
-    run = RigRun(used=["a"])
-    run.result = SimpleNamespace(rig=face_rig, params={"expression": torch.zeros(1, face_rig.n_expression)})
-
-    def fails(*args, **kwargs):
-        raise RuntimeError("whole head failed")
-
-    monkeypatch.setattr(appearance, "head_rig", fails)
-    with pytest.raises(RuntimeError, match="whole head failed"):
-        appearance.write_appearance(run, ict_model, tmp_path)
-    back = Rig.load(tmp_path / "rig" / "rig.npz")
+    back = _write_appearance_failing_at("head_rig", face_rig, ict_model, tmp_path, monkeypatch)
     assert back.parts is None and torch.equal(back.neutral, face_rig.neutral)
