@@ -177,10 +177,10 @@ def test_drawing_marks_points_and_leaves_input_alone():
         draw_landmarks(image[..., 0], points)
 
 
-def test_saved_face_detector_detects_as_dlibs_own(tmp_path, caplog):
+def test_saved_face_detector_detects_as_dlibs_own(tmp_path, caplog, monkeypatch):
     """The detector read from its saved copy finds the same boxes, scores and sub-detectors as the
     one dlib builds, on the example photos at the pipeline's 2x and on noise; a damaged copy is
-    replaced with a warning, and an unwritable cache still gives a working detector."""
+    replaced with a warning, and an unwritable cache or no home folder still gives a working detector."""
     import dlib
 
     from utils.landmarks.detect import frontal_face_detector
@@ -207,8 +207,16 @@ def test_saved_face_detector_detects_as_dlibs_own(tmp_path, caplog):
         again = frontal_face_detector(dlib, tmp_path)
     assert "unreadable face detector copy" in caplog.text and str(saved_file) in caplog.text
     assert again.run(images[0], 0, -0.5)[1] == built.run(images[0], 0, -0.5)[1]
-    assert frontal_face_detector(dlib, tmp_path).num_detectors == built.num_detectors  # the copy was rewritten
+    assert dlib.fhog_object_detector(str(saved_file)).num_detectors == built.num_detectors  # rewritten whole
 
     blocked = tmp_path / "a_file"
     blocked.write_text("not a folder")
     assert frontal_face_detector(dlib, blocked).run(images[0], 0, -0.5)[1] == built.run(images[0], 0, -0.5)[1]
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+
+    def no_home(cls):
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", classmethod(no_home))
+    assert frontal_face_detector(dlib).run(images[0], 0, -0.5)[1] == built.run(images[0], 0, -0.5)[1]

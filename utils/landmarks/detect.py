@@ -104,7 +104,10 @@ def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
     the same boxes with the same scores (tested). The file is named by dlib's version; an
     unreadable one is replaced, and where nothing can be written the detector is built each time.
     """
-    path = Path(cache_dir or user_cache_dir()) / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
+    try:
+        path = Path(cache_dir or user_cache_dir()) / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
+    except RuntimeError:  # no home folder to keep it in
+        return dlib.get_frontal_face_detector()
     if path.is_file():
         try:
             return dlib.fhog_object_detector(str(path))
