@@ -19,6 +19,8 @@ Measures, per side:
 - whole-process wall time, median of ``--repeats`` runs (the sides alternate; the 1-minute load
   average before each run is printed), and per-stage times where the side reports them (median),
   with "start-up and exit" = wall time - what the process timed itself;
+- CPU time (user + system) of each whole process, its child processes included (ours forks a
+  landmark child), median; ours divided by the usable cores is the least wall time its work allows;
 - landmark error: mean distance between the fitted model's 68 landmarks projected into the image
   and dlib's detections, over the outer-eye-corner distance (iBUG 37 and 46), each side against
   the detections it fitted (the eos side detects as our landmarker's first pass does; ours may
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -78,6 +81,7 @@ class SideRun:
     load: float
     timings: Dict[str, float] = field(default_factory=dict)
     total: Optional[float] = None  # what the process timed itself (from its first line of code)
+    cpu: Optional[float] = None  # CPU seconds, user + system, its child processes included
     neutral: Optional[np.ndarray] = None  # (V, 3) mm
     detections: Dict[str, np.ndarray] = field(default_factory=dict)  # per image stem: (68, 2)
     fitted: Dict[str, np.ndarray] = field(default_factory=dict)  # per image stem: (68, 2)
@@ -88,8 +92,15 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's ended and waited-for children and theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_timed(command: Sequence[str], log: Path) -> Tuple[float, str]:
-    """Run ``command`` to the end; (wall seconds, stdout). stderr goes to ``log``; a failure raises."""
+    """Run ``command`` to the end; (wall seconds, stdout). stderr goes to ``log``; a failure raises.
+    The run's CPU seconds (its own and its children's) are `children_cpu`'s growth meanwhile."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     with open(log, "w") as err:
         start = time.perf_counter()
@@ -109,9 +120,9 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
     out = work / tag
     if out.exists():
         shutil.rmtree(out)
-    load = load_average()
+    load, cpu = load_average(), children_cpu()
     wall, stdout = run_timed(our_command(folder, out), work / f"{tag}.log")
-    result = SideRun(wall=wall, load=load)
+    result = SideRun(wall=wall, load=load, cpu=children_cpu() - cpu)
     summary = out / "summary.json"
     if summary.is_file():
         result.timings, result.total = stage_timings(json.loads(summary.read_text()))
@@ -130,10 +141,10 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
 def run_eos(eos_python: Path, folder: Path, work: Path, tag: str) -> SideRun:
     """The eos side on ``folder``; parses its JSON result."""
     out = work / f"{tag}.json"
-    load = load_average()
+    load, cpu = load_average(), children_cpu()
     wall, _ = run_timed(eos_command(eos_python, folder, out), work / f"{tag}.log")
     data = json.loads(out.read_text())
-    result = SideRun(wall=wall, load=load, timings=data["timings"], total=data["total"])
+    result = SideRun(wall=wall, load=load, cpu=children_cpu() - cpu, timings=data["timings"], total=data["total"])
     if data["neutral"] is not None:
         result.neutral = np.asarray(data["neutral"]["vertices"], dtype=np.float64)
     for image in data["images"]:
@@ -322,6 +333,15 @@ def print_tables(cases: Dict[str, Path], sides: Sequence[str], runs: Dict[Tuple[
     print("|---|" + "---|" * len(sides))
     for case in cases:
         print(f"| {case} | " + " | ".join(fmt_runs(runs[(case, s)]) for s in sides) + " |")
+
+    print("\n### Whole-process CPU time (user + system, child processes included): median; the least "
+          "wall time it allows on this machine's cores\n")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    print("| case | " + " | ".join(f"{s} (CPU s)" for s in sides) + f" | ours: CPU / {cores} cores (s) |")
+    print("|---|" + "---|" * (len(sides) + 1))
+    for case in cases:
+        medians = {s: statistics.median(r.cpu for r in runs[(case, s)]) for s in sides}
+        print(f"| {case} | " + " | ".join(f"{medians[s]:.2f}" for s in sides) + f" | {medians['ours'] / cores:.2f} |")
 
     for side in sides:
         print(f"\n### {side}: seconds per stage (median over runs)\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.bench_eos import import_costs, landmark_errors
+from benchmarks.bench_eos import children_cpu, import_costs, landmark_errors, run_timed
 from benchmarks.eos_fit import DlibLandmarker, image_files
 from tests.conftest import shared_path
 
@@ -56,3 +56,17 @@ def test_import_costs() -> None:
     assert top == pytest.approx({"core.model": 0.0026, "torch._dynamo": 0.0003})
     assert packages["torch"] == pytest.approx((0.0024, 3))
     assert packages["core"] == pytest.approx((0.0005, 1))
+
+
+def test_a_run_counts_the_cpu_of_its_children(tmp_path) -> None:
+    """The CPU time bench_eos gives a run includes what the process's own children spent (ours forks
+    a landmark child): a process that waits for a child busy ~0.3 s adds about that much."""
+    import sys
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
+    before = children_cpu()
+    wall, _ = run_timed([sys.executable, "-c", code], tmp_path / "log.txt")
+    used = children_cpu() - before
+    assert 0.3 <= used <= 0.3 + 0.5 and used <= 2 * wall + 0.1
+
