@@ -496,8 +496,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         logging.getLogger().setLevel(logging.WARNING)
-    from utils.process import collection_after_imports
+    from utils.process import collection_after_imports, keep_freed_memory
 
+    keep_freed_memory()  # freed arrays reused, not faulted in again (`utils.process`)
     # No garbage collection while torch and the pipelines are imported (`utils.process`).
     with collection_after_imports() as imported, photo_prefetch(args) as prefetch:
         # the prefetch forks before torch is imported: a fork is safe only then
