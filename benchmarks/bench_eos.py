@@ -98,10 +98,21 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def job_environment(**extra: str) -> Dict[str, str]:
+    """The environment a measured job runs in: this one as a user's shell has it, unbuffered, no
+    progress bars, plus ``extra``. Python writes and reads the project's bytecode cache, as it does
+    by default: this project's development machines set ``PYTHONDONTWRITEBYTECODE``, which makes
+    every run compile the project's modules again (about 0.07 s of a rig job's start-up)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONUNBUFFERED="1", TQDM_DISABLE="1", **extra)
+    return env
+
+
 def run_timed(command: Sequence[str], log: Path) -> Tuple[float, str]:
-    """Run ``command`` to the end; (wall seconds, stdout). stderr goes to ``log``; a failure raises.
-    The run's CPU seconds (its own and its children's) are `children_cpu`'s growth meanwhile."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+    """Run ``command`` to the end in `job_environment`; (wall seconds, stdout). stderr goes to
+    ``log``; a failure raises. The run's CPU seconds (its own and its children's) are
+    `children_cpu`'s growth meanwhile."""
+    env = job_environment()
     with open(log, "w") as err:
         start = time.perf_counter()
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=ROOT)

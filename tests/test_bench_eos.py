@@ -70,3 +70,16 @@ def test_a_run_counts_the_cpu_of_its_children(tmp_path) -> None:
     used = children_cpu() - before
     assert 0.3 <= used <= 0.3 + 0.5 and used <= 2 * wall + 0.1
 
+
+
+def test_jobs_run_with_the_bytecode_cache_a_user_has(monkeypatch) -> None:
+    """The measured jobs' environment drops this machine's PYTHONDONTWRITEBYTECODE (a user's Python
+    caches the project's bytecode) and keeps the rest, with what a run adds."""
+    from benchmarks.bench_eos import job_environment
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("INORIG_TEST_MARK", "kept")
+    env = job_environment(XDG_CACHE_HOME="/tmp/empty")
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["INORIG_TEST_MARK"] == "kept" and env["XDG_CACHE_HOME"] == "/tmp/empty"
+    assert env["PYTHONUNBUFFERED"] == "1" and env["TQDM_DISABLE"] == "1"
