@@ -48,7 +48,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,19 +108,25 @@ def job_environment(**extra: str) -> Dict[str, str]:
     return env
 
 
-def run_timed(command: Sequence[str], log: Path) -> Tuple[float, str]:
-    """Run ``command`` to the end in `job_environment`; (wall seconds, stdout). stderr goes to
-    ``log``; a failure raises. The run's CPU seconds (its own and its children's) are
-    `children_cpu`'s growth meanwhile."""
+class Timed(NamedTuple):
+    """One finished run: wall seconds and CPU seconds (user + system, its child processes included)."""
+
+    wall: float
+    cpu: float
+
+
+def run_timed(command: Sequence[str], log: Path) -> Timed:
+    """Run ``command`` to the end in `job_environment` (its output discarded, stderr to ``log``); a
+    failure raises. Its CPU time is `children_cpu`'s growth meanwhile."""
     env = job_environment()
     with open(log, "w") as err:
-        start = time.perf_counter()
-        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=ROOT)
-        wall = time.perf_counter() - start
+        cpu, start = children_cpu(), time.perf_counter()
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT)
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"{command[0]} ... exited with {done.returncode}; see {log}:\n"
                            + log.read_text()[-2000:])
-    return wall, done.stdout
+    return Timed(wall, cpu)
 
 
 def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
@@ -131,9 +137,9 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
     out = work / tag
     if out.exists():
         shutil.rmtree(out)
-    load, cpu = load_average(), children_cpu()
-    wall, stdout = run_timed(our_command(folder, out), work / f"{tag}.log")
-    result = SideRun(wall=wall, load=load, cpu=children_cpu() - cpu)
+    load = load_average()
+    timed = run_timed(our_command(folder, out), work / f"{tag}.log")
+    result = SideRun(wall=timed.wall, load=load, cpu=timed.cpu)
     summary = out / "summary.json"
     if summary.is_file():
         result.timings, result.total = stage_timings(json.loads(summary.read_text()))
@@ -152,10 +158,10 @@ def run_ours(folder: Path, work: Path, tag: str) -> SideRun:
 def run_eos(eos_python: Path, folder: Path, work: Path, tag: str) -> SideRun:
     """The eos side on ``folder``; parses its JSON result."""
     out = work / f"{tag}.json"
-    load, cpu = load_average(), children_cpu()
-    wall, _ = run_timed(eos_command(eos_python, folder, out), work / f"{tag}.log")
+    load = load_average()
+    timed = run_timed(eos_command(eos_python, folder, out), work / f"{tag}.log")
     data = json.loads(out.read_text())
-    result = SideRun(wall=wall, load=load, cpu=children_cpu() - cpu, timings=data["timings"], total=data["total"])
+    result = SideRun(wall=timed.wall, load=load, cpu=timed.cpu, timings=data["timings"], total=data["total"])
     if data["neutral"] is not None:
         result.neutral = np.asarray(data["neutral"]["vertices"], dtype=np.float64)
     for image in data["images"]:
@@ -303,6 +309,8 @@ def benchmark(args: argparse.Namespace) -> None:
 def print_tables(cases: Dict[str, Path], sides: Sequence[str], runs: Dict[Tuple[str, str], List[SideRun]],
                  identity: Dict[str, Tuple[Dict[str, float], List[float]]]) -> None:
     """The summary table, then times per stage, landmark errors per case and identity distances."""
+    from core.cpus import usable_cores
+
     # landmark errors, each side against the detections it fitted
     errors: Dict[Tuple[str, str], Dict[str, np.ndarray]] = {}
     for case in cases:
@@ -347,7 +355,7 @@ def print_tables(cases: Dict[str, Path], sides: Sequence[str], runs: Dict[Tuple[
 
     print("\n### Whole-process CPU time (user + system, child processes included): median; the least "
           "wall time it allows on this machine's cores\n")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores() or os.cpu_count() or 1
     print("| case | " + " | ".join(f"{s} (CPU s)" for s in sides) + f" | ours: CPU / {cores} cores (s) |")
     print("|---|" + "---|" * (len(sides) + 1))
     for case in cases:
@@ -437,8 +445,8 @@ def profile(args: argparse.Namespace) -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare_start = time.perf_counter() - start
         load = load_average()
-        wall, stdout = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"], work),
-                                 work / "importtime.log")
+        wall = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"], work),
+                         work / "importtime.log").wall
         summary = work / "out" / "summary.json"
         reported = None
         if summary.is_file():
@@ -472,9 +480,9 @@ def profile(args: argparse.Namespace) -> None:
         shutil.rmtree(work / "out", ignore_errors=True)
         stats_file = work / "our_side.prof"
         load = load_average()
-        wall, _ = run_timed(_with_interpreter_options(our_command(folder, work / "out"),
-                                                      ["-m", "cProfile", "-o", str(stats_file)], work),
-                            work / "cprofile.log")
+        wall = run_timed(_with_interpreter_options(our_command(folder, work / "out"),
+                                                   ["-m", "cProfile", "-o", str(stats_file)], work),
+                         work / "cprofile.log").wall
         stats = pstats.Stats(str(stats_file))
         rows = []
         for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]

@@ -66,9 +66,9 @@ def test_a_run_counts_the_cpu_of_its_children(tmp_path) -> None:
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
     code = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
     before = children_cpu()
-    wall, _ = run_timed([sys.executable, "-c", code], tmp_path / "log.txt")
-    used = children_cpu() - before
-    assert 0.3 <= used <= 0.3 + 0.5 and used <= 2 * wall + 0.1
+    timed = run_timed([sys.executable, "-c", code], tmp_path / "log.txt")
+    assert timed.cpu == pytest.approx(children_cpu() - before)
+    assert 0.3 <= timed.cpu <= 0.3 + 0.5 and timed.cpu <= 2 * timed.wall + 0.1
 
 
 
