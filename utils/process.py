@@ -13,8 +13,8 @@ term's scratch, torch's temporaries, images). glibc's allocator by default maps 
 afresh from the system when it is larger than its last freed one, and hands the freed top of its
 heap back to the system, so the next array's pages are faulted in and zeroed by the kernel again.
 `keep_freed_memory` raises both limits (arrays up to 32 MiB from the heap, up to 256 MiB of freed
-heap kept): the rig job 0.2 s and 0.3 CPU-s shorter, peak memory within 2 % (docs/benchmarks.md,
-"Speed, session 12").
+heap kept): the rig job 0.13-0.2 s and about 0.3 CPU-s shorter, peak memory within 2 %
+(docs/benchmarks.md, "Speed, session 12").
 
 With torch loaded, the interpreter's own shutdown (freeing every module, tensor and extension
 object) takes 0.9-1.0 s on this project's 2-core machines: a fifth of a whole rig build by now.
