@@ -30,6 +30,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 import torch
+from scipy import sparse
 from torch import Tensor
 
 from core.camera import WeakPerspective
@@ -349,21 +350,32 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
     known = total > threshold
     colour = torch.where(known[:, None], acc / total.clamp(min=1e-9)[:, None],
                          (acc.sum(0) / total.sum().clamp(min=1e-9)).expand(n, 3))
-    neighbours = vertex_neighbours(triangles, n)
-    valid = neighbours >= 0
-    rows = torch.arange(n)[:, None].expand_as(neighbours)[valid]
-    count = valid.sum(1).clamp(min=1).to(dtype)
-    # One-ring mean as a sparse operator: each round is one sparse product, not a gather of (V, D, 3).
-    # Only the free vertices' rows: the known keep their colour.
     free = ~known
-    ids = torch.nonzero(free)[:, 0]
-    row_of = torch.full((n,), -1, dtype=torch.long)
-    row_of[ids] = torch.arange(len(ids))
-    on_free = free[rows]
-    ring_mean = torch.sparse_coo_tensor(torch.stack([row_of[rows[on_free]], neighbours[valid][on_free]]),
-                                        1.0 / count[rows[on_free]], (len(ids), n)).to_sparse_csr()
-    for _ in range(iterations if len(ids) else 0):
-        colour[ids] = ring_mean @ colour
+    if bool(free.any()) and iterations > 0:
+        # One-ring means of the free vertices: x <- A x + b, with A the free-to-free part of the ring
+        # operator and b what the known neighbours (fixed) add, formed once; as scipy sparse products
+        # (about a third of the time of torch's sparse product over every column per round).
+        neighbours = vertex_neighbours(triangles, n)
+        valid = neighbours >= 0
+        rows = torch.arange(n)[:, None].expand_as(neighbours)[valid].numpy()
+        cols = neighbours[valid].numpy()
+        count = valid.sum(1).clamp(min=1).to(dtype).numpy()
+        free_np = free.numpy()
+        ids = np.flatnonzero(free_np)
+        row_of = np.full(n, -1, np.int64)
+        row_of[ids] = np.arange(len(ids))
+        on_free = free_np[rows]
+        ring = sparse.csr_matrix(((1.0 / count[rows[on_free]]).astype(count.dtype),
+                                  (row_of[rows[on_free]], cols[on_free])), shape=(len(ids), n))
+        ring.sum_duplicates()
+        start = colour.numpy()
+        fixed = ring[:, np.flatnonzero(~free_np)] @ start[~free_np]
+        among_free = ring[:, ids].tocsr()
+        x = start[ids]
+        for _ in range(iterations):
+            x = among_free @ x + fixed
+        colour = colour.clone()
+        colour[torch.from_numpy(ids)] = torch.from_numpy(np.ascontiguousarray(x, dtype=start.dtype))
     return _at_texels(colour, corners.t().contiguous(), bary.t().contiguous())
 
 
