@@ -16,7 +16,7 @@ import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, List, Optional, TypeVar
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, TypeVar
 
 import torch
 
@@ -60,13 +60,29 @@ def _cpu_quota() -> Optional[float]:
     return None
 
 
+#: The last quota read and when (`time.monotonic`): the video job asks for the cores thousands of
+#: times (every rasterization), and reading the cgroup files costs ~30 us each time.
+_RECENT_QUOTA: Dict[str, Tuple[float, Optional[float]]] = {}
+_QUOTA_SECONDS = 1.0
+
+
+def _recent_quota() -> Optional[float]:
+    """`_cpu_quota`, read again at most once per ``_QUOTA_SECONDS``."""
+    now = time.monotonic()
+    kept = _RECENT_QUOTA.get("quota")
+    if kept is None or now - kept[0] > _QUOTA_SECONDS:
+        kept = _RECENT_QUOTA["quota"] = (now, _cpu_quota())
+    return kept[1]
+
+
 def usable_cores() -> Optional[int]:
-    """The cores this process may run on (affinity, within its cgroup quota); None where unknown."""
+    """The cores this process may run on (affinity, within its cgroup quota, as read within the last
+    second); None where unknown."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return None
-    quota = _cpu_quota()
+    quota = _recent_quota()
     return cores if quota is None else min(cores, max(1, int(quota)))
 
 
@@ -109,6 +125,8 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: Optional[int
     raised here.
     """
     work = list(items)
+    if len(work) <= 1:
+        return [fn(x) for x in work]
     limit = min(usable_cores() or 1, 4) if threads is None else threads
     count = min(limit, len(work))
     if count <= 1:

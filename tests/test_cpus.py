@@ -10,6 +10,25 @@ import torch
 import core.cpus as cpus
 
 
+@pytest.fixture(autouse=True)
+def quota_read_each_time(monkeypatch):
+    """The tests below change the quota between calls: no reading kept."""
+    monkeypatch.setattr(cpus, "_RECENT_QUOTA", {})
+    monkeypatch.setattr(cpus, "_QUOTA_SECONDS", -1.0)
+
+
+def test_quota_is_read_again_only_after_a_second(monkeypatch):
+    reads = []
+    monkeypatch.setattr(cpus, "_cpu_quota", lambda: reads.append(1) or 2.5)
+    monkeypatch.setattr(cpus, "_QUOTA_SECONDS", 1.0)
+    clock = [100.0]
+    monkeypatch.setattr(cpus.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert [cpus.usable_cores() for _ in range(5)] == [2] * 5 and len(reads) == 1
+    clock[0] += 1.5
+    assert cpus.usable_cores() == 2 and len(reads) == 2
+
+
 def test_free_cores_leave_busy_cores_alone(monkeypatch):
     """A second thread only where a core is free: the count of other runnable tasks decides."""
     monkeypatch.setattr(cpus.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
