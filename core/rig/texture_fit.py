@@ -219,7 +219,6 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     g, _, height, width = images.shape
     prior = _photo_prior(rig, rest, triangles, tri, bary, config, jawline)
     active = _weighed(prior)
-    active_ids = torch.nonzero(active)[:, 0]
     corners = triangles[tri[active]].t().contiguous()                 # (3, M)
     bary, prior = bary[active].t().contiguous(), prior[active]         # (3, M), (M, 2)
     verts = torch.cat([rig.head_vertices(expression[i:i + 1].to(dtype)) for i in range(g)])
@@ -231,9 +230,13 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
 
     def photo(i: int) -> None:
         """Photo ``i``'s row of ``values`` and ``weights`` (left at zero where the head is off the photo)."""
-        screen, normals = screens[i], all_normals[i]
-        point = _at_texels(screen, corners, bary)                     # (M, 3) u, v, depth
-        normal = torch.nn.functional.normalize(_at_texels(normals, corners, bary), dim=-1)
+        screen = screens[i]
+        # The texels' screen points, normals and displacements by the expression in one pass.
+        at = _at_texels(torch.cat([screen, all_normals[i], (verts[i] - rest).norm(dim=-1)[:, None]], 1),
+                        corners, bary)
+        point = at[:, :3]                                             # (M, 3) u, v, depth
+        normal = torch.nn.functional.normalize(at[:, 3:6].contiguous(), dim=-1)
+        displacement = at[:, 6]
         lo = torch.floor(screen[:, :2].amin(0)).clamp(min=0).long()
         hi = torch.ceil(screen[:, :2].amax(0)).long() + 1
         x0, y0 = int(lo[0]), int(lo[1])
@@ -258,14 +261,9 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         at_edge = ramp[(row + y0).clamp(0, height - 1), (col + x0).clamp(0, width - 1)].to(dtype)
         lo_z, hi_z = config.grazing
         facing = ((normal[:, 2] - lo_z) / (hi_z - lo_z)).clamp(0.0, 1.0)
-        displacement = _at_texels((verts[i] - rest).norm(dim=-1), corners, bary)
         at_rest = torch.exp(-(displacement / config.rest_mm) ** 2).clamp(min=config.rest_floor)
         colour = sample_points(images[i:i + 1], point[None, :, :2])[0]
-        # The matrix product over all N texels' rows, as without the inactive left out: its rounding
-        # depends on the row count (the texture stays the same to the bit).
-        every_normal = normal.new_zeros(len(active), 3).index_put_((active_ids,), normal)
-        shading = sh_shading(every_normal[None], sh[i:i + 1].to(dtype))[0].index_select(0, active_ids)
-        shading = shading.clamp(min=config.min_shading)
+        shading = sh_shading(normal[None], sh[i:i + 1].to(dtype))[0].clamp(min=config.min_shading)
         values[i] = (colour / shading).clamp(0.0, 1.0)
         weights[i] = visible.to(dtype) * facing * at_rest * prior[:, 0] * prior[:, 1] * at_edge
 
