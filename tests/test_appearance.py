@@ -18,7 +18,8 @@ import torch
 from core.render.textured import sample_texture
 from core.rig.head import whole_head
 from core.rig.parts import EYE_LOOK_ANGLE, expression_with_gaze, gaze_from_expression
-from core.rig.retarget import RigRenderer, frontal_pose, neutral_sh, render_rig, white_balanced
+from core.rig.retarget import (_OPENINGS, OpeningGroups, RigRenderer, frontal_pose, neutral_sh, render_mesh_of,
+                               render_rig, white_balanced)
 from core.rig.rig import Rig
 from core.rig.texture import texel_map
 from core.rig.texture_fit import TextureConfig, estimate_texture, mirror_uvs, weighted_median
@@ -387,3 +388,32 @@ def test_a_failed_whole_head_keeps_the_face_rig(ict_model, ict_face, tmp_path, m
     face_rig = Rig.from_model(ict_face, 0.5 * torch.ones(ict_face.n_identity))
     back = _write_appearance_failing_at("head_rig", face_rig, ict_model, tmp_path, monkeypatch)
     assert back.parts is None and torch.equal(back.neutral, face_rig.neutral)
+
+
+def test_openings_draw_the_interior_triangles_near_their_rims(head):
+    """Per frame the mouth's and eyes' interiors keep exactly the triangles with a corner inside the
+    box of their opening's rim (2 px margin); the face and the rest of the head are always drawn."""
+    triangles, _, _ = render_mesh_of(head, head.n_head_vertices)
+    groups = OpeningGroups(head, triangles)
+    inside = []
+    for names in _OPENINGS.values():
+        member = torch.zeros(head.n_head_vertices, dtype=torch.bool)
+        for name in names:
+            member[head.n_vertices + head.parts.ids(name)] = True
+        inside.append(member)
+    g = torch.Generator().manual_seed(11)
+    for jaw in (0.0, 0.8):
+        expression = torch.zeros(1, head.n_expression)
+        expression[0, head.expression_names.index("jawOpen")] = jaw
+        screen = head.head_vertices(expression)[0] * 2.0 + torch.tensor([200.0, 200.0, 0.0])
+        screen = screen + torch.randn(screen.shape, generator=g)  # a little off the rest layout
+        expected = [torch.arange(groups.starts[0], groups.starts[1]),
+                    torch.arange(groups.starts[-2], groups.starts[-1])]
+        for k, rim in enumerate(groups.rims, start=1):
+            lo, hi = screen[rim, :2].amin(0) - 2.0, screen[rim, :2].amax(0) + 2.0
+            near = ((screen[:, :2] >= lo) & (screen[:, :2] <= hi)).all(1) & inside[k - 1]
+            part = groups.triangles[groups.starts[k]:groups.starts[k + 1]]
+            expected.append(groups.starts[k] + torch.nonzero(near[part].any(1))[:, 0])
+        drawn = groups.visible(screen)
+        assert torch.equal(drawn, torch.cat(expected))
+        assert 0 < len(drawn) - len(expected[0]) - len(expected[1]) < groups.starts[-2] - groups.starts[1]

@@ -195,7 +195,6 @@ class OpeningGroups:
         n = rig.n_vertices if int(triangles.max()) < rig.n_vertices else rig.n_head_vertices
         group = torch.zeros(len(triangles), dtype=torch.long)
         self.rims: list = []
-        self.members: list = []
         static = torch.zeros(n, dtype=torch.bool)
         if rig.parts is not None and n == rig.n_head_vertices:
             static[rig.n_vertices:] = True
@@ -207,13 +206,17 @@ class OpeningGroups:
                 group[member.all(1)] = k
                 bridge = member.any(1) & ~member.all(1)
                 self.rims.append(torch.unique(triangles[bridge][~inside[triangles[bridge]]]))
-                self.members.append(inside)
             group[static[triangles].all(1) & (group == 0)] = len(_OPENINGS) + 1  # the rest of the head
         self.order = torch.argsort(group, stable=True)
         self.triangles = triangles[self.order]
         sorted_group = group[self.order]
         self.starts = [int((sorted_group < k).sum()) for k in range(len(_OPENINGS) + 3)]
         self.starts = [min(x, len(triangles)) for x in self.starts]
+        # Per opening, its interior's vertices and its triangles over them (`visible` tests only those).
+        self._interiors = []
+        for k in range(1, len(self.rims) + 1):
+            ids, local = torch.unique(self.triangles[self.starts[k]:self.starts[k + 1]], return_inverse=True)
+            self._interiors.append((ids, local))
         face = self.triangles[:self.starts[1]]
         self._face_normals = VertexNormals(face, n)
         dynamic = torch.zeros(n, dtype=torch.bool)
@@ -225,14 +228,15 @@ class OpeningGroups:
     def visible(self, screen: Tensor) -> Tensor:
         """Positions (in `triangles`) to rasterize for one screen mesh (V, 3)."""
         keep = [torch.arange(self.starts[0], self.starts[1]), torch.arange(self.starts[-2], self.starts[-1])]
-        for k, rim in enumerate(self.rims, start=1):
+        for k, (rim, (ids, local)) in enumerate(zip(self.rims, self._interiors), start=1):
             lo_t, hi_t = self.starts[k], self.starts[k + 1]
             if hi_t == lo_t or len(rim) == 0:
                 continue
             lo = screen[rim, :2].amin(0) - 2.0
             hi = screen[rim, :2].amax(0) + 2.0
-            near = ((screen[:, :2] >= lo) & (screen[:, :2] <= hi)).all(1) & self.members[k - 1]
-            hit = near[self.triangles[lo_t:hi_t]].any(1)
+            inside = screen[ids, :2]
+            near = ((inside >= lo) & (inside <= hi)).all(1)  # the interior's vertices in the rim's box
+            hit = near[local].any(1)
             keep.append(lo_t + torch.nonzero(hit)[:, 0])
         return torch.cat(keep)
 
