@@ -67,6 +67,21 @@ def test_textured_obj_round_trip_with_seams(tmp_path):
     np.testing.assert_array_equal(back.texture, texture)
 
 
+def test_a_shared_texture_must_exist_unless_written_later(tmp_path):
+    """A mesh naming another file's texture: refused while that file is missing, unless the caller
+    says it writes it later (the demo writes the meshes while the texture is estimated); then the
+    mesh reads back with it."""
+    vertices, faces, uvs, uv_faces = _seamed_cube()
+    with pytest.raises(MeshIOError, match="shared.png does not exist"):
+        save_textured_obj(tmp_path / "a.obj", vertices, faces, uvs, uv_faces, texture_file="shared.png")
+    path = save_textured_obj(tmp_path / "a.obj", vertices, faces, uvs, uv_faces, texture_file="shared.png",
+                             texture_written_later=True)
+    assert "map_Kd shared.png" in (tmp_path / "a.mtl").read_text()
+    texture = np.random.default_rng(4).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    save_textured_obj(tmp_path / "shared.obj", vertices, faces, uvs, uv_faces, texture)
+    np.testing.assert_array_equal(load_textured_obj(path).texture, texture)
+
+
 def test_textured_obj_of_the_ict_face(tmp_path, ict_face):
     assert ict_face.uvs is not None and len(ict_face.uvs) != ict_face.n_vertices  # seams
     texture = np.full((8, 8, 3), 200, dtype=np.uint8)

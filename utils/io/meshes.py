@@ -177,7 +177,8 @@ def load_mesh(path: str | Path) -> Mesh:
 def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
                       triangles: np.ndarray | torch.Tensor, uvs: np.ndarray | torch.Tensor,
                       uv_triangles: np.ndarray | torch.Tensor,
-                      texture: np.ndarray | None = None, texture_file: str | None = None) -> Path:
+                      texture: np.ndarray | None = None, texture_file: str | None = None,
+                      texture_written_later: bool = False) -> Path:
     """Write an OBJ with per-corner texture coordinates, plus an MTL and PNG texture.
 
     The vertex count stays V (faces are ``f v/vt``), so rows match the face model's vertices.
@@ -192,6 +193,8 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
         uv_triangles: (F, 3) indices into uvs for each face corner.
         texture: (H, W, 3) uint8 RGB image, or None for no material.
         texture_file: an image the material refers to, relative to the OBJ (with no ``texture``).
+        texture_written_later: ``texture_file`` need not exist yet (the caller writes it, e.g. while
+            another thread writes the meshes); else a missing one is an error.
     """
     path = Path(path)
     if path.suffix.lower() != ".obj":
@@ -214,7 +217,7 @@ def save_textured_obj(path: str | Path, vertices: np.ndarray | torch.Tensor,
                               f"{tex.dtype}")
         Image.fromarray(tex).save(path.with_suffix(".png"))
         texture_file = f"{path.stem}.png"
-    elif texture_file is not None and not (path.parent / texture_file).is_file():
+    elif texture_file is not None and not texture_written_later and not (path.parent / texture_file).is_file():
         raise MeshIOError(f"texture_file: {path.parent / texture_file} does not exist")
     if texture_file is not None:
         path.with_suffix(".mtl").write_text(

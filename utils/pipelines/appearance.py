@@ -116,24 +116,33 @@ def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Te
     rig by `Rig.save`: one PNG, encoded once)."""
     if rig.uvs is None or rig.uv_triangles is None or rig.texture is None:
         raise ValueError("write_textured_meshes: the rig has no texture atlas")
-    out_dir = Path(out_dir)
-    mesh_dir = out_dir / "mesh"
-    texture = texture_file(out_dir / "rig" / "rig.npz")
+    texture = texture_file(Path(out_dir) / "rig" / "rig.npz")
     if not texture.is_file():
         raise ValueError(f"write_textured_meshes: {texture} is missing (save the rig first)")
+    return _textured_objs(rig, Path(out_dir), texture.name, expression, names)
+
+
+def _textured_objs(rig: Rig, out_dir: Path, texture_name: str, expression: Optional[torch.Tensor],
+                   names: Optional[list], texture_written_later: bool = False) -> Dict[str, Path]:
+    """`write_textured_meshes`' files, naming the texture ``rig/<texture_name>`` (with
+    ``texture_written_later``, before it is written: their geometry and UVs do not depend on its pixels)."""
+    mesh_dir = out_dir / "mesh"
     dtype = rig.neutral.dtype
     # The shared arrays once, as the writer takes them (not converted again for every mesh).
     triangles = rig.head_triangles.cpu().numpy().astype(np.int64)
     uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)
     uv_triangles = rig.uv_triangles.cpu().numpy().astype(np.int64)
-    written = {"rig_textured": save_textured_obj(
-        mesh_dir / "rig_textured.obj", rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0],
-        triangles, uvs, uv_triangles, texture_file=f"../rig/{texture.name}")}
+
+    def obj(path: Path, mesh, to_rig: str) -> Path:
+        return save_textured_obj(path, mesh, triangles, uvs, uv_triangles, texture_file=f"{to_rig}/{texture_name}",
+                                 texture_written_later=texture_written_later)
+
+    written = {"rig_textured": obj(mesh_dir / "rig_textured.obj",
+                                   rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0], "../rig")}
     if expression is not None and names:
         meshes = rig.head_vertices(expression.to(dtype)).detach().cpu().numpy().astype(np.float64)
         for name, mesh in zip(names, meshes):
-            save_textured_obj(mesh_dir / "textured" / f"{name}.obj", mesh, triangles, uvs, uv_triangles,
-                              texture_file=f"../../rig/{texture.name}")
+            obj(mesh_dir / "textured" / f"{name}.obj", mesh, "../../rig")
         written["textured_meshes"] = mesh_dir / "textured"
     return written
 
@@ -167,20 +176,21 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         except Exception:
             files.submit(result.rig.save, rig_path)  # the rig built is kept (`build_rig_from_folder(save_rig=)`)
             raise
-        # The archive (zlib, ~0.4 s) needs the head's shape, not its texture (it names the PNG written
-        # below): the worker writes it while the texture is estimated.
+        # The archive (zlib, ~0.4 s) and the textured OBJs (text, ~0.4 s) need the head's shape and
+        # UVs, not its texture's pixels (they name the PNG written below, or the painted one where
+        # the texture fails): the worker writes them while the texture is estimated.
         files.submit(head.save, rig_path, False)
+        files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name, result.params["expression"],
+                     rig_run.used, True)
         try:
             fit = textured_rig(rig_run, model, config, head=head)
         except Exception:
-            head.save_texture(rig_path)  # the painted texture, which the archive then names
+            head.save_texture(rig_path)  # the painted texture, which the archive and the OBJs then name
             raise
         run = AppearanceRun(rig=fit.rig, fit=fit, outputs={"rig": rig_path})
         run.timings["texture"] = time.perf_counter() - start
         start = time.perf_counter()
         run.outputs["rig_texture"] = fit.rig.save_texture(rig_path) or texture_file(rig_path)
-        # The OBJs' text on the worker (once the PNG they name is there), the glTF here meanwhile.
-        files.submit(write_textured_meshes, fit.rig, out_dir, result.params["expression"], rig_run.used)
         run.outputs["rig_textured"] = out_dir / "mesh" / "rig_textured.obj"
         if rig_run.used:
             run.outputs["textured_meshes"] = out_dir / "mesh" / "textured"
