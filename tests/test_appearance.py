@@ -379,6 +379,11 @@ def test_a_failed_texture_fit_leaves_the_painted_texture_beside_the_archive(ict_
     painted = whole_head(face_rig, ict_model).texture
     assert back.parts is not None and back.texture is not None
     assert float((back.texture - painted).abs().max()) <= 0.5 / 255 + 1e-6  # the painted atlas, as 8 bits
+    # The textured OBJs, written while the texture was being estimated, name that painted PNG.
+    for obj in (tmp_path / "mesh" / "rig_textured.obj", tmp_path / "mesh" / "textured" / "a.obj"):
+        mesh = load_textured_obj(obj)
+        assert len(mesh.vertices) == back.n_head_vertices
+        np.testing.assert_array_equal(mesh.texture, np.round(back.texture.numpy() * 255).astype(np.uint8))
 
 
 def test_a_failed_whole_head_keeps_the_face_rig(ict_model, ict_face, tmp_path, monkeypatch):
