@@ -200,9 +200,10 @@ def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
     # One image per thread where there are several (the kernel releases the GIL).
     results = parallel_map(lambda v: kernel(np.ascontiguousarray(v), tris, int(height), int(width),
                                             bool(cull_backfaces)), verts)
-    # Conversions in NumPy (single-threaded): cheap, and immune to a busy second core.
+    # Conversions in NumPy (single-threaded): cheap, and immune to a busy second core. One image (a
+    # video frame's render) is viewed with its batch axis, not copied by a stack.
     np_dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
-    tri_id, bary, depth = (torch.from_numpy(np.stack(r).astype(dtype, copy=False))
+    tri_id, bary, depth = (torch.from_numpy((r[0][None] if len(r) == 1 else np.stack(r)).astype(dtype, copy=False))
                            .to(vertices_px.device)
                            for r, dtype in zip(zip(*results), (np.int64, np_dtype, np_dtype)))
     if vertices_px.requires_grad and torch.is_grad_enabled():
