@@ -24,7 +24,6 @@ from core.mesh import vertex_normals
 from core.render.rasterize import interpolate, rasterize
 from core.render.shade import (composite, default_sh, render_depth, render_normals, render_overlay,
                                render_shaded)
-from core.render.textured import covered_pixels
 from core.rig.parts import surface_distance
 from core.rig.retarget import OpeningGroups, face_window
 from core.rig.rig import Rig
@@ -206,19 +205,14 @@ class FitOverlay:
         light = sh_shading(self.groups.normals(camera, pose.matrix()), default_sh(1, dtype=verts.dtype))[0]
         shaded = (self.colors.to(verts.dtype) * light).clamp(0.0, 1.0)
         attributes = torch.cat([shaded, self.weights.to(verts.dtype)[:, None]], 1)   # (N, 4)
-        covered, tri, bary = covered_pixels(fragments)
+        # Colour and weight at every pixel of the window (0 where nothing is drawn, which leaves the
+        # frame's pixel as it is), blended over the whole window in NumPy.
+        values = interpolate(fragments, triangles, attributes[None])[0].numpy()          # (h, w, 4)
         out = image_rgb.copy()
-        if len(covered) == 0:
-            return out
-        corners = triangles.index_select(0, tri).reshape(-1)
-        values = torch.bmm(bary.to(verts.dtype)[:, None, :],
-                           attributes.index_select(0, corners).reshape(-1, 3, 4))[:, 0]     # (P, 4)
-        window = torch.from_numpy(out[y0:y1, x0:x1].reshape(-1, 3))  # a copy of the window, written back
-        weight = self.alpha * values[:, 3:].clamp(0.0, 1.0)
-        under = window.index_select(0, covered).to(values.dtype)
-        blended = weight * (values[:, :3] * 255.0) + (1.0 - weight) * under
-        window.index_copy_(0, covered, blended.round().clamp(0, 255).to(torch.uint8))
-        out[y0:y1, x0:x1] = window.numpy().reshape(y1 - y0, x1 - x0, 3)
+        under = out[y0:y1, x0:x1]
+        weight = self.alpha * np.clip(values[..., 3:], 0.0, 1.0)
+        blended = weight * (values[..., :3] * 255.0) + (1.0 - weight) * under
+        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out
 
 
