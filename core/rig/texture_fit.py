@@ -372,7 +372,6 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
         x = start[ids]
         for _ in range(iterations):
             x = among_free @ x + fixed
-        colour = colour.clone()
         colour[torch.from_numpy(ids)] = torch.from_numpy(np.ascontiguousarray(x, dtype=start.dtype))
     return _at_texels(colour, corners.t().contiguous(), bary.t().contiguous())
 

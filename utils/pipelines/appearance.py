@@ -114,8 +114,6 @@ def write_textured_meshes(rig: Rig, out_dir: Path, expression: Optional[torch.Te
     """``mesh/rig_textured.obj`` (neutral whole head) and, given per-photo expressions,
     ``mesh/textured/<name>.obj``, all with the rig's texture ``rig/rig_texture.png`` (written with the
     rig by `Rig.save`: one PNG, encoded once)."""
-    if rig.uvs is None or rig.uv_triangles is None or rig.texture is None:
-        raise ValueError("write_textured_meshes: the rig has no texture atlas")
     texture = texture_file(Path(out_dir) / "rig" / "rig.npz")
     if not texture.is_file():
         raise ValueError(f"write_textured_meshes: {texture} is missing (save the rig first)")
@@ -126,6 +124,8 @@ def _textured_objs(rig: Rig, out_dir: Path, texture_name: str, expression: Optio
                    names: Optional[list], texture_written_later: bool = False) -> Dict[str, Path]:
     """`write_textured_meshes`' files, naming the texture ``rig/<texture_name>`` (with
     ``texture_written_later``, before it is written: their geometry and UVs do not depend on its pixels)."""
+    if rig.uvs is None or rig.uv_triangles is None or rig.texture is None:
+        raise ValueError("write_textured_meshes: the rig has no texture atlas")
     mesh_dir = out_dir / "mesh"
     dtype = rig.neutral.dtype
     # The shared arrays once, as the writer takes them (not converted again for every mesh).
