@@ -125,10 +125,10 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: Optional[int
     raised here.
     """
     work = list(items)
-    if len(work) <= 1:
-        return [fn(x) for x in work]
-    limit = min(usable_cores() or 1, 4) if threads is None else threads
-    count = min(limit, len(work))
+    if len(work) <= 1:  # nothing to share out: the cores are not even counted
+        count = len(work)
+    else:
+        count = min(min(usable_cores() or 1, 4) if threads is None else threads, len(work))
     if count <= 1:
         return [fn(x) for x in work]
     with ThreadPoolExecutor(max_workers=count) as pool:

@@ -365,9 +365,9 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
         on_free = free_np[rows]
         ring = sparse.csr_matrix(((1.0 / count[rows[on_free]]).astype(count.dtype),
                                   (row_of[rows[on_free]], cols[on_free])), shape=(len(ids), n))
-        ring.sum_duplicates()
         start = colour.numpy()
-        fixed = ring[:, np.flatnonzero(~free_np)] @ start[~free_np]
+        known_ids = np.flatnonzero(~free_np)
+        fixed = ring[:, known_ids] @ start[known_ids]
         among_free = ring[:, ids].tocsr()
         x = start[ids]
         for _ in range(iterations):
