@@ -22,6 +22,7 @@ import numpy as np
 __all__ = ["format_rows", "kernel_built"]
 
 _CONVERSION = re.compile(r"%[-+ 0#]*\d*(?:\.\d+)?[fFeEgGd]")
+_SIMPLE = re.compile(r"%\.([0-9])([fg])")
 _CHUNK = 256  # rows per Python formatting step (about a millisecond with the lock held)
 
 
@@ -34,6 +35,20 @@ except ImportError:
 def kernel_built() -> bool:
     """Whether ``utils.io._text`` is built (``make setup`` / ``pip install -e .`` build it)."""
     return _KERNEL is not None
+
+
+def _short_road(row: str) -> Optional[tuple]:
+    """``row`` split for the compiled helper's short road (``utils.io._text``: ``%.Pf`` and ``%.Pg``
+    with P up to 9, no flags or width, the mesh writers' conversions): its literal texts and
+    (kind, precision) pairs; None where another conversion or a ``%%`` is in it."""
+    if "%%" in row:
+        return None
+    conversions = _CONVERSION.findall(row)
+    simple = [_SIMPLE.fullmatch(c) for c in conversions]
+    if not all(simple) or any(m.group(2) == "g" and int(m.group(1)) == 0 for m in simple):
+        return None
+    texts = [t.encode("ascii") for t in _CONVERSION.split(row)]
+    return texts, [(m.group(2).encode("ascii"), int(m.group(1))) for m in simple]
 
 
 def format_rows(values: np.ndarray, row: str, compiled: Optional[bool] = None) -> str:
@@ -65,6 +80,6 @@ def format_rows(values: np.ndarray, row: str, compiled: Optional[bool] = None) -
         if _KERNEL is None or not floats:
             raise RuntimeError("format_rows: the compiled helper formats floats only, and only where "
                                "utils.io._text is built (run `make setup`)")
-        return _KERNEL.format_rows(values, row.encode("ascii")).decode("ascii")
+        return _KERNEL.format_rows(values, row.encode("ascii"), _short_road(row)).decode("ascii")
     return "".join((row * len(part)) % tuple(part.ravel().tolist())
                    for part in (values[s:s + _CHUNK] for s in range(0, len(values), _CHUNK)))
