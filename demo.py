@@ -374,7 +374,7 @@ class Run:
 
     def build_rig(self, fit_model, landmarker, config, builder):
         """The photos' rig (rig/, mesh/, params/, visualization/), as a textured whole head."""
-        from utils.background import BackgroundWorker
+        from utils.background import FILES_NICE, BackgroundWorker
         from utils.pipelines.appearance import write_appearance
         from utils.pipelines.rig import RigInputError, build_rig_from_folder
 
@@ -382,7 +382,7 @@ class Run:
         # The face rig's files are written on a worker thread while the whole head and its texture
         # are made; the whole head's rig.npz is queued after them (the face rig's only where the
         # whole head cannot be made: `write_appearance`).
-        with BackgroundWorker("rig-outputs") as writer:
+        with BackgroundWorker("rig-outputs", nice=FILES_NICE) as writer:
             try:
                 self.rig_run = build_rig_from_folder(self.rig_dir, self.args.out, fit_model, landmarker=landmarker,
                                                      max_images=self.args.max_images, config=config,
@@ -446,11 +446,11 @@ class Run:
             from utils.pipelines.appearance import head_rig
 
             source, target = head_rig(source, self.model), head_rig(target, self.model)
-        from utils.background import BackgroundWorker
+        from utils.background import FILES_NICE, BackgroundWorker
 
         path = args.out / "videos" / "source_rig.npz"
         # The compressed archive is written on a worker thread while the rest face is calibrated on one core.
-        with BackgroundWorker("save-source-rig", depth=1) as saver:
+        with BackgroundWorker("save-source-rig", depth=1, nice=FILES_NICE) as saver:
             saver.submit(source.save, path)
             self.timings["video: source rig"] = time.perf_counter() - start
             try:

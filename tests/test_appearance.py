@@ -174,6 +174,21 @@ def test_split_seams_gives_one_uv_per_vertex():
     assert tris.tolist() == [[0, 1, 2], [4, 2, 3]]
 
 
+def test_a_glb_prepared_before_its_texture_is_export_rigs_file(head, tmp_path):
+    from utils.export.outputs import prepare_rig_glb, write_rig_glb_draft
+
+    painted = head
+    final = replace(head, texture=(1.0 - head.texture).contiguous())  # the texture made after the draft
+    draft = prepare_rig_glb(painted)
+    assert draft.texture_later
+    written = write_rig_glb_draft(draft, final, tmp_path / "draft.glb")
+    assert written.read_bytes() == export_rig(final, tmp_path / "rig.glb").read_bytes()
+    with pytest.raises(ValueError, match="already written"):
+        write_rig_glb_draft(draft, final, tmp_path / "again.glb")
+    with pytest.raises(ValueError, match="texture_png is needed"):
+        prepare_rig_glb(painted).write(tmp_path / "untextured.glb")
+
+
 def test_texture_round_trips_through_the_gltf(head, tmp_path):
     content = read_glb(export_rig(head, tmp_path / "rig.glb"))
     texture = np.round(head.texture.numpy() * 255).astype(np.uint8)

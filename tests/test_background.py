@@ -41,6 +41,23 @@ def test_a_full_queue_makes_the_caller_wait():
     assert worker.waited >= 0.2
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_a_nice_worker_runs_at_a_lower_priority_than_its_caller():
+    import os
+
+    def priority():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    seen = []
+    with BackgroundWorker("test", nice=5) as worker:
+        worker.submit(lambda: seen.append(priority()))
+    with BackgroundWorker("test") as worker:
+        worker.submit(lambda: seen.append(priority()))
+    assert seen == [min(19, priority() + 5), priority()]
+    with pytest.raises(ValueError, match="nice"):
+        BackgroundWorker("test", nice=-1)
+
+
 def test_worker_errors_reach_the_caller():
     ran = []
     worker = BackgroundWorker("test", depth=4)

@@ -6,6 +6,12 @@ interpreter lock, so on a machine with a second core the two threads overlap. A 
 keeps memory flat (a caller faster than the worker waits), and an error in the worker is raised
 in the caller, by its next `BackgroundWorker.submit` or by `BackgroundWorker.close`.
 
+Where the caller's own work is what the run waits for and the worker's has slack (the rig's files
+are written while the whole head and its texture are made), ``nice`` lowers the worker's CPU
+priority: on two cores busy with three threads, the caller then keeps its core and the worker
+takes what is left (Linux, where a thread has its own nice value; threads the worker starts
+inherit it; elsewhere it is ignored).
+
 Example:
     >>> written = []
     >>> with BackgroundWorker("example") as worker:
@@ -16,12 +22,20 @@ Example:
 """
 from __future__ import annotations
 
+import logging
+import os
 import queue
+import sys
 import threading
 import time
 from typing import Any, Callable, Optional, Tuple
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "FILES_NICE"]
+
+#: ``nice`` of the workers that write a run's files beside the work its end waits for.
+FILES_NICE = 10
+
+logger = logging.getLogger(__name__)
 
 
 class BackgroundWorker:
@@ -29,9 +43,13 @@ class BackgroundWorker:
 
     Attributes:
         waited: seconds the caller spent waiting (for room in the queue, and for the end in `close`).
+        nice: how much the worker thread's nice value is above the caller's (0: the same priority).
     """
 
-    def __init__(self, name: str, depth: int = 4) -> None:
+    def __init__(self, name: str, depth: int = 4, nice: int = 0) -> None:
+        if nice < 0:
+            raise ValueError(f"BackgroundWorker: nice must be >= 0 (a lower priority), got {nice}")
+        self.nice = int(nice)
         self._queue: "queue.Queue[Optional[Tuple[Callable[..., Any], tuple]]]" = queue.Queue(maxsize=depth)
         self._error: Optional[BaseException] = None
         self._closed = False
@@ -40,6 +58,8 @@ class BackgroundWorker:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.nice:
+            _lower_priority(self.nice)
         while True:
             item = self._queue.get()
             if item is None:
@@ -79,3 +99,15 @@ class BackgroundWorker:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(raise_error=exc_type is None)  # an error already on its way is not masked
+
+
+def _lower_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (Linux: per thread); elsewhere, or where the
+    system refuses, the thread keeps its priority (logged)."""
+    if not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError as err:
+        logger.debug("worker thread keeps its priority (%s)", err)

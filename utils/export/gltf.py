@@ -38,7 +38,8 @@ from core.mesh import vertex_normals as mesh_normals
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GltfOptions", "MeshData", "srgb_to_linear", "vertex_normals", "write_rig_glb", "write_animation_glb"]
+__all__ = ["GltfOptions", "MeshData", "srgb_to_linear", "vertex_normals", "write_rig_glb", "RigGlbDraft",
+           "write_animation_glb"]
 
 MM_TO_M = 1e-3
 SHORT = 5122  # glTF componentType of int16
@@ -192,7 +193,7 @@ class _Writer:
         return self.bin.add(Accessor(bufferView=view, byteOffset=0, componentType=kind, count=len(flat), type=SCALAR))
 
 
-def _check_mesh(mesh: MeshData) -> None:
+def _check_mesh(mesh: MeshData, texture_later: bool = False) -> None:
     v = len(mesh.positions)
     t = len(mesh.target_names)
     checks = [
@@ -202,7 +203,10 @@ def _check_mesh(mesh: MeshData) -> None:
          f"colors must be ({v}, 3), got {None if mesh.colors is None else mesh.colors.shape}"),
         (mesh.texcoords is None or mesh.texcoords.shape == (v, 2),
          f"texcoords must be ({v}, 2), got {None if mesh.texcoords is None else mesh.texcoords.shape}"),
-        ((mesh.texcoords is None) == (mesh.texture_png is None), "texcoords and texture_png come together"),
+        (texture_later or (mesh.texcoords is None) == (mesh.texture_png is None),
+         "texcoords and texture_png come together"),
+        (not texture_later or (mesh.texcoords is not None and mesh.texture_png is None),
+         "a texture to come needs texcoords and no texture_png yet"),
         (mesh.targets.shape == (t, v, 3), f"targets must be ({t}, {v}, 3), got {mesh.targets.shape}"),
         (mesh.triangles.ndim == 2 and mesh.triangles.shape[1] == 3 and len(mesh.triangles) > 0,
          f"triangles must be (F, 3), got {mesh.triangles.shape}"),
@@ -222,9 +226,10 @@ def _unit(mesh: MeshData) -> float:
     return peak if peak > 0 else 1.0
 
 
-def _document(mesh: MeshData, options: GltfOptions) -> Tuple[GLTF2, _Binary]:
-    """A glTF with the mesh on node 0 (its scale set when quantized), the scene holding node 0."""
-    _check_mesh(mesh)
+def _document(mesh: MeshData, options: GltfOptions, texture_later: bool = False) -> Tuple[GLTF2, _Binary]:
+    """A glTF with the mesh on node 0 (its scale set when quantized), the scene holding node 0; with
+    ``texture_later``, without the texture that ``mesh.texcoords`` map (`_add_texture` adds it)."""
+    _check_mesh(mesh, texture_later)
     binary = _Binary()
     unit = _unit(mesh)
     writer = _Writer(binary, options, unit)
@@ -243,21 +248,25 @@ def _document(mesh: MeshData, options: GltfOptions) -> Tuple[GLTF2, _Binary]:
     if options.quantize:
         node.scale = [unit] * 3  # normalized int16 spans [-1, 1] -> [-unit, unit] metres
     pbr = PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.7)
-    extra = {}
-    if mesh.texture_png is not None:
-        image_view = binary.view(np.frombuffer(mesh.texture_png, np.uint8))
-        pbr.baseColorTexture = TextureInfo(index=0, texCoord=0)
-        extra = dict(images=[Image(bufferView=image_view, mimeType="image/png", name="albedo")],
-                     samplers=[Sampler(magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR, wrapS=CLAMP_TO_EDGE,
-                                       wrapT=CLAMP_TO_EDGE)],
-                     textures=[Texture(sampler=0, source=0)])
     material = Material(name="albedo", doubleSided=False, pbrMetallicRoughness=pbr)
     gltf = GLTF2(asset=Asset(version="2.0", generator=_GENERATOR), scene=0, scenes=[Scene(nodes=[0])],
-                 nodes=[node], meshes=[gltf_mesh], materials=[material], **extra)
+                 nodes=[node], meshes=[gltf_mesh], materials=[material])
     if options.quantize:
         gltf.extensionsUsed = ["KHR_mesh_quantization"]
         gltf.extensionsRequired = ["KHR_mesh_quantization"]
+    if mesh.texture_png is not None:
+        _add_texture(gltf, binary, mesh.texture_png)
     return gltf, binary
+
+
+def _add_texture(gltf: GLTF2, binary: _Binary, png: bytes) -> None:
+    """The material's base colour texture: the PNG in the binary's last view."""
+    image_view = binary.view(np.frombuffer(png, np.uint8))
+    gltf.materials[0].pbrMetallicRoughness.baseColorTexture = TextureInfo(index=0, texCoord=0)
+    gltf.images = [Image(bufferView=image_view, mimeType="image/png", name="albedo")]
+    gltf.samplers = [Sampler(magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR, wrapS=CLAMP_TO_EDGE,
+                             wrapT=CLAMP_TO_EDGE)]
+    gltf.textures = [Texture(sampler=0, source=0)]
 
 
 def _save(gltf: GLTF2, binary: _Binary, path: Union[str, Path]) -> Path:
@@ -278,12 +287,40 @@ def write_rig_glb(mesh: MeshData, path: Union[str, Path], options: GltfOptions =
     Raises:
         ValueError: inconsistent shapes, indices out of range, or non-finite values.
     """
-    start = time.perf_counter()
-    gltf, binary = _document(mesh, options)
-    path = _save(gltf, binary, path)
-    logger.info("wrote %s (%d vertices, %d targets, %.1f MB) in %.2f s", path, len(mesh.positions),
-                len(mesh.target_names), path.stat().st_size / 1e6, time.perf_counter() - start)
-    return path
+    return RigGlbDraft(mesh, options).write(path)
+
+
+class RigGlbDraft:
+    """``rig.glb`` in two steps: made from a mesh whose texture may be still to come (``texcoords``
+    given, ``texture_png`` None: the geometry and morph targets, most of the work), then written
+    with it; the same bytes as `write_rig_glb` of the mesh with that texture.
+
+    Raises:
+        ValueError: as `write_rig_glb`; `write` also where the texture is missing or written twice.
+    """
+
+    def __init__(self, mesh: MeshData, options: GltfOptions = GltfOptions()) -> None:
+        start = time.perf_counter()
+        self.texture_later = mesh.texcoords is not None and mesh.texture_png is None
+        self._gltf, self._binary = _document(mesh, options, texture_later=self.texture_later)
+        self._counts = (len(mesh.positions), len(mesh.target_names))
+        self._seconds = time.perf_counter() - start
+        self._written = False
+
+    def write(self, path: Union[str, Path], texture_png: Optional[bytes] = None) -> Path:
+        """Write the file, with ``texture_png`` (PNG bytes) where the texture was to come."""
+        if self._written:
+            raise ValueError("RigGlbDraft: already written")
+        if self.texture_later != (texture_png is not None):
+            raise ValueError("RigGlbDraft: texture_png is needed exactly where the mesh's texture was to come")
+        start = time.perf_counter()
+        if texture_png is not None:
+            _add_texture(self._gltf, self._binary, texture_png)
+        self._written = True
+        path = _save(self._gltf, self._binary, path)
+        logger.info("wrote %s (%d vertices, %d targets, %.1f MB) in %.2f s", path, *self._counts,
+                    path.stat().st_size / 1e6, self._seconds + time.perf_counter() - start)
+        return path
 
 
 def write_animation_glb(mesh: MeshData, weights: np.ndarray, rotations: np.ndarray, fps: float,

@@ -20,15 +20,15 @@ from PIL import Image
 from core.rig.rig import Rig, texture_file
 from utils.export.arkit import NameStyle, target_mapping, write_live_link_csv
 from utils.export.errors import ExportError
-from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, srgb_to_linear, vertex_normals,
+from utils.export.gltf import (MM_TO_M, GltfOptions, MeshData, RigGlbDraft, srgb_to_linear, vertex_normals,
                                write_animation_glb, write_rig_glb)
 from utils.export.motion import head_quaternions, hold_invalid
 from utils.io.tracking import TrackingData, load_tracking
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rig_mesh", "split_seams", "glb_options", "rig_weights", "animation_keys", "export_rig", "export_animation", "export_live_link_csv", "export_files",
-           "FORMATS"]
+__all__ = ["rig_mesh", "split_seams", "glb_options", "rig_weights", "animation_keys", "export_rig", "prepare_rig_glb",
+           "write_rig_glb_draft", "export_animation", "export_live_link_csv", "export_files", "FORMATS"]
 
 FORMATS = ("glb", "csv")
 _FILES = {"rig": "rig.glb", "animation": "animation.glb", "csv": "animation_arkit.csv"}
@@ -54,12 +54,14 @@ def _check_rig(rig: Rig, source: Optional[Union[str, Path]] = None) -> None:
         raise ExportError(f"{label}: neutral or blendshapes hold NaN or infinite values")
 
 
-def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, Path]] = None) -> MeshData:
+def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, Path]] = None,
+             texture: bool = True) -> MeshData:
     """The rig in glTF units: metres, linear colours, targets named and merged as ``names`` says.
 
     A rig with parts is exported as its whole head (`Rig.head_vertices` order: the face, then the
     parts); a rig with a texture atlas as a textured mesh (vertices on UV seams copied after the
-    others, `split_seams`), else with per-vertex colours.
+    others, `split_seams`), else with per-vertex colours. ``texture`` False leaves the atlas' PNG
+    out (``texture_png`` None, the texcoords kept): its pixels are not read (`prepare_rig_glb`).
 
     Raises:
         ExportError: the rig's arrays disagree or hold non-finite values.
@@ -79,7 +81,7 @@ def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, P
         source_ids, triangles, uv_ids = split_seams(triangles, rig.uv_triangles.cpu().numpy(), len(neutral))
         uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)[uv_ids]
         texcoords = np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], axis=1).astype(np.float32)  # glTF: v from the top
-        png = _png(rig.texture, source)
+        png = _png(rig.texture, source) if texture else None
         extras["seamCopiesOf"] = source_ids[len(neutral):].tolist()
         neutral, blend, colors = neutral[source_ids], blend[:, source_ids], None
     return MeshData(positions=(neutral * MM_TO_M).astype(np.float32),
@@ -176,6 +178,19 @@ def export_rig(rig: Rig, path: Union[str, Path], names: NameStyle = "arkit",
                options: Optional[GltfOptions] = None, source: Optional[Union[str, Path]] = None) -> Path:
     """Write ``rig.glb`` (see `utils.export.gltf`; ``options`` None: `glb_options`)."""
     return write_rig_glb(rig_mesh(rig, names, source), path, glb_options(rig, options))
+
+
+def prepare_rig_glb(rig: Rig, names: NameStyle = "arkit", options: Optional[GltfOptions] = None) -> RigGlbDraft:
+    """`export_rig`'s work up to the texture's pixels: ``rig.glb``'s geometry and targets from the
+    rig's shape and UVs, for a caller whose texture is still being made (`write_rig_glb_draft`)."""
+    return RigGlbDraft(rig_mesh(rig, names, texture=False), glb_options(rig, options))
+
+
+def write_rig_glb_draft(draft: RigGlbDraft, rig: Rig, path: Union[str, Path],
+                        source: Optional[Union[str, Path]] = None) -> Path:
+    """Write a `prepare_rig_glb` draft with ``rig``'s texture (the PNG saved with the rig file
+    ``source`` where there is one): the same bytes as `export_rig` of ``rig`` (of the same shape)."""
+    return draft.write(path, _png(rig.texture, source) if draft.texture_later else None)
 
 
 def animation_keys(rig: Rig, tracking: TrackingData, names: NameStyle = "arkit",

@@ -36,10 +36,10 @@ from core.face_model.model import MorphableModel
 from core.rig.head import whole_head
 from core.rig.rig import Rig, texture_file
 from core.rig.texture_fit import TextureConfig, TextureFit, estimate_texture
-from utils.background import BackgroundWorker
+from utils.background import FILES_NICE, BackgroundWorker
 from utils.crop import FaceCrop, crop_batch
-from utils.export.gltf import GltfOptions
-from utils.export.outputs import export_rig
+from utils.export.gltf import GltfOptions, RigGlbDraft
+from utils.export.outputs import prepare_rig_glb, write_rig_glb_draft
 from utils.io.meshes import save_textured_obj
 from utils.pipelines.rig import RigRun
 
@@ -147,6 +147,23 @@ def _textured_objs(rig: Rig, out_dir: Path, texture_name: str, expression: Optio
     return written
 
 
+class _GlbFile:
+    """``rig.glb`` on the worker: its geometry and targets from the whole head's shape and UVs while
+    the texture is estimated (`prepare_rig_glb`), the file once the texture is saved."""
+
+    def __init__(self, head: Rig, options: Optional[GltfOptions]) -> None:
+        self.head, self.options = head, options
+        self.draft: Optional[RigGlbDraft] = None
+
+    def prepare(self) -> None:
+        self.draft = prepare_rig_glb(self.head, options=self.options)
+
+    def write(self, rig: Rig, path: Path, rig_path: Path) -> None:
+        if self.draft is None:
+            raise RuntimeError("rig.glb: written before it was prepared")
+        write_rig_glb_draft(self.draft, rig, path, source=rig_path)
+
+
 def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
                      config: TextureConfig = TextureConfig(), glb: bool = True,
                      glb_options: Optional[GltfOptions] = None,
@@ -169,19 +186,24 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     if result is None:
         raise ValueError("write_appearance: the rig run holds no build result")
     rig_path = out_dir / "rig" / "rig.npz"
-    with BackgroundWorker("rig-archive") if writer is None else contextlib.nullcontext(writer) as files:
+    worker = BackgroundWorker("rig-archive", nice=FILES_NICE) if writer is None else contextlib.nullcontext(writer)
+    with worker as files:
         start = time.perf_counter()
         try:
             head = head_rig(result.rig, model)
         except Exception:
             files.submit(result.rig.save, rig_path)  # the rig built is kept (`build_rig_from_folder(save_rig=)`)
             raise
-        # The archive (zlib, ~0.4 s) and the textured OBJs (text, ~0.4 s) need the head's shape and
-        # UVs, not its texture's pixels (they name the PNG written below, or the painted one where
-        # the texture fails): the worker writes them while the texture is estimated.
+        # The archive (zlib, ~0.4 s), the textured OBJs (text, ~0.4 s) and rig.glb's geometry and
+        # targets (~0.15 s) need the head's shape and UVs, not its texture's pixels (the files name
+        # the PNG written below, or the painted one where the texture fails): the worker makes them
+        # while the texture is estimated, and rig.glb once the PNG is written.
         files.submit(head.save, rig_path, False)
         files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name, result.params["expression"],
                      rig_run.used, True)
+        glb_file = _GlbFile(head, glb_options) if glb else None
+        if glb_file is not None:
+            files.submit(glb_file.prepare)  # after the files above: an export error leaves them written
         try:
             fit = textured_rig(rig_run, model, config, head=head)
         except Exception:
@@ -194,9 +216,9 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         run.outputs["rig_textured"] = out_dir / "mesh" / "rig_textured.obj"
         if rig_run.used:
             run.outputs["textured_meshes"] = out_dir / "mesh" / "textured"
-        if glb:
-            run.outputs["rig_glb"] = export_rig(fit.rig, out_dir / "rig" / "rig.glb", options=glb_options,
-                                                source=rig_path)
+        if glb_file is not None:
+            run.outputs["rig_glb"] = out_dir / "rig" / "rig.glb"
+            files.submit(glb_file.write, fit.rig, run.outputs["rig_glb"], rig_path)
     run.timings["writing textured outputs"] = time.perf_counter() - start
     logger.info("textured whole-head rig: %s", ", ".join(f"{k} {v}" for k, v in run.outputs.items()))
     return run

@@ -27,7 +27,7 @@ import torch
 from core.cpus import single_thread
 from core.face_model.model import MorphableModel
 from core.rig.builder import RigBuildConfig, RigBuildResult
-from utils.background import BackgroundWorker
+from utils.background import FILES_NICE, BackgroundWorker
 from utils.crop import FaceCrop, crop_batch, crop_face
 from utils.export.errors import ExportError
 from utils.export.outputs import export_rig
@@ -262,7 +262,7 @@ def _write_rig_outputs(run: RigRun, result: RigBuildResult, crops: List[FaceCrop
     start = time.perf_counter()
     rig = result.rig
     weights = overlay_weights(rig)[:rig.n_vertices] if visualize else None  # no scalp or neck (issue 19)
-    with BackgroundWorker("rig-files") as files:
+    with BackgroundWorker("rig-files", nice=FILES_NICE) as files:
         if save_rig:
             files.submit(rig.save, run.outputs["rig"])  # compressing it (zlib) overlaps the pictures
         if export:
