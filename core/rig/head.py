@@ -23,6 +23,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from core.cpus import usable_cores
 from core.face_model.model import MorphableModel
 from core.mesh import subset_index, triangles_within
 from core.rig.parts import (EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_axis,
@@ -70,6 +71,18 @@ def head_triangles_of_model(model: MorphableModel, ids: Tensor) -> Tuple[Tensor,
     remap = subset_index(ids, model.n_vertices)
     triangles, keep = triangles_within(model.triangles, remap)
     return triangles, torch.nonzero(keep)[:, 0]
+
+
+def _nearest(points: np.ndarray, queries: np.ndarray, k: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """The exact ``k`` nearest ``points`` of each query (distances, indices: cKDTree's), from a tree
+    neither balanced nor compacted (on head meshes quicker to build and to search: the parts' 8
+    nearest face vertices 75 -> 55 ms) searched on the usable cores (32 ms on two).
+
+    Shape:
+        points (N, 3), queries (Q, 3) -> (Q,) or (Q, k) each.
+    """
+    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
+    return tree.query(queries, k=k, workers=min(4, usable_cores() or 1))
 
 
 def _carry(values: Tensor, index: np.ndarray, weight: np.ndarray) -> Tensor:
@@ -130,7 +143,7 @@ def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGI
     transferred = transfer_deltas(model.expression_basis, model.neutral, full[None], model.triangles)[0]
     face_points = full[ids_face].detach().cpu().numpy()
     part_points = full[part_ids].detach().cpu().numpy()
-    dist, nearest = cKDTree(face_points).query(part_points, k=_NEIGHBOURS)
+    dist, nearest = _nearest(face_points, part_points, _NEIGHBOURS)
     kernel = np.exp(-((dist - dist[:, :1]) / _SPREAD_MM) ** 2)
     kernel /= kernel.sum(1, keepdims=True)
     fade = np.exp(-(dist[:, 0] / _FADE_MM) ** 2)
@@ -236,7 +249,7 @@ def mirror_map(points: Tensor, tolerance_mm: float = 0.1) -> Tensor:
         points (N, 3) of a left-right symmetric mesh -> (N,) int64.
     """
     p = points.detach().cpu().double().numpy()
-    dist, index = cKDTree(p).query(p * np.array([-1.0, 1.0, 1.0]))
+    dist, index = _nearest(p, p * np.array([-1.0, 1.0, 1.0]))
     return torch.from_numpy(np.where(dist <= tolerance_mm, index, -1).astype(np.int64))
 
 

@@ -147,6 +147,20 @@ def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
     return torch.gather(rows, 1, torch.gather(order, 1, pick))[:, 0].reshape(n, c)
 
 
+def _median_in_pieces(values: Tensor, weights: Tensor, threads: Optional[int]) -> Tensor:
+    """`weighted_median` in pieces of at most ``_CHUNK`` texels (bounding the sort's memory), side by
+    side on up to ``threads`` threads (its columns are independent: the same result for any split).
+
+    Shape:
+        values (G, M, C); weights (G, M) -> (M, C).
+    """
+    m = values.shape[1]
+    size = max(1, min(_CHUNK, -(-m // 4)))  # pieces for two threads to share evenly
+    with single_thread():
+        return torch.cat(parallel_map(lambda s: weighted_median(values[:, s:s + size], weights[:, s:s + size]),
+                                      range(0, m, size), threads))
+
+
 def mirror_uvs(rig: Rig, tri_id: Tensor, bary: Tensor) -> Tuple[Tensor, Tensor]:
     """Atlas coordinates of the mirror image (x -> -x on the model) of surface points.
 
@@ -425,9 +439,7 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     total = every.sum(0)  # over all texels: the sum of a (G, M) part may round otherwise
     estimate = torch.zeros(len(tri), 3, dtype=dtype)  # where no photo counts it counts for nothing (total 0)
     if config.median:
-        estimate[active] = torch.cat([weighted_median(values[:, s:s + _CHUNK],
-                                                      weights[:, s:s + _CHUNK] + 1e-12)
-                                      for s in range(0, values.shape[1], _CHUNK)]) if values.shape[1] else values[0]
+        estimate[active] = _median_in_pieces(values, weights + 1e-12, threads) if values.shape[1] else values[0]
     else:
         estimate[active] = (values * weights[..., None]).sum(0) / total[active].clamp(min=1e-9)[:, None]
 
