@@ -56,14 +56,14 @@ class _CompiledColourTerm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, points: Tensor, scale: Tensor, trans: Tensor, images: Tensor,  # type: ignore[override]
                 patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
-                sigma: float, threads: int) -> Tensor:
+                sigma: float, threads: int, scratch: Optional[dict]) -> Tensor:
         def c(t: Tensor) -> Tensor:
             return t.detach().to(torch.float32).contiguous()
 
         cost, d_points, d_scale, d_trans = _SHADING.colour_term(
             c(points).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(), patch.triangles.numpy(),
             patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(), _BASIS.numpy(),
-            float(prior_weight), float(sigma), _NORMAL_EPS, threads)
+            float(prior_weight), float(sigma), _NORMAL_EPS, threads, scratch)
         ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in
                           ((d_points, points), (d_scale, scale), (d_trans, trans)))
         return points.new_tensor(cost)
@@ -71,12 +71,13 @@ class _CompiledColourTerm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         d_points, d_scale, d_trans = (grad * g for g in ctx.grads)
-        return d_points, d_scale, d_trans, None, None, None, None, None, None, None, None
+        return d_points, d_scale, d_trans, None, None, None, None, None, None, None, None, None
 
 
 def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, patch: PatchNormals,
                 weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float, sigma: float,
-                compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
+                compiled: Optional[bool] = None, threads: Optional[int] = None,
+                scratch: Optional[dict] = None) -> Tensor:
     """The robust colour cost of the patch's vertices over all images; differentiable in the points,
     the scales and the translations.
 
@@ -93,6 +94,9 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
             pass where it applies (built, CPU, float32, no gradient of the images).
         threads: the compiled pass's OpenMP threads (None: `kernel_threads`); the result does not
             depend on it.
+        scratch: a dict (empty at first) in which the compiled pass keeps its working arrays between
+            the calls of one problem (as `ObservedPatch` does); never shared by calls that may run at
+            the same time. None: allocated each call. The result does not depend on it.
 
     Shape:
         points (G, N, 3) with N = len(patch.support); scale (G,); trans (G, 2); images (G, 3, H, W);
@@ -113,6 +117,6 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:
         return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
-                                         sigma, kernel_threads() if threads is None else int(threads))
+                                         sigma, kernel_threads() if threads is None else int(threads), scratch)
     uv = camera_to_screen(points[:, :n_patch], scale, trans)[..., :2]
     return shading_cost(patch(points), sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

@@ -141,6 +141,7 @@ class ObservedPatch:
         self.expression_basis = model.expression_basis[:, support].reshape(model.n_expression, -1)
         self.weights = weights[:, ids]  # (G, U)
         self.prior = prior[ids] if prior.ndim == 2 else prior
+        self.scratch: dict = {}  # the compiled colour term's working arrays, kept between its calls
 
     def camera_points(self, identity: Tensor, per_image: Dict[str, Tensor]) -> Tensor:
         """The support's positions in each image's camera space (current shape), mm.
@@ -163,7 +164,7 @@ class ObservedPatch:
         """
         return colour_term(self.camera_points(identity, per_image), per_image[SCALE], per_image[TRANS2D], images,
                            self.normals, self.weights, sh, self.prior, self.albedo_weight, sigma, compiled=compiled,
-                           threads=threads)
+                           threads=threads, scratch=self.scratch)
 
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:
