@@ -52,7 +52,7 @@ $(VENV)/.requirements-installed: requirements_pip.txt requirements_mediapipe.txt
 install: $(VENV)/.project-installed
 
 $(VENV)/.project-installed: $(VENV)/.requirements-installed pyproject.toml setup.py core/render/_rasterize.pyx \
-		core/fitting/_shading.pyx utils/io/_text.pyx
+		core/fitting/_shading.pyx core/rig/_diffusion.pyx utils/io/_text.pyx
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -72,4 +72,5 @@ benchmarks: setup model
 	@for b in benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; $(PY) -m benchmarks.$$m || exit 1; done
 
 clean:
-	rm -rf build core/render/*.so core/render/_rasterize.c *.egg-info .pytest_cache $(VENV)/.project-installed
+	rm -rf build core/render/_rasterize.c core/fitting/_shading.c core/rig/_diffusion.c utils/io/_text.c \
+	  core/render/*.so core/fitting/*.so core/rig/*.so utils/io/*.so *.egg-info .pytest_cache $(VENV)/.project-installed

@@ -1,13 +1,15 @@
 """The compiled part of the project: the Cython kernels ``core.render._rasterize`` (z-buffer),
-``core.fitting._shading`` (the photometric stage's colour term with its gradient) and
-``utils.io._text`` (the mesh writers' number formatting, with the interpreter lock released).
+``core.fitting._shading`` (the photometric stage's colour term with its gradient),
+``core.rig._diffusion`` (the texture's colour diffusion rounds) and ``utils.io._text`` (the mesh
+writers' number formatting, with the interpreter lock released).
 
 Everything else (metadata, dependencies, packages) is in pyproject.toml; this file only declares
 the extensions, whose include path comes from numpy at build time. ``make setup`` runs
 ``pip install --no-build-isolation -e .``, which builds them in place. Without the compiled modules
 `core.render.rasterize` falls back to a NumPy twin of its kernel (same results, slower) and
-`core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower)
-and `utils.io.text` to Python's formatting (the same text; it holds the interpreter lock).
+`core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower),
+`core.rig.texture_fit` to SciPy's sparse products (the same bits, slower) and `utils.io.text` to
+Python's formatting (the same text; it holds the interpreter lock).
 """
 
 import sys
@@ -35,6 +37,16 @@ extensions = [
         # OpenMP where the compiler has it as -fopenmp (GCC on Linux): the pass runs its images in
         # parallel; elsewhere its parallel loops compile as plain ones.
         extra_compile_args=["-O3"] + OPENMP,
+        extra_link_args=OPENMP,
+    ),
+    Extension(
+        "core.rig._diffusion",
+        ["core/rig/_diffusion.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # OpenMP as above (the rows of each round in parallel); no fused multiply-add: the rounds
+        # are SciPy's sparse products to the bit.
+        extra_compile_args=["-O3", "-ffp-contract=off"] + OPENMP,
         extra_link_args=OPENMP,
     ),
     Extension("utils.io._text", ["utils/io/_text.pyx"], extra_compile_args=["-O3"]),

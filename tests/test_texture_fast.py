@@ -1,7 +1,8 @@
 """Issue 20: the texture fit's fast paths give what the straightforward computations give.
 
 Texel interpolation without strided reductions, the edge ramp by cv2, masks grown by cv2, the
-weighted median by numpy's sort, the diffusion over the free vertices only (to float rounding), the texels no photo
+weighted median by numpy's sort, the diffusion over the free vertices only (to float rounding) and its
+compiled rounds (to the bit), the texels no photo
 may weigh left out, and the atlas caches (texel maps, fill indices): each compared with the plain
 way on small data, bit for bit where the arithmetic is the same.
 """
@@ -101,6 +102,26 @@ def test_diffusion_over_the_free_vertices_is_the_full_one(head):
     # The known neighbours' share is summed once, apart from the free ones': float rounding only.
     expected = (colour[corners] * bary[..., None]).sum(1)
     assert torch.allclose(ours, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(fit_module._DIFFUSION is None, reason="core.rig._diffusion is not built (make setup)")
+def test_compiled_diffusion_rounds_are_scipys_products_to_the_bit(monkeypatch):
+    from scipy import sparse
+
+    g = np.random.default_rng(8)
+    rows = 500
+    a = sparse.random(rows, rows, density=0.012, random_state=g, dtype=np.float32, format="lil")
+    a[3] = 0  # an empty row
+    a = a.tocsr()
+    a.data /= 4.0
+    b = g.normal(size=(rows, 3)).astype(np.float32)
+    x = g.normal(size=(rows, 3)).astype(np.float32)
+    compiled = [fit_module._rounds(a, b, x, 50, threads) for threads in (1, 3)]
+    monkeypatch.setattr(fit_module, "_DIFFUSION", None)
+    expected = fit_module._rounds(a, b, x, 50, None)
+    assert all(np.array_equal(c, expected) for c in compiled)
+    assert not np.array_equal(expected, x)  # x itself is left as it was, and the rounds moved it
+    assert np.array_equal(fit_module._rounds(a, b, x, 0, 2), x)
 
 
 def test_texels_no_photo_weighs_change_nothing(head, monkeypatch):

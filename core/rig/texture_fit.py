@@ -34,7 +34,7 @@ from scipy import sparse
 from torch import Tensor
 
 from core.camera import WeakPerspective
-from core.cpus import parallel_map, single_thread
+from core.cpus import parallel_map, single_thread, usable_cores
 from core.lighting import sh_shading
 from core.mesh import vertex_neighbours, vertex_normals
 from core.render.rasterize import rasterize
@@ -45,6 +45,11 @@ from core.rig.texture import DEFAULT_TEXTURE_HEIGHT, fill_empty, paint_texture, 
 from core.sampling import sample_points
 
 logger = logging.getLogger(__name__)
+
+try:  # the diffusion's rounds compiled (setup.py builds it); else SciPy's products, the same bits
+    from core.rig import _diffusion as _DIFFUSION
+except ImportError:
+    _DIFFUSION = None
 
 __all__ = ["TextureConfig", "TextureFit", "estimate_texture", "skin_triangles", "mirror_uvs", "weighted_median"]
 
@@ -348,9 +353,30 @@ def _grow(mask: Tensor, pixels: int) -> Tensor:
     return torch.from_numpy(grown > 0)
 
 
+def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int, threads: Optional[int]) -> np.ndarray:
+    """``rounds`` times ``x <- a @ x + b``: in one compiled loop (``core.rig._diffusion``, on up to
+    ``threads`` threads, None: the usable cores) for float32 values, else by SciPy's products; the
+    same bits either way (0.13 -> 0.04 s for a whole head's 400 rounds).
+
+    Shape:
+        a (R, R); b, x (R, C) -> (R, C).
+    """
+    compiled = (_DIFFUSION is not None and a.dtype == b.dtype == x.dtype == np.float32
+                and a.indptr.dtype == a.indices.dtype == np.int32)
+    if not compiled:
+        for _ in range(rounds):
+            x = a @ x + b
+        return x
+    x = np.array(x, dtype=np.float32, order="C")  # a copy: iterated in place
+    threads = min(4, usable_cores() or 1) if threads is None else int(threads)
+    _DIFFUSION.iterate(a.indptr, a.indices, a.data, np.ascontiguousarray(b), x, rounds, threads)
+    return x
+
+
 def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor, threshold: float,
-             iterations: int) -> Tensor:
-    """Colour for never-seen texels: the seen texels' colour per vertex, spread over the mesh. -> (N, 3)."""
+             iterations: int, threads: Optional[int] = None) -> Tensor:
+    """Colour for never-seen texels: the seen texels' colour per vertex, spread over the mesh (the
+    rounds on up to ``threads`` threads, `_rounds`). -> (N, 3)."""
     triangles = rig.head_triangles.long()
     n = rig.n_head_vertices
     dtype = values.dtype
@@ -365,8 +391,7 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
     free = ~known
     if bool(free.any()) and iterations > 0:
         # One-ring means of the free vertices: x <- A x + b, with A the free-to-free part of the ring
-        # operator and b what the known neighbours (fixed) add, formed once; as scipy sparse products
-        # (about a third of the time of torch's sparse product over every column per round).
+        # operator and b what the known neighbours (fixed) add, formed once (`_rounds`).
         neighbours = vertex_neighbours(triangles, n)
         valid = neighbours >= 0
         rows = torch.arange(n)[:, None].expand_as(neighbours)[valid].numpy()
@@ -382,10 +407,7 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
         start = colour.numpy()
         known_ids = np.flatnonzero(~free_np)
         fixed = ring[:, known_ids] @ start[known_ids]
-        among_free = ring[:, ids].tocsr()
-        x = start[ids]
-        for _ in range(iterations):
-            x = among_free @ x + fixed
+        x = _rounds(ring[:, ids].tocsr(), fixed, start[ids], iterations, threads)
         colour[torch.from_numpy(ids)] = torch.from_numpy(np.ascontiguousarray(x, dtype=start.dtype))
     return _at_texels(colour, corners.t().contiguous(), bary.t().contiguous())
 
@@ -455,7 +477,8 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     combined = (estimate * total[:, None] + mirrored * borrowed[:, None]) / (total + borrowed).clamp(min=1e-9)[:, None]
     seen_weight = total + borrowed
     # Never seen on either side: the seen colour spread over the mesh.
-    spread = _diffuse(rig, tri, bary, combined, seen_weight, 0.2 * config.seen, config.diffusion_iterations)
+    spread = _diffuse(rig, tri, bary, combined, seen_weight, 0.2 * config.seen, config.diffusion_iterations,
+                      threads)
     share = (seen_weight / config.seen).clamp(0.0, 1.0)[:, None]
     skin_colour = share * combined + (1.0 - share) * spread
 
