@@ -267,6 +267,13 @@ def test_sparse_and_quantized_targets_read_back(tmp_path, options):
         target = raw["accessors"][raw["meshes"][0]["primitives"][0]["targets"][1]["POSITION"]]
         assert "bufferView" not in target and "byteOffset" not in target  # glTF: absent without a bufferView
         assert target["sparse"]["count"] == 2 and "min" in target and "max" in target
+        # Every target's bounds are its dense values' (the vertices left out at zero).
+        for t, attributes in enumerate(raw["meshes"][0]["primitives"][0]["targets"]):
+            accessor = raw["accessors"][attributes["POSITION"]]
+            dense = content.targets[t] * (32767 / content.mesh_scale if options.quantize else 1)
+            expected = (np.round(dense) if options.quantize else dense.astype(np.float32))
+            np.testing.assert_array_equal(accessor["min"], expected.min(0))
+            np.testing.assert_array_equal(accessor["max"], expected.max(0))
     if options.quantize:
         assert raw["extensionsRequired"] == ["KHR_mesh_quantization"]
         assert raw["nodes"][0]["scale"][0] == pytest.approx(content.mesh_scale)

@@ -172,14 +172,15 @@ class _Writer:
         moved = np.flatnonzero(peak > self.options.sparse_tolerance_m)
         if len(moved) == 0:
             moved = np.array([0])  # a sparse accessor needs at least one entry
-        full = np.zeros_like(stored)
-        full[moved] = stored[moved]
-        lo, hi = _bounds(full)
+        kept = stored[moved]
+        lo, hi = _bounds(kept)  # the accessor's: the kept values and, where any vertex is left out, its zeros
+        if len(moved) < len(delta):
+            lo, hi = [min(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]
         if self.options.quantize:
             lo, hi = [int(v) for v in lo], [int(v) for v in hi]
         index_type, index_dtype = ((UNSIGNED_SHORT, np.uint16) if len(delta) <= 65535 else (UNSIGNED_INT, np.uint32))
         indices = self.bin.view(moved.astype(index_dtype))
-        values = self.bin.view(full[moved])
+        values = self.bin.view(kept)
         sparse = Sparse(count=int(len(moved)), indices=AccessorSparseIndices(bufferView=indices, componentType=index_type),
                         values=AccessorSparseValues(bufferView=values))
         return self.bin.add(Accessor(bufferView=None, byteOffset=None, componentType=SHORT if self.options.quantize

@@ -77,17 +77,18 @@ def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, P
     colors = srgb_to_linear(rig.head_albedo.detach().cpu().numpy())
     texcoords = png = None
     extras: Dict[str, object] = {"rigVertices": int(rig.n_head_vertices)}
+    targets = (mapping.deltas(blend) * MM_TO_M).astype(np.float32)  # per vertex: copies take their vertex's
     if rig.texture is not None and rig.uvs is not None and rig.uv_triangles is not None:
         source_ids, triangles, uv_ids = split_seams(triangles, rig.uv_triangles.cpu().numpy(), len(neutral))
         uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)[uv_ids]
         texcoords = np.stack([uvs[:, 0], 1.0 - uvs[:, 1]], axis=1).astype(np.float32)  # glTF: v from the top
         png = _png(rig.texture, source) if texture else None
         extras["seamCopiesOf"] = source_ids[len(neutral):].tolist()
-        neutral, blend, colors = neutral[source_ids], blend[:, source_ids], None
+        neutral, targets, colors = neutral[source_ids], targets[:, source_ids], None
     return MeshData(positions=(neutral * MM_TO_M).astype(np.float32),
                     normals=vertex_normals(neutral, triangles),
                     colors=colors, triangles=triangles,
-                    targets=(mapping.deltas(blend) * MM_TO_M).astype(np.float32),
+                    targets=targets,
                     target_names=list(mapping.names), name="head" if rig.parts is not None else "face",
                     texcoords=texcoords, texture_png=png, extras=extras)
 
