@@ -63,6 +63,16 @@ def test_basis_values_for_known_normals():
         [SH_CONSTANT, 0, 0, band1, 0, 0, -band20, 0, band22], dtype=torch.float64))
 
 
+def test_basis_without_a_gradient_is_the_differentiable_ones_to_the_bit():
+    n = torch.nn.functional.normalize(torch.randn(2, 500, 3, generator=torch.Generator().manual_seed(3)), dim=-1)
+    with_grad = n.clone().requires_grad_(True)
+    reference = sh_basis(with_grad)
+    assert reference.requires_grad  # the stacked path, differentiable
+    assert torch.equal(sh_basis(n), reference.detach())
+    reference.sum().backward()
+    assert with_grad.grad is not None and bool(with_grad.grad.abs().sum() > 0)
+
+
 def test_sh_approximates_clamped_cosine_lobe():
     # A unit distant light from +z has radiance coefficients L_lm = Y_lm(z) and irradiance
     # E(n) = max(n.z, 0) (Ramamoorthi & Hanrahan), which 2nd-order SH approximates closely.
