@@ -48,12 +48,17 @@ def test_a_nice_worker_runs_at_a_lower_priority_than_its_caller():
     def priority():
         return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
+    def nested():  # a worker started by a nice worker: the same priority, not a lower one
+        with BackgroundWorker("inner", nice=5) as inner:
+            inner.submit(lambda: seen.append(priority()))
+
     seen = []
     with BackgroundWorker("test", nice=5) as worker:
         worker.submit(lambda: seen.append(priority()))
+        worker.submit(nested)
     with BackgroundWorker("test") as worker:
         worker.submit(lambda: seen.append(priority()))
-    assert seen == [min(19, priority() + 5), priority()]
+    assert seen == [min(19, priority() + 5), min(19, priority() + 5), priority()]
     with pytest.raises(ValueError, match="nice"):
         BackgroundWorker("test", nice=-1)
 

@@ -9,8 +9,8 @@ in the caller, by its next `BackgroundWorker.submit` or by `BackgroundWorker.clo
 Where the caller's own work is what the run waits for and the worker's has slack (the rig's files
 are written while the whole head and its texture are made), ``nice`` lowers the worker's CPU
 priority: on two cores busy with three threads, the caller then keeps its core and the worker
-takes what is left (Linux, where a thread has its own nice value; threads the worker starts
-inherit it; elsewhere it is ignored).
+takes what is left (Linux, where a thread has its own nice value, counted from the process's
+main thread's; threads the worker starts inherit it; elsewhere it is ignored).
 
 Example:
     >>> written = []
@@ -43,7 +43,8 @@ class BackgroundWorker:
 
     Attributes:
         waited: seconds the caller spent waiting (for room in the queue, and for the end in `close`).
-        nice: how much the worker thread's nice value is above the caller's (0: the same priority).
+        nice: how much the worker thread's nice value is above the process's main thread's (0: the
+            caller's priority).
     """
 
     def __init__(self, name: str, depth: int = 4, nice: int = 0) -> None:
@@ -102,12 +103,16 @@ class BackgroundWorker:
 
 
 def _lower_priority(by: int) -> None:
-    """Raise the calling thread's nice value by ``by`` (Linux: per thread); elsewhere, or where the
+    """Give the calling thread the nice value of the process's main thread plus ``by`` (Linux: per
+    thread; relative to the process, not to the thread that started this one, so that a worker
+    started by another worker gets the same priority, not a lower one); elsewhere, or where the
     system refuses, the thread keeps its priority (logged)."""
     if not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+        wanted = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + by)
+        if wanted > os.getpriority(os.PRIO_PROCESS, tid):
+            os.setpriority(os.PRIO_PROCESS, tid, wanted)
     except OSError as err:
         logger.debug("worker thread keeps its priority (%s)", err)
