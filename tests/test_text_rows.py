@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import utils.io.text as text_module
 from utils.io.text import format_rows, kernel_built
 
 COMPILED = [pytest.param(True, marks=pytest.mark.skipif(not kernel_built(), reason="utils.io._text is not built "
@@ -49,9 +50,7 @@ def test_one_to_six_columns(compiled):
 
 @pytest.mark.skipif(not kernel_built(), reason="utils.io._text is not built")
 def test_the_short_road_is_taken_for_the_mesh_writers_conversions_and_agrees_with_snprintf():
-    from utils.io import _text
-    from utils.io.text import _short_road
-
+    _text, _short_road = text_module._KERNEL, text_module._short_road
     assert _short_road("v %.8g %.8g %.8g\n") == ([b"v ", b" ", b" ", b"\n"], [(b"g", 8)] * 3)
     assert _short_road("v %.8f %.8f\n") is not None
     for other in ("%e %g\n", "%.17g\n", "%10.4f\n", "%%%.2f\n", "%.0g\n", "%+.8f\n"):
