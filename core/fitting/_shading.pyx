@@ -199,8 +199,9 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
     SH basis factors. Returns (cost, d_points (G, N, 3), d_scale (G,), d_trans (G, 2)).
 
     ``scratch``: a dict in which the pass keeps its working arrays for the next call of the same
-    shapes (about 6 MB for a rig's photos: allocating and zeroing them anew took a sixth of each
-    call); one per problem and thread, never shared by calls running at the same time.
+    shapes (about 6 MB for a rig's photos: allocating and zeroing them anew took up to a tenth of
+    each call on one thread); one per problem and thread, never shared by calls running at the
+    same time.
     """
     cdef Py_ssize_t G = points.shape[0], N = points.shape[1], U = weights.shape[1]
     cdef Py_ssize_t T = triangles.shape[0], H = images.shape[2], W = images.shape[3]

@@ -356,7 +356,7 @@ def _grow(mask: Tensor, pixels: int) -> Tensor:
 def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int, threads: Optional[int]) -> np.ndarray:
     """``rounds`` times ``x <- a @ x + b``: in one compiled loop (``core.rig._diffusion``, on up to
     ``threads`` threads, None: the usable cores) for float32 values, else by SciPy's products; the
-    same bits either way (0.13 -> 0.04 s for a whole head's 400 rounds).
+    same bits either way (rig_case1's head: the diffusion 0.13 -> 0.06 s).
 
     Shape:
         a (R, R); b, x (R, C) -> (R, C).
@@ -428,8 +428,9 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         jawline: (J, 2) the jaw's (x, y) on the rig's neutral (mm; e.g. its landmarks 0-16), below
             which the neck takes no photo colour (``config.neck_margin``); None: no such limit.
         valid: (G, H, W) bool, the photos' pixels that hold the photo (not a crop's padding), or None.
-        threads: the photos are read on up to this many threads (None: the usable cores,
-            `core.cpus.parallel_map`); the texture is the same to the bit for any count.
+        threads: the photos, the weighted median and the diffusion run on up to this many threads
+            (None: the usable cores, `core.cpus.parallel_map`); the texture is the same to the bit
+            for any count.
 
     Shape:
         images (G, 3, H, W); expression (G, K); pose of batch G; sh (G, 9, 3).

@@ -77,7 +77,7 @@ def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, P
     colors = srgb_to_linear(rig.head_albedo.detach().cpu().numpy())
     texcoords = png = None
     extras: Dict[str, object] = {"rigVertices": int(rig.n_head_vertices)}
-    targets = (mapping.deltas(blend) * MM_TO_M).astype(np.float32)  # per vertex: copies take their vertex's
+    targets = (mapping.deltas(blend) * MM_TO_M).astype(np.float32)  # seam copies take their vertex's below
     if rig.texture is not None and rig.uvs is not None and rig.uv_triangles is not None:
         source_ids, triangles, uv_ids = split_seams(triangles, rig.uv_triangles.cpu().numpy(), len(neutral))
         uvs = rig.uvs.detach().cpu().numpy().astype(np.float64)[uv_ids]

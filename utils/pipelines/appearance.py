@@ -194,8 +194,8 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         except Exception:
             files.submit(result.rig.save, rig_path)  # the rig built is kept (`build_rig_from_folder(save_rig=)`)
             raise
-        # The archive (zlib, ~0.4 s), the textured OBJs (text, ~0.4 s) and rig.glb's geometry and
-        # targets (~0.15 s) need the head's shape and UVs, not its texture's pixels (the files name
+        # The archive (zlib, ~0.25 s), the textured OBJs (text, ~0.15 s) and rig.glb's geometry and
+        # targets (~0.1 s) need the head's shape and UVs, not its texture's pixels (the files name
         # the PNG written below, or the painted one where the texture fails): the worker makes them
         # while the texture is estimated, and rig.glb once the PNG is written.
         files.submit(head.save, rig_path, False)
