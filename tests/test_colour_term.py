@@ -121,14 +121,15 @@ def test_working_arrays_kept_between_calls_do_not_change_the_result():
     bits of a call that allocates its arrays anew (the sums start from zero every call)."""
     scratch: dict = {}
     for seed in (7, 8, 7, 9):
-        p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in _problem(seed, images_size=64 + seed).items()}
+        problem = _problem(seed, images_size=64 + seed)
+        p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in problem.items()}
         if seed == 9:  # fewer images: other shapes, other arrays
             p = {k: (v[:2] if torch.is_tensor(v) and k not in ("prior",) else v) for k, v in p.items()}
         results = []
         for kept in (scratch, None):
             wanted = [p[k].clone().requires_grad_(True) for k in ("points", "scale", "trans")]
-            cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05, 0.05,
-                               compiled=True, threads=2, scratch=kept)
+            cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05,
+                               0.05, compiled=True, threads=2, scratch=kept)
             results.append((cost.detach(), torch.autograd.grad(cost, wanted)))
         assert torch.equal(results[0][0], results[1][0])
         for a, b in zip(results[0][1], results[1][1]):

@@ -64,7 +64,8 @@ def test_basis_values_for_known_normals():
 
 
 def test_basis_without_a_gradient_is_the_differentiable_ones_to_the_bit():
-    n = torch.nn.functional.normalize(torch.randn(2, 500, 3, generator=torch.Generator().manual_seed(3)), dim=-1)
+    g = torch.Generator().manual_seed(3)
+    n = torch.nn.functional.normalize(torch.randn(2, 500, 3, generator=g), dim=-1)
     with_grad = n.clone().requires_grad_(True)
     reference = sh_basis(with_grad)
     assert reference.requires_grad  # the stacked path, differentiable

@@ -21,8 +21,8 @@ def _values() -> np.ndarray:
     # and a rounding up to the next power meet), exact binary fractions (ties at some precisions),
     # float32 coordinates as the meshes hold them, negative values that round to zero.
     powers = 10.0 ** np.arange(-22, 23)
-    offsets = np.concatenate([-np.arange(1, 80) * 1e-10, -np.array([4.9999e-9, 5e-9, 5.0001e-9, 4.9999e-8, 5e-8]),
-                              np.arange(0, 6) * 1e-9])
+    ties = np.array([4.9999e-9, 5e-9, 5.0001e-9, 4.9999e-8, 5e-8])
+    offsets = np.concatenate([-np.arange(1, 80) * 1e-10, -ties, np.arange(0, 6) * 1e-9])
     near_powers = (powers[:, None] * (1.0 + offsets[None, :])).ravel()
     binary = np.round(g.normal(size=3000) * 1e6) / 2.0 ** g.integers(0, 34, 3000)
     mesh = (g.normal(size=3000) * 80.0).astype(np.float32).astype(np.float64)
@@ -32,8 +32,9 @@ def _values() -> np.ndarray:
 
 
 @pytest.mark.parametrize("compiled", COMPILED)
-@pytest.mark.parametrize("row", ["v %.8g %.8g %.8g\n", "v %.8f %.8f %.8f\n", "%e|%.3E|%g\n", "x %.17g %10.4f %%%.2f\n",
-                                 "%.1g %.2g %.9g\n", "%.0f|%.3f|%.9f\n", "vt %.6g %.5f %.7g\n"])
+@pytest.mark.parametrize("row", ["v %.8g %.8g %.8g\n", "v %.8f %.8f %.8f\n", "%e|%.3E|%g\n",
+                                 "x %.17g %10.4f %%%.2f\n", "%.1g %.2g %.9g\n", "%.0f|%.3f|%.9f\n",
+                                 "vt %.6g %.5f %.7g\n"])
 def test_rows_are_pythons_formatting(compiled, row):
     values = _values()
     assert format_rows(values, row, compiled=compiled) == (row * len(values)) % tuple(values.ravel().tolist())
@@ -58,8 +59,8 @@ def test_the_short_road_is_taken_for_the_mesh_writers_conversions_and_agrees_wit
     values = _values()
     for row in ("v %.8g %.8g %.8g\n", "v %.8f %.3f %.9g\n"):
         pieces = _short_road(row)
-        assert _text.format_rows(values, row.encode(), pieces) == _text.format_rows(values, row.encode(), pieces,
-                                                                                   fast=False)
+        reference = _text.format_rows(values, row.encode(), pieces, fast=False)
+        assert _text.format_rows(values, row.encode(), pieces) == reference
     with pytest.raises(ValueError, match="short road"):
         _text.format_rows(values, b"%.8g %.8g %.8g\n", ([b"", b" ", b" ", b"\n"], [(b"g", 12)] * 3))
 

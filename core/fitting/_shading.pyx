@@ -222,7 +222,7 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
                   np.empty((G, U, 3), np.float32),  # shading
                   np.empty((G, U, 3), np.float32),  # observed colours
                   np.empty((G, U, 3, 2), np.float32),  # d colour / d (u, v)
-                  np.empty((4, U, 3), np.float64),  # total (denominator + lam), unclamped albedo, d cost / d it, num
+                  np.empty((4, U, 3), np.float64),  # total (+ lam), unclamped albedo, d cost / d it, num
                   np.empty((U, 3), np.float32),  # albedo
                   np.empty(U, np.float64))  # per-vertex cost
         if scratch is not None:

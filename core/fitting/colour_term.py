@@ -117,6 +117,7 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:
         return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
-                                         sigma, kernel_threads() if threads is None else int(threads), scratch)
+                                         sigma, kernel_threads() if threads is None else int(threads),
+                                         scratch)
     uv = camera_to_screen(points[:, :n_patch], scale, trans)[..., :2]
     return shading_cost(patch(points), sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

@@ -162,8 +162,9 @@ def _median_in_pieces(values: Tensor, weights: Tensor, threads: Optional[int]) -
     m = values.shape[1]
     size = max(1, min(_CHUNK, -(-m // 4)))  # pieces for two threads to share evenly
     with single_thread():
-        return torch.cat(parallel_map(lambda s: weighted_median(values[:, s:s + size], weights[:, s:s + size]),
-                                      range(0, m, size), threads))
+        pieces = parallel_map(lambda s: weighted_median(values[:, s:s + size], weights[:, s:s + size]),
+                              range(0, m, size), threads)
+    return torch.cat(pieces)
 
 
 def mirror_uvs(rig: Rig, tri_id: Tensor, bary: Tensor) -> Tuple[Tensor, Tensor]:
@@ -353,7 +354,8 @@ def _grow(mask: Tensor, pixels: int) -> Tensor:
     return torch.from_numpy(grown > 0)
 
 
-def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int, threads: Optional[int]) -> np.ndarray:
+def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int,
+            threads: Optional[int]) -> np.ndarray:
     """``rounds`` times ``x <- a @ x + b``: in one compiled loop (``core.rig._diffusion``, on up to
     ``threads`` threads, None: the usable cores) for float32 values, else by SciPy's products; the
     same bits either way (rig_case1's head: the diffusion 0.13 -> 0.06 s).
@@ -462,7 +464,8 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     total = every.sum(0)  # over all texels: the sum of a (G, M) part may round otherwise
     estimate = torch.zeros(len(tri), 3, dtype=dtype)  # where no photo counts it counts for nothing (total 0)
     if config.median:
-        estimate[active] = _median_in_pieces(values, weights + 1e-12, threads) if values.shape[1] else values[0]
+        estimate[active] = (_median_in_pieces(values, weights + 1e-12, threads) if values.shape[1]
+                            else values[0])
     else:
         estimate[active] = (values * weights[..., None]).sum(0) / total[active].clamp(min=1e-9)[:, None]
 

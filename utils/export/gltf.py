@@ -313,7 +313,8 @@ class RigGlbDraft:
         if self._written:
             raise ValueError("RigGlbDraft: already written")
         if self.texture_later != (texture_png is not None):
-            raise ValueError("RigGlbDraft: texture_png is needed exactly where the mesh's texture was to come")
+            raise ValueError("RigGlbDraft: texture_png is needed exactly where the mesh's texture was "
+                             "to come")
         start = time.perf_counter()
         if texture_png is not None:
             _add_texture(self._gltf, self._binary, texture_png)

@@ -27,8 +27,9 @@ from utils.io.tracking import TrackingData, load_tracking
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rig_mesh", "split_seams", "glb_options", "rig_weights", "animation_keys", "export_rig", "prepare_rig_glb",
-           "write_rig_glb_draft", "export_animation", "export_live_link_csv", "export_files", "FORMATS"]
+__all__ = ["rig_mesh", "split_seams", "glb_options", "rig_weights", "animation_keys", "export_rig",
+           "prepare_rig_glb", "write_rig_glb_draft", "export_animation", "export_live_link_csv",
+           "export_files", "FORMATS"]
 
 FORMATS = ("glb", "csv")
 _FILES = {"rig": "rig.glb", "animation": "animation.glb", "csv": "animation_arkit.csv"}
@@ -181,7 +182,8 @@ def export_rig(rig: Rig, path: Union[str, Path], names: NameStyle = "arkit",
     return write_rig_glb(rig_mesh(rig, names, source), path, glb_options(rig, options))
 
 
-def prepare_rig_glb(rig: Rig, names: NameStyle = "arkit", options: Optional[GltfOptions] = None) -> RigGlbDraft:
+def prepare_rig_glb(rig: Rig, names: NameStyle = "arkit",
+                    options: Optional[GltfOptions] = None) -> RigGlbDraft:
     """`export_rig`'s work up to the texture's pixels: ``rig.glb``'s geometry and targets from the
     rig's shape and UVs, for a caller whose texture is still being made (`write_rig_glb_draft`)."""
     return RigGlbDraft(rig_mesh(rig, names, texture=False), glb_options(rig, options))

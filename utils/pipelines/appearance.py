@@ -186,7 +186,8 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     if result is None:
         raise ValueError("write_appearance: the rig run holds no build result")
     rig_path = out_dir / "rig" / "rig.npz"
-    worker = BackgroundWorker("rig-archive", nice=FILES_NICE) if writer is None else contextlib.nullcontext(writer)
+    worker = (BackgroundWorker("rig-archive", nice=FILES_NICE) if writer is None
+              else contextlib.nullcontext(writer))
     with worker as files:
         start = time.perf_counter()
         try:
