@@ -63,6 +63,27 @@ def test_a_nice_worker_runs_at_a_lower_priority_than_its_caller():
         BackgroundWorker("test", nice=-1)
 
 
+def test_a_call_beside_the_queue_starts_in_turn_runs_beside_the_next_and_ends_before_close():
+    seen, later_ran = [], threading.Event()
+
+    def beside():
+        seen.append("beside started")
+        seen.append(later_ran.wait(10))  # True only if a call queued after it ran meanwhile
+        time.sleep(0.2)
+        seen.append("beside done")
+
+    with BackgroundWorker("test", depth=4) as worker:
+        worker.submit(seen.append, "before")
+        worker.submit_beside(beside)
+        worker.submit(later_ran.set)
+    assert seen == ["before", "beside started", True, "beside done"]  # close waited for it
+
+    failing = BackgroundWorker("test")
+    failing.submit_beside(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.close()
+
+
 def test_worker_errors_reach_the_caller():
     ran = []
     worker = BackgroundWorker("test", depth=4)

@@ -28,7 +28,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 __all__ = ["BackgroundWorker", "FILES_NICE"]
 
@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 class BackgroundWorker:
-    """Calls run in submission order on one daemon thread, at most ``depth`` waiting.
+    """Calls run in submission order on one daemon thread, at most ``depth`` waiting (a call queued by
+    `submit_beside` starts in its turn on a thread of its own, beside the calls after it).
 
     Attributes:
         waited: seconds the caller spent waiting (for room in the queue, and for the end in `close`).
@@ -51,8 +52,10 @@ class BackgroundWorker:
         if nice < 0:
             raise ValueError(f"BackgroundWorker: nice must be >= 0 (a lower priority), got {nice}")
         self.nice = int(nice)
-        self._queue: "queue.Queue[Optional[Tuple[Callable[..., Any], tuple]]]" = queue.Queue(maxsize=depth)
+        self._queue: "queue.Queue[Optional[Tuple[Callable[..., Any], tuple, bool]]]" = queue.Queue(depth)
         self._error: Optional[BaseException] = None
+        self._error_lock = threading.Lock()
+        self._beside: List[threading.Thread] = []
         self._closed = False
         self.waited = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -64,22 +67,46 @@ class BackgroundWorker:
         while True:
             item = self._queue.get()
             if item is None:
+                for thread in self._beside:  # the calls started beside the queue end before the worker
+                    thread.join()
                 return
             if self._error is None:  # after an error the rest is skipped
-                fn, args = item
-                try:
-                    fn(*args)
-                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                fn, args, beside = item
+                if beside:
+                    # Started by this thread, the new one inherits its priority.
+                    thread = threading.Thread(target=self._call, args=(fn, args), daemon=True,
+                                              name=f"{self._thread.name}-beside")
+                    self._beside.append(thread)
+                    thread.start()
+                else:
+                    self._call(fn, args)
+
+    def _call(self, fn: Callable[..., Any], args: tuple) -> None:
+        try:
+            fn(*args)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            with self._error_lock:
+                if self._error is None:
                     self._error = err
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)`` (waits while the queue is full); raises the worker's error, if any."""
+        self._put(fn, args, False)
+
+    def submit_beside(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)`` like `submit`, but when its turn comes it starts on a thread of its own,
+        beside the calls queued after it (for a long job they do not depend on: on two cores the
+        worker's next calls need not wait for it). The worker waits for it before it stops; its
+        error is the worker's."""
+        self._put(fn, args, True)
+
+    def _put(self, fn: Callable[..., Any], args: tuple, beside: bool) -> None:
         if self._closed:
             raise RuntimeError("BackgroundWorker: submit after close")
         if self._error is not None:
             raise self._error
         start = time.perf_counter()
-        self._queue.put((fn, args))
+        self._queue.put((fn, args, beside))
         self.waited += time.perf_counter() - start
 
     def close(self, raise_error: bool = True) -> Optional[BaseException]:

@@ -198,8 +198,9 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         # The archive (zlib, ~0.25 s), the textured OBJs (text, ~0.15 s) and rig.glb's geometry and
         # targets (~0.1 s) need the head's shape and UVs, not its texture's pixels (the files name
         # the PNG written below, or the painted one where the texture fails): the worker makes them
-        # while the texture is estimated, and rig.glb once the PNG is written.
-        files.submit(head.save, rig_path, False)
+        # while the texture is estimated, and rig.glb once the PNG is written; the archive beside
+        # the others, after the files queued before it.
+        files.submit_beside(head.save, rig_path, False)
         files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name, result.params["expression"],
                      rig_run.used, True)
         glb_file = _GlbFile(head, glb_options) if glb else None
