@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Ty
 
 import torch
 
-__all__ = ["usable_cores", "free_cores", "single_thread", "parallel_map"]
+__all__ = ["usable_cores", "free_cores", "single_thread", "thread_count", "parallel_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -113,6 +113,12 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def thread_count(threads: Optional[int] = None) -> int:
+    """``threads``, or where None the usable cores, at most 4: how many threads a piece of parallel
+    work takes (`parallel_map`, a compiled loop, a tree search)."""
+    return min(usable_cores() or 1, 4) if threads is None else int(threads)
+
+
 def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: Optional[int] = None) -> List[R]:
     """``[fn(x) for x in items]`` on up to ``threads`` threads (None: the usable cores, at most 4).
 
@@ -128,7 +134,7 @@ def parallel_map(fn: Callable[[T], R], items: Iterable[T], threads: Optional[int
     if len(work) <= 1:  # nothing to share out: the cores are not even counted
         count = len(work)
     else:
-        count = min(min(usable_cores() or 1, 4) if threads is None else threads, len(work))
+        count = min(thread_count(threads), len(work))
     if count <= 1:
         return [fn(x) for x in work]
     with ThreadPoolExecutor(max_workers=count) as pool:

@@ -128,3 +128,10 @@ def test_threads_started_inside_single_thread_run_with_one_thread():
     with cpus.single_thread():
         cpus.parallel_map(lambda _: seen.append(torch.get_num_threads()), range(4), threads=2)
     assert seen == [1, 1, 1, 1]
+
+
+def test_thread_count_is_the_usable_cores_up_to_four_unless_given(monkeypatch):
+    for usable, expected in ((8, 4), (2, 2), (None, 1)):
+        monkeypatch.setattr(cpus, "usable_cores", lambda usable=usable: usable)
+        assert cpus.thread_count() == expected
+    assert cpus.thread_count(3) == 3

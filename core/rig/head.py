@@ -23,7 +23,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from core.cpus import usable_cores
+from core.cpus import thread_count
 from core.face_model.model import MorphableModel
 from core.mesh import subset_index, triangles_within
 from core.rig.parts import (EYEBALLS, IRIS, PART_COLOURS, PART_REGIONS, RIGID_PARTS, RigParts, eye_axis,
@@ -82,7 +82,7 @@ def _nearest(points: np.ndarray, queries: np.ndarray, k: int = 1) -> Tuple[np.nd
         points (N, 3), queries (Q, 3) -> (Q,) or (Q, k) each.
     """
     tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
-    return tree.query(queries, k=k, workers=min(4, usable_cores() or 1))
+    return tree.query(queries, k=k, workers=thread_count())
 
 
 def _carry(values: Tensor, index: np.ndarray, weight: np.ndarray) -> Tensor:

@@ -34,7 +34,7 @@ from scipy import sparse
 from torch import Tensor
 
 from core.camera import WeakPerspective
-from core.cpus import parallel_map, single_thread, usable_cores
+from core.cpus import parallel_map, single_thread, thread_count
 from core.lighting import sh_shading
 from core.mesh import vertex_neighbours, vertex_normals
 from core.render.rasterize import rasterize
@@ -370,8 +370,7 @@ def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int,
             x = a @ x + b
         return x
     x = np.array(x, dtype=np.float32, order="C")  # a copy: iterated in place
-    threads = min(4, usable_cores() or 1) if threads is None else int(threads)
-    _DIFFUSION.iterate(a.indptr, a.indices, a.data, np.ascontiguousarray(b), x, rounds, threads)
+    _DIFFUSION.iterate(a.indptr, a.indices, a.data, np.ascontiguousarray(b), x, rounds, thread_count(threads))
     return x
 
 
