@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.camera import euler_to_matrix, rotate_points
 from core.fitting.colour_term import colour_term, compiled_available
 from core.mesh import PatchNormals
 
@@ -36,8 +37,10 @@ def _problem(seed: int, images_size: int = 96, prior_one_colour: bool = False) -
     weights[torch.rand(g, len(ids), generator=gen) < 0.2] = 0
     sh = 0.3 * torch.randn(g, 9, 3, generator=gen, dtype=torch.float64)
     sh[:, 0] += 0.6
+    rotation = euler_to_matrix(torch.tensor([[0.1, -0.2, 0.05], [-0.15, 0.3, 0.0], [0.05, 0.1, -0.1]],
+                                            dtype=torch.float64))
     return dict(
-        points=points, scale=torch.tensor([1.5, 1.9, 1.2], dtype=torch.float64),
+        shape=points, rotation=rotation, scale=torch.tensor([1.5, 1.9, 1.2], dtype=torch.float64),
         trans=torch.tensor([[48.0, 48.0], [30.0, 70.0], [50.0, 44.0]], dtype=torch.float64),  # image 2: part off
         images=torch.rand(g, 3, images_size, images_size, generator=gen, dtype=torch.float64), patch=patch,
         weights=weights, sh=sh,
@@ -45,18 +48,21 @@ def _problem(seed: int, images_size: int = 96, prior_one_colour: bool = False) -
                else torch.rand(len(ids), 3, generator=gen, dtype=torch.float64)))
 
 
+_VARIABLES = ("shape", "rotation", "scale", "trans")
+
+
 def _cost_and_grads(problem: dict, compiled: bool, dtype: torch.dtype, prior_weight: float = 0.05,
                     sigma: float = 0.05) -> tuple:
     p = {k: (v.to(dtype) if torch.is_tensor(v) else v) for k, v in problem.items()}
-    wanted = [p[k].requires_grad_(True) for k in ("points", "scale", "trans")]
-    cost = colour_term(p["points"], p["scale"], p["trans"], p["images"], p["patch"], p["weights"], p["sh"],
-                       p["prior"], prior_weight, sigma, compiled=compiled)
+    wanted = [p[k].requires_grad_(True) for k in _VARIABLES]
+    cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], prior_weight, sigma,
+                       compiled=compiled)
     return cost, torch.autograd.grad(cost, wanted)
 
 
 @pytest.mark.parametrize("seed, one_colour", [(0, False), (1, True), (2, False)])
 def test_compiled_pass_equals_the_composed_functions(seed, one_colour):
-    """Cost and gradients (points, scales, translations) within float32 rounding of the torch functions
+    """Cost and gradients (object-space points, rotations, scales, translations) within float32 rounding of the torch functions
     evaluated in float64; the problem covers zero weights, vertices beyond the image's edge and
     albedos clamped at 0 or 1."""
     problem = _problem(seed, prior_one_colour=one_colour)
@@ -67,28 +73,33 @@ def test_compiled_pass_equals_the_composed_functions(seed, one_colour):
         assert got.dtype == torch.float32
         assert torch.allclose(got.double(), want, rtol=1e-3, atol=1e-4 * float(want.abs().max()))
     # The cases are really there: the clamp and the image's edge change the cost.
-    uv_u = problem["scale"][:, None] * problem["points"][:, :300, 0] + problem["trans"][:, :1]
+    camera = rotate_points(problem["shape"], problem["rotation"])
+    uv_u = problem["scale"][:, None] * camera[:, :300, 0] + problem["trans"][:, :1]
     assert bool(((uv_u < 0) | (uv_u > 95)).any())
 
 
 def test_compiled_gradient_is_the_cost_slope():
-    """The kernel's own gradient against central differences of its own cost (float32 steps of 1e-3 mm),
-    on smooth images (bilinear sampling of noise has a kink at every pixel edge)."""
+    """The kernel's own gradient against central differences of its own cost (float32 steps of 1e-3 mm
+    of the points, 1e-4 of the rotation matrices' entries), on smooth images (bilinear sampling of
+    noise has a kink at every pixel edge)."""
     problem = _problem(3)
     ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
     smooth = torch.stack([0.5 + 0.3 * torch.sin(xs / (7 + c) + c) * torch.cos(ys / 5) for c in range(3)])
     problem["images"] = smooth[None].repeat(3, 1, 1, 1).double()
+    problem["rotation"] = torch.eye(3, dtype=torch.float64).repeat(3, 1, 1)  # no kink within the steps
     p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in problem.items()}
     cost, grads = _cost_and_grads(problem, compiled=True, dtype=torch.float32)
-    direction = torch.randn(p["points"].shape, generator=torch.Generator().manual_seed(4))
-    h = 1e-3
+    gen = torch.Generator().manual_seed(4)
+    for k, h in ((0, 1e-3), (1, 1e-4)):
+        direction = torch.randn(p[_VARIABLES[k]].shape, generator=gen)
 
-    def at(step: float) -> float:
-        return float(colour_term(p["points"] + step * direction, p["scale"], p["trans"], p["images"], p["patch"],
-                                 p["weights"], p["sh"], p["prior"], 0.05, 0.05, compiled=True))
+        def at(step: float) -> float:
+            moved = [p[name] + step * direction if i == k else p[name] for i, name in enumerate(_VARIABLES)]
+            return float(colour_term(*moved, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05, 0.05,
+                                     compiled=True))
 
-    slope = (at(h) - at(-h)) / (2 * h)
-    assert slope == pytest.approx(float((grads[0] * direction).sum()), rel=0.02)
+        slope = (at(h) - at(-h)) / (2 * h)
+        assert slope == pytest.approx(float((grads[k] * direction).sum()), rel=0.02)
 
 
 def test_float64_points_take_the_torch_path_and_bad_shapes_are_named():
@@ -97,8 +108,11 @@ def test_float64_points_take_the_torch_path_and_bad_shapes_are_named():
     ref, _ = _cost_and_grads(problem, compiled=False, dtype=torch.float64)
     assert float(cost.detach()) == float(ref.detach()) and grads[0].dtype == torch.float64
     with pytest.raises(ValueError, match="weights"):
-        colour_term(problem["points"], problem["scale"], problem["trans"], problem["images"], problem["patch"],
+        colour_term(*(problem[k] for k in _VARIABLES), problem["images"], problem["patch"],
                     problem["weights"][:, :10], problem["sh"], problem["prior"], 0.05, 0.05)
+    with pytest.raises(ValueError, match="rotation"):
+        colour_term(problem["shape"], problem["rotation"][:, :2], problem["scale"], problem["trans"],
+                    problem["images"], problem["patch"], problem["weights"], problem["sh"], problem["prior"], 0.05, 0.05)
 
 
 def test_thread_count_does_not_change_the_result(monkeypatch):
@@ -107,7 +121,7 @@ def test_thread_count_does_not_change_the_result(monkeypatch):
     p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in problem.items()}
     results = []
     for threads in (1, 3):
-        wanted = [p[k].clone().requires_grad_(True) for k in ("points", "scale", "trans")]
+        wanted = [p[k].clone().requires_grad_(True) for k in _VARIABLES]
         cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05, 0.05,
                            compiled=True, threads=threads)
         results.append((cost.detach(), torch.autograd.grad(cost, wanted)))
@@ -127,7 +141,7 @@ def test_working_arrays_kept_between_calls_do_not_change_the_result():
             p = {k: (v[:2] if torch.is_tensor(v) and k not in ("prior",) else v) for k, v in p.items()}
         results = []
         for kept in (scratch, None):
-            wanted = [p[k].clone().requires_grad_(True) for k in ("points", "scale", "trans")]
+            wanted = [p[k].clone().requires_grad_(True) for k in _VARIABLES]
             cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05,
                                0.05, compiled=True, threads=2, scratch=kept)
             results.append((cost.detach(), torch.autograd.grad(cost, wanted)))

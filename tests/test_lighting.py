@@ -6,7 +6,7 @@ import pytest
 import torch
 import trimesh
 
-from core.lighting import SH_CONSTANT, sh_basis, sh_shading, shade, solve_sh
+from core.lighting import SH_CONSTANT, ShSystem, sh_basis, sh_shading, shade, solve_sh
 from core.mesh import vertex_normals
 
 
@@ -102,6 +102,38 @@ def test_solve_sh_recovers_coefficients_on_a_sphere():
     corrupted = torch.where(mask[..., None], observed, torch.rand_like(observed))
     sh_masked = solve_sh(albedo, normals, corrupted, mask=mask, reg=1e-8)
     torch.testing.assert_close(sh_masked, sh_true, atol=1e-4, rtol=0)
+
+
+def test_sh_system_solves_the_weighted_normal_equations_for_each_albedo():
+    """One `ShSystem` (fixed normals and weights) solved for two albedos and colour sets gives the
+    explicit per-image, per-channel ridge normal equations' answer (its 45 pair products stand for
+    the 81 entries of the symmetric matrix), with and without a gradient being taken, and its
+    shading is `sh_shading`'s."""
+    verts, _ = _sphere(2)
+    gen = torch.Generator().manual_seed(7)
+    normals = torch.nn.functional.normalize(verts.repeat(2, 1, 1) + 0.3 * torch.randn(
+        2, verts.shape[1], 3, generator=gen, dtype=torch.float64), dim=-1)
+    mask = torch.rand(2, verts.shape[1], generator=gen, dtype=torch.float64) * (
+        torch.rand(2, verts.shape[1], generator=gen) > 0.3)
+    system = ShSystem(normals, mask)
+    basis = sh_basis(normals)
+    for seed in (1, 2):
+        g = torch.Generator().manual_seed(seed)
+        albedo = torch.rand(2, verts.shape[1], 3, generator=g, dtype=torch.float64) + 0.2
+        observed = torch.rand(2, verts.shape[1], 3, generator=g, dtype=torch.float64)
+        want = torch.empty(2, 9, 3, dtype=torch.float64)
+        for b in range(2):
+            for c in range(3):
+                design = albedo[b, :, c, None] * basis[b]  # (V, 9)
+                lhs = design.T @ (mask[b, :, None] * design) + 1e-3 * float(mask[b].sum()) * torch.eye(9)
+                want[b, :, c] = torch.linalg.solve(lhs, design.T @ (mask[b] * observed[b, :, c]))
+        torch.testing.assert_close(system.solve(albedo, observed, reg=1e-3), want, rtol=1e-7, atol=1e-9)
+        graded = ShSystem(normals.clone().requires_grad_(), mask).solve(albedo, observed, reg=1e-3)
+        torch.testing.assert_close(graded.detach(), want, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(solve_sh(albedo, normals, observed, mask, reg=1e-3), want, rtol=1e-7,
+                                   atol=1e-9)
+    sh = torch.randn(2, 9, 3, generator=gen, dtype=torch.float64)
+    assert torch.equal(system.shading(sh), sh_shading(normals, sh))
 
 
 def test_gradcheck_normals_shading_and_solve():

@@ -10,7 +10,7 @@ import trimesh
 import core.render.rasterize as rasterize_module
 from core.camera import euler_to_matrix, weak_perspective_screen
 from core.mesh import vertex_normals
-from core.render.rasterize import Fragments, interpolate, kernel_built, rasterize
+from core.render.rasterize import Fragments, interpolate, kernel_built, rasterize, zbuffer_depth
 from core.render.shade import (composite, default_sh, render_depth, render_flat, render_normals,
                                render_overlay, render_shaded, render_vertex_colors)
 from core.render.visibility import front_facing, vertex_visibility
@@ -104,6 +104,15 @@ def test_a_batch_is_its_images_rasterized_one_by_one(backend):
         assert torch.equal(batch.tri_id[k:k + 1], alone.tri_id) and torch.equal(batch.depth[k:k + 1], alone.depth)
         assert torch.equal(batch.bary[k:k + 1], alone.bary)
     assert not torch.equal(batch.tri_id[0], batch.tri_id[1])  # the images differ
+    for dtype in (torch.float64, torch.float32):  # the batch written in the vertices' dtype
+        cast = rasterize(verts.to(dtype), tris, 40, 56, backend=backend)
+        wide = rasterize(verts.to(dtype).double(), tris, 40, 56, backend=backend)  # the kernel's float64
+        assert cast.bary.dtype == cast.depth.dtype == dtype and torch.equal(cast.tri_id, wide.tri_id)
+        assert torch.equal(cast.depth, wide.depth.to(dtype)) and torch.equal(cast.bary, wide.bary.to(dtype))
+        for images in (verts.to(dtype), verts[2:3].to(dtype)):  # a batch, and one image
+            tri_id, depth = zbuffer_depth(images, tris, 40, 56, backend=backend)
+            full = rasterize(images, tris, 40, 56, backend=backend)
+            assert torch.equal(tri_id, full.tri_id) and torch.equal(depth, full.depth)
 
 
 def test_numpy_backend_chunks_give_the_same_result(monkeypatch):

@@ -1,13 +1,16 @@
 # cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """The photometric stage's colour term and its gradient in one compiled pass (`core.fitting.colour_term`).
 
-From the camera-space points of an observed patch to the robust colour cost, in one call: vertex
-normals (area-weighted sums of the incident triangles' normals, normalised), the images' colours
+From the object-space points of an observed patch and each image's rotation to the robust colour
+cost, in one call: the points rotated into each camera, vertex normals (area-weighted sums of the incident triangles' normals, normalised), the images' colours
 sampled bilinearly at the projected vertices, SH shading, the albedo in closed form from all
 images, the Geman-McClure cost; then its gradient with respect to the points, the scales and the
 translations, by hand. The same arithmetic as composing `core.mesh.PatchNormals`,
 `core.sampling.sample_points` and `core.fitting.shading_cost.shading_cost` (float32, sums over
-images in float64), which stay the reference and the fallback.
+images in float64), which stay the reference and the fallback. The gradient comes back with respect
+to the object-space points and the rotation matrices: the rotation and its two backward products
+cost the torch graph three batched products on points-first layouts (about 1 ms a call), here a
+pass over the points each.
 
 The images are independent but for the albedo (a sum over images per vertex), so the pass is an
 image-parallel forward, a vertex-parallel albedo and cost, and an image-parallel backward, on
@@ -31,6 +34,39 @@ cdef inline float _tap(const float* plane, Py_ssize_t x, Py_ssize_t y, Py_ssize_
     if x < 0 or y < 0 or x >= w or y >= h:
         return 0.0
     return plane[y * w + x]
+
+
+cdef void _rotate(const float* X, const float* R, Py_ssize_t N, float* P) noexcept nogil:
+    """``P = R X`` for each of N points (rows of 3)."""
+    cdef Py_ssize_t n
+    cdef float x, y, z
+    for n in range(N):
+        x, y, z = X[3 * n], X[3 * n + 1], X[3 * n + 2]
+        P[3 * n] = R[0] * x + R[1] * y + R[2] * z
+        P[3 * n + 1] = R[3] * x + R[4] * y + R[5] * z
+        P[3 * n + 2] = R[6] * x + R[7] * y + R[8] * z
+
+
+cdef void _rotate_back(const float* dP, const float* X, const float* R, Py_ssize_t N, float* dX,
+                       float* dR) noexcept nogil:
+    """The gradient of ``P = R X`` flowing back from ``dP``: ``dX = R^T dP`` per point and
+    ``dR = sum_n dP_n X_n^T`` (summed in double)."""
+    cdef Py_ssize_t n, i
+    cdef float a, b, c
+    cdef double acc[9]
+    for i in range(9):
+        acc[i] = 0.0
+    for n in range(N):
+        a, b, c = dP[3 * n], dP[3 * n + 1], dP[3 * n + 2]
+        dX[3 * n] = R[0] * a + R[3] * b + R[6] * c
+        dX[3 * n + 1] = R[1] * a + R[4] * b + R[7] * c
+        dX[3 * n + 2] = R[2] * a + R[5] * b + R[8] * c
+        for i in range(3):
+            acc[3 * i] += dP[3 * n + i] * X[3 * n]
+            acc[3 * i + 1] += dP[3 * n + i] * X[3 * n + 1]
+            acc[3 * i + 2] += dP[3 * n + i] * X[3 * n + 2]
+    for i in range(9):
+        dR[i] = <float>acc[i]
 
 
 cdef void _forward_image(const float* P, const float* wg, const float* image, Py_ssize_t H, Py_ssize_t W,
@@ -186,29 +222,31 @@ cdef void _backward_image(const float* P, const float* wg, float sc, const float
         dP[i0 + 2] -= gz + dz
 
 
-def colour_term(const float[:, :, ::1] points, const float[::1] scale, const float[:, ::1] trans,
+def colour_term(const float[:, :, ::1] shape, const float[:, :, ::1] rotation, const float[::1] scale,
+                const float[:, ::1] trans,
                 const float[:, :, :, ::1] images, const cnp.int64_t[:, ::1] triangles,
                 const cnp.int64_t[:, ::1] targets, const float[:, ::1] weights, const float[:, :, ::1] sh,
                 const float[:, ::1] prior, const double[::1] basis, double prior_weight, double sigma,
                 double eps, int threads=1, dict scratch=None):
     """Cost and gradient of the colour term (see `core.fitting.colour_term.colour_term`).
 
-    Shapes: points (G, N, 3) camera space, the patch's U vertices first; scale (G,); trans (G, 2);
-    images (G, 3, H, W); triangles (T, 3) rows of ``points``; targets (T, 3) the patch row each
-    corner's normal is summed into, or -1; weights (G, U); sh (G, 9, 3); prior (U, 3); basis (9,) the
-    SH basis factors. Returns (cost, d_points (G, N, 3), d_scale (G,), d_trans (G, 2)).
+    Shapes: shape (G, N, 3) object space, the patch's U vertices first; rotation (G, 3, 3) each image's
+    (camera points ``R X``); scale (G,); trans (G, 2); images (G, 3, H, W); triangles (T, 3) rows of
+    ``shape``; targets (T, 3) the patch row each corner's normal is summed into, or -1; weights
+    (G, U); sh (G, 9, 3); prior (U, 3); basis (9,) the SH basis factors. Returns (cost, d_shape
+    (G, N, 3), d_rotation (G, 3, 3), d_scale (G,), d_trans (G, 2)).
 
     ``scratch``: a dict in which the pass keeps its working arrays for the next call of the same
     shapes (about 6 MB for a rig's photos: allocating and zeroing them anew took up to a tenth of
     each call on one thread); one per problem and thread, never shared by calls running at the
     same time.
     """
-    cdef Py_ssize_t G = points.shape[0], N = points.shape[1], U = weights.shape[1]
+    cdef Py_ssize_t G = shape.shape[0], N = shape.shape[1], U = weights.shape[1]
     cdef Py_ssize_t T = triangles.shape[0], H = images.shape[2], W = images.shape[3]
     cdef Py_ssize_t g, u, c, j, k
     if (U > N or weights.shape[0] != G or images.shape[0] != G or images.shape[1] != 3 or sh.shape[0] != G
             or prior.shape[0] != U or scale.shape[0] != G or trans.shape[0] != G or targets.shape[0] != T
-            or basis.shape[0] != 9):
+            or basis.shape[0] != 9 or rotation.shape[0] != G or rotation.shape[1] != 3 or rotation.shape[2] != 3):
         raise ValueError("colour_term: inconsistent shapes")
     threads = max(1, min(threads, G))
     # Working arrays, from ``scratch`` where it holds them for these shapes. The sums start at zero
@@ -224,16 +262,21 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
                   np.empty((G, U, 3, 2), np.float32),  # d colour / d (u, v)
                   np.empty((4, U, 3), np.float64),  # total (+ lam), unclamped albedo, d cost / d it, num
                   np.empty((U, 3), np.float32),  # albedo
-                  np.empty(U, np.float64))  # per-vertex cost
+                  np.empty(U, np.float64),  # per-vertex cost
+                  np.empty((G, N, 3), np.float32),  # camera-space points
+                  np.empty((G, N, 3), np.float32))  # d cost / d them (zeroed below)
         if scratch is not None:
             scratch.clear()
             scratch[(G, N, U)] = arrays
-    summed_a, normal_a, length_a, shading_a, observed_a, slope_a, sums_a, albedo_a, vertex_cost_a = arrays
+    summed_a, normal_a, length_a, shading_a, observed_a, slope_a, sums_a, albedo_a, vertex_cost_a, points_a, \
+        d_points_a = arrays
     factors_a = np.asarray(basis, np.float32)
-    d_points_a = np.zeros((G, N, 3), np.float32)
+    d_shape_a = np.empty((G, N, 3), np.float32)
+    d_rotation_a = np.empty((G, 3, 3), np.float32)
     d_scale_a = np.zeros(G, np.float32)
     d_trans_a = np.zeros((G, 2), np.float32)
     cdef float[:, :, ::1] S = summed_a, nrm = normal_a, sha = shading_a, obs = observed_a, dP = d_points_a
+    cdef float[:, :, ::1] points = points_a, d_shape = d_shape_a, d_rotation = d_rotation_a
     cdef float[:, :, :, ::1] slo = slope_a
     cdef float[:, ::1] lng = length_a, albedo_m = albedo_a, d_trans = d_trans_a
     cdef float[::1] d_scale = d_scale_a, factors = factors_a
@@ -254,8 +297,10 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
         memset(&obs[0, 0, 0], 0, G * U * 3 * sizeof(float))  # (weighted by 0 where unseen)
         memset(total, 0, 4 * U * 3 * sizeof(double))
         memset(&vertex_cost[0], 0, U * sizeof(double))
-        # Forward, per image: normals, colours, shading.
+        memset(&dP[0, 0, 0], 0, G * N * 3 * sizeof(float))
+        # Forward, per image: camera points, normals, colours, shading.
         for g in prange(G, schedule="dynamic", num_threads=threads):
+            _rotate(&shape[g, 0, 0], &rotation[g, 0, 0], N, &points[g, 0, 0])
             _forward_image(&points[g, 0, 0], &weights[g, 0], &images[g, 0, 0, 0], H, W, scale[g], trans[g, 0],
                            trans[g, 1], &sh[g, 0, 0], &factors[0], &triangles[0, 0], &targets[0, 0], T, U, feps,
                            &S[g, 0, 0], &nrm[g, 0, 0], &lng[g, 0], &sha[g, 0, 0], &obs[g, 0, 0], &slo[g, 0, 0, 0])
@@ -297,10 +342,13 @@ def colour_term(const float[:, :, ::1] points, const float[::1] scale, const flo
                     d_lam = d_lam + d_raw[j] * (prior[u, c] - raw[j]) / total[j]
         if lam_free:
             d_lam_term = <float>(d_lam * prior_weight / (3 * U))
-        # Backward, per image: shading and colours -> normals and positions -> points, scale, trans.
+        # Backward, per image: shading and colours -> normals and positions -> points, scale, trans ->
+        # object-space points and rotation.
         for g in prange(G, schedule="dynamic", num_threads=threads):
             _backward_image(&points[g, 0, 0], &weights[g, 0], scale[g], &sh[g, 0, 0], &factors[0], &triangles[0, 0],
                             &targets[0, 0], T, U, feps, albedo, raw, total, d_raw, d_lam_term, s2, s4, &S[g, 0, 0],
                             &nrm[g, 0, 0], &lng[g, 0], &sha[g, 0, 0], &obs[g, 0, 0], &slo[g, 0, 0, 0], &dP[g, 0, 0],
                             &d_scale[g], &d_trans[g, 0])
-    return cost, d_points_a, d_scale_a, d_trans_a
+            _rotate_back(&dP[g, 0, 0], &shape[g, 0, 0], &rotation[g, 0, 0], N, &d_shape[g, 0, 0],
+                         &d_rotation[g, 0, 0])
+    return cost, d_shape_a, d_rotation_a, d_scale_a, d_trans_a

@@ -1,4 +1,5 @@
-"""The photometric stage's colour term from the camera-space points of an observed patch.
+"""The photometric stage's colour term from the object-space points of an observed patch and each
+image's rotation.
 
 ``sum_g,m,c w_gm rho(I_g(uv_gm)_c - a_mc s_gmc)``: the vertex normals of the current points
 (`core.mesh.PatchNormals`), the images' colours at the projected vertices (`core.sampling.sample_points`),
@@ -15,7 +16,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from core.camera import camera_to_screen
+from core.camera import camera_to_screen, rotate_points
 from core.checks import check_shape
 from core.cpus import free_cores
 from core.fitting.shading_cost import shading_cost
@@ -54,35 +55,35 @@ class _CompiledColourTerm(torch.autograd.Function):
     """The kernel's cost, with the gradient it computed in the same pass handed back in ``backward``."""
 
     @staticmethod
-    def forward(ctx, points: Tensor, scale: Tensor, trans: Tensor, images: Tensor,  # type: ignore[override]
-                patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
-                sigma: float, threads: int, scratch: Optional[dict]) -> Tensor:
+    def forward(ctx, shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor,  # type: ignore[override]
+                images: Tensor, patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor,
+                prior_weight: float, sigma: float, threads: int, scratch: Optional[dict]) -> Tensor:
         def c(t: Tensor) -> Tensor:
             return t.detach().to(torch.float32).contiguous()
 
-        cost, d_points, d_scale, d_trans = _SHADING.colour_term(
-            c(points).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(), patch.triangles.numpy(),
-            patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(), _BASIS.numpy(),
-            float(prior_weight), float(sigma), _NORMAL_EPS, threads, scratch)
-        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in
-                          ((d_points, points), (d_scale, scale), (d_trans, trans)))
-        return points.new_tensor(cost)
+        cost, *grads = _SHADING.colour_term(
+            c(shape).numpy(), c(rotation).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(),
+            patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(),
+            _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads, scratch)
+        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in zip(grads, (shape, rotation, scale, trans)))
+        return shape.new_tensor(cost)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        d_points, d_scale, d_trans = (grad * g for g in ctx.grads)
-        return d_points, d_scale, d_trans, None, None, None, None, None, None, None, None, None
+        return (*(grad * g for g in ctx.grads), None, None, None, None, None, None, None, None, None)
 
 
-def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, patch: PatchNormals,
-                weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float, sigma: float,
-                compiled: Optional[bool] = None, threads: Optional[int] = None,
+def colour_term(shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor, images: Tensor,
+                patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
+                sigma: float, compiled: Optional[bool] = None, threads: Optional[int] = None,
                 scratch: Optional[dict] = None) -> Tensor:
     """The robust colour cost of the patch's vertices over all images; differentiable in the points,
-    the scales and the translations.
+    the rotations, the scales and the translations.
 
     Args:
-        points: camera-space positions of ``patch.support`` (the patch's vertices first), mm.
+        shape: object-space positions of ``patch.support`` (the patch's vertices first), mm.
+        rotation: each image's rotation matrix: the camera-space points are ``R X``
+            (`core.camera.rotate_points`).
         scale, trans: the weak-perspective projection ``(u, v) = (scale x + tu, tv - scale y)``,
             crop pixels.
         images: the crops, RGB in [0, 1] (held).
@@ -99,25 +100,28 @@ def colour_term(points: Tensor, scale: Tensor, trans: Tensor, images: Tensor, pa
             the same time. None: allocated each call. The result does not depend on it.
 
     Shape:
-        points (G, N, 3) with N = len(patch.support); scale (G,); trans (G, 2); images (G, 3, H, W);
-        weights (G, U) with U = len(patch.vertex_ids); sh (G, 9, 3); prior (U, 3) or (3,) -> ().
+        shape (G, N, 3) with N = len(patch.support); rotation (G, 3, 3); scale (G,); trans (G, 2);
+        images (G, 3, H, W); weights (G, U) with U = len(patch.vertex_ids); sh (G, 9, 3);
+        prior (U, 3) or (3,) -> ().
     """
-    g, n_support, n_patch = points.shape[0], len(patch.support), len(patch.vertex_ids)
-    check_shape("points", points, (None, n_support, 3))
+    g, n_support, n_patch = shape.shape[0], len(patch.support), len(patch.vertex_ids)
+    check_shape("shape", shape, (None, n_support, 3))
+    check_shape("rotation", rotation, (g, 3, 3))
     check_shape("scale", scale, (g,))
     check_shape("trans", trans, (g, 2))
     check_shape("images", images, (g, 3, None, None))
     check_shape("weights", weights, (g, n_patch))
-    prior = prior.to(points.dtype).expand(n_patch, 3)
-    applies = (_SHADING is not None and points.device.type == "cpu" and points.dtype == torch.float32
+    prior = prior.to(shape.dtype).expand(n_patch, 3)
+    applies = (_SHADING is not None and shape.device.type == "cpu" and shape.dtype == torch.float32
                and not images.requires_grad)
     if compiled is None:
         compiled = applies
     elif compiled and _SHADING is None:
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:
-        return _CompiledColourTerm.apply(points, scale, trans, images, patch, weights, sh, prior, prior_weight,
-                                         sigma, kernel_threads() if threads is None else int(threads),
+        return _CompiledColourTerm.apply(shape, rotation, scale, trans, images, patch, weights, sh, prior,
+                                         prior_weight, sigma, kernel_threads() if threads is None else int(threads),
                                          scratch)
+    points = rotate_points(shape, rotation)
     uv = camera_to_screen(points[:, :n_patch], scale, trans)[..., :2]
     return shading_cost(patch(points), sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

@@ -21,7 +21,7 @@ from core.camera import (WeakPerspective, euler_to_matrix, euler_to_matrix_jacob
 from core.face_model.model import MorphableModel, VertexSubset
 from core.fitting.solver import ResidualBlock, Weight
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D, flatten_groups
-from core.lighting import sh_shading, solve_sh
+from core.lighting import ShSystem
 from core.mesh import vertex_normals
 from core.render.visibility import vertex_visibility
 from core.sampling import sample_points
@@ -159,10 +159,11 @@ def estimate_appearance(obs: Observation, prior: Tensor, neighbours: Optional[Te
     """
     groups, n_vertices = obs.weights.shape
     albedo = prior.to(obs.colors.dtype).expand(n_vertices, 3)
+    system = ShSystem(obs.normals, obs.weights)  # the normals stay: their basis products are formed once
     sh = None
     for _ in range(iterations):
-        sh = solve_sh(albedo.expand(groups, -1, -1), obs.normals, obs.colors, obs.weights, reg=sh_reg)
-        shading = sh_shading(obs.normals, sh)
+        sh = system.solve(albedo.expand(groups, -1, -1), obs.colors, reg=sh_reg)
+        shading = system.shading(sh)
         albedo = estimate_albedo(obs.colors, shading, obs.weights, prior, prior_weight=prior_weight,
                                  neighbours=neighbours)
     return albedo, sh

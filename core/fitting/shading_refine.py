@@ -137,14 +137,15 @@ class ObservedPatch:
         self.normals = PatchNormals(model.triangles, ids, model.n_vertices)
         support = self.normals.support  # the observed vertices first
         self.neutral = model.neutral[support].reshape(1, -1)
-        self.identity_basis = model.identity_basis[:, support].reshape(model.n_identity, -1)
-        self.expression_basis = model.expression_basis[:, support].reshape(model.n_expression, -1)
+        # index_select: the same rows as fancy indexing, 3x quicker along the middle axis
+        self.identity_basis = model.identity_basis.index_select(1, support).reshape(model.n_identity, -1)
+        self.expression_basis = model.expression_basis.index_select(1, support).reshape(model.n_expression, -1)
         self.weights = weights[:, ids]  # (G, U)
         self.prior = prior[ids] if prior.ndim == 2 else prior
         self.scratch: dict = {}  # the compiled colour term's working arrays, kept between its calls
 
-    def camera_points(self, identity: Tensor, per_image: Dict[str, Tensor]) -> Tensor:
-        """The support's positions in each image's camera space (current shape), mm.
+    def object_points(self, identity: Tensor, per_image: Dict[str, Tensor]) -> Tensor:
+        """The support's positions per image in object space (current shape), mm.
 
         Shape:
             identity (n_id,); per_image as `refine_from_shading`'s -> (G, N, 3), the observed vertices first.
@@ -152,7 +153,7 @@ class ObservedPatch:
         g = per_image[EXPRESSION].shape[0]
         points = (self.neutral + identity[None] @ self.identity_basis
                   + per_image[EXPRESSION] @ self.expression_basis)  # (G, 3N)
-        return rotate_points(points.reshape(g, -1, 3), euler_to_matrix(per_image[ROTATION]))
+        return points.reshape(g, -1, 3)
 
     def cost(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor, sigma: float,
              compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
@@ -162,9 +163,9 @@ class ObservedPatch:
         Shape:
             images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3) -> ().
         """
-        return colour_term(self.camera_points(identity, per_image), per_image[SCALE], per_image[TRANS2D], images,
-                           self.normals, self.weights, sh, self.prior, self.albedo_weight, sigma, compiled=compiled,
-                           threads=threads, scratch=self.scratch)
+        return colour_term(self.object_points(identity, per_image), euler_to_matrix(per_image[ROTATION]),
+                           per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh, self.prior,
+                           self.albedo_weight, sigma, compiled=compiled, threads=threads, scratch=self.scratch)
 
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:

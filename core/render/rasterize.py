@@ -24,7 +24,7 @@ import torch
 from core.checks import check_shape, check_triangles
 from core.cpus import parallel_map
 
-__all__ = ["Fragments", "rasterize", "interpolate", "kernel_built"]
+__all__ = ["Fragments", "rasterize", "zbuffer_depth", "interpolate", "kernel_built"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,58 @@ def _barycentrics(vertices_px: torch.Tensor, triangles: torch.Tensor, tri_id: to
     return bary.reshape(batch, height, width, 3), depth.reshape(batch, height, width)
 
 
+def _zbuffers(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, width: int, backend: str,
+              cull_backfaces: bool, barycentrics: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The kernel's (or its twin's) tri_id, bary (None unless ``barycentrics``) and depth of every
+    image, in the vertices' dtype: one image per thread (the kernel releases the GIL), each thread
+    also copying its image's results into the batch's arrays (no stacking pass afterwards).
+
+    Shape:
+        vertices_px (B, V, 3); triangles (F, 3) -> (B, H, W) int64, (B, H, W, 3) or None, (B, H, W).
+    """
+    check_shape("vertices_px", vertices_px, (None, None, 3))
+    check_triangles(triangles, vertices_px.shape[1])
+    if int(height) <= 0 or int(width) <= 0:
+        raise ValueError(f"height, width: expected positive image size, got {height}x{width}")
+    height, width = int(height), int(width)
+    kernel = _kernel.zbuffer if _select_backend(backend) == "cython" else _zbuffer_numpy
+    tris = np.ascontiguousarray(triangles.detach().cpu().numpy().astype(np.int64, copy=False))
+    verts = vertices_px.detach().cpu().numpy().astype(np.float64)
+    dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
+    if len(verts) == 1:  # one image (a video frame's render): viewed with its batch axis, not copied
+        tri_id, bary, depth = kernel(np.ascontiguousarray(verts[0]), tris, height, width, bool(cull_backfaces))
+        outputs = [tri_id[None], bary[None].astype(dtype, copy=False) if barycentrics else None,
+                   depth[None].astype(dtype, copy=False)]
+    else:
+        outputs = [np.empty((len(verts), height, width), np.int64),
+                   np.empty((len(verts), height, width, 3), dtype) if barycentrics else None,
+                   np.empty((len(verts), height, width), dtype)]
+
+        def one(b: int) -> None:
+            for out, result in zip(outputs, kernel(np.ascontiguousarray(verts[b]), tris, height, width,
+                                                   bool(cull_backfaces))):
+                if out is not None:
+                    out[b] = result
+
+        parallel_map(one, range(len(verts)))
+    tri_id, bary, depth = (None if a is None else torch.from_numpy(a).to(vertices_px.device) for a in outputs)
+    return tri_id, bary, depth
+
+
+def zbuffer_depth(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
+                  backend: str = "auto", cull_backfaces: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rasterize`'s ``tri_id`` and ``depth`` alone (the same values), for callers that read no
+    barycentrics, such as visibility tests: the largest of the three arrays is never gathered.
+
+    Shape:
+        vertices_px (B, V, 3); triangles (F, 3) -> tri_id (B, H, W) int64, depth (B, H, W).
+    """
+    tri_id, _, depth = _zbuffers(vertices_px, triangles, height, width, backend, cull_backfaces,
+                                 barycentrics=False)
+    return tri_id, depth
+
+
 def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
               backend: str = "auto", cull_backfaces: bool = False) -> Fragments:
     """Z-buffer rasterization of triangle meshes at pixel centres.
@@ -188,24 +240,7 @@ def rasterize(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
         - triangles: (F, 3) int64
         - output: Fragments with (B, H, W) tri_id and depth, (B, H, W, 3) bary
     """
-    check_shape("vertices_px", vertices_px, (None, None, 3))
-    check_triangles(triangles, vertices_px.shape[1])
-    if int(height) <= 0 or int(width) <= 0:
-        raise ValueError(f"height, width: expected positive image size, got {height}x{width}")
-    backend = _select_backend(backend)
-    kernel = _kernel.zbuffer if backend == "cython" else _zbuffer_numpy
-    tris = triangles.detach().cpu().numpy().astype(np.int64, copy=False)
-    tris = np.ascontiguousarray(tris)
-    verts = vertices_px.detach().cpu().numpy().astype(np.float64)
-    # One image per thread where there are several (the kernel releases the GIL).
-    results = parallel_map(lambda v: kernel(np.ascontiguousarray(v), tris, int(height), int(width),
-                                            bool(cull_backfaces)), verts)
-    # Conversions in NumPy (single-threaded): cheap, and immune to a busy second core. One image (a
-    # video frame's render) is viewed with its batch axis, not copied by a stack.
-    np_dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
-    tri_id, bary, depth = (torch.from_numpy((r[0][None] if len(r) == 1 else np.stack(r)).astype(dtype, copy=False))
-                           .to(vertices_px.device)
-                           for r, dtype in zip(zip(*results), (np.int64, np_dtype, np_dtype)))
+    tri_id, bary, depth = _zbuffers(vertices_px, triangles, height, width, backend, cull_backfaces)
     if vertices_px.requires_grad and torch.is_grad_enabled():
         bary, depth = _barycentrics(vertices_px, triangles.to(vertices_px.device), tri_id)
     return Fragments(tri_id, bary, depth)

@@ -5,7 +5,7 @@ import torch
 
 from core.checks import check_batch, check_shape, check_triangles
 from core.mesh import face_normals
-from core.render.rasterize import Fragments, rasterize
+from core.render.rasterize import Fragments, zbuffer_depth
 
 __all__ = ["front_facing", "vertex_visibility"]
 
@@ -55,20 +55,21 @@ def vertex_visibility(vertices_px: torch.Tensor, triangles: torch.Tensor,
         - triangles: (F, 3)
         - output: (B, V) bool
     """
-    if not isinstance(fragments, Fragments):
-        height, width = fragments
-        fragments = rasterize(vertices_px, triangles, height, width, backend=backend)
+    if isinstance(fragments, Fragments):
+        tri_ids, depths = fragments.tri_id, fragments.depth
+    else:  # no barycentrics: only which triangle is nearest at each pixel, and its depth
+        tri_ids, depths = zbuffer_depth(vertices_px, triangles, *fragments, backend=backend)
     check_shape("vertices_px", vertices_px, (None, None, 3))
-    check_batch(vertices_px.shape[0], fragments=fragments.depth)
+    check_batch(vertices_px.shape[0], fragments=depths)
     batch, n_vertices = vertices_px.shape[:2]
-    height, width = fragments.depth.shape[1:]
+    height, width = depths.shape[1:]
     with torch.no_grad():
         verts = vertices_px.detach()
         col, row = torch.round(verts[..., 0]), torch.round(verts[..., 1])
         inside = (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
         flat = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).long()
-        tri = torch.gather(fragments.tri_id.reshape(batch, -1).to(flat.device), 1, flat)
-        zbuf = torch.gather(fragments.depth.reshape(batch, -1).to(flat.device), 1, flat)
+        tri = torch.gather(tri_ids.reshape(batch, -1).to(flat.device), 1, flat)
+        zbuf = torch.gather(depths.reshape(batch, -1).to(flat.device), 1, flat)
         ids = torch.arange(n_vertices, device=flat.device)
         own = (triangles.to(flat.device)[tri.clamp(min=0)] == ids[:, None]).any(-1) & (tri >= 0)
         visible = inside & (own | (verts[..., 2] >= zbuf - tol))
