@@ -28,7 +28,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective, euler_to_matrix, rotate_points
+from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
 from core.fitting.colour_term import colour_term, kernel_threads
 from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
