@@ -17,6 +17,7 @@ from utils.visualization import (
     main,
     overlay_mesh,
     render_mesh,
+    save_png,
     side_by_side,
 )
 
@@ -140,3 +141,24 @@ def test_demo_writes_upright_face_renders(tmp_path, ict_dir, capsys):
     assert covered[rows[0] + 5].sum() < covered[rows[-1] - 5].sum()
     # Lit face: the face centre is mid-grey, not black or background white.
     assert 80 < front[100:140, 110:146].mean() < 240
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_save_png_keeps_the_pixels_with_either_encoder(tmp_path, monkeypatch, filtered):
+    """The picture read back is the array written, by OpenCV's 'up'-filtered encoder and by Pillow's
+    (OpenCV builds without the filter choice), for an odd size with smooth and noisy parts."""
+    import utils.visualization as visualization
+
+    if not filtered:
+        monkeypatch.setattr(visualization, "_PNG_FILTER", None)
+    elif visualization._PNG_FILTER is None:
+        pytest.skip("this OpenCV cannot choose a PNG row filter")
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(0, 255, 131, dtype=np.uint8)[None, :, None]
+    image = np.concatenate([np.broadcast_to(ramp, (37, 131, 3)),
+                            rng.integers(0, 256, (37, 131, 3), dtype=np.uint8)], 0)
+    image[0, 0] = (255, 0, 0)  # channel order: red stays red
+    path = save_png(tmp_path / "sub" / "picture.png", image, compress_level=1)
+    back = np.asarray(Image.open(path).convert("RGB"))
+    assert path.parent.name == "sub" and np.array_equal(back, image)
+    assert tuple(back[0, 0]) == (255, 0, 0)

@@ -335,15 +335,31 @@ def render_mesh(vertices: torch.Tensor, triangles: torch.Tensor, size: int = 256
     return [to_uint8(im) for im in images]
 
 
+#: OpenCV builds that let a PNG's row filter be chosen (``IMWRITE_PNG_FILTER``, OpenCV 4.11 and later).
+_PNG_FILTER = getattr(cv2, "IMWRITE_PNG_FILTER", None)
+
+
 def save_png(path: str | Path, image_rgb: np.ndarray, compress_level: int = 6) -> Path:
     """Write a uint8 RGB image as PNG (parent folders created).
 
     ``compress_level`` is zlib's (0-9): 1 encodes about 4x faster than the default 6 for a
     15 % larger file (pictures written many at a time, e.g. a rig build's visualizations).
+    Encoded by OpenCV with every row filtered against the row above ('up') where OpenCV lets the
+    filter be chosen: Pillow tries five filters per row, which on a rig's pictures (1552 x 520) took
+    two thirds of its 30 ms at level 1, for a file no smaller than 'up' alone gives (13 ms). Else
+    (older OpenCV) Pillow's encoder. The pixels read back are the same either way.
     """
     path = Path(path)
+    image = check_image(image_rgb, "image_rgb")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(check_image(image_rgb, "image_rgb")).save(path, compress_level=compress_level)
+    if _PNG_FILTER is None:
+        Image.fromarray(image).save(path, compress_level=compress_level)
+        return path
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]),
+                               [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level), _PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])
+    if not ok:
+        raise OSError(f"{path}: OpenCV could not encode the image as PNG")
+    path.write_bytes(encoded.tobytes())
     return path
 
 
