@@ -43,18 +43,23 @@ def test_to_float_accepts_read_only_images_without_warning(recwarn):
         to_float_batch(images[0])
 
 
-def test_fit_pictures_are_the_two_overlays(ict_face):
-    """One rasterization and shading for both pictures of a fit, the same pixels as two overlay_mesh calls."""
+@pytest.mark.parametrize("scale, centre", [(0.35, (60.0, 40.0)), (0.17, (131.3, 97.8)), (0.5, (-5.0, 90.0)),
+                                           (0.35, (-400.0, 40.0))])
+def test_fit_pictures_are_the_two_overlays(ict_face, scale, centre):
+    """One rasterization and shading for both pictures of a fit, over the mesh's bounding box only:
+    the same pixels as two whole-frame overlay_mesh calls, for a face filling a photo, a small one
+    in a large photo (at fractional pixels), one cut by the photo's edges and one beside the photo."""
     g = np.random.default_rng(3)
-    photo = g.integers(0, 256, (96, 120, 3), dtype=np.uint8)
-    verts = ict_face.neutral.numpy() * np.array([0.35, -0.35, 0.35]) + np.array([60.0, 40.0, 0.0])
+    photo = g.integers(0, 256, (96, 120, 3) if scale == 0.35 else (180, 250, 3), dtype=np.uint8)
+    verts = ict_face.neutral.numpy() * np.array([scale, -scale, scale]) + np.array([*centre, 0.0])
     soft = g.uniform(0.0, 1.0, ict_face.n_vertices)
     for weights in (soft, None):
         over, geometry = fit_pictures(photo, verts, ict_face.triangles, vertex_alpha=weights)
         np.testing.assert_array_equal(over, overlay_mesh(photo, verts, ict_face.triangles, vertex_alpha=weights))
         np.testing.assert_array_equal(geometry, overlay_mesh(np.full_like(photo, 255), verts, ict_face.triangles,
                                                              alpha=1.0))
-    assert (geometry != 255).any() and (over != photo).any()
+    drawn = (geometry != 255).any()
+    assert drawn == (centre[0] > -100) and drawn == (over != photo).any()
 
 
 def test_overlay_blends_grey_mesh_at_sixty_percent():

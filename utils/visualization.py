@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 from typing import Sequence, Tuple
 
@@ -21,7 +22,7 @@ from core.camera import (WeakPerspective, camera_to_screen, euler_to_matrix, rot
 from core.face_model.ict import ICT_REGIONS
 from core.lighting import sh_shading
 from core.mesh import vertex_normals
-from core.render.rasterize import interpolate, rasterize
+from core.render.rasterize import Fragments, interpolate, rasterize
 from core.render.shade import (composite, default_sh, render_depth, render_normals, render_overlay,
                                render_shaded)
 from core.rig.parts import surface_distance
@@ -99,25 +100,56 @@ def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
     Shape:
         image_rgb (H, W, 3) uint8; vertices_px (V, 3); triangles (F, 3); vertex_alpha (V,) -> two (H, W, 3).
     """
-    image = to_float(image_rgb)
-    shaded, weight, mask = _shaded_fit(image, vertices_px, triangles, vertex_alpha=vertex_alpha)
-    over = to_uint8(composite(shaded, weight if vertex_alpha is not None else mask, image, alpha)[0])
-    geometry = to_uint8(composite(shaded, mask, torch.ones_like(image), 1.0)[0])
+    image_rgb = check_image(image_rgb, "image_rgb")
+    over, geometry = image_rgb.copy(), np.full_like(image_rgb, 255)
+    window = _mesh_window(_single(vertices_px, "vertices_px", 3)[0], *image_rgb.shape[:2])
+    if window is None:  # the mesh covers no pixel centre
+        return over, geometry
+    (y0, y1), (x0, x1) = window
+    image = to_float(np.ascontiguousarray(image_rgb[y0:y1, x0:x1]))
+    shaded, weight, mask = _shaded_fit(image, vertices_px, triangles, vertex_alpha=vertex_alpha, offset=(x0, y0))
+    over[y0:y1, x0:x1] = to_uint8(composite(shaded, weight if vertex_alpha is not None else mask, image, alpha)[0])
+    geometry[y0:y1, x0:x1] = to_uint8(composite(shaded, mask, torch.ones_like(image), 1.0)[0])
     return over, geometry
+
+
+def _mesh_window(vertices_px: torch.Tensor, height: int, width: int
+                 ) -> Tuple[Tuple[int, int], Tuple[int, int]] | None:
+    """The rows and columns (start, stop) of the pixel centres the screen vertices' bounding box
+    holds, within the image; None where it holds none. Pixels outside it are never drawn on, so a
+    fit's pictures are rendered there only (a face in a large photo covers a small part of it).
+
+    Shape:
+        vertices_px (V, 3).
+    """
+    finite = vertices_px[torch.isfinite(vertices_px[:, :2]).all(1), :2]
+    if len(finite) == 0:
+        return None
+    lo, hi = finite.amin(0), finite.amax(0)
+    x0, y0 = max(int(math.ceil(float(lo[0]))), 0), max(int(math.ceil(float(lo[1]))), 0)
+    x1, y1 = min(int(math.floor(float(hi[0]))), width - 1) + 1, min(int(math.floor(float(hi[1]))), height - 1) + 1
+    return ((y0, y1), (x0, x1)) if x1 > x0 and y1 > y0 else None
 
 
 def _shaded_fit(image: torch.Tensor, vertices_px: np.ndarray | torch.Tensor,
                 triangles: np.ndarray | torch.Tensor, normals: np.ndarray | torch.Tensor | None = None,
                 colors: np.ndarray | torch.Tensor | None = None,
-                vertex_alpha: np.ndarray | torch.Tensor | None = None
+                vertex_alpha: np.ndarray | torch.Tensor | None = None, offset: Tuple[int, int] = (0, 0)
                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The mesh rasterized (back faces culled) and shaded (grey or ``colors``) over ``image``'s frame:
-    (shaded (1, 3, H, W) in the image's dtype, weight (1, H, W): coverage times the interpolated
-    ``vertex_alpha``, coverage mask (1, H, W) bool)."""
+    """The mesh rasterized (back faces culled) and shaded (grey or ``colors``) over ``image``'s frame,
+    whose top-left pixel is pixel ``offset`` (x, y) of the screen: (shaded (1, 3, H, W) in the
+    image's dtype, weight (1, H, W): coverage times the interpolated ``vertex_alpha``, coverage mask
+    (1, H, W) bool). The screen points are shifted in float64, where the shift of a float32 point by
+    a whole number of pixels is exact: each pixel gets the values of a whole-frame rendering."""
     verts = _single(vertices_px, "vertices_px", 3)
     tris = torch.as_tensor(triangles).long()
     height, width = image.shape[-2:]
-    fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
+    if offset == (0, 0):
+        fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
+    else:  # the kernel works in float64 either way; its barycentrics and depth then in the points' dtype
+        local = verts.double() - torch.tensor([float(offset[0]), float(offset[1]), 0.0], dtype=torch.float64)
+        shifted = rasterize(local, tris, height, width, cull_backfaces=True)
+        fragments = Fragments(shifted.tri_id, shifted.bary.to(verts.dtype), shifted.depth.to(verts.dtype))
     if normals is None:
         normals_t = vertex_normals(verts * torch.tensor([1.0, -1.0, 1.0]), tris)
     else:
