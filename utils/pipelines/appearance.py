@@ -179,7 +179,8 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         glb_options: how its targets are stored (None: sparse, `utils.export.outputs.glb_options`).
         writer: the worker thread the rig run's files were queued on (`build_rig_from_folder`'s
             ``writer``): ``rig.npz`` is queued after them, so the whole head's archive replaces the
-            face rig's; None: written on a worker of its own before returning.
+            face rig's; None: written on a worker of its own before returning. The textured OBJs
+            and ``rig.glb`` are written on a worker of this call's, done when it returns.
     """
     out_dir = Path(out_dir)
     result = rig_run.result
@@ -188,7 +189,7 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
     rig_path = out_dir / "rig" / "rig.npz"
     worker = (BackgroundWorker("rig-archive", nice=FILES_NICE) if writer is None
               else contextlib.nullcontext(writer))
-    with worker as files:
+    with worker as files, BackgroundWorker("head-files", nice=FILES_NICE) as head_files:
         start = time.perf_counter()
         try:
             head = head_rig(result.rig, model)
@@ -197,15 +198,17 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
             raise
         # The archive (zlib, ~0.25 s), the textured OBJs (text, ~0.15 s) and rig.glb's geometry and
         # targets (~0.1 s) need the head's shape and UVs, not its texture's pixels (the files name
-        # the PNG written below, or the painted one where the texture fails): the worker makes them
-        # while the texture is estimated, and rig.glb once the PNG is written; the archive beside
-        # the others, after the files queued before it.
+        # the PNG written below, or the painted one where the texture fails): they are made while
+        # the texture is estimated, and rig.glb once the PNG is written. The archive goes beside the
+        # files queued on ``files`` before it (it replaces a face rig's archive queued there); the
+        # OBJs and rig.glb on a worker of their own, so that they need not wait for the rig run's
+        # pictures and meshes (on 16 video frames those keep ``files`` busy for about a second).
         files.submit_beside(head.save, rig_path, False)
-        files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name, result.params["expression"],
-                     rig_run.used, True)
+        head_files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name, result.params["expression"],
+                          rig_run.used, True)
         glb_file = _GlbFile(head, glb_options) if glb else None
         if glb_file is not None:
-            files.submit(glb_file.prepare)  # after the files above: an export error leaves them written
+            head_files.submit(glb_file.prepare)  # after the OBJs: an export error leaves them written
         try:
             fit = textured_rig(rig_run, model, config, head=head)
         except Exception:
@@ -220,7 +223,7 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
             run.outputs["textured_meshes"] = out_dir / "mesh" / "textured"
         if glb_file is not None:
             run.outputs["rig_glb"] = out_dir / "rig" / "rig.glb"
-            files.submit(glb_file.write, fit.rig, run.outputs["rig_glb"], rig_path)
+            head_files.submit(glb_file.write, fit.rig, run.outputs["rig_glb"], rig_path)
     run.timings["writing textured outputs"] = time.perf_counter() - start
     logger.info("textured whole-head rig: %s", ", ".join(f"{k} {v}" for k, v in run.outputs.items()))
     return run
