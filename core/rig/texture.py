@@ -148,6 +148,7 @@ def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT, iris: Sequence[floa
     if rig.parts is not None:
         neutral = rig.head_vertices(torch.zeros(1, rig.n_expression, dtype=dtype))[0]
         tri = texels.tri_id[0]
+        surface = None  # the neutral's point at each texel, for both eyes
         for eye, name in enumerate(EYEBALLS):
             ids = rig.n_vertices + rig.parts.ids(name)
             if len(ids) == 0:
@@ -156,7 +157,9 @@ def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT, iris: Sequence[floa
             member[ids] = True
             on_eye = (tri >= 0) & member[triangles[tri.clamp(min=0)]].all(-1)
             if bool(on_eye.any()):
-                points = interpolate(texels, triangles, neutral[None])[0][on_eye]
+                if surface is None:
+                    surface = interpolate(texels, triangles, neutral[None])[0]
+                points = surface[on_eye]
                 centre = rig.parts.eye_centres[eye].to(dtype)
                 colours[on_eye] = eye_colours(points, centre, iris, eye_axis(neutral[ids], centre))
     filled = texels.mask[0].numpy()
