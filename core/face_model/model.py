@@ -229,9 +229,9 @@ class MorphableModel:
         return MorphableModel(
             name=f"{self.name.split('/')[0]}/{label}",
             neutral=self.neutral[ids],
-            identity_basis=self.identity_basis[:, ids],
+            identity_basis=self.identity_basis.index_select(1, ids),  # [:, ids], 3x quicker
             identity_std=self.identity_std,
-            expression_basis=self.expression_basis[:, ids],
+            expression_basis=self.expression_basis.index_select(1, ids),
             expression_std=self.expression_std,
             expression_names=list(self.expression_names),
             expression_range=self.expression_range,
@@ -241,7 +241,7 @@ class MorphableModel:
             regions={k: reindex(v) for k, v in self.regions.items()},
             vertex_ids=self.vertex_ids[ids],
             albedo_mean=None if self.albedo_mean is None else self.albedo_mean[ids],
-            albedo_basis=None if self.albedo_basis is None else self.albedo_basis[:, ids],
+            albedo_basis=None if self.albedo_basis is None else self.albedo_basis.index_select(1, ids),
             uvs=self.uvs,
             uv_triangles=None if self.uv_triangles is None else self.uv_triangles[keep],
             units=self.units,

@@ -149,8 +149,8 @@ def whole_head(rig: Rig, model: MorphableModel, parts: Sequence[str] = PART_REGI
     fade = np.exp(-(dist[:, 0] / _FADE_MM) ** 2)
 
     neutral = full[part_ids] + _carry(rig.neutral - full[ids_face], nearest, kernel)
-    blend = transferred[:, part_ids] + _carry(rig.blendshapes - transferred[:, ids_face], nearest,
-                                              kernel * fade[:, None])
+    blend = transferred.index_select(1, part_ids) + _carry(
+        rig.blendshapes - transferred.index_select(1, ids_face), nearest, kernel * fade[:, None])
     albedo = _carry(rig.albedo.to(dtype), nearest, kernel)
     centres = torch.zeros(2, 3, dtype=dtype)
     for k, name in enumerate(present):
