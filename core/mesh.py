@@ -27,7 +27,7 @@ def face_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tenso
         - triangles: (F, 3)
         - output: (B, F, 3)
     """
-    v0, v1, v2 = (vertices.index_select(1, triangles[:, i]) for i in range(3))  # fancy indexing's rows, 3x quicker
+    v0, v1, v2 = (vertices.index_select(1, triangles[:, i]) for i in range(3))  # [:, t[:, i]], 3x quicker
     return torch.stack(_cross_parts((v1 - v0).unbind(-1), (v2 - v0).unbind(-1)), -1)
 
 

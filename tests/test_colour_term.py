@@ -55,16 +55,16 @@ def _cost_and_grads(problem: dict, compiled: bool, dtype: torch.dtype, prior_wei
                     sigma: float = 0.05) -> tuple:
     p = {k: (v.to(dtype) if torch.is_tensor(v) else v) for k, v in problem.items()}
     wanted = [p[k].requires_grad_(True) for k in _VARIABLES]
-    cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], prior_weight, sigma,
-                       compiled=compiled)
+    cost = colour_term(*wanted, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], prior_weight,
+                       sigma, compiled=compiled)
     return cost, torch.autograd.grad(cost, wanted)
 
 
 @pytest.mark.parametrize("seed, one_colour", [(0, False), (1, True), (2, False)])
 def test_compiled_pass_equals_the_composed_functions(seed, one_colour):
-    """Cost and gradients (object-space points, rotations, scales, translations) within float32 rounding of the torch functions
-    evaluated in float64; the problem covers zero weights, vertices beyond the image's edge and
-    albedos clamped at 0 or 1."""
+    """Cost and gradients (object-space points, rotations, scales, translations) within float32
+    rounding of the torch functions evaluated in float64; the problem covers zero weights, vertices
+    beyond the image's edge and albedos clamped at 0 or 1."""
     problem = _problem(seed, prior_one_colour=one_colour)
     ref_cost, ref_grads = _cost_and_grads(problem, compiled=False, dtype=torch.float64)
     cost, grads = _cost_and_grads(problem, compiled=True, dtype=torch.float32)
@@ -95,8 +95,8 @@ def test_compiled_gradient_is_the_cost_slope():
 
         def at(step: float) -> float:
             moved = [p[name] + step * direction if i == k else p[name] for i, name in enumerate(_VARIABLES)]
-            return float(colour_term(*moved, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05, 0.05,
-                                     compiled=True))
+            return float(colour_term(*moved, p["images"], p["patch"], p["weights"], p["sh"], p["prior"], 0.05,
+                                     0.05, compiled=True))
 
         slope = (at(h) - at(-h)) / (2 * h)
         assert slope == pytest.approx(float((grads[k] * direction).sum()), rel=0.02)
@@ -112,7 +112,8 @@ def test_float64_points_take_the_torch_path_and_bad_shapes_are_named():
                     problem["weights"][:, :10], problem["sh"], problem["prior"], 0.05, 0.05)
     with pytest.raises(ValueError, match="rotation"):
         colour_term(problem["shape"], problem["rotation"][:, :2], problem["scale"], problem["trans"],
-                    problem["images"], problem["patch"], problem["weights"], problem["sh"], problem["prior"], 0.05, 0.05)
+                    problem["images"], problem["patch"], problem["weights"], problem["sh"], problem["prior"],
+                    0.05, 0.05)
 
 
 def test_thread_count_does_not_change_the_result(monkeypatch):

@@ -107,8 +107,10 @@ def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
         return over, geometry
     (y0, y1), (x0, x1) = window
     image = to_float(np.ascontiguousarray(image_rgb[y0:y1, x0:x1]))
-    shaded, weight, mask = _shaded_fit(image, vertices_px, triangles, vertex_alpha=vertex_alpha, offset=(x0, y0))
-    over[y0:y1, x0:x1] = to_uint8(composite(shaded, weight if vertex_alpha is not None else mask, image, alpha)[0])
+    shaded, weight, mask = _shaded_fit(image, vertices_px, triangles, vertex_alpha=vertex_alpha,
+                                       offset=(x0, y0))
+    cover = weight if vertex_alpha is not None else mask
+    over[y0:y1, x0:x1] = to_uint8(composite(shaded, cover, image, alpha)[0])
     geometry[y0:y1, x0:x1] = to_uint8(composite(shaded, mask, torch.ones_like(image), 1.0)[0])
     return over, geometry
 
@@ -127,7 +129,8 @@ def _mesh_window(vertices_px: torch.Tensor, height: int, width: int
         return None
     lo, hi = finite.amin(0), finite.amax(0)
     x0, y0 = max(int(math.ceil(float(lo[0]))), 0), max(int(math.ceil(float(lo[1]))), 0)
-    x1, y1 = min(int(math.floor(float(hi[0]))), width - 1) + 1, min(int(math.floor(float(hi[1]))), height - 1) + 1
+    x1 = min(int(math.floor(float(hi[0]))), width - 1) + 1
+    y1 = min(int(math.floor(float(hi[1]))), height - 1) + 1
     return ((y0, y1), (x0, x1)) if x1 > x0 and y1 > y0 else None
 
 
@@ -387,8 +390,8 @@ def save_png(path: str | Path, image_rgb: np.ndarray, compress_level: int = 6) -
     if _PNG_FILTER is None:
         Image.fromarray(image).save(path, compress_level=compress_level)
         return path
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]),
-                               [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level), _PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])
+    options = [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level), _PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), options)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode the image as PNG")
     path.write_bytes(encoded.tobytes())

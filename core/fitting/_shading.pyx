@@ -2,15 +2,15 @@
 """The photometric stage's colour term and its gradient in one compiled pass (`core.fitting.colour_term`).
 
 From the object-space points of an observed patch and each image's rotation to the robust colour
-cost, in one call: the points rotated into each camera, vertex normals (area-weighted sums of the incident triangles' normals, normalised), the images' colours
-sampled bilinearly at the projected vertices, SH shading, the albedo in closed form from all
-images, the Geman-McClure cost; then its gradient with respect to the points, the scales and the
-translations, by hand. The same arithmetic as composing `core.mesh.PatchNormals`,
-`core.sampling.sample_points` and `core.fitting.shading_cost.shading_cost` (float32, sums over
-images in float64), which stay the reference and the fallback. The gradient comes back with respect
-to the object-space points and the rotation matrices: the rotation and its two backward products
-cost the torch graph three batched products on points-first layouts (about 1 ms a call), here a
-pass over the points each.
+cost, in one call: the points rotated into each camera, vertex normals (area-weighted sums of the
+incident triangles' normals, normalised), the images' colours sampled bilinearly at the projected
+vertices, SH shading, the albedo in closed form from all images, the Geman-McClure cost; then its
+gradient with respect to the points, the rotations, the scales and the translations, by hand.
+The same arithmetic as composing `core.mesh.PatchNormals`, `core.sampling.sample_points` and
+`core.fitting.shading_cost.shading_cost` (float32, sums over images in float64), which stay the
+reference and the fallback. The rotation is done here, not by the caller: it and its two
+backward products cost the torch graph three batched products on points-first layouts (about
+1 ms a call), here a pass over the points each.
 
 The images are independent but for the albedo (a sum over images per vertex), so the pass is an
 image-parallel forward, a vertex-parallel albedo and cost, and an image-parallel backward, on
@@ -246,7 +246,8 @@ def colour_term(const float[:, :, ::1] shape, const float[:, :, ::1] rotation, c
     cdef Py_ssize_t g, u, c, j, k
     if (U > N or weights.shape[0] != G or images.shape[0] != G or images.shape[1] != 3 or sh.shape[0] != G
             or prior.shape[0] != U or scale.shape[0] != G or trans.shape[0] != G or targets.shape[0] != T
-            or basis.shape[0] != 9 or rotation.shape[0] != G or rotation.shape[1] != 3 or rotation.shape[2] != 3):
+            or basis.shape[0] != 9 or rotation.shape[0] != G or rotation.shape[1] != 3
+            or rotation.shape[2] != 3):
         raise ValueError("colour_term: inconsistent shapes")
     threads = max(1, min(threads, G))
     # Working arrays, from ``scratch`` where it holds them for these shapes. The sums start at zero

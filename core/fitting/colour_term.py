@@ -63,9 +63,11 @@ class _CompiledColourTerm(torch.autograd.Function):
 
         cost, *grads = _SHADING.colour_term(
             c(shape).numpy(), c(rotation).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(),
-            patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(), c(prior).numpy(),
-            _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads, scratch)
-        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype) for d, like in zip(grads, (shape, rotation, scale, trans)))
+            patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(),
+            c(prior).numpy(), _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads,
+            scratch)
+        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype)
+                          for d, like in zip(grads, (shape, rotation, scale, trans)))
         return shape.new_tensor(cost)
 
     @staticmethod
@@ -119,9 +121,9 @@ def colour_term(shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor, i
     elif compiled and _SHADING is None:
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:
+        threads = kernel_threads() if threads is None else int(threads)
         return _CompiledColourTerm.apply(shape, rotation, scale, trans, images, patch, weights, sh, prior,
-                                         prior_weight, sigma, kernel_threads() if threads is None else int(threads),
-                                         scratch)
+                                         prior_weight, sigma, threads, scratch)
     points = rotate_points(shape, rotation)
     uv = camera_to_screen(points[:, :n_patch], scale, trans)[..., :2]
     return shading_cost(patch(points), sample_points(images, uv), weights, sh, prior, prior_weight, sigma)

@@ -161,8 +161,9 @@ def minimize_lbfgs(objective: Objective, x0: Tensor, *, max_iterations: int,
     x = x0.detach().cpu().numpy().astype(np.float64)
     start = line.at(x, np.zeros_like(x), 0.0)
     loss, grad = start[1], start[3]
-    steps: List[np.ndarray] = [] if memory is None else [np.asarray(v, np.float64) for v in memory[0][-history:]]
-    changes: List[np.ndarray] = [] if memory is None else [np.asarray(v, np.float64) for v in memory[1][-history:]]
+    held = ([], []) if memory is None else memory
+    steps: List[np.ndarray] = [np.asarray(v, np.float64) for v in held[0][-history:]]
+    changes: List[np.ndarray] = [np.asarray(v, np.float64) for v in held[1][-history:]]
     rho = [1.0 / float(y @ s) for s, y in zip(steps, changes)]
     iterations = 0
     while iterations < max_iterations and not line.spent:

@@ -139,7 +139,8 @@ class ObservedPatch:
         self.neutral = model.neutral[support].reshape(1, -1)
         # index_select: the same rows as fancy indexing, 3x quicker along the middle axis
         self.identity_basis = model.identity_basis.index_select(1, support).reshape(model.n_identity, -1)
-        self.expression_basis = model.expression_basis.index_select(1, support).reshape(model.n_expression, -1)
+        self.expression_basis = model.expression_basis.index_select(1, support).reshape(
+            model.n_expression, -1)
         self.weights = weights[:, ids]  # (G, U)
         self.prior = prior[ids] if prior.ndim == 2 else prior
         self.scratch: dict = {}  # the compiled colour term's working arrays, kept between its calls
@@ -164,8 +165,9 @@ class ObservedPatch:
             images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3) -> ().
         """
         return colour_term(self.object_points(identity, per_image), euler_to_matrix(per_image[ROTATION]),
-                           per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh, self.prior,
-                           self.albedo_weight, sigma, compiled=compiled, threads=threads, scratch=self.scratch)
+                           per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh,
+                           self.prior, self.albedo_weight, sigma, compiled=compiled, threads=threads,
+                           scratch=self.scratch)
 
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:

@@ -187,7 +187,8 @@ def _zbuffers(vertices_px: torch.Tensor, triangles: torch.Tensor, height: int, w
     verts = vertices_px.detach().cpu().numpy().astype(np.float64)
     dtype = torch.empty(0, dtype=vertices_px.dtype).numpy().dtype
     if len(verts) == 1:  # one image (a video frame's render): viewed with its batch axis, not copied
-        tri_id, bary, depth = kernel(np.ascontiguousarray(verts[0]), tris, height, width, bool(cull_backfaces))
+        tri_id, bary, depth = kernel(np.ascontiguousarray(verts[0]), tris, height, width,
+                                     bool(cull_backfaces))
         outputs = [tri_id[None], bary[None].astype(dtype, copy=False) if barycentrics else None,
                    depth[None].astype(dtype, copy=False)]
     else:
