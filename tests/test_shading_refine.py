@@ -202,3 +202,6 @@ def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face,
     assert float(ours.detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
     for a, b in zip(torch.autograd.grad(ours, [code, rotation]), torch.autograd.grad(ref, [code, rotation])):
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-4 * float(b.abs().max()))
+    # The rotation matrices a caller already has (the objective shares them with the landmark term).
+    given = patch.cost(images, code, current, sh, 0.02, compiled=compiled, rotation=euler_to_matrix(rotation))
+    assert torch.equal(given.detach(), ours.detach())

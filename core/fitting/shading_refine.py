@@ -28,10 +28,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective, euler_to_matrix
+from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_project
 from core.face_model.model import MorphableModel
 from core.fitting.colour_term import colour_term, kernel_threads
-from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, landmark_points
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
@@ -157,14 +157,19 @@ class ObservedPatch:
         return points.reshape(g, -1, 3)
 
     def cost(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor, sigma: float,
-             compiled: Optional[bool] = None, threads: Optional[int] = None) -> Tensor:
+             compiled: Optional[bool] = None, threads: Optional[int] = None,
+             rotation: Optional[Tensor] = None) -> Tensor:
         """The round's colour term at the current shape (`core.fitting.colour_term`; ``compiled`` and
-        ``threads`` as there).
+        ``threads`` as there; ``rotation``: the images' rotation matrices where the caller has them,
+        else made from ``per_image``'s angles).
 
         Shape:
-            images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3) -> ().
+            images (G, 3, H, W); identity (n_id,); per_image as `refine_from_shading`'s; sh (G, 9, 3);
+            rotation (G, 3, 3) -> ().
         """
-        return colour_term(self.object_points(identity, per_image), euler_to_matrix(per_image[ROTATION]),
+        if rotation is None:
+            rotation = euler_to_matrix(per_image[ROTATION])
+        return colour_term(self.object_points(identity, per_image), rotation,
                            per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh,
                            self.prior, self.albedo_weight, sigma, compiled=compiled, threads=threads,
                            scratch=self.scratch)
@@ -276,9 +281,12 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
         def objective(x: Tensor) -> Tuple[float, Tensor]:
             x = x.detach().requires_grad_(True)
             code, per_image, penalty = unknowns.unpack(x)
-            photo = patch.cost(images, code, per_image, sh, config.sigma, threads=threads)
-            flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})
-            uv = project_landmarks(geometry, flat, correspondence=correspondence)
+            rotation = euler_to_matrix(per_image[ROTATION])  # one rotation for both terms
+            photo = patch.cost(images, code, per_image, sh, config.sigma, threads=threads, rotation=rotation)
+            # project_landmarks' arithmetic with the rotation made above
+            points = landmark_points(geometry.points(code[None].expand(g, -1), per_image[EXPRESSION]),
+                                     correspondence)
+            uv = weak_perspective_project(points, rotation, per_image[SCALE], per_image[TRANS2D])
             marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2
             loss = scale * photo + marks + identity_weight * (code * code).sum() + penalty
             return float(loss.detach()), torch.autograd.grad(loss, x)[0]
