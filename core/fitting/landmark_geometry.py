@@ -180,15 +180,18 @@ def update_contour(geometry: LandmarkGeometry, points: Tensor, rotation_matrix: 
 def project_landmarks(geometry: LandmarkGeometry, params: Mapping[str, Tensor],
                       camera: CameraKind = "weak",
                       correspondence: Union[Correspondence, Literal["static", "dynamic"]] = "dynamic",
-                      principal_point: Optional[Tensor] = None) -> Tensor:
+                      principal_point: Optional[Tensor] = None, rotation: Optional[Tensor] = None) -> Tensor:
     """Pixel positions of the 68 model landmarks for a batch of fits.
 
     ``correspondence`` is a `Correspondence`, ``"static"`` (the model's landmark vertices) or
     ``"dynamic"`` (`update_contour` at these parameters). Missing identity / expression = zeros.
+    ``rotation``: the rotation matrices of ``params``' angles where the caller has them (the shading
+    stage shares one set with its colour term), else made here.
 
     Shape:
         - params: ``identity`` (B, n_id), ``expression`` (B, n_exp), camera variables (see module)
         - principal_point: (B, 2), pinhole only
+        - rotation: (B, 3, 3) or None
         - output: (B, 68, 2)
     """
     check_camera_kind(camera)
@@ -200,8 +203,10 @@ def project_landmarks(geometry: LandmarkGeometry, params: Mapping[str, Tensor],
     if ident is None and expr is None:
         expr = torch.zeros(B, geometry.n_expression, dtype=params[ROTATION].dtype)
     pts = geometry.points(ident, expr)
+    if rotation is None:
+        rotation = euler_to_matrix(params[ROTATION])
     if correspondence == "dynamic":
-        correspondence = update_contour(geometry, pts, euler_to_matrix(params[ROTATION]))
+        correspondence = update_contour(geometry, pts, rotation)
     elif correspondence == "static":
         correspondence = geometry.default_correspondence(B)
-    return camera_project(landmark_points(pts, correspondence), params, camera, principal_point)
+    return camera_project(landmark_points(pts, correspondence), params, camera, principal_point, rotation)

@@ -28,10 +28,10 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective, euler_to_matrix, weak_perspective_project
+from core.camera import WeakPerspective, euler_to_matrix
 from core.face_model.model import MorphableModel
 from core.fitting.colour_term import colour_term, kernel_threads
-from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, landmark_points
+from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
@@ -283,10 +283,8 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
             code, per_image, penalty = unknowns.unpack(x)
             rotation = euler_to_matrix(per_image[ROTATION])  # one rotation for both terms
             photo = patch.cost(images, code, per_image, sh, config.sigma, threads=threads, rotation=rotation)
-            # project_landmarks' arithmetic with the rotation made above
-            points = landmark_points(geometry.points(code[None].expand(g, -1), per_image[EXPRESSION]),
-                                     correspondence)
-            uv = weak_perspective_project(points, rotation, per_image[SCALE], per_image[TRANS2D])
+            flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})
+            uv = project_landmarks(geometry, flat, correspondence=correspondence, rotation=rotation)
             marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2
             loss = scale * photo + marks + identity_weight * (code * code).sum() + penalty
             return float(loss.detach()), torch.autograd.grad(loss, x)[0]

@@ -37,9 +37,10 @@ CAMERA_VARIABLES = {"weak": (ROTATION, SCALE, TRANS2D), "perspective": (ROTATION
 
 
 def camera_project(points: Tensor, params: Mapping[str, Tensor], camera: CameraKind,
-             principal_point: Optional[Tensor]) -> Tensor:
-    """Project model-space points (B, N, 3) with the camera variables in ``params``."""
-    R = euler_to_matrix(params[ROTATION])
+                   principal_point: Optional[Tensor], rotation: Optional[Tensor] = None) -> Tensor:
+    """Project model-space points (B, N, 3) with the camera variables in ``params`` (``rotation``:
+    their rotation matrices (B, 3, 3) where the caller has made them already)."""
+    R = euler_to_matrix(params[ROTATION]) if rotation is None else rotation
     if camera == "weak":
         return weak_perspective_project(points, R, params[SCALE], params[TRANS2D])
     if principal_point is None:
