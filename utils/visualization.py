@@ -147,12 +147,10 @@ def _shaded_fit(image: torch.Tensor, vertices_px: np.ndarray | torch.Tensor,
     verts = _single(vertices_px, "vertices_px", 3)
     tris = torch.as_tensor(triangles).long()
     height, width = image.shape[-2:]
-    if offset == (0, 0):
-        fragments = rasterize(verts, tris, height, width, cull_backfaces=True)
-    else:  # the kernel works in float64 either way; its barycentrics and depth then in the points' dtype
-        local = verts.double() - torch.tensor([float(offset[0]), float(offset[1]), 0.0], dtype=torch.float64)
-        shifted = rasterize(local, tris, height, width, cull_backfaces=True)
-        fragments = Fragments(shifted.tri_id, shifted.bary.to(verts.dtype), shifted.depth.to(verts.dtype))
+    # The kernel works in float64 either way; its barycentrics and depth then in the points' dtype.
+    local = verts.double() - torch.tensor([float(offset[0]), float(offset[1]), 0.0], dtype=torch.float64)
+    shifted = rasterize(local, tris, height, width, cull_backfaces=True)
+    fragments = Fragments(shifted.tri_id, shifted.bary.to(verts.dtype), shifted.depth.to(verts.dtype))
     if normals is None:
         normals_t = vertex_normals(verts * torch.tensor([1.0, -1.0, 1.0]), tris)
     else:
