@@ -48,7 +48,7 @@ model_kind = "ict"  # face model: ict (open), bfm2009 or face3d (licensed files 
 logger = logging.getLogger("demo")
 
 if TYPE_CHECKING:
-    from utils.landmarks.prefetch import FolderPrefetch
+    from utils.landmarks.prefetch import FolderPrefetch, VideoPrefetch
 
 
 class DemoError(Exception):
@@ -263,15 +263,36 @@ def photo_prefetch(args) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if prefetch is None else prefetch
 
 
+#: The video's landmark child's niceness where the photos' child runs too (`video_prefetch`).
+_VIDEO_CHILD_NICE = 10
+
+
+def video_prefetch(args, photos: bool) -> contextlib.AbstractContextManager:
+    """The video's landmarks scanned in a child process while this one starts up (and, with ``photos``
+    prefetched too, at a lower priority: the photos are needed first), as `photo_prefetch`: entered
+    as the `VideoPrefetch` or None where the run tracks no video file or cannot fork. Call it before
+    torch is imported."""
+    from utils.landmarks.base import DEFAULT_VIDEO_BACKEND
+    from utils.landmarks.prefetch import VideoPrefetch
+
+    if args.no_video or args.synthetic:
+        return contextlib.nullcontext()
+    prefetch = VideoPrefetch.start(args.video or src_vid_path, args.video_landmarks or DEFAULT_VIDEO_BACKEND,
+                                   args.source_frames, args.face, nice=_VIDEO_CHILD_NICE if photos else 0)
+    return contextlib.nullcontext() if prefetch is None else prefetch
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 
 class Run:
     """One demo run: its inputs, what it computed so far and where it wrote."""
 
-    def __init__(self, args, prefetch: Optional[FolderPrefetch] = None) -> None:
+    def __init__(self, args, prefetch: Optional[FolderPrefetch] = None,
+                 video_job: Optional[VideoPrefetch] = None) -> None:
         self.args = args
         self.prefetch = prefetch  # the photos' landmarks detected in a child process (`photo_prefetch`)
+        self.video_job = video_job  # the video's landmarks scanned in a child process (`video_prefetch`)
         self.started = time.perf_counter()
         self.wall_start = time.time()
         self.timings: Dict[str, float] = {}
@@ -360,9 +381,15 @@ class Run:
         from utils.landmarks.base import DEFAULT_VIDEO_BACKEND, LandmarkError
         from utils.landmarks.detect import FaceLandmarker
 
+        from utils.landmarks.prefetch import DeferredLandmarker
+
         backend = self.args.video_landmarks or DEFAULT_VIDEO_BACKEND
+        if self.video_job is not None and not self.video_job.ready():
+            self.video_job = None  # the child could not make one (made here below, or a fallback) or died
         if photos is not None and backend == photos.backend:
             return photos
+        if self.video_job is not None:
+            return DeferredLandmarker(backend)  # loads its models only if this process detects
         try:
             return FaceLandmarker(backend)
         except LandmarkError as err:
@@ -414,7 +441,8 @@ class Run:
         args = self.args
         torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
         try:
-            scan = scan_video(self.video, landmarker, source_frames=args.source_frames, face=args.face)
+            scan = scan_video(self.video, landmarker, source_frames=args.source_frames, face=args.face,
+                              prefetched=self.video_job)
         except VideoReadError as err:
             raise DemoError(str(err)) from None
         if scan.error:
@@ -500,19 +528,22 @@ def main(argv=None) -> int:
 
     keep_freed_memory()  # freed arrays reused, not faulted in again (`utils.process`)
     # No garbage collection while torch and the pipelines are imported (`utils.process`).
-    with collection_after_imports() as imported, photo_prefetch(args) as prefetch:
-        # the prefetch forks before torch is imported: a fork is safe only then
-        return run_demo(args, prefetch, imported)
+    # the prefetches fork before torch is imported: a fork is safe only then
+    with collection_after_imports() as imported, photo_prefetch(args) as prefetch, \
+            video_prefetch(args, prefetch is not None) as video_job:
+        return run_demo(args, prefetch, imported, video_job)
 
 
-def run_demo(args, prefetch: Optional[FolderPrefetch] = None, imported: Callable[[], None] = lambda: None) -> int:
+def run_demo(args, prefetch: Optional[FolderPrefetch] = None, imported: Callable[[], None] = lambda: None,
+             video_job: Optional[VideoPrefetch] = None) -> int:
     """The whole run of parsed ``args`` (``prefetch``: the photos' landmarks, `photo_prefetch`;
-    ``imported``: called once torch and the face model are loaded, `collection_after_imports`)."""
+    ``imported``: called once torch and the face model are loaded, `collection_after_imports`;
+    ``video_job``: the video's landmarks, `video_prefetch`)."""
     from utils.pipelines.inputs import InputError
     from utils.progress import set_progress
 
     set_progress(not args.quiet)
-    run = Run(args, prefetch)
+    run = Run(args, prefetch, video_job)
     try:
         fit_model, target, landmarker, builder = run.prepare()
         imported()

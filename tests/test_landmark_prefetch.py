@@ -164,3 +164,155 @@ def test_demo_reaps_its_child_on_an_input_error(tmp_path):
     assert done.stdout.split() == ["1", "False"], done.stderr
     assert done.stderr.strip() == f"ERROR demo: --weights {tmp_path / 'absent.pth'}: no such file"
     assert not (tmp_path / "out").exists()
+
+
+# ---- a video's scan ---------------------------------------------------------------------------------
+
+#: Runs in a fresh interpreter: a video scan prefetched (argv[1] video, argv[2] backend, argv[3] source
+#: frames "8" or "3,40,90", argv[4] "" or how the child dies, argv[5] what the parent asks differently:
+#: "" or "face"), torch imported meanwhile as the demo does; the parent's `scan_video` of it written to
+#: argv[6] as plain arrays, with whether torch was in the child and the scratch folder's fate.
+VIDEO_SCRIPT = """
+import os, pickle, sys
+from pathlib import Path
+from utils.landmarks import prefetch as module
+video, backend, frames, die, differ, out = sys.argv[1:]
+frames = int(frames) if frames.isdigit() else [int(f) for f in frames.split(",")]
+original = module._child_scan
+
+def scan_and_report(*args):
+    with open(out + ".child", "w") as f:
+        f.write(str("torch" in sys.modules))
+    original(*args)
+
+def ready_then_die(*args):
+    module._send(args[3], ("ready", None))
+    os._exit(3)
+
+module._child_scan = ready_then_die if die else scan_and_report
+job = module.VideoPrefetch.start(video, backend, frames)
+assert job is not None, "no prefetch started"
+scratch = job.scratch
+import torch
+from utils.landmarks.detect import FaceLandmarker
+from utils.pipelines.video import scan_video
+with job:
+    assert job.ready()
+    face = 0 if differ == "face" else "largest"
+    scan = scan_video(video, module.DeferredLandmarker(backend), source_frames=frames, face=face, prefetched=job)
+landmarks = [scan.landmarks[i] for i in range(scan.frames)]
+dense = None if scan.dense is None else [scan.dense[i] for i in range(scan.frames)]
+candidates = [(y, i, c.image, c.image_to_crop, c.landmarks_crop) for y, i, c in scan.candidates]
+kept = scan.scratch is not None and scan.scratch.is_dir()
+scan.close()
+with open(out, "wb") as f:
+    pickle.dump({"frames": scan.frames, "landmarks": landmarks, "dense": dense, "candidates": candidates,
+                 "cuts": scan.cuts, "error": scan.error, "kept": kept, "scratch_left": scratch.exists(),
+                 "child_torch": open(out + ".child").read() if os.path.exists(out + ".child") else None}, f)
+"""
+
+
+def scanned_in_child(tmp_path: Path, video: Path, backend: str, frames: str = "8", die: str = "",
+                     differ: str = "") -> tuple[dict, str]:
+    out = tmp_path / "scan.pkl"
+    done = subprocess.run([sys.executable, "-c", VIDEO_SCRIPT, str(video), backend, frames, die, differ, str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out, "rb") as f:
+        return pickle.load(f), done.stderr
+
+
+def assert_same_scan(got: dict, want, chosen: list) -> None:
+    """The child's scan (as `scanned_in_child` wrote it) equal to ``want`` scanned here, exactly; its
+    candidates those of ``chosen``."""
+    assert got["frames"] == want.frames and got["cuts"] == want.cuts and got["error"] == want.error
+    for i, row in enumerate(got["landmarks"]):
+        np.testing.assert_array_equal(row, want.landmarks[i]) if row is not None else None
+        assert (row is None) == (want.landmarks[i] is None)
+    if want.dense is None:
+        assert got["dense"] is None
+    else:
+        for i, row in enumerate(got["dense"]):
+            assert (row is None) == (want.dense[i] is None)
+            if row is not None:
+                np.testing.assert_array_equal(row, want.dense[i])
+    assert [(y, i) for y, i, *_ in got["candidates"]] == [(y, i) for y, i, _ in chosen]
+    for (_, _, image, to_crop, marks), (_, _, crop) in zip(got["candidates"], chosen):
+        np.testing.assert_array_equal(image, crop.image)
+        np.testing.assert_array_equal(to_crop, crop.image_to_crop)
+        np.testing.assert_array_equal(marks, crop.landmarks_crop)
+
+
+@pytest.mark.parametrize("backend, frames", [("mediapipe", "8"), ("dlib", "3,40,90")])
+def test_video_prefetch_equals_the_scan_here(tmp_path, backend, frames):
+    from utils.landmarks.scan import choose_frames
+    from utils.pipelines.video import scan_video
+
+    video = REPO_ROOT / "examples" / "driver.mp4"
+    got, log = scanned_in_child(tmp_path, video, backend, frames)
+    source = int(frames) if frames.isdigit() else [int(f) for f in frames.split(",")]
+    with scan_video(video, FaceLandmarker(backend), source_frames=source) as want:
+        assert want.frames == 150
+        if frames.isdigit():  # the child sends the 8 chosen of 4 per rig frame
+            assert len(want.candidates) == 38 and len(got["candidates"]) == 8
+        assert_same_scan(got, want, choose_frames(want.candidates, source))
+    assert got["child_torch"] == "False"  # the child scanned without torch
+    assert got["kept"] and not got["scratch_left"]  # the scan's scratch files, removed with it
+    assert "WARNING" not in log, log
+
+
+def test_a_dead_or_mismatched_video_child_is_scanned_again_here(tmp_path):
+    from utils.landmarks.scan import choose_frames
+    from utils.pipelines.video import scan_video
+
+    video = REPO_ROOT / "examples" / "driver.mp4"
+    with scan_video(video, FaceLandmarker("dlib"), source_frames=[5, 60]) as want:
+        chosen = choose_frames(want.candidates, [5, 60])
+        got, log = scanned_in_child(tmp_path, video, "dlib", "5,60", die="after")
+        assert_same_scan(got, want, chosen)
+        assert not got["kept"] and not got["scratch_left"]  # scanned here: the child's folder removed
+        assert log.splitlines() == ["video landmarks prefetch: the child process ended without a result "
+                                    "(EOFError); detecting in this process"]
+        got, log = scanned_in_child(tmp_path, video, "dlib", "5,60", differ="face")
+    with scan_video(video, FaceLandmarker("dlib"), source_frames=[5, 60], face=0) as want:
+        assert_same_scan(got, want, choose_frames(want.candidates, [5, 60]))
+    assert "asked for" in log and not got["scratch_left"]
+
+
+def test_an_unreadable_video_is_reported_by_the_parent(tmp_path):
+    from utils.io.video import VideoReadError
+    from utils.landmarks.prefetch import DeferredLandmarker, VideoPrefetch
+    from utils.pipelines.video import scan_video
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    code = ("import sys\nfrom utils.landmarks.prefetch import VideoPrefetch\n"
+            "job = VideoPrefetch.start(sys.argv[1], 'dlib')\nimport torch\n"
+            "from utils.landmarks.prefetch import DeferredLandmarker\n"
+            "from utils.pipelines.video import scan_video\n"
+            "with job:\n    job.ready()\n    scan_video(sys.argv[1], DeferredLandmarker('dlib'), prefetched=job)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(broken)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert "VideoReadError" in done.stderr and str(broken) in done.stderr.splitlines()[-1]
+    with pytest.raises(VideoReadError, match=str(broken)):
+        scan_video(broken, FaceLandmarker("dlib"))
+    assert VideoPrefetch.start(tmp_path / "absent.mp4", "dlib") is None  # no such file: nothing forked
+    assert VideoPrefetch.start(broken, "face_alignment") is None  # needs torch
+    assert DeferredLandmarker("dlib").backend == "dlib"
+
+
+def test_the_demo_prefetches_a_video_file_only(tmp_path):
+    code = ("import sys, demo\n"
+            "video = sys.argv[1]\n"
+            "for argv in (['--target-rig', 'r.npz', '--video', video], ['--rig-dir', sys.argv[2], '--video', video],\n"
+            "             ['--target-rig', 'r.npz', '--video', video, '--video-landmarks', 'face_alignment'],\n"
+            "             ['--no-video', '--rig-dir', sys.argv[2]], ['--target-rig', 'r.npz', '--video', sys.argv[2]]):\n"
+            "    args = demo.parse_args(argv)\n"
+            "    with demo.photo_prefetch(args) as photos, demo.video_prefetch(args, photos is not None) as job:\n"
+            "        print(type(job).__name__, 'torch' in sys.modules)\n")
+    video = REPO_ROOT / "examples" / "driver.mp4"
+    done = subprocess.run([sys.executable, "-c", code, str(video), str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert done.stdout.split("\n")[:5] == ["VideoPrefetch False", "VideoPrefetch False", "NoneType False",
+                                           "NoneType False", "NoneType False"]

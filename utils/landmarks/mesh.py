@@ -42,15 +42,16 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
 from utils.landmarks.base import N_LANDMARKS, BackendUnavailableError, Box, FaceNotFoundError, LandmarkError
 from utils.paths import NET_WEIGHTS_DIR
+
+if TYPE_CHECKING:  # torch only where the points are computed: a video scan's child process runs without it
+    from torch import Tensor
 
 __all__ = ["MESH_POINTS", "SURFACE_POINTS", "IRIS_CENTRES", "MEDIAPIPE_VERSION", "CORRESPONDENCE_PATH",
            "MeshCorrespondenceError", "MeshCorrespondence", "load_mesh_correspondence",
@@ -111,6 +112,8 @@ class MeshCorrespondence:
         """
         if vertices.dim() != 3 or vertices.shape[1:] != (self.n_vertices, 3):
             raise ValueError(f"vertices: expected (B, {self.n_vertices}, 3), got {tuple(vertices.shape)}")
+        import torch
+
         tri = torch.as_tensor(self.triangle, device=vertices.device)
         bary = torch.as_tensor(self.barycentric, dtype=vertices.dtype, device=vertices.device)
         return (vertices[:, tri] * bary[None, :, :, None]).sum(2)

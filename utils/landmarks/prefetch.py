@@ -1,41 +1,58 @@
-"""A photo folder's faces detected in a forked child process while the parent starts up.
+"""A photo folder's faces, or a video's landmarks, found in a forked child process while the
+parent starts up.
 
 Why: a photos -> rig run spends its first seconds importing torch and loading the face model, then
-loads dlib's shape predictor (~0.5 s) and detects the photos' landmarks (~0.5 s). dlib holds the GIL,
-so a thread cannot overlap that with the import; a child process can, on the second core.
+loads dlib's shape predictor (~0.5 s) and detects the photos' landmarks (~0.5 s). A video run
+landmarks every frame once before anything else (`utils.landmarks.scan`: ~2 s for 250 frames at
+480 x 480, with MediaPipe's 0.5 s of loading). dlib and the frame loop hold the GIL, so a thread
+cannot overlap that with the import; a child process can, on the second core.
 
-How: `FolderPrefetch.start` forks before torch is imported (forking a process that holds torch's
-threads is unsafe) and the child runs `detect_folder` on the folder, exactly as the parent would.
-It sends two pickled messages over a pipe: whether it could make its landmarker, then the
-`FolderFaces` (decoded images included) with the log records it held back, or why it failed.
-`FolderPrefetch.faces` hands the result over, replaying those records in the parent; where the
-child failed or died it logs a warning and detects in this process, so nothing is lost.
-`DeferredLandmarker` is the parent's landmarker meanwhile: it knows its backend at once and loads
-its models only where the parent itself detects (that fallback, or a video tracked by it).
+How: `FolderPrefetch.start` and `VideoPrefetch.start` fork before torch is imported (forking a
+process that holds torch's threads is unsafe) and the child runs `detect_folder` on the folder, or
+`scan_landmarks` on the video, exactly as the parent would. It sends two pickled messages over a
+pipe: whether it could make its landmarker, then its result with the log records it held back, or
+why it failed. A folder's result is its `FolderFaces` (decoded images included); a video's is its
+`VideoScan` (the landmarks in scratch files the parent maps) whose candidates are only the frames
+`choose_frames` picks for the source rig, whole, so that the parent's crops of them are its own.
+`FolderPrefetch.faces` and `VideoPrefetch.scan` hand the result over, replaying those records in
+the parent; where the child failed or died a warning is logged and the caller detects in this
+process, so nothing is lost. `DeferredLandmarker` is the parent's landmarker meanwhile: it knows
+its backend at once and loads its models only where the parent itself detects (that fallback, or
+frames a scan did not cover).
 
-Only dlib is prefetched: face_alignment needs torch, and mediapipe starts threads of its own.
-Linux only (elsewhere `start` returns None and the caller detects in-process).
+Photos are prefetched with dlib only (their default), videos with dlib or MediaPipe (in a child
+that starts MediaPipe's threads itself); face_alignment needs torch. Linux only (elsewhere
+`start` returns None and the caller detects in-process).
 """
 from __future__ import annotations
 
 import logging
 import os
 import pickle
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Callable, Optional, Tuple
+
+import numpy as np
 
 from utils.landmarks.base import DEFAULT_BACKEND
 from utils.landmarks.detect import FaceLandmarker, FolderFaces, Selection, detect_folder
+from utils.landmarks.filters import OneEuroParams
+from utils.landmarks.scan import SourceFrames, VideoScan, choose_frames, scan_landmarks
 
-__all__ = ["PREFETCH_BACKENDS", "PrefetchError", "FolderPrefetch", "DeferredLandmarker"]
+__all__ = ["PREFETCH_BACKENDS", "VIDEO_PREFETCH_BACKENDS", "PrefetchError", "FolderPrefetch", "VideoPrefetch",
+           "DeferredLandmarker"]
 
 logger = logging.getLogger(__name__)
 
 #: The landmark backends whose folder detection can run in a forked child.
 PREFETCH_BACKENDS = ("dlib",)
+#: The landmark backends whose video scan can run in a forked child (face_alignment needs torch).
+VIDEO_PREFETCH_BACKENDS = ("dlib", "mediapipe")
 
 
 class PrefetchError(RuntimeError):
@@ -63,15 +80,12 @@ def _send(stream: BinaryIO, message: tuple) -> None:
 
 
 def _child_detection(folder: Path, backend: str, select: Selection, stream: BinaryIO) -> None:
-    """The child's work: its landmarker made (message 1), then the folder detected (message 2)."""
+    """The photo child's work: its landmarker made (message 1), then the folder detected (message 2)."""
     keeper = _RecordKeeper()
     logging.root.handlers = [keeper]
-    try:
-        landmarker = FaceLandmarker(backend)  # type: ignore[arg-type]
-    except Exception as exc:  # the parent makes its own landmarker and reports the error itself
-        _send(stream, ("unavailable", f"{type(exc).__name__}: {exc}"))
+    landmarker = _child_landmarker(backend, stream)
+    if landmarker is None:
         return
-    _send(stream, ("ready", None))
     try:
         found = detect_folder(folder, landmarker, select, progress=False)
     except Exception as exc:
@@ -80,66 +94,99 @@ def _child_detection(folder: Path, backend: str, select: Selection, stream: Bina
     _send(stream, ("faces", found, keeper.records))
 
 
-def _run_child(write_fd: int, folder: Path, backend: str, select: Selection) -> None:
+def _whole_frame(image: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """What the video child keeps of a candidate frame: the frame and its landmarks (the parent crops
+    the chosen ones, so that its crops are those of a scan in the parent)."""
+    return image, landmarks
+
+
+def _child_scan(video: Path, backend: str, select: Selection, stream: BinaryIO, source_frames: SourceFrames,
+                landmark_filter: Optional[OneEuroParams], scratch: Path, nice: int) -> None:
+    """The video child's work: its landmarker made (message 1), then the video scanned (message 2),
+    the candidate frames cut down to those `choose_frames` picks (the others' pixels stay here)."""
+    if nice:
+        os.nice(nice)
+    keeper = _RecordKeeper()
+    logging.root.handlers = [keeper]
+    landmarker = _child_landmarker(backend, stream)
+    if landmarker is None:
+        return
+    try:
+        scan = scan_landmarks(video, landmarker, source_frames=source_frames, landmark_filter=landmark_filter,
+                              face=select, keep=_whole_frame, progress=False, scratch=scratch)
+        scan.candidates = choose_frames(scan.candidates, source_frames)
+    except Exception as exc:
+        _send(stream, ("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    _send(stream, ("scan", scan, keeper.records))
+
+
+def _child_landmarker(backend: str, stream: BinaryIO) -> Optional[FaceLandmarker]:
+    """The child's landmarker, announced to the parent ("ready"), or None (the parent told why)."""
+    try:
+        landmarker = FaceLandmarker(backend)  # type: ignore[arg-type]
+    except Exception as exc:  # the parent makes its own landmarker and reports the error itself
+        _send(stream, ("unavailable", f"{type(exc).__name__}: {exc}"))
+        return None
+    _send(stream, ("ready", None))
+    return landmarker
+
+
+def _run_child(write_fd: int, work: Callable[[BinaryIO], None]) -> None:
     """The forked child, start to end: it never returns into the parent's code (``os._exit``)."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it; the child just ends
         with os.fdopen(write_fd, "wb") as stream:
-            _child_detection(folder, backend, select, stream)
+            work(stream)
         code = 0
     finally:
         os._exit(code)  # no exit handlers, no flush of the parent's buffered output
 
 
-class FolderPrefetch:
-    """`detect_folder` of one folder running in a forked child; a context manager that always
-    ends and reaps the child (`close`)."""
+def _fork(work: Callable[[BinaryIO], None]) -> Optional[Tuple[int, BinaryIO]]:
+    """A child running ``work`` on the write end of a pipe: (its pid, the read end), or None where
+    this cannot be done safely (torch imported: its threads do not survive a fork; no process)."""
+    if "torch" in sys.modules:
+        logger.debug("landmarks not prefetched: torch is imported (a fork is unsafe)")
+        return None
+    read_fd, write_fd = os.pipe()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()  # else the child's copy of unwritten output could be written twice
+    try:
+        pid = os.fork()
+    except OSError as exc:  # no process to be had (limits, memory): detect in-process
+        os.close(read_fd)
+        os.close(write_fd)
+        logger.warning("landmarks not prefetched: %s; detecting in this process", exc)
+        return None
+    if pid == 0:
+        os.close(read_fd)
+        _run_child(write_fd, work)
+    os.close(write_fd)
+    return pid, os.fdopen(read_fd, "rb")
 
-    def __init__(self, pid: int, stream: BinaryIO, folder: Path, select: Selection) -> None:
+
+class _ChildJob:
+    """A forked child's two messages (its landmarker made, then its result); a context manager that
+    always ends and reaps the child (`close`). ``what`` names the job in messages."""
+
+    what = "landmarks prefetch"
+
+    def __init__(self, pid: int, stream: BinaryIO) -> None:
         self.pid = pid
-        self.folder = folder
-        self.select = select
         self._stream: Optional[BinaryIO] = stream
         self._ready: Optional[bool] = None
 
-    @classmethod
-    def start(cls, folder: str | Path, backend: str,
-              select: Selection = "largest") -> Optional["FolderPrefetch"]:
-        """Fork a child that detects ``folder`` with ``backend`` and ``select``; None where this cannot
-        be done safely (not Linux, torch already imported, a backend other than dlib, no such folder)."""
-        folder = Path(folder)
-        backend = DEFAULT_BACKEND if backend == "auto" else backend
-        if backend not in PREFETCH_BACKENDS or not sys.platform.startswith("linux") or not folder.is_dir():
-            return None
-        if "torch" in sys.modules:
-            logger.debug("photo landmarks not prefetched: torch is imported (a fork is unsafe)")
-            return None
-        read_fd, write_fd = os.pipe()
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()  # else the child's copy of unwritten output could be written twice
-        try:
-            pid = os.fork()
-        except OSError as exc:  # no process to be had (limits, memory): detect in-process
-            os.close(read_fd)
-            os.close(write_fd)
-            logger.warning("photo landmarks not prefetched: %s; detecting in this process", exc)
-            return None
-        if pid == 0:
-            os.close(read_fd)
-            _run_child(write_fd, folder, backend, select)
-        os.close(write_fd)
-        return cls(pid, os.fdopen(read_fd, "rb"), folder, select)
-
     def _receive(self) -> tuple:
         if self._stream is None:
-            raise PrefetchError("photo landmarks prefetch: already closed")
+            raise PrefetchError(f"{self.what}: already closed")
         try:
             return pickle.load(self._stream)
         except (EOFError, OSError, pickle.UnpicklingError) as exc:
             self.close()
-            raise PrefetchError(f"photo landmarks prefetch: the child process ended without a result "
+            raise PrefetchError(f"{self.what}: the child process ended without a result "
                                 f"({type(exc).__name__})") from exc
 
     def ready(self) -> bool:
@@ -153,44 +200,37 @@ class FolderPrefetch:
                 kind, detail = "died", None
             self._ready = kind == "ready"
             if not self._ready:
-                logger.debug("photo landmarks prefetch: no landmarker in the child (%s)", detail)
+                logger.debug("%s: no landmarker in the child (%s)", self.what, detail)
                 self.close()
         return self._ready
 
-    def result(self, folder: str | Path, select: Selection) -> FolderFaces:
-        """The child's `FolderFaces` for ``folder`` and ``select`` (waits for it; its log records are
-        replayed here). The child is reaped after.
+    def _result(self, kind: str) -> Any:
+        """The child's result of ``kind`` (waits for it; its log records are replayed here); the
+        child is reaped after.
 
         Raises:
-            PrefetchError: the child failed or died, or detected another folder or selection.
+            PrefetchError: the child failed or died.
         """
-        if Path(folder) != self.folder or select != self.select:
-            self.close()
-            raise PrefetchError(f"photo landmarks prefetch: detected {self.folder} ({self.select}), "
-                                f"asked for {folder} ({select})")
         if not self.ready():
-            raise PrefetchError("photo landmarks prefetch: the child made no landmarker")
+            raise PrefetchError(f"{self.what}: the child made no landmarker")
         message = self._receive()
-        self.close()
-        if message[0] != "faces":
-            raise PrefetchError(f"photo landmarks prefetch: the child failed ({message[1]})")
-        _, found, records = message
+        self._reap()
+        if message[0] != kind:
+            raise PrefetchError(f"{self.what}: the child failed ({message[1]})")
+        _, result, records = message
         for record in records:
             logging.getLogger(record.name).handle(record)
-        return found
+        return result
 
-    def faces(self, folder: str | Path, landmarker: Any, select: Selection) -> FolderFaces:
-        """`detect_folder(folder, landmarker, select)`: the child's result, else (a warning logged)
-        detected here."""
-        try:
-            return self.result(folder, select)
-        except PrefetchError as err:
-            if self._ready is not False:  # else `ready` has said why (or the landmarker will)
-                logger.warning("%s; detecting in this process", err)
-        return detect_folder(folder, landmarker, select)
+    def _warn(self, err: PrefetchError) -> None:
+        if self._ready is not False:  # else `ready` has said why (or the landmarker will)
+            logger.warning("%s; detecting in this process", err)
 
     def close(self) -> None:
         """End the child (where it still runs) and reap it; close the pipe. Safe to call again."""
+        self._reap()
+
+    def _reap(self) -> None:
         if self._stream is None:
             return
         self._stream.close()
@@ -201,12 +241,114 @@ class FolderPrefetch:
             pass
         os.waitpid(self.pid, 0)
 
-    def __enter__(self) -> "FolderPrefetch":
+    def __enter__(self) -> "_ChildJob":
         return self
 
     def __exit__(self, kind: Optional[type], value: Optional[BaseException],
                  traceback: Optional[TracebackType]) -> None:
         self.close()
+
+
+class FolderPrefetch(_ChildJob):
+    """`detect_folder` of one folder running in a forked child."""
+
+    what = "photo landmarks prefetch"
+
+    def __init__(self, pid: int, stream: BinaryIO, folder: Path, select: Selection) -> None:
+        super().__init__(pid, stream)
+        self.folder = folder
+        self.select = select
+
+    @classmethod
+    def start(cls, folder: str | Path, backend: str,
+              select: Selection = "largest") -> Optional["FolderPrefetch"]:
+        """Fork a child that detects ``folder`` with ``backend`` and ``select``; None where this cannot
+        be done safely (not Linux, torch already imported, a backend other than dlib, no such folder)."""
+        folder = Path(folder)
+        backend = DEFAULT_BACKEND if backend == "auto" else backend
+        if backend not in PREFETCH_BACKENDS or not sys.platform.startswith("linux") or not folder.is_dir():
+            return None
+        forked = _fork(lambda stream: _child_detection(folder, backend, select, stream))
+        return None if forked is None else cls(*forked, folder, select)
+
+    def result(self, folder: str | Path, select: Selection) -> FolderFaces:
+        """The child's `FolderFaces` for ``folder`` and ``select`` (waits for it; its log records are
+        replayed here). The child is reaped after.
+
+        Raises:
+            PrefetchError: the child failed or died, or detected another folder or selection.
+        """
+        if Path(folder) != self.folder or select != self.select:
+            self.close()
+            raise PrefetchError(f"{self.what}: detected {self.folder} ({self.select}), "
+                                f"asked for {folder} ({select})")
+        return self._result("faces")
+
+    def faces(self, folder: str | Path, landmarker: Any, select: Selection) -> FolderFaces:
+        """`detect_folder(folder, landmarker, select)`: the child's result, else (a warning logged)
+        detected here."""
+        try:
+            return self.result(folder, select)
+        except PrefetchError as err:
+            self._warn(err)
+        return detect_folder(folder, landmarker, select)
+
+
+class VideoPrefetch(_ChildJob):
+    """`utils.landmarks.scan.scan_landmarks` of one video running in a forked child, its candidates
+    the frames (whole, with their landmarks) that `choose_frames` picks."""
+
+    what = "video landmarks prefetch"
+
+    def __init__(self, pid: int, stream: BinaryIO, video: Path, backend: str, source_frames: SourceFrames,
+                 select: Selection, landmark_filter: Optional[OneEuroParams], scratch: Path) -> None:
+        super().__init__(pid, stream)
+        self.asked = (video, backend, source_frames, select, landmark_filter)
+        self.scratch: Optional[Path] = scratch  # the child's scratch files; the scan's once handed over
+
+    @classmethod
+    def start(cls, video: str | Path, backend: str, source_frames: SourceFrames = 8, select: Selection = "largest",
+              landmark_filter: Optional[OneEuroParams] = OneEuroParams(), nice: int = 0) -> Optional["VideoPrefetch"]:
+        """Fork a child that scans ``video`` with ``backend`` (`scan_landmarks`' other arguments), at
+        ``nice`` more niceness than this process; None where this cannot be done safely (not Linux,
+        torch already imported, a backend that needs torch, no such file)."""
+        video = Path(video)
+        if backend not in VIDEO_PREFETCH_BACKENDS or not sys.platform.startswith("linux") or not video.is_file():
+            return None
+        frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
+        scratch = Path(tempfile.mkdtemp(prefix="inorig_scan_"))
+        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter, scratch,
+                                                  nice))
+        if forked is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+            return None
+        return cls(*forked, video, backend, frames, select, landmark_filter, scratch)
+
+    def scan(self, video: str | Path, backend: str, source_frames: SourceFrames, select: Selection,
+             landmark_filter: Optional[OneEuroParams]) -> Optional[VideoScan]:
+        """The child's `VideoScan` of ``video`` made as these arguments say (waits for it; its log
+        records are replayed here), or None (a warning logged) where the child failed or died, or
+        scanned otherwise: the caller then scans the video itself. The child is reaped after."""
+        frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
+        if (Path(video), backend, frames, select, landmark_filter) != self.asked:
+            self.close()
+            logger.warning("%s: scanned %s, asked for %s; scanning in this process", self.what, self.asked,
+                           (Path(video), backend, frames, select, landmark_filter))
+            return None
+        try:
+            scan: VideoScan = self._result("scan")
+        except PrefetchError as err:
+            self._warn(err)
+            return None
+        scan.scratch, self.scratch = self.scratch, None  # removed when the caller closes the scan
+        return scan
+
+    def close(self) -> None:
+        """End and reap the child; remove its scratch files unless its scan was handed over."""
+        self._reap()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
 
 
 class DeferredLandmarker:

@@ -3,9 +3,10 @@
 One pass of landmarks, then the rest:
 
 1. `scan_video`: every frame decoded once and landmarked once (tracked, filtered,
-   `utils.landmarks.tracking.LandmarkStream`); the landmarks go to a scratch file (memory stays
-   flat whatever the video's length), and face crops of a bounded set of candidate frames spread
-   over the whole video are kept for the source rig.
+   `utils.landmarks.tracking.LandmarkStream`; `utils.landmarks.scan`); the landmarks go to a
+   scratch file (memory stays flat whatever the video's length), and face crops of a bounded set of
+   candidate frames spread over the whole video are kept for the source rig. The demo runs this
+   pass in a child process while it starts up (`utils.landmarks.prefetch.VideoPrefetch`).
 2. `source_rig_from_video`: the video's person gets a rig from a few of those frames spread over
    head yaw (as the original caches a few video frames of the person), or from frames chosen by
    number.
@@ -30,13 +31,11 @@ and the error is reported (``VideoScan.error``, ``TrackingRun.error``).
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Literal, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -49,16 +48,18 @@ from core.rig.retarget import RigRenderer, expression_map, frontal_pose, white_b
 from core.rig.rig import Rig
 from core.rig.tracker import DenseTies, FrameTrack, RigTracker, TrackerConfig
 from utils.background import BackgroundWorker
-from utils.crop import FaceCrop, crop_batch, crop_face
+from utils.crop import crop_batch, crop_face
 from utils.export.errors import ExportError
 from utils.export.outputs import export_animation, export_live_link_csv
 from utils.io.images import to_uint8
 from utils.io.tracking import TrackingFileError, TrackingRecorder, load_tracking
-from utils.io.video import VideoInfo, VideoReader, VideoReadError
+from utils.io.video import VideoReader, VideoReadError
 from utils.io.video_writer import VideoWriter
 from utils.landmarks.detect import FaceLandmarker, Selection
 from utils.landmarks.filters import OneEuroParams
-from utils.landmarks.mesh import MESH_POINTS, load_mesh_correspondence
+from utils.landmarks.mesh import load_mesh_correspondence
+from utils.landmarks.prefetch import VideoPrefetch
+from utils.landmarks.scan import Candidate, SourceFrames, VideoScan, choose_frames, scan_landmarks, yaw_proxy
 from utils.landmarks.tracking import LandmarkStream
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.progress import progress_bar
@@ -99,171 +100,48 @@ class TrackingRun:
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
 
-class _LandmarkLog:
-    """Per-frame (P, 2) points (68 landmarks, or a dense mesh) in a scratch file (NaN rows: no face),
-    read back by frame number."""
-
-    def __init__(self, points: int = 68) -> None:
-        self._folder = Path(tempfile.mkdtemp(prefix="inorig_landmarks_"))
-        self._path = self._folder / "landmarks.bin"
-        self._file = open(self._path, "wb")
-        self._rows: Optional[np.ndarray] = None
-        self.points = points
-        self.count = 0
-
-    def append(self, landmarks: Optional[np.ndarray]) -> None:
-        row = np.full((self.points, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
-        self._file.write(np.ascontiguousarray(row).tobytes())
-        self.count += 1
-
-    def finish(self) -> None:
-        """No more rows: map the file for reading."""
-        self._file.close()
-        if self.count:
-            self._rows = np.memmap(self._path, dtype=np.float64, mode="r", shape=(self.count, self.points, 2))
-
-    def __getitem__(self, index: int) -> Optional[np.ndarray]:
-        if self._rows is None or index >= self.count:
-            raise IndexError(f"frame {index}: not scanned ({self.count} frames were)")
-        row = np.array(self._rows[index])
-        return None if np.isnan(row).any() else row
-
-    def close(self) -> None:
-        """Remove the scratch file."""
-        if not self._file.closed:
-            self._file.close()
-        self._rows = None
-        shutil.rmtree(self._folder, ignore_errors=True)
-
-
-@dataclass
-class VideoScan:
-    """One pass of landmarks over a video (`scan_video`): what the source rig and tracking need.
-
-    Attributes:
-        path: the video. info: what its container says (fps, size, frame count).
-        frames: frames read. landmarks: per frame (68, 2) landmarks or None (``landmarks[i]``).
-        candidates: (yaw proxy, frame number, crop) of the frames kept for the source rig.
-        timings: ``decoding`` and ``landmarks`` seconds.
-        error: the read error of a truncated or corrupt video (frames before it are kept), or None.
-        cuts: frame numbers where a new shot began (the face was chosen afresh there).
-        dense: per frame the dense mesh points (backend 'mediapipe': (478, 2), ``dense[i]``) or
-            None; None when the backend has no mesh.
-    """
-
-    path: Path
-    info: VideoInfo
-    frames: int
-    landmarks: _LandmarkLog
-    candidates: List[Tuple[float, int, FaceCrop]]
-    timings: Dict[str, float]
-    error: Optional[str] = None
-    cuts: List[int] = field(default_factory=list)
-    dense: Optional[_LandmarkLog] = None
-
-    def close(self) -> None:
-        """Remove the scratch files of the landmarks."""
-        self.landmarks.close()
-        if self.dense is not None:
-            self.dense.close()
-
-    def __enter__(self) -> "VideoScan":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def yaw_proxy(landmarks: np.ndarray) -> float:
-    """Signed head-turn proxy from 2D landmarks: nose tip offset from the eyes' midpoint / eye distance."""
-    eyes = landmarks[36] - landmarks[45]
-    mid = (landmarks[36] + landmarks[45]) / 2
-    return float(np.dot(landmarks[30] - mid, eyes) / max(float(np.dot(eyes, eyes)), 1e-9))
-
-
-def _every(n_frames: int, count: int) -> int:
-    """Candidate spacing: about ``4 * count`` candidates over ``n_frames`` (all frames when unknown)."""
-    return max(1, n_frames // (4 * count)) if n_frames else 1
-
-
-def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *,
-               source_frames: Union[int, Sequence[int]] = 8,
-               landmark_filter: Optional[OneEuroParams] = OneEuroParams(),
-               face: Selection = "largest") -> VideoScan:
-    """Landmarks of every frame of ``video`` (each frame decoded and landmarked once) and candidate
-    crops for the source rig.
+def scan_video(video: Union[str, Path], landmarker: FaceLandmarker, *, source_frames: SourceFrames = 8,
+               landmark_filter: Optional[OneEuroParams] = OneEuroParams(), face: Selection = "largest",
+               prefetched: Optional[VideoPrefetch] = None) -> VideoScan:
+    """Landmarks of every frame of ``video`` (each frame decoded and landmarked once) and face crops
+    of candidate frames for the source rig (`utils.landmarks.scan.scan_landmarks`).
 
     Args:
         video: the video file.
         landmarker: detections and landmarks.
         source_frames: how many frames will build the video person's rig (candidates are kept at
-            regular intervals over the whole video: about four per rig frame, at most eight per
-            rig frame in memory), or the frame numbers to use (only those are kept).
+            regular intervals over the whole video), or the frame numbers to use (only those are kept).
         landmark_filter: One Euro filter of the landmarks (None: raw).
         face: whom to follow where several people are in view (`utils.landmarks.tracking.FaceTracker`).
+        prefetched: the same scan running in a child process since start-up
+            (`utils.landmarks.prefetch.VideoPrefetch`): its result is taken (its candidates are the
+            frames `choose_frames` picks), else (a warning logged) the video is scanned here.
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is scanned up to the error,
             reported in ``error``).
     """
-    explicit = None if isinstance(source_frames, int) else {int(i) for i in source_frames}
-    count = len(explicit) if explicit is not None else int(source_frames)
-    if count < 1:
-        raise ValueError(f"source_frames: expected at least one frame, got {source_frames!r}")
-    stream = LandmarkStream(landmarker, filter_params=landmark_filter, face=face)
-    log = _LandmarkLog()
-    dense_log = _LandmarkLog(MESH_POINTS) if landmarker.backend == "mediapipe" else None
-    candidates: List[Tuple[float, int, FaceCrop]] = []
-    timings = {"decoding": 0.0, "landmarks": 0.0}
-    error = None
-    with VideoReader(video) as reader:
-        info = reader.info
-        every = _every(info.frame_count, count)
-        frames = iter(reader)
-        index = 0
-        clock = time.perf_counter()
-        try:
-            for image in progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)",
-                                      unit="frame"):
-                start = time.perf_counter()
-                timings["decoding"] += start - clock
-                frame = stream(index, image, index / info.fps, keep_image=False)
-                log.append(frame.landmarks)
-                if dense_log is not None:
-                    dense_log.append(None if frame.landmarks is None else frame.face.dense)
-                keep = index in explicit if explicit is not None else index % every == 0
-                if keep and frame.landmarks is not None:
-                    candidates.append((yaw_proxy(frame.landmarks), index, crop_face(image, frame.landmarks)))
-                    if explicit is None and len(candidates) > 8 * count:  # unknown length: thin out
-                        candidates, every = candidates[::2], 2 * every
-                index += 1
-                clock = time.perf_counter()
-                timings["landmarks"] += clock - start
-        except VideoReadError as err:  # truncated or corrupt: keep what was read
-            error = str(err)
-            logger.debug("%s (using the %d frames read before it)", err, index)  # the caller reports it
-    log.finish()
-    if dense_log is not None:
-        dense_log.finish()
-    if stream.missing:
-        logger.warning("%s: no face found on %d of %d frames", video, stream.missing, index)
-    return VideoScan(Path(video), info, index, log, candidates, timings, error, list(stream.cuts), dense_log)
+    if prefetched is not None:
+        scan = prefetched.scan(video, landmarker.backend, source_frames, face, landmark_filter)
+        if scan is not None:
+            scan.candidates = [(yaw, index, crop_face(image, landmarks))
+                               for yaw, index, (image, landmarks) in scan.candidates]
+            return scan
+    return scan_landmarks(video, landmarker, source_frames=source_frames, landmark_filter=landmark_filter,
+                          face=face, keep=crop_face)
 
 
-def _choose(scan: VideoScan, source_frames: Union[int, Sequence[int]]) -> List[Tuple[float, int, FaceCrop]]:
-    """The source rig's frames: spread over the yaw proxy (extremes included), or those asked for."""
+def _choose(scan: VideoScan, source_frames: SourceFrames) -> List[Candidate]:
+    """The source rig's frames (`choose_frames`); a frame number asked for without a face is an error."""
     if not isinstance(source_frames, int):
         found = {c[1] for c in scan.candidates}
         absent = [i for i in source_frames if int(i) not in found]
         if absent:
             raise VideoInputError(f"{scan.path}: no face in source frame(s) {absent} (of {scan.frames} frames)")
-        return sorted(scan.candidates, key=lambda c: c[1])
-    candidates = sorted(scan.candidates, key=lambda c: c[0])
-    pick = np.unique(np.linspace(0, len(candidates) - 1, min(source_frames, len(candidates))).round().astype(int))
-    return [candidates[i] for i in pick]
+    return choose_frames(scan.candidates, source_frames)
 
 
-def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_frames: Union[int, Sequence[int]] = 8,
+def source_rig_from_video(scan: VideoScan, model: MorphableModel, *, source_frames: SourceFrames = 8,
                           config: RigBuildConfig = RigBuildConfig(), builder: Optional[RigBuilder] = None,
                           detector: Optional[str] = None) -> Tuple[Rig, List[int]]:
     """A rig of the video's person from ``source_frames`` of a scanned video.
