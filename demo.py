@@ -263,22 +263,18 @@ def photo_prefetch(args) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if prefetch is None else prefetch
 
 
-#: The video's landmark child's niceness where the photos' child runs too (`video_prefetch`).
-_VIDEO_CHILD_NICE = 10
-
-
-def video_prefetch(args, photos: bool) -> contextlib.AbstractContextManager:
-    """The video's landmarks scanned in a child process while this one starts up (and, with ``photos``
-    prefetched too, at a lower priority: the photos are needed first), as `photo_prefetch`: entered
-    as the `VideoPrefetch` or None where the run tracks no video file or cannot fork. Call it before
-    torch is imported."""
+def video_prefetch(args) -> contextlib.AbstractContextManager:
+    """The video's landmarks scanned in a child process while this one starts up, as `photo_prefetch`:
+    entered as the `VideoPrefetch` or None where the run tracks no video file or cannot fork. Call it
+    before torch is imported. (A run that also fits photos takes both results before any rig is built:
+    the scan first, so that a video that cannot drive anything stops the run at once.)"""
     from utils.landmarks.base import DEFAULT_VIDEO_BACKEND
     from utils.landmarks.prefetch import VideoPrefetch
 
     if args.no_video or args.synthetic:
         return contextlib.nullcontext()
     prefetch = VideoPrefetch.start(args.video or src_vid_path, args.video_landmarks or DEFAULT_VIDEO_BACKEND,
-                                   args.source_frames, args.face, nice=_VIDEO_CHILD_NICE if photos else 0)
+                                   args.source_frames, args.face)
     return contextlib.nullcontext() if prefetch is None else prefetch
 
 
@@ -440,6 +436,10 @@ class Run:
 
         args = self.args
         torch.set_num_threads(1)  # per-frame problems are small: a second thread only adds overhead
+        if self.video_job is not None and self.whole_heads():
+            # What the rigs' whole heads need (scipy's spatial and image modules: ~0.2 s of imports),
+            # imported while the child scans rather than after.
+            import utils.pipelines.appearance  # noqa: F401
         try:
             scan = scan_video(self.video, landmarker, source_frames=args.source_frames, face=args.face,
                               prefetched=self.video_job)
@@ -530,7 +530,7 @@ def main(argv=None) -> int:
     # No garbage collection while torch and the pipelines are imported (`utils.process`).
     # the prefetches fork before torch is imported: a fork is safe only then
     with collection_after_imports() as imported, photo_prefetch(args) as prefetch, \
-            video_prefetch(args, prefetch is not None) as video_job:
+            video_prefetch(args) as video_job:
         return run_demo(args, prefetch, imported, video_job)
 
 

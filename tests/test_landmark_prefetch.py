@@ -309,7 +309,7 @@ def test_the_demo_prefetches_a_video_file_only(tmp_path):
             "             ['--target-rig', 'r.npz', '--video', video, '--video-landmarks', 'face_alignment'],\n"
             "             ['--no-video', '--rig-dir', sys.argv[2]], ['--target-rig', 'r.npz', '--video', sys.argv[2]]):\n"
             "    args = demo.parse_args(argv)\n"
-            "    with demo.photo_prefetch(args) as photos, demo.video_prefetch(args, photos is not None) as job:\n"
+            "    with demo.photo_prefetch(args) as photos, demo.video_prefetch(args) as job:\n"
             "        print(type(job).__name__, 'torch' in sys.modules)\n")
     video = REPO_ROOT / "examples" / "driver.mp4"
     done = subprocess.run([sys.executable, "-c", code, str(video), str(tmp_path)], cwd=REPO_ROOT, capture_output=True,

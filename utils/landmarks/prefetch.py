@@ -101,11 +101,9 @@ def _whole_frame(image: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, 
 
 
 def _child_scan(video: Path, backend: str, select: Selection, stream: BinaryIO, source_frames: SourceFrames,
-                landmark_filter: Optional[OneEuroParams], scratch: Path, nice: int) -> None:
+                landmark_filter: Optional[OneEuroParams], scratch: Path) -> None:
     """The video child's work: its landmarker made (message 1), then the video scanned (message 2),
     the candidate frames cut down to those `choose_frames` picks (the others' pixels stay here)."""
-    if nice:
-        os.nice(nice)
     keeper = _RecordKeeper()
     logging.root.handlers = [keeper]
     landmarker = _child_landmarker(backend, stream)
@@ -308,17 +306,16 @@ class VideoPrefetch(_ChildJob):
 
     @classmethod
     def start(cls, video: str | Path, backend: str, source_frames: SourceFrames = 8, select: Selection = "largest",
-              landmark_filter: Optional[OneEuroParams] = OneEuroParams(), nice: int = 0) -> Optional["VideoPrefetch"]:
-        """Fork a child that scans ``video`` with ``backend`` (`scan_landmarks`' other arguments), at
-        ``nice`` more niceness than this process; None where this cannot be done safely (not Linux,
-        torch already imported, a backend that needs torch, no such file)."""
+              landmark_filter: Optional[OneEuroParams] = OneEuroParams()) -> Optional["VideoPrefetch"]:
+        """Fork a child that scans ``video`` with ``backend`` (`scan_landmarks`' other arguments); None
+        where this cannot be done safely (not Linux, torch already imported, a backend that needs
+        torch, no such file)."""
         video = Path(video)
         if backend not in VIDEO_PREFETCH_BACKENDS or not sys.platform.startswith("linux") or not video.is_file():
             return None
         frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
         scratch = Path(tempfile.mkdtemp(prefix="inorig_scan_"))
-        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter, scratch,
-                                                  nice))
+        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter, scratch))
         if forked is None:
             shutil.rmtree(scratch, ignore_errors=True)
             return None
