@@ -183,6 +183,15 @@ original = module._child_scan
 def scan_and_report(*args):
     with open(out + ".child", "w") as f:
         f.write(str("torch" in sys.modules))
+    sent = module._send
+
+    def send_and_count(stream, message):  # every message's kind, in order
+        with open(out + ".kinds", "a") as f:
+            f.write(message[0] + "\\n")
+        sent(stream, message)
+
+    module._send = send_and_count
+    module._ProgressSender.__init__.__defaults__ = (0.0,)  # a progress message after every frame
     original(*args)
 
 def ready_then_die(*args):
@@ -208,7 +217,8 @@ scan.close()
 with open(out, "wb") as f:
     pickle.dump({"frames": scan.frames, "landmarks": landmarks, "dense": dense, "candidates": candidates,
                  "cuts": scan.cuts, "error": scan.error, "kept": kept, "scratch_left": scratch.exists(),
-                 "child_torch": open(out + ".child").read() if os.path.exists(out + ".child") else None}, f)
+                 "child_torch": open(out + ".child").read() if os.path.exists(out + ".child") else None,
+                 "kinds": open(out + ".kinds").read().split() if os.path.exists(out + ".kinds") else []}, f)
 """
 
 
@@ -257,6 +267,8 @@ def test_video_prefetch_equals_the_scan_here(tmp_path, backend, frames):
             assert len(want.candidates) == 38 and len(got["candidates"]) == 8
         assert_same_scan(got, want, choose_frames(want.candidates, source))
     assert got["child_torch"] == "False"  # the child scanned without torch
+    # its progress, frame by frame, read by the parent before the scan itself
+    assert got["kinds"] == ["ready"] + ["progress"] * 150 + ["scan"]
     assert got["kept"] and not got["scratch_left"]  # the scan's scratch files, removed with it
     assert "WARNING" not in log, log
 
@@ -300,6 +312,24 @@ def test_an_unreadable_video_is_reported_by_the_parent(tmp_path):
     assert VideoPrefetch.start(tmp_path / "absent.mp4", "dlib") is None  # no such file: nothing forked
     assert VideoPrefetch.start(broken, "face_alignment") is None  # needs torch
     assert DeferredLandmarker("dlib").backend == "dlib"
+
+
+def test_the_childs_progress_is_sent_at_most_every_interval(monkeypatch):
+    import io
+
+    from utils.landmarks import prefetch as module
+
+    clock = iter([0.0, 0.1, 0.2, 0.3, 0.6, 0.7, 0.95])
+    monkeypatch.setattr(module.time, "monotonic", lambda: next(clock))
+    stream = io.BytesIO()
+    send = module._ProgressSender(stream, interval=0.25)  # made at 0.0
+    for done in range(1, 7):  # at 0.1, 0.2, 0.3, 0.6, 0.7, 0.95
+        send(done, 6)
+    stream.seek(0)
+    sent = []
+    while stream.tell() < len(stream.getvalue()):
+        sent.append(pickle.load(stream))
+    assert sent == [("progress", 3, 6), ("progress", 4, 6), ("progress", 6, 6)]
 
 
 def test_the_demo_prefetches_a_video_file_only(tmp_path):

@@ -9,7 +9,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 
 from tqdm import tqdm
 
-__all__ = ["set_progress", "progress_enabled", "progress_bar"]
+__all__ = ["set_progress", "progress_enabled", "progress_bar", "progress_counter"]
 
 T = TypeVar("T")
 _ENABLED = True
@@ -31,3 +31,9 @@ def progress_bar(items: Iterable[T], *, total: Optional[int] = None, desc: str =
     """``items`` with a tqdm bar (on a terminal, where `set_progress` and ``enabled`` allow)."""
     disable = None if (_ENABLED and enabled) else True  # None: only on a terminal
     return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, leave=False))
+
+
+def progress_counter(*, total: Optional[int] = None, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
+    """A tqdm bar moved by hand (``bar.update(n)``; close it), for work counted elsewhere, e.g. in a
+    child process (on a terminal, where `set_progress` allows)."""
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=None if _ENABLED else True, leave=False)

@@ -33,6 +33,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Callable, Optional, Tuple
@@ -43,6 +44,7 @@ from utils.landmarks.base import DEFAULT_BACKEND
 from utils.landmarks.detect import FaceLandmarker, FolderFaces, Selection, detect_folder
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.scan import SourceFrames, VideoScan, choose_frames, scan_landmarks
+from utils.progress import progress_counter
 
 __all__ = ["PREFETCH_BACKENDS", "VIDEO_PREFETCH_BACKENDS", "PrefetchError", "FolderPrefetch", "VideoPrefetch",
            "DeferredLandmarker"]
@@ -111,12 +113,29 @@ def _child_scan(video: Path, backend: str, select: Selection, stream: BinaryIO, 
         return
     try:
         scan = scan_landmarks(video, landmarker, source_frames=source_frames, landmark_filter=landmark_filter,
-                              face=select, keep=_whole_frame, progress=False, scratch=scratch)
+                              face=select, keep=_whole_frame, progress=False, scratch=scratch,
+                              on_frame=_ProgressSender(stream))
         scan.candidates = choose_frames(scan.candidates, source_frames)
     except Exception as exc:
         _send(stream, ("failed", f"{type(exc).__name__}: {exc}"))
         return
     _send(stream, ("scan", scan, keeper.records))
+
+
+class _ProgressSender:
+    """The child's frames scanned so far, sent as ("progress", done, total) at most every
+    ``interval`` seconds: the parent shows them once it waits (`_ChildJob._result`), and so few
+    messages never fill the pipe while it is busy elsewhere."""
+
+    def __init__(self, stream: BinaryIO, interval: float = 0.25) -> None:
+        self.stream, self.interval = stream, interval
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            _send(self.stream, ("progress", done, total))
+            self.last = now
 
 
 def _child_landmarker(backend: str, stream: BinaryIO) -> Optional[FaceLandmarker]:
@@ -171,6 +190,7 @@ class _ChildJob:
     always ends and reaps the child (`close`). ``what`` names the job in messages."""
 
     what = "landmarks prefetch"
+    progress_desc = "landmarks"
 
     def __init__(self, pid: int, stream: BinaryIO) -> None:
         self.pid = pid
@@ -212,6 +232,12 @@ class _ChildJob:
         if not self.ready():
             raise PrefetchError(f"{self.what}: the child made no landmarker")
         message = self._receive()
+        if message[0] == "progress":  # the child still works: its count on a bar until it is done
+            with progress_counter(total=message[2] or None, initial=message[1], desc=self.progress_desc,
+                                  unit="frame") as bar:
+                while message[0] == "progress":
+                    bar.update(message[1] - bar.n)
+                    message = self._receive()
         self._reap()
         if message[0] != kind:
             raise PrefetchError(f"{self.what}: the child failed ({message[1]})")
@@ -297,6 +323,7 @@ class VideoPrefetch(_ChildJob):
     the frames (whole, with their landmarks) that `choose_frames` picks."""
 
     what = "video landmarks prefetch"
+    progress_desc = "landmarks (video)"
 
     def __init__(self, pid: int, stream: BinaryIO, video: Path, backend: str, source_frames: SourceFrames,
                  select: Selection, landmark_filter: Optional[OneEuroParams], scratch: Path) -> None:

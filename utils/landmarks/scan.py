@@ -146,7 +146,8 @@ def _every(n_frames: int, count: int) -> int:
 def scan_landmarks(video: Union[str, Path], landmarker: FaceLandmarker, *, source_frames: SourceFrames = 8,
                    landmark_filter: Optional[OneEuroParams] = OneEuroParams(), face: Selection = "largest",
                    keep: Callable[[np.ndarray, np.ndarray], Any] = lambda image, landmarks: image,
-                   progress: bool = True, scratch: Optional[Path] = None) -> VideoScan:
+                   progress: bool = True, scratch: Optional[Path] = None,
+                   on_frame: Optional[Callable[[int, int], None]] = None) -> VideoScan:
     """Landmarks of every frame of ``video`` and ``keep(frame, landmarks)`` of candidate frames.
 
     Args:
@@ -161,6 +162,8 @@ def scan_landmarks(video: Union[str, Path], landmarker: FaceLandmarker, *, sourc
             (default: the frame itself).
         progress: show a progress bar (`utils.progress`).
         scratch: the folder the landmarks' scratch files go in (None: the system's temporary folder).
+        on_frame: called after each frame with the frames scanned so far and the container's frame
+            count (0 where unknown), e.g. to report progress elsewhere.
 
     Raises:
         VideoReadError: the video cannot be opened (a truncated one is scanned up to the error,
@@ -197,6 +200,8 @@ def scan_landmarks(video: Union[str, Path], landmarker: FaceLandmarker, *, sourc
                     if explicit is None and len(candidates) > 8 * count:  # unknown length: thin out
                         candidates, every = candidates[::2], 2 * every
                 index += 1
+                if on_frame is not None:
+                    on_frame(index, info.frame_count)
                 clock = time.perf_counter()
                 timings["landmarks"] += clock - start
         except VideoReadError as err:  # truncated or corrupt: keep what was read
