@@ -9,9 +9,10 @@ cannot overlap that with the import; a child process can, on the second core.
 
 How: `FolderPrefetch.start` and `VideoPrefetch.start` fork before torch is imported (forking a
 process that holds torch's threads is unsafe) and the child runs `detect_folder` on the folder, or
-`scan_landmarks` on the video, exactly as the parent would. It sends two pickled messages over a
-pipe: whether it could make its landmarker, then its result with the log records it held back, or
-why it failed. A folder's result is its `FolderFaces` (decoded images included); a video's is its
+`scan_landmarks` on the video, exactly as the parent would. It sends pickled messages over a pipe:
+whether it could make its landmarker, a video's progress (frames scanned, at most every 0.25 s:
+few enough never to fill the pipe while the parent is busy; shown on a bar once the parent waits),
+then its result with the log records it held back, or why it failed. A folder's result is its `FolderFaces` (decoded images included); a video's is its
 `VideoScan` (the landmarks in scratch files the parent maps) whose candidates are only the frames
 `choose_frames` picks for the source rig, whole, so that the parent's crops of them are its own.
 `FolderPrefetch.faces` and `VideoPrefetch.scan` hand the result over, replaying those records in
