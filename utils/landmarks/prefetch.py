@@ -12,9 +12,10 @@ process that holds torch's threads is unsafe) and the child runs `detect_folder`
 `scan_landmarks` on the video, exactly as the parent would. It sends pickled messages over a pipe:
 whether it could make its landmarker, a video's progress (frames scanned, at most every 0.25 s:
 few enough never to fill the pipe while the parent is busy; shown on a bar once the parent waits),
-then its result with the log records it held back, or why it failed. A folder's result is its `FolderFaces` (decoded images included); a video's is its
-`VideoScan` (the landmarks in scratch files the parent maps) whose candidates are only the frames
-`choose_frames` picks for the source rig, whole, so that the parent's crops of them are its own.
+then its result with the log records it held back, or why it failed. A folder's result is its
+`FolderFaces` (decoded images included); a video's is its `VideoScan` (the landmarks in scratch
+files the parent maps) whose candidates are only the frames `choose_frames` picks for the source
+rig, whole, so that the parent's crops of them are its own.
 `FolderPrefetch.faces` and `VideoPrefetch.scan` hand the result over, replaying those records in
 the parent; where the child failed or died a warning is logged and the caller detects in this
 process, so nothing is lost. `DeferredLandmarker` is the parent's landmarker meanwhile: it knows
