@@ -5,10 +5,9 @@ Bars show on a terminal and stay silent where output is not one (``disable=None`
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, TypeVar
+from typing import Iterable, Iterator, Optional, TypeVar
 
-if TYPE_CHECKING:  # tqdm is imported by the first bar: the landmark children fork before, and need none
-    from tqdm import tqdm
+from tqdm import tqdm
 
 __all__ = ["set_progress", "progress_enabled", "progress_bar", "progress_counter"]
 
@@ -30,8 +29,6 @@ def progress_enabled() -> bool:
 def progress_bar(items: Iterable[T], *, total: Optional[int] = None, desc: str = "", unit: str = "it",
                  enabled: bool = True) -> Iterator[T]:
     """``items`` with a tqdm bar (on a terminal, where `set_progress` and ``enabled`` allow)."""
-    from tqdm import tqdm
-
     disable = None if (_ENABLED and enabled) else True  # None: only on a terminal
     return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, leave=False))
 
@@ -39,6 +36,4 @@ def progress_bar(items: Iterable[T], *, total: Optional[int] = None, desc: str =
 def progress_counter(*, total: Optional[int] = None, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
     """A tqdm bar moved by hand (``bar.update(n)``; close it), for work counted elsewhere, e.g. in a
     child process (on a terminal, where `set_progress` allows)."""
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=None if _ENABLED else True, leave=False)

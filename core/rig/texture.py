@@ -18,6 +18,7 @@ from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from core.cache import RecentResults
@@ -121,10 +122,6 @@ def _nearest_filled(filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     key = (np.asarray(filled, bool),)
     hit = _NEAREST.get(key)
     if hit is None:
-        # Imported here, where a run first fills an atlas: scipy.ndimage takes ~0.1 s to import,
-        # which a photo run's start-up would wait for.
-        from scipy import ndimage
-
         _, (rows, cols) = ndimage.distance_transform_edt(~key[0], return_indices=True)
         rows.flags.writeable = cols.flags.writeable = False
         hit = _NEAREST.put(key, (rows, cols))
