@@ -20,6 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from core.cpus import thread_count
@@ -80,10 +81,6 @@ def _nearest(points: np.ndarray, queries: np.ndarray, k: int = 1) -> Tuple[np.nd
     Shape:
         points (N, 3), queries (Q, 3) -> (Q,) or (Q, k) each.
     """
-    # Imported here: scipy.spatial (its hull, distance and rotation modules) takes ~0.1 s to import,
-    # which a photo run's start-up would wait for (its landmarks are ready as soon as torch is).
-    from scipy.spatial import cKDTree
-
     tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
     return tree.query(queries, k=k, workers=thread_count())
 
