@@ -46,7 +46,6 @@ from utils.landmarks.base import DEFAULT_BACKEND
 from utils.landmarks.detect import FaceLandmarker, FolderFaces, Selection, detect_folder
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.scan import SourceFrames, VideoScan, choose_frames, scan_landmarks
-from utils.progress import progress_counter
 
 __all__ = ["PREFETCH_BACKENDS", "VIDEO_PREFETCH_BACKENDS", "PrefetchError", "FolderPrefetch", "VideoPrefetch",
            "DeferredLandmarker"]
@@ -235,6 +234,8 @@ class _ChildJob:
             raise PrefetchError(f"{self.what}: the child made no landmarker")
         message = self._receive()
         if message[0] == "progress":  # the child still works: its count on a bar until it is done
+            from utils.progress import progress_counter  # tqdm: imported after the fork, by the parent
+
             with progress_counter(total=message[2] or None, initial=message[1], desc=self.progress_desc,
                                   unit="frame") as bar:
                 while message[0] == "progress":

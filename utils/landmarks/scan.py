@@ -25,7 +25,6 @@ from utils.landmarks.detect import FaceLandmarker, Selection
 from utils.landmarks.filters import OneEuroParams
 from utils.landmarks.mesh import MESH_POINTS
 from utils.landmarks.tracking import LandmarkStream
-from utils.progress import progress_bar
 
 __all__ = ["LandmarkLog", "VideoScan", "Candidate", "scan_landmarks", "choose_frames", "yaw_proxy",
            "SourceFrames"]
@@ -182,8 +181,11 @@ def scan_landmarks(video: Union[str, Path], landmarker: FaceLandmarker, *, sourc
     with VideoReader(video) as reader:
         info = reader.info
         every = _every(info.frame_count, count)
-        frames = iter(reader) if not progress else progress_bar(
-            iter(reader), total=info.frame_count or None, desc="landmarks (video)", unit="frame")
+        frames = iter(reader)
+        if progress:
+            from utils.progress import progress_bar  # tqdm: not for a child that forks before it
+
+            frames = progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)", unit="frame")
         index = 0
         clock = time.perf_counter()
         try:
