@@ -208,7 +208,8 @@ from utils.pipelines.video import scan_video
 with job:
     assert job.ready()
     face = 0 if differ == "face" else "largest"
-    scan = scan_video(video, module.DeferredLandmarker(backend), source_frames=frames, face=face, prefetched=job)
+    scan = scan_video(video, module.DeferredLandmarker(backend), source_frames=frames, face=face,
+                      prefetched=job)
 landmarks = [scan.landmarks[i] for i in range(scan.frames)]
 dense = None if scan.dense is None else [scan.dense[i] for i in range(scan.frames)]
 candidates = [(y, i, c.image, c.image_to_crop, c.landmarks_crop) for y, i, c in scan.candidates]
@@ -225,8 +226,8 @@ with open(out, "wb") as f:
 def scanned_in_child(tmp_path: Path, video: Path, backend: str, frames: str = "8", die: str = "",
                      differ: str = "") -> tuple[dict, str]:
     out = tmp_path / "scan.pkl"
-    done = subprocess.run([sys.executable, "-c", VIDEO_SCRIPT, str(video), backend, frames, die, differ, str(out)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", VIDEO_SCRIPT, str(video), backend, frames, die, differ,
+                           str(out)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out, "rb") as f:
         return pickle.load(f), done.stderr
@@ -302,9 +303,10 @@ def test_an_unreadable_video_is_reported_by_the_parent(tmp_path):
             "job = VideoPrefetch.start(sys.argv[1], 'dlib')\nimport torch\n"
             "from utils.landmarks.prefetch import DeferredLandmarker\n"
             "from utils.pipelines.video import scan_video\n"
-            "with job:\n    job.ready()\n    scan_video(sys.argv[1], DeferredLandmarker('dlib'), prefetched=job)\n")
-    done = subprocess.run([sys.executable, "-c", code, str(broken)], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120)
+            "with job:\n    job.ready()\n"
+            "    scan_video(sys.argv[1], DeferredLandmarker('dlib'), prefetched=job)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(broken)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 1
     assert "VideoReadError" in done.stderr and str(broken) in done.stderr.splitlines()[-1]
     with pytest.raises(VideoReadError, match=str(broken)):
@@ -335,14 +337,17 @@ def test_the_childs_progress_is_sent_at_most_every_interval(monkeypatch):
 def test_the_demo_prefetches_a_video_file_only(tmp_path):
     code = ("import sys, demo\n"
             "video = sys.argv[1]\n"
-            "for argv in (['--target-rig', 'r.npz', '--video', video], ['--rig-dir', sys.argv[2], '--video', video],\n"
-            "             ['--target-rig', 'r.npz', '--video', video, '--video-landmarks', 'face_alignment'],\n"
-            "             ['--no-video', '--rig-dir', sys.argv[2]], ['--target-rig', 'r.npz', '--video', sys.argv[2]]):\n"
+            "for argv in (['--target-rig', 'r.npz', '--video', video],\n"
+            "             ['--rig-dir', sys.argv[2], '--video', video],\n"
+            "             ['--target-rig', 'r.npz', '--video', video,\n"
+            "              '--video-landmarks', 'face_alignment'],\n"
+            "             ['--no-video', '--rig-dir', sys.argv[2]],\n"
+            "             ['--target-rig', 'r.npz', '--video', sys.argv[2]]):\n"
             "    args = demo.parse_args(argv)\n"
             "    with demo.photo_prefetch(args) as photos, demo.video_prefetch(args) as job:\n"
             "        print(type(job).__name__, 'torch' in sys.modules)\n")
     video = REPO_ROOT / "examples" / "driver.mp4"
-    done = subprocess.run([sys.executable, "-c", code, str(video), str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120, check=True)
+    done = subprocess.run([sys.executable, "-c", code, str(video), str(tmp_path)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split("\n")[:5] == ["VideoPrefetch False", "VideoPrefetch False", "NoneType False",
                                            "NoneType False", "NoneType False"]

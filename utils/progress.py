@@ -33,7 +33,9 @@ def progress_bar(items: Iterable[T], *, total: Optional[int] = None, desc: str =
     return iter(tqdm(items, total=total, desc=desc, unit=unit, disable=disable, leave=False))
 
 
-def progress_counter(*, total: Optional[int] = None, initial: int = 0, desc: str = "", unit: str = "it") -> tqdm:
+def progress_counter(*, total: Optional[int] = None, initial: int = 0, desc: str = "",
+                     unit: str = "it") -> tqdm:
     """A tqdm bar moved by hand (``bar.update(n)``; close it), for work counted elsewhere, e.g. in a
     child process (on a terminal, where `set_progress` allows)."""
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=None if _ENABLED else True, leave=False)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=None if _ENABLED else True,
+                leave=False)

@@ -82,19 +82,29 @@ def _send(stream: BinaryIO, message: tuple) -> None:
     stream.flush()
 
 
-def _child_detection(folder: Path, backend: str, select: Selection, stream: BinaryIO) -> None:
-    """The photo child's work: its landmarker made (message 1), then the folder detected (message 2)."""
+def _child_work(backend: str, stream: BinaryIO, kind: str, work: Callable[[FaceLandmarker], Any]) -> None:
+    """A child's work: its landmarker made (message 1: "ready", or "unavailable" and why), then
+    ``work(landmarker)`` sent as (``kind``, result, the log records held back) or ("failed", why)."""
     keeper = _RecordKeeper()
     logging.root.handlers = [keeper]
-    landmarker = _child_landmarker(backend, stream)
-    if landmarker is None:
-        return
     try:
-        found = detect_folder(folder, landmarker, select, progress=False)
+        landmarker = FaceLandmarker(backend)  # type: ignore[arg-type]
+    except Exception as exc:  # the parent makes its own landmarker and reports the error itself
+        _send(stream, ("unavailable", f"{type(exc).__name__}: {exc}"))
+        return
+    _send(stream, ("ready", None))
+    try:
+        result = work(landmarker)
     except Exception as exc:
         _send(stream, ("failed", f"{type(exc).__name__}: {exc}"))
         return
-    _send(stream, ("faces", found, keeper.records))
+    _send(stream, (kind, result, keeper.records))
+
+
+def _child_detection(folder: Path, backend: str, select: Selection, stream: BinaryIO) -> None:
+    """The photo child's work: the folder detected."""
+    _child_work(backend, stream, "faces",
+                lambda landmarker: detect_folder(folder, landmarker, select, progress=False))
 
 
 def _whole_frame(image: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -105,22 +115,17 @@ def _whole_frame(image: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, 
 
 def _child_scan(video: Path, backend: str, select: Selection, stream: BinaryIO, source_frames: SourceFrames,
                 landmark_filter: Optional[OneEuroParams], scratch: Path) -> None:
-    """The video child's work: its landmarker made (message 1), then the video scanned (message 2),
-    the candidate frames cut down to those `choose_frames` picks (the others' pixels stay here)."""
-    keeper = _RecordKeeper()
-    logging.root.handlers = [keeper]
-    landmarker = _child_landmarker(backend, stream)
-    if landmarker is None:
-        return
-    try:
-        scan = scan_landmarks(video, landmarker, source_frames=source_frames, landmark_filter=landmark_filter,
-                              face=select, keep=_whole_frame, progress=False, scratch=scratch,
-                              on_frame=_ProgressSender(stream))
-        scan.candidates = choose_frames(scan.candidates, source_frames)
-    except Exception as exc:
-        _send(stream, ("failed", f"{type(exc).__name__}: {exc}"))
-        return
-    _send(stream, ("scan", scan, keeper.records))
+    """The video child's work: the video scanned, its candidate frames cut down to those
+    `choose_frames` picks (the others' pixels stay here)."""
+
+    def scan(landmarker: FaceLandmarker) -> VideoScan:
+        found = scan_landmarks(video, landmarker, source_frames=source_frames,
+                               landmark_filter=landmark_filter, face=select, keep=_whole_frame,
+                               progress=False, scratch=scratch, on_frame=_ProgressSender(stream))
+        found.candidates = choose_frames(found.candidates, source_frames)
+        return found
+
+    _child_work(backend, stream, "scan", scan)
 
 
 class _ProgressSender:
@@ -137,17 +142,6 @@ class _ProgressSender:
         if now - self.last >= self.interval:
             _send(self.stream, ("progress", done, total))
             self.last = now
-
-
-def _child_landmarker(backend: str, stream: BinaryIO) -> Optional[FaceLandmarker]:
-    """The child's landmarker, announced to the parent ("ready"), or None (the parent told why)."""
-    try:
-        landmarker = FaceLandmarker(backend)  # type: ignore[arg-type]
-    except Exception as exc:  # the parent makes its own landmarker and reports the error itself
-        _send(stream, ("unavailable", f"{type(exc).__name__}: {exc}"))
-        return None
-    _send(stream, ("ready", None))
-    return landmarker
 
 
 def _run_child(write_fd: int, work: Callable[[BinaryIO], None]) -> None:
@@ -335,17 +329,20 @@ class VideoPrefetch(_ChildJob):
         self.scratch: Optional[Path] = scratch  # the child's scratch files; the scan's once handed over
 
     @classmethod
-    def start(cls, video: str | Path, backend: str, source_frames: SourceFrames = 8, select: Selection = "largest",
+    def start(cls, video: str | Path, backend: str, source_frames: SourceFrames = 8,
+              select: Selection = "largest",
               landmark_filter: Optional[OneEuroParams] = OneEuroParams()) -> Optional["VideoPrefetch"]:
         """Fork a child that scans ``video`` with ``backend`` (`scan_landmarks`' other arguments); None
         where this cannot be done safely (not Linux, torch already imported, a backend that needs
         torch, no such file)."""
         video = Path(video)
-        if backend not in VIDEO_PREFETCH_BACKENDS or not sys.platform.startswith("linux") or not video.is_file():
+        if (backend not in VIDEO_PREFETCH_BACKENDS or not sys.platform.startswith("linux")
+                or not video.is_file()):
             return None
         frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
         scratch = Path(tempfile.mkdtemp(prefix="inorig_scan_"))
-        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter, scratch))
+        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter,
+                                                  scratch))
         if forked is None:
             shutil.rmtree(scratch, ignore_errors=True)
             return None

@@ -50,7 +50,8 @@ class LandmarkLog:
         self.count = 0
 
     def append(self, landmarks: Optional[np.ndarray]) -> None:
-        row = np.full((self.points, 2), np.nan) if landmarks is None else np.asarray(landmarks, dtype=np.float64)
+        row = (np.full((self.points, 2), np.nan) if landmarks is None
+               else np.asarray(landmarks, dtype=np.float64))
         self._file.write(np.ascontiguousarray(row).tobytes())
         self.count += 1
 
@@ -185,7 +186,8 @@ def scan_landmarks(video: Union[str, Path], landmarker: FaceLandmarker, *, sourc
         if progress:
             from utils.progress import progress_bar  # tqdm: not for a child that forks before it
 
-            frames = progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)", unit="frame")
+            frames = progress_bar(frames, total=info.frame_count or None, desc="landmarks (video)",
+                                  unit="frame")
         index = 0
         clock = time.perf_counter()
         try:
