@@ -173,7 +173,7 @@ def test_demo_reaps_its_child_on_an_input_error(tmp_path):
 #: "" or "face"), torch imported meanwhile as the demo does; the parent's `scan_video` of it written to
 #: argv[6] as plain arrays, with whether torch was in the child and the scratch folder's fate.
 VIDEO_SCRIPT = """
-import os, pickle, sys
+import gc, os, pickle, sys
 from pathlib import Path
 from utils.landmarks import prefetch as module
 video, backend, frames, die, differ, out = sys.argv[1:]
@@ -181,8 +181,14 @@ frames = int(frames) if frames.isdigit() else [int(f) for f in frames.split(",")
 original = module._child_scan
 
 def scan_and_report(*args):
-    with open(out + ".child", "w") as f:
-        f.write(str("torch" in sys.modules))
+    scan = module.scan_landmarks
+
+    def scan_noting_the_collector(*a, **k):  # torch's absence and the collector's state, as it scans
+        with open(out + ".child", "w") as f:
+            f.write(f"{'torch' in sys.modules} {gc.isenabled()}")
+        return scan(*a, **k)
+
+    module.scan_landmarks = scan_noting_the_collector
     sent = module._send
 
     def send_and_count(stream, message):  # every message's kind, in order
@@ -199,6 +205,7 @@ def ready_then_die(*args):
     os._exit(3)
 
 module._child_scan = ready_then_die if die else scan_and_report
+gc.disable()  # as the demo forks: while it imports (`utils.process.collection_after_imports`)
 job = module.VideoPrefetch.start(video, backend, frames)
 assert job is not None, "no prefetch started"
 scratch = job.scratch
@@ -267,7 +274,7 @@ def test_video_prefetch_equals_the_scan_here(tmp_path, backend, frames):
         if frames.isdigit():  # the child sends the 8 chosen of 4 per rig frame
             assert len(want.candidates) == 38 and len(got["candidates"]) == 8
         assert_same_scan(got, want, choose_frames(want.candidates, source))
-    assert got["child_torch"] == "False"  # the child scanned without torch
+    assert got["child_torch"] == "False True"  # the child scanned without torch, collecting cycles
     # its progress, frame by frame, read by the parent before the scan itself
     assert got["kinds"] == ["ready"] + ["progress"] * 150 + ["scan"]
     assert got["kept"] and not got["scratch_left"]  # the scan's scratch files, removed with it

@@ -28,6 +28,7 @@ that starts MediaPipe's threads itself); face_alignment needs torch. Linux only 
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -119,6 +120,9 @@ def _child_scan(video: Path, backend: str, select: Selection, stream: BinaryIO, 
     `choose_frames` picks (the others' pixels stay here)."""
 
     def scan(landmarker: FaceLandmarker) -> VideoScan:
+        # A child forked while its parent imports runs with the garbage collector paused
+        # (`utils.process.collection_after_imports`); a frame loop leaves reference cycles behind.
+        gc.enable()
         found = scan_landmarks(video, landmarker, source_frames=source_frames,
                                landmark_filter=landmark_filter, face=select, keep=_whole_frame,
                                progress=False, scratch=scratch, on_frame=_ProgressSender(stream))
