@@ -376,7 +376,6 @@ class Run:
         had, else the photos' one (made here when no photos are fitted)."""
         from utils.landmarks.base import DEFAULT_VIDEO_BACKEND, LandmarkError
         from utils.landmarks.detect import FaceLandmarker
-
         from utils.landmarks.prefetch import DeferredLandmarker
 
         backend = self.args.video_landmarks or DEFAULT_VIDEO_BACKEND

@@ -248,6 +248,7 @@ class _ChildJob:
         return result
 
     def _warn(self, err: PrefetchError) -> None:
+        """Log why the child's result is not used (once: not where `ready` has said it)."""
         if self._ready is not False:  # else `ready` has said why (or the landmarker will)
             logger.warning("%s; detecting in this process", err)
 
@@ -256,6 +257,8 @@ class _ChildJob:
         self._reap()
 
     def _reap(self) -> None:
+        """End the child (where it still runs), reap it and close the pipe (what `close` does here;
+        a video's `close` also removes the scratch files it was not asked for)."""
         if self._stream is None:
             return
         self._stream.close()
