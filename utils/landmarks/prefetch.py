@@ -185,8 +185,8 @@ def _fork(work: Callable[[BinaryIO], None]) -> Optional[Tuple[int, BinaryIO]]:
 
 
 class _ChildJob:
-    """A forked child's two messages (its landmarker made, then its result); a context manager that
-    always ends and reaps the child (`close`). ``what`` names the job in messages."""
+    """A forked child's messages (its landmarker made, any progress, then its result); a context
+    manager that always ends and reaps the child (`close`). ``what`` names the job in messages."""
 
     what = "landmarks prefetch"
     progress_desc = "landmarks"
@@ -322,6 +322,13 @@ class FolderPrefetch(_ChildJob):
         return detect_folder(folder, landmarker, select)
 
 
+def _scan_key(video: str | Path, backend: str, source_frames: SourceFrames, select: Selection,
+              landmark_filter: Optional[OneEuroParams]) -> tuple:
+    """What a video scan was made with, comparable (frame numbers as a tuple of ints)."""
+    frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
+    return Path(video), backend, frames, select, landmark_filter
+
+
 class VideoPrefetch(_ChildJob):
     """`utils.landmarks.scan.scan_landmarks` of one video running in a forked child, its candidates
     the frames (whole, with their landmarks) that `choose_frames` picks."""
@@ -332,7 +339,7 @@ class VideoPrefetch(_ChildJob):
     def __init__(self, pid: int, stream: BinaryIO, video: Path, backend: str, source_frames: SourceFrames,
                  select: Selection, landmark_filter: Optional[OneEuroParams], scratch: Path) -> None:
         super().__init__(pid, stream)
-        self.asked = (video, backend, source_frames, select, landmark_filter)
+        self.asked = _scan_key(video, backend, source_frames, select, landmark_filter)
         self.scratch: Optional[Path] = scratch  # the child's scratch files; the scan's once handed over
 
     @classmethod
@@ -346,25 +353,24 @@ class VideoPrefetch(_ChildJob):
         if (backend not in VIDEO_PREFETCH_BACKENDS or not sys.platform.startswith("linux")
                 or not video.is_file()):
             return None
-        frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
         scratch = Path(tempfile.mkdtemp(prefix="inorig_scan_"))
-        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, frames, landmark_filter,
-                                                  scratch))
+        forked = _fork(lambda stream: _child_scan(video, backend, select, stream, source_frames,
+                                                  landmark_filter, scratch))
         if forked is None:
             shutil.rmtree(scratch, ignore_errors=True)
             return None
-        return cls(*forked, video, backend, frames, select, landmark_filter, scratch)
+        return cls(*forked, video, backend, source_frames, select, landmark_filter, scratch)
 
     def scan(self, video: str | Path, backend: str, source_frames: SourceFrames, select: Selection,
              landmark_filter: Optional[OneEuroParams]) -> Optional[VideoScan]:
         """The child's `VideoScan` of ``video`` made as these arguments say (waits for it; its log
         records are replayed here), or None (a warning logged) where the child failed or died, or
         scanned otherwise: the caller then scans the video itself. The child is reaped after."""
-        frames = source_frames if isinstance(source_frames, int) else tuple(int(i) for i in source_frames)
-        if (Path(video), backend, frames, select, landmark_filter) != self.asked:
+        asked = _scan_key(video, backend, source_frames, select, landmark_filter)
+        if asked != self.asked:
             self.close()
             logger.warning("%s: scanned %s, asked for %s; scanning in this process", self.what, self.asked,
-                           (Path(video), backend, frames, select, landmark_filter))
+                           asked)
             return None
         try:
             scan: VideoScan = self._result("scan")
