@@ -12,7 +12,7 @@ from typing import NamedTuple, Tuple
 import torch
 from torch import Tensor
 
-from core.cache import RecentResults
+from core.cache import StoredResults
 from core.checks import check_shape, check_triangles
 
 __all__ = ["vertex_normals", "face_normals", "PatchNormals", "vertex_neighbours", "subset_index",
@@ -49,8 +49,21 @@ class _MeshOperators(NamedTuple):
     corner_sum: Tensor
     corner_sum_t: Tensor
 
+    def __reduce__(self):
+        # Pickled (`core.cache.StoredResults`) as their dense parts: unpickled sparse tensors would
+        # wait in torch's list of tensors to validate, and warn at the process's next torch.load.
+        return _operators_from_parts, tuple((m.crow_indices(), m.col_indices(), m.values(), tuple(m.shape))
+                                            for m in self)
 
-_OPERATORS: RecentResults[_MeshOperators] = RecentResults(8)  # by (vertex count, triangles)
+
+def _operators_from_parts(*parts: Tuple[Tensor, Tensor, Tensor, Tuple[int, int]]) -> _MeshOperators:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": used for CSR @ dense only
+        warnings.simplefilter("ignore")
+        return _MeshOperators(*(torch.sparse_csr_tensor(*part) for part in parts))
+
+
+_OPERATORS: StoredResults[_MeshOperators] = StoredResults(8, "mesh-operators")  # by (vertex count, triangles)
+_NEIGHBOURS: StoredResults[torch.Tensor] = StoredResults(8, "one-rings")  # by (triangles, vertex count)
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
@@ -86,13 +99,11 @@ def _build_operators(corners: Tensor, n_points: int, targets: Tensor, n_targets:
 
 
 def _mesh_operators(triangles: Tensor, n_vertices: int) -> _MeshOperators:
-    """`_MeshOperators` of a whole mesh, cached for the last few triangle sets (found by their values:
-    a rig's head triangles are a new tensor each time they are asked for)."""
-    operators = _OPERATORS.get((n_vertices, triangles))
-    if operators is None:
-        t = triangles.detach().long().cpu()
-        operators = _OPERATORS.put((n_vertices, triangles), _build_operators(t, n_vertices, t, n_vertices))
-    return operators
+    """`_MeshOperators` of a whole mesh, kept for the last few triangle sets (found by their values:
+    a rig's head triangles are a new tensor each time they are asked for) and on disk (a model's
+    meshes are the same in every run)."""
+    t = triangles.detach().long().cpu()
+    return _OPERATORS.recall((int(n_vertices), t), lambda: _build_operators(t, n_vertices, t, n_vertices))
 
 
 class _SparseRows(torch.autograd.Function):
@@ -196,12 +207,18 @@ class PatchNormals:
 
 # ------------------------------------------------------------------ deformation transfer
 def vertex_neighbours(triangles: torch.Tensor, n_vertices: int) -> torch.Tensor:
-    """Padded one-ring neighbour table of a triangle mesh.
+    """Padded one-ring neighbour table of a triangle mesh (kept by the triangles' values, in memory and
+    on disk: a model's meshes are the same in every run; each call gets its own copy).
 
     Shape:
         triangles (F, 3) -> (V, D) int64, padded with -1 (D = the largest vertex degree).
     """
-    t = triangles.long()
+    t = triangles.detach().long().cpu()
+    return _NEIGHBOURS.recall((t, int(n_vertices)), lambda: _one_rings(t, int(n_vertices))).clone()
+
+
+def _one_rings(t: torch.Tensor, n_vertices: int) -> torch.Tensor:
+    """`vertex_neighbours`' table, computed."""
     edges = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
     edges = torch.cat([edges, edges.flip(1)])
     keys = torch.unique(edges[:, 0] * n_vertices + edges[:, 1])  # 1-D unique: sorted by (first, second)

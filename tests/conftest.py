@@ -5,9 +5,12 @@ INORIG_OFFLINE=1 is set for the whole session.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,11 @@ os.environ["INORIG_OFFLINE"] = "1"
 # Before torch is imported: OpenMP threads that spin while waiting stall badly on a shared 2-core
 # machine (see docs/benchmarks.md, Solver).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Results the code keeps on disk between runs (core.cache.StoredResults): a folder of this session's,
+# shared by the runs it starts, so that tests read both computed and stored results.
+_RESULTS_DIR = tempfile.mkdtemp(prefix="inorig-test-results-")
+os.environ.setdefault("INORIG_RESULTS_DIR", _RESULTS_DIR)
+atexit.register(shutil.rmtree, _RESULTS_DIR, True)
 
 
 def imports_module(code: str, module: str) -> bool:

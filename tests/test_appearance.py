@@ -432,3 +432,24 @@ def test_openings_draw_the_interior_triangles_near_their_rims(head):
         drawn = groups.visible(screen)
         assert torch.equal(drawn, torch.cat(expected))
         assert 0 < len(drawn) - len(expected[0]) - len(expected[1]) < groups.starts[-2] - groups.starts[1]
+
+
+def test_every_rig_of_a_model_has_the_same_head_layout(ict_model, ict_face):
+    """The head's kept vertices are the model's, not the person's: two people's heads share their
+    vertex ids, triangles and atlas, and each keeps its neck down to its own render cut."""
+    heads = [whole_head(Rig.from_model(ict_face, scale * torch.randn(ict_face.n_identity,
+                                                                     generator=torch.Generator().manual_seed(seed))),
+                        ict_model, texture_height=64) for seed, scale in ((3, 1.0), (8, 1.5))]
+    first, second = heads
+    assert first.parts.neck_cut != second.parts.neck_cut  # the people's own cuts differ
+    assert torch.equal(first.parts.vertex_ids, second.parts.vertex_ids)
+    assert torch.equal(first.head_triangles, second.head_triangles)
+    assert torch.equal(first.uvs, second.uvs) and torch.equal(first.uv_triangles, second.uv_triangles)
+    neck = ict_model.regions["head_and_neck"].long()
+    kept = torch.zeros(ict_model.n_vertices, dtype=torch.bool)
+    kept[torch.cat([first.vertex_ids, first.parts.vertex_ids]).long()] = True
+    assert not bool(kept.all())  # the shoulders are left out
+    for head in heads:
+        full = ict_model.vertices(head.codes["identity"][None])[0]
+        shown = neck[full[neck, 1] >= head.parts.neck_cut]  # what renders keep of this person's neck
+        assert bool(kept[shown].all())

@@ -1,9 +1,13 @@
-"""`core.cache.RecentResults`: found by values, kept apart from the caller's tensors, the oldest dropped."""
+"""`core.cache.RecentResults`: found by values, kept apart from the caller's tensors, the oldest dropped;
+`core.cache.StoredResults`: found again on disk by a new run, never by other values, names or code."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 
+from core import cache
 from core.cache import RecentResults
 
 
@@ -33,3 +37,74 @@ def test_keys_are_copies_and_the_oldest_go_first():
     assert recent.get((torch.ones(1),)) == "b"
     recent.clear()
     assert len(recent) == 0
+
+
+def _counting(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return value
+
+    return compute, calls
+
+
+def test_stored_results_are_found_again_by_a_new_run(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(tmp_path))
+    triangles = torch.tensor([[0, 1, 2], [2, 1, 3]])
+    value = (torch.arange(6.0).reshape(2, 3), np.array([4, 5], np.int32), {"a": [1.5]})
+    compute, calls = _counting(value)
+    assert cache.StoredResults(2, "ops").recall((4, triangles), compute) is value and len(calls) == 1
+    assert len(list(tmp_path.glob("ops-*.pkl"))) == 1
+    again = cache.StoredResults(2, "ops")  # a new process's cache: empty memory, the same folder
+    back = again.recall((4, triangles.clone()), compute)
+    assert len(calls) == 1  # read, not computed
+    assert torch.equal(back[0], value[0]) and back[1].dtype == np.int32 and np.array_equal(back[1], value[1])
+    assert back[2] == {"a": [1.5]}
+    assert again.recall((4, triangles), compute) is back  # then from memory
+    # Other values, another name, other code: computed afresh.
+    cache.StoredResults(2, "ops").recall((5, triangles), compute)
+    cache.StoredResults(2, "other").recall((4, triangles), compute)
+    monkeypatch.setattr(cache, "_code_version", lambda: b"changed")
+    cache.StoredResults(2, "ops").recall((4, triangles), compute)
+    assert len(calls) == 4
+
+
+def test_a_broken_or_missing_folder_only_costs_the_computation(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(tmp_path))
+    compute, calls = _counting(torch.ones(3))
+    cache.StoredResults(1, "r").recall((1,), compute)
+    (stored,) = tmp_path.glob("r-*.pkl")
+    stored.write_bytes(stored.read_bytes()[:20])  # truncated
+    assert torch.equal(cache.StoredResults(1, "r").recall((1,), compute), torch.ones(3)) and len(calls) == 2
+    assert torch.equal(cache.StoredResults(1, "r").recall((1,), compute), torch.ones(3)) and len(calls) == 2
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(blocked / "results"))  # cannot be made
+    assert torch.equal(cache.StoredResults(1, "r").recall((1,), compute), torch.ones(3)) and len(calls) == 3
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, "")  # nothing on disk
+    assert cache.results_dir() is None
+    cache.StoredResults(1, "r").recall((2,), compute)
+    assert len(calls) == 4 and len(list(tmp_path.glob("r-*.pkl"))) == 1
+    memory_only = cache.StoredResults(1, "r")
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(tmp_path))
+    assert memory_only.recall((object(),), compute) is not None and len(calls) == 5  # a key it cannot digest
+    assert len(list(tmp_path.glob("r-*.pkl"))) == 1
+
+
+def test_the_least_recently_used_files_go(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(cache, "_KEPT_FILES", 2)
+    seen = set()
+    for k in range(3):
+        cache.StoredResults(1, "r").recall((k,), lambda: k)
+        (new,) = set(tmp_path.glob("r-*.pkl")) - seen
+        seen.add(new)
+        if k < 2:
+            os.utime(new, (1000.0 * (k + 1), 1000.0 * (k + 1)))  # used long ago, 0 before 1
+    assert len(list(tmp_path.glob("r-*.pkl"))) == 2
+    compute, calls = _counting(0)
+    cache.StoredResults(1, "r").recall((1,), compute)  # kept
+    assert len(calls) == 0
+    cache.StoredResults(1, "r").recall((0,), compute)  # the least recently used went
+    assert len(calls) == 1

@@ -121,3 +121,21 @@ def test_operator_cache_finds_equal_triangles_in_new_tensors():
     assert found is mesh_module._mesh_operators(triangles, n)
     assert torch.equal(vertex_normals(vertices, triangles.clone()), uncached)
     assert len(mesh_module._OPERATORS) == 1
+
+
+def test_operators_kept_on_disk_come_back_whole_and_leave_torch_load_quiet(tmp_path):
+    """`_MeshOperators` pickle as their dense parts (`core.cache.StoredResults` keeps them on disk):
+    the same matrices come back, and no unpickled sparse tensor is left for torch.load to validate."""
+    import pickle
+    import warnings
+
+    vertices, triangles = grid_mesh()
+    built = mesh_module._build_operators(triangles, vertices.shape[1], triangles, vertices.shape[1])
+    back = pickle.loads(pickle.dumps(built))
+    for ours, theirs in zip(back, built):
+        assert ours.layout == torch.sparse_csr and ours.shape == theirs.shape
+        assert torch.equal(ours.to_dense(), theirs.to_dense())
+    torch.save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.load(tmp_path / "w.pt", weights_only=True)

@@ -21,7 +21,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from core.cache import RecentResults
+from core.cache import RecentResults, StoredResults
 from core.render.rasterize import Fragments, interpolate, rasterize
 from core.rig.parts import EYEBALLS, IRIS, eye_axis, eye_colours
 
@@ -40,7 +40,7 @@ ATLAS_CELLS: Dict[Union[int, str], Tuple[float, float, float, float]] = {
 _EYEBALL_CODE = -1
 _KEPT = 4  # atlases whose texel maps and fill indices are kept
 _TEXEL_MAPS: RecentResults[Fragments] = RecentResults(_KEPT)  # by (uvs, uv triangles, height)
-_NEAREST: RecentResults[Tuple[np.ndarray, np.ndarray]] = RecentResults(_KEPT)  # by the covered mask
+_NEAREST: StoredResults[Tuple[np.ndarray, np.ndarray]] = StoredResults(_KEPT, "atlas-fill")  # by the covered mask
 
 
 def atlas_uvs(model_uvs: Tensor, corner_uv_ids: Tensor, eyeball: Tensor) -> Tuple[Tensor, Tensor]:
@@ -117,15 +117,18 @@ def fill_empty(texture: np.ndarray, filled: np.ndarray) -> np.ndarray:
 
 
 def _nearest_filled(filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Row and column of each texel's nearest ``filled`` texel, kept for the last few masks (an
-    atlas' coverage is its layout's: painting and the texture fit fill the same one)."""
+    """Row and column of each texel's nearest ``filled`` texel, kept for the last few masks and on disk
+    (an atlas' coverage is its layout's: painting and the texture fit fill the same one, in every run
+    of a model)."""
     key = (np.asarray(filled, bool),)
-    hit = _NEAREST.get(key)
-    if hit is None:
+
+    def compute() -> Tuple[np.ndarray, np.ndarray]:
         _, (rows, cols) = ndimage.distance_transform_edt(~key[0], return_indices=True)
-        rows.flags.writeable = cols.flags.writeable = False
-        hit = _NEAREST.put(key, (rows, cols))
-    return hit
+        return rows, cols
+
+    rows, cols = _NEAREST.recall(key, compute)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
 
 
 def paint_texture(rig, height: int = DEFAULT_TEXTURE_HEIGHT, iris: Sequence[float] = IRIS) -> Tensor:

@@ -33,6 +33,7 @@ import torch
 from scipy import sparse
 from torch import Tensor
 
+from core.cache import StoredResults
 from core.camera import WeakPerspective
 from core.cpus import parallel_map, single_thread, thread_count
 from core.lighting import sh_shading
@@ -55,6 +56,8 @@ __all__ = ["TextureConfig", "TextureFit", "estimate_texture", "skin_triangles", 
 
 _SKIN_PARTS = ("head_and_neck",)
 _CHUNK = 1 << 17  # texels per weighted-median batch (bounds the sort's memory)
+#: The skin texels' mirror coordinates, by the head layout (a model's: the same in every run).
+_MIRRORS: StoredResults[Tuple[Tensor, Tensor]] = StoredResults(4, "atlas-mirror")
 
 
 @dataclass(frozen=True)
@@ -473,7 +476,10 @@ def estimate_texture(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     weight_map = torch.zeros(height, 2 * height, dtype=dtype)
     estimate_map[skin] = estimate * total[:, None]
     weight_map[skin] = total
-    uv_m, found = mirror_uvs(rig, tri, bary)
+    # tri and bary are the skin texels of the atlas: the layout and the skin triangles say which.
+    layout = (rig.uvs, rig.uv_triangles.long(), rig.head_triangles.long(), int(rig.n_head_vertices),
+              None if rig.parts is None else rig.parts.mirror, skin_tri, height, str(dtype))
+    uv_m, found = _MIRRORS.recall(layout, lambda: mirror_uvs(rig, tri, bary))
     mirrored_weight = sample_texture(weight_map[..., None], uv_m)[:, 0]
     mirrored = sample_texture(estimate_map, uv_m) / mirrored_weight.clamp(min=1e-9)[:, None]
     borrowed = mirrored_weight * found.to(dtype) * (1.0 - total / config.seen).clamp(0.0, 1.0)

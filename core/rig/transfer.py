@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from core.cache import RecentResults
+from core.cache import StoredResults
 from core.mesh import vertex_neighbours
 
 
@@ -55,22 +55,23 @@ def local_affine_maps(source: torch.Tensor, target: torch.Tensor, triangles: tor
     return (f.transpose(-1, -2) @ e) @ inverse
 
 
-#: The last few templates' side of `local_affine_maps`, by (template, triangles).
-_TEMPLATES: RecentResults[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = RecentResults(4)
+#: The last few templates' side of `local_affine_maps`, by (template, triangles), also kept on disk.
+_TEMPLATES: StoredResults[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = StoredResults(4, "transfer-template")
 
 
 def _template_side(source: torch.Tensor, triangles: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(one-ring table (V, D), frames (V, D+1, 3), inverted frame products (V, 3, 3)) of a template
-    mesh, cached by value for the last few (the same values as computed per call, batch by batch)."""
+    mesh, kept by value for the last few and on disk (the same values as computed per call, batch by
+    batch; a face model's template is the same in every run)."""
     from core.mesh import vertex_normals
 
-    side = _TEMPLATES.get((source, triangles))
-    if side is None:
+    def compute() -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         nb = vertex_neighbours(triangles, source.shape[0])
         e = _frames(source[None], nb, vertex_normals(source[None], triangles))[0]
         eye = torch.eye(3, dtype=source.dtype, device=source.device)
-        side = _TEMPLATES.put((source, triangles), (nb, e, torch.linalg.inv(e.transpose(-1, -2) @ e + 1e-9 * eye)))
-    return side
+        return nb, e, torch.linalg.inv(e.transpose(-1, -2) @ e + 1e-9 * eye)
+
+    return _TEMPLATES.recall((source, triangles), compute)
 
 
 def similarity_part(maps: torch.Tensor) -> torch.Tensor:

@@ -166,7 +166,7 @@ class _Writer:
         """A morph target's POSITION accessor (dense, or sparse over the vertices it moves)."""
         if not self.options.sparse:
             return self.positions(delta)
-        stored = self._quantized(delta) if self.options.quantize else delta.astype(np.float32)
+        stored = self._quantized(delta) if self.options.quantize else delta.astype(np.float32, copy=False)
         size = np.abs(delta)
         peak = np.maximum(np.maximum(size[:, 0], size[:, 1]), size[:, 2])  # max(axis=1), minus its slow loop
         moved = np.flatnonzero(peak > self.options.sparse_tolerance_m)

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 import cv2
 import numpy as np
 
+from core.user_cache import user_cache_dir
 from utils.io.images import check_image, iter_image_folder, list_images
 from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV,
                                   BackendUnavailableError, Box, Face, FaceNotFoundError, LandmarkBackend,
@@ -122,12 +123,6 @@ def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
     except (OSError, RuntimeError) as exc:
         logger.debug("face detector not saved to %s (%s): built again next time", path, exc)
     return detector
-
-
-def user_cache_dir() -> Path:
-    """Where this project keeps files it derives from installed ones: ``$XDG_CACHE_HOME/inorig``,
-    else ``~/.cache/inorig``."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "inorig"
 
 
 def face_recognition_model(name: str) -> str:

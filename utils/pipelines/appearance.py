@@ -204,11 +204,13 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         # OBJs and rig.glb on a worker of their own, so that they need not wait for the rig run's
         # pictures and meshes (on 16 video frames those keep ``files`` busy for about a second).
         files.submit_beside(head.save, rig_path, False)
-        head_files.submit(_textured_objs, head, out_dir, texture_file(rig_path).name,
-                          result.params["expression"], rig_run.used, True)
+        # The OBJs beside rig.glb's geometry (on two cores, neither is left to run alone at the end);
+        # started first, they are written even where the glTF export fails.
+        head_files.submit_beside(_textured_objs, head, out_dir, texture_file(rig_path).name,
+                                 result.params["expression"], rig_run.used, True)
         glb_file = _GlbFile(head, glb_options) if glb else None
         if glb_file is not None:
-            head_files.submit(glb_file.prepare)  # after the OBJs: an export error leaves them written
+            head_files.submit(glb_file.prepare)
         try:
             fit = textured_rig(rig_run, model, config, head=head)
         except Exception:
