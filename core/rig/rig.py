@@ -377,13 +377,30 @@ def texture_file(rig_path: Union[str, Path]) -> Path:
 
 
 def _save_npz(path: Path, arrays: Dict[str, np.ndarray]) -> None:
-    """``np.savez_compressed(path, **arrays)`` at zlib level 1 instead of 6: the same ``np.load``
-    archive, 1 % larger for a whole head's rig (mostly float32 blendshapes, which deflate little)
-    and about a third faster to write."""
+    """An archive ``np.load`` reads as ``np.savez_compressed``'s, deflated (zlib level 1) where that
+    pays: index arrays (to a fifth), small arrays, and float arrays at least `_MOSTLY_ZERO` zeros (a
+    whole head's part deltas, to a half); the other float arrays (the face's deltas: to 0.7 at ~65
+    MB/s) are stored as they are. A whole head's rig: 9.8 -> 11.6 MB, written in 0.13 s instead of
+    0.21 s (it is written beside the texture's work, on the same two cores)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+            array = np.asanyarray(array)
+            target: Union[str, zipfile.ZipInfo] = f"{name}.npy"  # the archive's way: deflated, level 1
+            if not _deflates(array):
+                target = zipfile.ZipInfo(f"{name}.npy")
+                target.compress_type = zipfile.ZIP_STORED
+            with archive.open(target, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+_MOSTLY_ZERO = 0.4
+
+
+def _deflates(array: np.ndarray) -> bool:
+    """Whether deflating ``array`` is worth its time (`_save_npz`)."""
+    if array.dtype.kind != "f" or array.size < 1 << 16:
+        return True
+    return np.count_nonzero(array) <= (1.0 - _MOSTLY_ZERO) * array.size
 
 
 def _texture_uint8(texture: torch.Tensor) -> np.ndarray:
