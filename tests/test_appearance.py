@@ -453,3 +453,18 @@ def test_every_rig_of_a_model_has_the_same_head_layout(ict_model, ict_face):
         full = ict_model.vertices(head.codes["identity"][None])[0]
         shown = neck[full[neck, 1] >= head.parts.neck_cut]  # what renders keep of this person's neck
         assert bool(kept[shown].all())
+
+
+def test_rig_npz_deflates_what_pays(head, tmp_path):
+    """`Rig.save`: index arrays and the mostly-zero part deltas deflated, the face's dense float deltas
+    stored as they are (they deflate little); np.load reads every member as saved."""
+    import zipfile
+
+    path = head.save(tmp_path / "rig.npz", texture=False)
+    kinds = {i.filename: i.compress_type for i in zipfile.ZipFile(path).infolist()}
+    assert kinds["blendshapes.npy"] == zipfile.ZIP_STORED
+    for name in ("triangles", "uv_triangles", "parts_triangles", "parts_blendshapes", "neutral"):
+        assert kinds[f"{name}.npy"] == zipfile.ZIP_DEFLATED, name
+    with np.load(path) as back:
+        assert np.array_equal(back["blendshapes"], head.blendshapes.numpy())
+        assert np.array_equal(back["parts_blendshapes"], head.parts.blendshapes.numpy())

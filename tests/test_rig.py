@@ -200,26 +200,3 @@ def test_rig_npz_round_trip_and_errors(ict_face, tmp_path):
     with pytest.raises(RigFileError, match="v9.npz has format_version 9"):
         Rig.load(newer)
 
-
-def test_rig_npz_deflates_what_pays_and_np_load_reads_it_all(tmp_path):
-    """`_save_npz`: index arrays, small arrays and mostly-zero deltas deflated; dense float deltas
-    stored; every array comes back from np.load as written."""
-    import zipfile
-
-    from core.rig.rig import _save_npz
-
-    g = np.random.default_rng(0)
-    sparse_deltas = np.zeros((20, 4000, 3), np.float32)
-    sparse_deltas[:, :1000] = g.normal(size=(20, 1000, 3))
-    arrays = {"triangles": g.integers(0, 4000, size=(8000, 3)), "small": g.normal(size=(100, 3)).astype(np.float32),
-              "dense": g.normal(size=(20, 4000, 3)).astype(np.float32), "sparse": sparse_deltas,
-              "name": np.array("ict")}
-    path = tmp_path / "rig.npz"
-    _save_npz(path, arrays)
-    kinds = {i.filename: i.compress_type for i in zipfile.ZipFile(path).infolist()}
-    assert kinds == {"triangles.npy": zipfile.ZIP_DEFLATED, "small.npy": zipfile.ZIP_DEFLATED,
-                     "dense.npy": zipfile.ZIP_STORED, "sparse.npy": zipfile.ZIP_DEFLATED,
-                     "name.npy": zipfile.ZIP_DEFLATED}
-    with np.load(path) as back:
-        for key, value in arrays.items():
-            assert back[key].dtype == value.dtype and np.array_equal(back[key], value)
