@@ -31,6 +31,7 @@ import logging
 import os
 import pickle
 import platform
+import re
 from pathlib import Path
 from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar
 
@@ -46,7 +47,10 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming the folder of `StoredResults` (empty: keep nothing on disk).
 RESULTS_DIR_ENV = "INORIG_RESULTS_DIR"
-_KEPT_FILES = 24  # files per stored computation; the least recently used go beyond that
+#: Bytes the stored results may take in all; beyond them the least recently used go (a face model
+#: and torch version take ~75 MB for ICT, so a few versions of the code fit).
+_KEPT_BYTES = 400 * 2 ** 20
+_STORED_NAME = re.compile(r"[\w.-]+-[0-9a-f]{40}\.pkl")  # `StoredResults._path`'s names
 
 V = TypeVar("V")
 
@@ -150,7 +154,7 @@ class StoredResults(RecentResults[V]):
 
     `recall` looks in memory, then in `results_dir` (a pickle per result, named by ``name`` and a
     digest of the key's values and `_code_version`), and only then computes; a result it computes
-    is written there (atomically; the least recently used beyond a few dozen files go). A missing,
+    is written there (atomically; the least recently used go beyond `_KEPT_BYTES` in all). A missing,
     unreadable or unwritable folder or file only costs the computation (logged at debug level).
     """
 
@@ -199,12 +203,31 @@ class StoredResults(RecentResults[V]):
             with open(partial, "wb") as f:
                 pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(partial, path)
-            stored = sorted(path.parent.glob(f"{self.name}-*.pkl"), key=lambda p: p.stat().st_mtime)
-            for old in stored[:-_KEPT_FILES]:
-                old.unlink()
+            _evict(path.parent, keep=path)
         except (OSError, pickle.PicklingError) as err:
             logger.debug("result not stored at %s (%s): computed again next time", path, err)
             try:
                 partial.unlink(missing_ok=True)
             except OSError:
                 pass
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    """Delete the least recently used stored results (never ``keep``) until they take at most
+    `_KEPT_BYTES`."""
+    stored = []
+    for path in folder.glob("*.pkl"):
+        if not _STORED_NAME.fullmatch(path.name):  # not ours: a folder named by the user may hold others
+            continue
+        try:
+            info = path.stat()
+        except OSError:  # deleted meanwhile by another process
+            continue
+        stored.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in stored)
+    for _, size, path in sorted(stored, key=lambda item: item[0]):
+        if total <= _KEPT_BYTES:
+            break
+        if path != keep:
+            path.unlink(missing_ok=True)
+            total -= size

@@ -94,17 +94,23 @@ def test_a_broken_or_missing_folder_only_costs_the_computation(tmp_path, monkeyp
 
 def test_the_least_recently_used_files_go(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.RESULTS_DIR_ENV, str(tmp_path))
-    monkeypatch.setattr(cache, "_KEPT_FILES", 2)
+    monkeypatch.setattr(cache, "_KEPT_BYTES", 2 * 10_000 + 1000)  # room for two results, not three
     seen = set()
     for k in range(3):
-        cache.StoredResults(1, "r").recall((k,), lambda: k)
-        (new,) = set(tmp_path.glob("r-*.pkl")) - seen
+        cache.StoredResults(1, "a" if k else "b").recall((k,), lambda: np.zeros(10_000, np.uint8))
+        (new,) = set(tmp_path.glob("*.pkl")) - seen
         seen.add(new)
         if k < 2:
             os.utime(new, (1000.0 * (k + 1), 1000.0 * (k + 1)))  # used long ago, 0 before 1
-    assert len(list(tmp_path.glob("r-*.pkl"))) == 2
-    compute, calls = _counting(0)
-    cache.StoredResults(1, "r").recall((1,), compute)  # kept
+    assert len(list(tmp_path.glob("*.pkl"))) == 2  # over all kinds of result
+    compute, calls = _counting(np.zeros(10_000, np.uint8))
+    cache.StoredResults(1, "a").recall((1,), compute)  # kept
     assert len(calls) == 0
-    cache.StoredResults(1, "r").recall((0,), compute)  # the least recently used went
+    cache.StoredResults(1, "b").recall((0,), compute)  # the least recently used went
     assert len(calls) == 1
+    other = tmp_path / "users_own.pkl"
+    other.write_bytes(b"x" * 50_000)
+    monkeypatch.setattr(cache, "_KEPT_BYTES", 10)  # smaller than any result: the newest stays
+    cache.StoredResults(1, "a").recall((5,), compute)
+    assert len(list(tmp_path.glob("*-*.pkl"))) == 1 and len(calls) == 2
+    assert other.is_file()  # a file the results did not write is left alone
