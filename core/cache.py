@@ -118,7 +118,8 @@ def _code_version() -> bytes:
     import scipy
 
     digest = hashlib.blake2b(digest_size=20)
-    digest.update(f"{platform.python_version()} {torch.__version__} {np.__version__} {scipy.__version__}".encode())
+    versions = (platform.python_version(), torch.__version__, np.__version__, scipy.__version__)
+    digest.update(" ".join(versions).encode())
     root = Path(__file__).resolve().parent
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".pyx")):
         digest.update(str(path.relative_to(root)).encode())

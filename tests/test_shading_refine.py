@@ -205,3 +205,37 @@ def test_observed_patch_reads_only_what_the_colour_term_needs(subject, ict_face,
     # The rotation matrices a caller already has (the objective shares them with the landmark term).
     given = patch.cost(images, code, current, sh, 0.02, compiled=compiled, rotation=euler_to_matrix(rotation))
     assert torch.equal(given.detach(), ours.detach())
+
+
+@needs_kernel
+def test_the_objective_by_hand_is_autograds(subject, ict_face, monkeypatch):
+    """Each round's loss and gradient chained by hand through the compiled pass, the landmark term,
+    the priors and the expression bounds equal autograd's through the composed functions."""
+    import core.fitting.shading_refine as module
+
+    captured = []
+
+    def first_round(objective, x0, **kwargs):
+        captured.append(objective.__self__)
+        raise StopIteration
+
+    monkeypatch.setattr(module, "minimize_lbfgs", first_round)
+    truth = torch.from_numpy(subject.identity).float()
+    params, images, geometry, corr, landmarks = _inputs(subject, ict_face, 0.5 * truth)
+    with pytest.raises(StopIteration):
+        _refine(ict_face, params, images, geometry, corr, landmarks, landmark_huber=2.0)
+    (terms,) = captured
+    g = torch.Generator().manual_seed(5)
+    # The start (expressions at their bounds: no gradient through the clamp there), then offsets; the
+    # largest drives expressions past their bounds and landmarks past Huber's knee.
+    for spread in (0.0, 0.3, 3.0):
+        x = spread * torch.randn(terms.unknowns.start.shape, generator=g)
+        loss, grad = terms.by_hand(x)
+        ref_loss, ref_grad = terms.autograd(x)
+        assert loss == pytest.approx(ref_loss, rel=1e-6)
+        sizes = terms.unknowns.sizes
+        for ours, ref in zip(torch.split(grad, sizes), torch.split(ref_grad, sizes)):
+            assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    raw = terms.unknowns.fixed["expression"] + terms.unknowns.units["expression"] * torch.split(
+        x, terms.unknowns.sizes)[1].view_as(terms.unknowns.fixed["expression"])
+    assert bool(((raw < 0) | (raw > 1)).any()) and bool(((raw > 0) & (raw < 1)).any())  # both sides of bounds

@@ -11,7 +11,7 @@ compiled module, on other devices, for float64 or where a gradient of the images
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from core.lighting import SH_FACTORS
 from core.mesh import PatchNormals
 from core.sampling import sample_points
 
-__all__ = ["colour_term", "compiled_available", "kernel_threads"]
+__all__ = ["colour_term", "compiled_available", "compiled_applies", "compiled_colour_term", "kernel_threads"]
 
 _NORMAL_EPS = 1e-12  # torch.nn.functional.normalize's, as PatchNormals uses it
 
@@ -51,6 +51,32 @@ def kernel_threads() -> int:
     return free_cores(limit=4)
 
 
+def compiled_applies(shape: Tensor, images: Tensor) -> bool:
+    """Whether `colour_term` takes the compiled pass for these points and images (module docstring)."""
+    return (_SHADING is not None and shape.device.type == "cpu" and shape.dtype == torch.float32
+            and not images.requires_grad)
+
+
+def compiled_colour_term(shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor, images: Tensor,
+                         patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
+                         sigma: float, threads: int, scratch: Optional[dict] = None
+                         ) -> Tuple[float, Tensor, Tensor, Tensor, Tensor]:
+    """`colour_term`'s compiled pass without autograd: (cost, d cost / d shape, rotation, scale,
+    trans), for a caller that chains the gradient itself (`core.fitting.shading_refine`).
+    Arguments and shapes as `colour_term`'s (``prior`` expanded to (U, 3))."""
+    def c(t: Tensor) -> Tensor:
+        return t.detach().to(torch.float32).contiguous()
+
+    cost, *grads = _SHADING.colour_term(
+        c(shape).numpy(), c(rotation).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(),
+        patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(),
+        c(prior).numpy(), _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads,
+        scratch)
+    d_shape, d_rotation, d_scale, d_trans = (torch.from_numpy(d).to(like.dtype)
+                                             for d, like in zip(grads, (shape, rotation, scale, trans)))
+    return float(cost), d_shape, d_rotation, d_scale, d_trans
+
+
 class _CompiledColourTerm(torch.autograd.Function):
     """The kernel's cost, with the gradient it computed in the same pass handed back in ``backward``."""
 
@@ -58,16 +84,9 @@ class _CompiledColourTerm(torch.autograd.Function):
     def forward(ctx, shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor,  # type: ignore[override]
                 images: Tensor, patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor,
                 prior_weight: float, sigma: float, threads: int, scratch: Optional[dict]) -> Tensor:
-        def c(t: Tensor) -> Tensor:
-            return t.detach().to(torch.float32).contiguous()
-
-        cost, *grads = _SHADING.colour_term(
-            c(shape).numpy(), c(rotation).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(),
-            patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(),
-            c(prior).numpy(), _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads,
-            scratch)
-        ctx.grads = tuple(torch.from_numpy(d).to(like.dtype)
-                          for d, like in zip(grads, (shape, rotation, scale, trans)))
+        cost, *grads = compiled_colour_term(shape, rotation, scale, trans, images, patch, weights, sh, prior,
+                                            prior_weight, sigma, threads, scratch)
+        ctx.grads = tuple(grads)
         return shape.new_tensor(cost)
 
     @staticmethod
@@ -114,10 +133,8 @@ def colour_term(shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor, i
     check_shape("images", images, (g, 3, None, None))
     check_shape("weights", weights, (g, n_patch))
     prior = prior.to(shape.dtype).expand(n_patch, 3)
-    applies = (_SHADING is not None and shape.device.type == "cpu" and shape.dtype == torch.float32
-               and not images.requires_grad)
     if compiled is None:
-        compiled = applies
+        compiled = compiled_applies(shape, images)
     elif compiled and _SHADING is None:
         raise RuntimeError("colour_term: core.fitting._shading is not built (run `make setup`)")
     if compiled:

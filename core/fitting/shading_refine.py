@@ -28,10 +28,11 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from core.camera import WeakPerspective, euler_to_matrix
+from core.camera import WeakPerspective, euler_to_matrix, euler_to_matrix_jacobian
 from core.face_model.model import MorphableModel
-from core.fitting.colour_term import colour_term, kernel_threads
-from core.fitting.landmark_geometry import Correspondence, LandmarkGeometry, project_landmarks
+from core.fitting.colour_term import colour_term, compiled_applies, compiled_colour_term, kernel_threads
+from core.fitting.landmark_geometry import (Correspondence, LandmarkGeometry, landmark_points,
+                                            project_landmarks)
 from core.fitting.lbfgs import minimize_lbfgs
 from core.fitting.photometric import estimate_appearance, observe
 from core.fitting.variables import EXPRESSION, IDENTITY, ROTATION, SCALE, TRANS2D
@@ -174,6 +175,26 @@ class ObservedPatch:
                            self.prior, self.albedo_weight, sigma, compiled=compiled, threads=threads,
                            scratch=self.scratch)
 
+    def cost_and_gradient(self, images: Tensor, identity: Tensor, per_image: Dict[str, Tensor], sh: Tensor,
+                          sigma: float, threads: int, rotation: Tensor) -> Tuple[float, Dict[str, Tensor]]:
+        """`cost` by the compiled pass, with its gradient in the identity code (key ``identity``),
+        the expressions, the rotation matrices (key ``matrix``), the scales and the translations,
+        chained by hand through the linear object points (no autograd graph).
+
+        Shape:
+            as `cost`'s -> (), {identity (n_id,), expression (G, K), matrix (G, 3, 3), scale (G,),
+            trans2d (G, 2)}.
+        """
+        points = self.object_points(identity, per_image)
+        prior = self.prior.to(points.dtype).expand(self.weights.shape[1], 3)
+        cost, d_points, d_matrix, d_scale, d_trans = compiled_colour_term(
+            points, rotation, per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh,
+            prior, self.albedo_weight, sigma, threads, self.scratch)
+        flat = d_points.reshape(d_points.shape[0], -1)  # (G, 3N), as the bases' columns
+        return cost, {IDENTITY: flat.sum(0) @ self.identity_basis.T,
+                      EXPRESSION: flat @ self.expression_basis.T, "matrix": d_matrix, SCALE: d_scale,
+                      TRANS2D: d_trans}
+
 
 def _identity_unit(model: MorphableModel, scale: Tensor, step: Optional[float]) -> Optional[Tensor]:
     """Per identity component, the code change that moves the vertices ``step`` pixels RMS at the
@@ -228,6 +249,113 @@ class _Unknowns:
             penalty = _BOUND_PENALTY * ((raw - values[EXPRESSION]) ** 2).sum()
         return code, values, penalty + self.expression_weight * (values[EXPRESSION] ** 2).sum()
 
+    def gradient(self, x: Tensor, d_code: Tensor, d_values: Dict[str, Tensor]) -> Tensor:
+        """d loss / d ``x`` from the loss's gradient in `unpack`'s code and per-image values (the
+        expressions after the clamp), with the gradient of `unpack`'s own prior and bound penalty
+        added: what autograd gives through `unpack` (torch's clamp passes its gradient strictly inside
+        the bounds: none for an expression at a bound, as many are at the start)."""
+        out = [self.identity_unit * d_code]
+        if self.free:
+            parts = torch.split(x, self.sizes)
+            raw = self.fixed[EXPRESSION] + self.units[EXPRESSION] * parts[1].view_as(self.fixed[EXPRESSION])
+            clamped = raw if self.bounds is None else raw.clamp(*self.bounds)
+            d_expression = d_values[EXPRESSION] + 2.0 * self.expression_weight * clamped
+            if self.bounds is not None:
+                inside = (raw > self.bounds[0]) & (raw < self.bounds[1])
+                d_expression = torch.where(inside, d_expression, 2.0 * _BOUND_PENALTY * (raw - clamped))
+            for k in _PER_IMAGE:
+                out.append((self.units[k] * (d_expression if k == EXPRESSION else d_values[k])).reshape(-1))
+        return torch.cat(out)
+
+
+def _landmark_term(geometry: LandmarkGeometry, correspondence: Correspondence, code: Tensor,
+                   expression: Tensor, matrix: Tensor, scale: Tensor, trans: Tensor, targets: Tensor,
+                   confidence: Tensor, sigma: float, delta: Optional[float]
+                   ) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """``sum conf huber(project(X) - y) / sigma^2`` of the 68 landmarks (weak perspective, the round's
+    contour correspondence) and its gradient by hand, keyed as `ObservedPatch.cost_and_gradient`'s:
+    the value `refine_from_shading`'s autograd objective computes (`project_landmarks`).
+
+    Shape:
+        code (n_id,); expression (G, K); matrix (G, 3, 3); scale (G,); trans (G, 2); targets (G, 68, 2);
+        confidence (G, 68, 1) -> (), gradients.
+    """
+    g = expression.shape[0]
+    points = geometry.points(code[None].expand(g, -1), expression)        # (G, P, 3)
+    marks = landmark_points(points, correspondence)                      # (G, 68, 3)
+    camera = marks @ matrix.transpose(1, 2)
+    flip = torch.tensor((1.0, -1.0), dtype=marks.dtype)
+    residual = scale[:, None, None] * camera[..., :2] * flip + trans[:, None] - targets
+    rho, weight = huber(residual, delta)
+    value = (confidence * rho).sum() / sigma ** 2
+    d_uv = confidence * (2.0 / sigma ** 2) * weight * residual           # d rho / d r = 2 w r
+    d_camera = torch.zeros_like(camera)
+    d_camera[..., :2] = d_uv * flip * scale[:, None, None]
+    d_marks = d_camera @ matrix                                          # camera = marks R^T
+    index = correspondence.indices.reshape(g, 136, 1).expand(g, 136, 3)
+    spread = d_marks[:, :, None, :] * correspondence.weights.to(marks.dtype)[..., None]
+    d_points = torch.zeros_like(points).scatter_add_(1, index, spread.reshape(g, 136, 3))
+    return value, {IDENTITY: torch.einsum("pj,pjn->n", d_points.sum(0), geometry.identity_basis),
+                   EXPRESSION: torch.einsum("bpj,pjn->bn", d_points, geometry.expression_basis),
+                   "matrix": d_camera.transpose(1, 2) @ marks,
+                   SCALE: (d_uv * flip * camera[..., :2]).sum((1, 2)), TRANS2D: d_uv.sum(1)}
+
+
+@dataclass
+class _RoundObjective:
+    """One shading round's loss over the optimiser's unknowns (`_Unknowns`) and its gradient: the
+    colour term (weighted by ``weight``), the landmark term and the priors.
+
+    `by_hand` chains the compiled colour pass's gradient and the landmark term's through the
+    unknowns without an autograd graph (a tenth of each evaluation on rig_case1); `autograd` is the
+    reference and the path wherever the compiled pass does not apply (no build, float64, another
+    device). The two agree to float rounding (tests/test_shading_refine.py).
+    """
+
+    unknowns: _Unknowns
+    patch: ObservedPatch
+    images: Tensor
+    sh: Tensor
+    sigma: float
+    threads: int
+    geometry: LandmarkGeometry
+    correspondence: Correspondence
+    landmarks: Tensor
+    confidence: Tensor
+    landmark_sigma: float
+    landmark_huber: Optional[float]
+    weight: Tensor
+    identity_weight: float
+
+    def autograd(self, x: Tensor) -> Tuple[float, Tensor]:
+        x = x.detach().requires_grad_(True)
+        code, per_image, penalty = self.unknowns.unpack(x)
+        rotation = euler_to_matrix(per_image[ROTATION])  # one rotation for both terms
+        photo = self.patch.cost(self.images, code, per_image, self.sh, self.sigma, threads=self.threads,
+                                rotation=rotation)
+        flat = dict(per_image, **{IDENTITY: code[None].expand(self.images.shape[0], -1)})
+        uv = project_landmarks(self.geometry, flat, correspondence=self.correspondence, rotation=rotation)
+        rho = huber(uv - self.landmarks, self.landmark_huber)[0]
+        marks = (self.confidence * rho).sum() / self.landmark_sigma ** 2
+        loss = self.weight * photo + marks + self.identity_weight * (code * code).sum() + penalty
+        return float(loss.detach()), torch.autograd.grad(loss, x)[0]
+
+    def by_hand(self, x: Tensor) -> Tuple[float, Tensor]:
+        x = x.detach()
+        code, per_image, penalty = self.unknowns.unpack(x)
+        angles = per_image[ROTATION]
+        matrix = euler_to_matrix(angles)
+        photo, d_photo = self.patch.cost_and_gradient(self.images, code, per_image, self.sh, self.sigma,
+                                                      self.threads, matrix)
+        marks, d_marks = _landmark_term(self.geometry, self.correspondence, code, per_image[EXPRESSION],
+                                        matrix, per_image[SCALE], per_image[TRANS2D], self.landmarks,
+                                        self.confidence, self.landmark_sigma, self.landmark_huber)
+        loss = self.weight * photo + marks + self.identity_weight * (code * code).sum() + penalty
+        d = {k: self.weight * d_photo[k] + d_marks[k] for k in d_photo}
+        d[ROTATION] = torch.einsum("bij,bijk->bk", d.pop("matrix"), euler_to_matrix_jacobian(angles))
+        d_code = d.pop(IDENTITY) + 2.0 * self.identity_weight * code
+        return float(loss), self.unknowns.gradient(x, d_code, d)
+
 
 def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str, Tensor],
                         geometry: LandmarkGeometry, correspondence: Correspondence, landmarks: Tensor, *,
@@ -278,18 +406,11 @@ def refine_from_shading(model: MorphableModel, images: Tensor, params: Dict[str,
         unknowns = _Unknowns(identity, fixed, config.per_image, config.steps, bounds, expression_weight,
                              _identity_unit(model, fixed[SCALE], config.identity_step))
 
-        def objective(x: Tensor) -> Tuple[float, Tensor]:
-            x = x.detach().requires_grad_(True)
-            code, per_image, penalty = unknowns.unpack(x)
-            rotation = euler_to_matrix(per_image[ROTATION])  # one rotation for both terms
-            photo = patch.cost(images, code, per_image, sh, config.sigma, threads=threads, rotation=rotation)
-            flat = dict(per_image, **{IDENTITY: code[None].expand(g, -1)})
-            uv = project_landmarks(geometry, flat, correspondence=correspondence, rotation=rotation)
-            marks = (conf * huber(uv - landmarks, landmark_huber)[0]).sum() / landmark_sigma ** 2
-            loss = scale * photo + marks + identity_weight * (code * code).sum() + penalty
-            return float(loss.detach()), torch.autograd.grad(loss, x)[0]
-
-        found = minimize_lbfgs(objective, unknowns.start, max_iterations=config.iterations,
+        terms = _RoundObjective(unknowns, patch, images, sh, config.sigma, threads, geometry, correspondence,
+                                landmarks, conf, landmark_sigma, landmark_huber, scale, identity_weight)
+        by_hand = compiled_applies(patch.neutral, images)
+        found = minimize_lbfgs(terms.by_hand if by_hand else terms.autograd, unknowns.start,
+                               max_iterations=config.iterations,
                                memory=memory if config.carry_memory else None)
         memory = found.memory
         logger.debug("shading round: loss %.4g after %d iterations, %d evaluations", found.loss,

@@ -40,7 +40,8 @@ ATLAS_CELLS: Dict[Union[int, str], Tuple[float, float, float, float]] = {
 _EYEBALL_CODE = -1
 _KEPT = 4  # atlases whose texel maps and fill indices are kept
 _TEXEL_MAPS: RecentResults[Fragments] = RecentResults(_KEPT)  # by (uvs, uv triangles, height)
-_NEAREST: StoredResults[Tuple[np.ndarray, np.ndarray]] = StoredResults(_KEPT, "atlas-fill")  # by the covered mask
+#: By the covered mask.
+_NEAREST: StoredResults[Tuple[np.ndarray, np.ndarray]] = StoredResults(_KEPT, "atlas-fill")
 
 
 def atlas_uvs(model_uvs: Tensor, corner_uv_ids: Tensor, eyeball: Tensor) -> Tuple[Tensor, Tensor]:

@@ -56,7 +56,8 @@ def local_affine_maps(source: torch.Tensor, target: torch.Tensor, triangles: tor
 
 
 #: The last few templates' side of `local_affine_maps`, by (template, triangles), also kept on disk.
-_TEMPLATES: StoredResults[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = StoredResults(4, "transfer-template")
+_TEMPLATES: StoredResults[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = StoredResults(
+    4, "transfer-template")
 
 
 def _template_side(source: torch.Tensor, triangles: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

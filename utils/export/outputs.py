@@ -74,8 +74,8 @@ def rig_mesh(rig: Rig, names: NameStyle = "arkit", source: Optional[Union[str, P
     # The targets are float32 in the file: merged and scaled in float32 (half the memory traffic of ~30 MB).
     blend = rig.blendshapes.detach().cpu().numpy().astype(np.float32, copy=False)
     if rig.parts is not None:
-        blend = np.concatenate([blend, rig.parts.blendshapes.detach().cpu().numpy().astype(np.float32, copy=False)],
-                               axis=1)
+        parts = rig.parts.blendshapes.detach().cpu().numpy().astype(np.float32, copy=False)
+        blend = np.concatenate([blend, parts], axis=1)
     triangles = rig.head_triangles.cpu().numpy().astype(np.int64)
     colors = srgb_to_linear(rig.head_albedo.detach().cpu().numpy())
     texcoords = png = None
