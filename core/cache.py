@@ -138,7 +138,7 @@ def _feed(digest: Any, part: Any) -> bool:
             return False
         part = np.ascontiguousarray(part)
         digest.update(f"array {part.dtype.str} {part.shape}".encode())
-        digest.update(part.view(np.uint8).reshape(-1).data)
+        digest.update(part.reshape(-1).view(np.uint8).data)
         return True
     if isinstance(part, (bool, int, float, str, type(None))):
         digest.update(f"{type(part).__name__} {part!r}".encode())
@@ -185,12 +185,16 @@ class StoredResults(RecentResults[V]):
             try:
                 with open(path, "rb") as f:
                     value = pickle.load(f)
-                os.utime(path)  # recently used
             except FileNotFoundError:
                 value = None
             except Exception as err:  # noqa: BLE001 - a truncated or foreign file: computed again
                 logger.debug("ignoring the stored result %s (%s)", path, err)
                 value = None
+            if value is not None:
+                try:
+                    os.utime(path)  # recently used (a read-only folder keeps the old time)
+                except OSError:
+                    pass
         if value is None:
             value = compute()
             if path is not None:

@@ -62,12 +62,14 @@ def test_stored_results_are_found_again_by_a_new_run(tmp_path, monkeypatch):
     assert torch.equal(back[0], value[0]) and back[1].dtype == np.int32 and np.array_equal(back[1], value[1])
     assert back[2] == {"a": [1.5]}
     assert again.recall((4, triangles), compute) is back  # then from memory
+    cache.StoredResults(2, "scalar").recall((np.array(2.5), None, (1, "a")), compute)  # 0-d arrays, nesting
+    assert len(calls) == 2 and len(list(tmp_path.glob("scalar-*.pkl"))) == 1
     # Other values, another name, other code: computed afresh.
     cache.StoredResults(2, "ops").recall((5, triangles), compute)
     cache.StoredResults(2, "other").recall((4, triangles), compute)
     monkeypatch.setattr(cache, "_code_version", lambda: b"changed")
     cache.StoredResults(2, "ops").recall((4, triangles), compute)
-    assert len(calls) == 4
+    assert len(calls) == 5
 
 
 def test_a_broken_or_missing_folder_only_costs_the_computation(tmp_path, monkeypatch):
