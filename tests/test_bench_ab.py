@@ -1,0 +1,39 @@
+"""`benchmarks.bench_ab`: rounds alternate A B, B A; the summary counts the rounds B won; a run that
+fails raises with its log."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from benchmarks.bench_ab import demo_command, round_order, run_once, summary
+from benchmarks.bench_eos import Timed
+
+
+def test_rounds_alternate_so_that_each_version_goes_first_as_often():
+    orders = [round_order(k) for k in range(4)]
+    assert orders == [("A", "B"), ("B", "A"), ("A", "B"), ("B", "A")]
+    assert sum(o[0] == "A" for o in orders) == sum(o[0] == "B" for o in orders)
+
+
+def test_summary_reports_medians_means_and_the_rounds_b_won():
+    runs = {"A": [Timed(4.0, 6.0), Timed(4.4, 6.4), Timed(3.9, 6.1)],
+            "B": [Timed(3.8, 5.0), Timed(4.5, 5.5), Timed(3.7, 5.2)]}
+    text = summary(runs)
+    assert "| A | **4.000** | 4.100 | 6.10 | 4.00, 4.40, 3.90 |" in text
+    assert "| B | **3.800** | 4.000 | 5.20 | 3.80, 4.50, 3.70 |" in text
+    assert text.endswith("B quicker in 2 of 3 rounds")
+
+
+def test_a_run_times_its_job_and_a_failing_one_raises_with_its_log(tmp_path):
+    timed = run_once([sys.executable, "-c", "sum(range(10 ** 6))"], tmp_path, tmp_path / "ok.log")
+    assert timed.wall > 0 and timed.cpu > 0
+    with pytest.raises(RuntimeError, match="(?s)exited with 3.*broken"):
+        run_once([sys.executable, "-c", "import sys; sys.stderr.write('broken'); sys.exit(3)"], tmp_path,
+                 tmp_path / "bad.log")
+
+
+def test_the_job_is_the_demos_rig_stage(tmp_path):
+    command = demo_command(tmp_path / "tree", "py", tmp_path / "photos", tmp_path / "out")
+    assert command[:3] == ["py", str(tmp_path / "tree" / "demo.py"), "--no-video"]
+    assert command[command.index("--rig-dir") + 1] == str(tmp_path / "photos")
