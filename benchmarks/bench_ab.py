@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from benchmarks.bench_eos import ROOT, Timed, children_cpu, job_environment
+from benchmarks.bench_eos import ROOT, Timed, run_timed
 
 DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "real" / "rig_case1"
 
@@ -41,18 +40,6 @@ def demo_command(tree: Path, python: str, folder: Path, out_dir: Path) -> List[s
     """The job of one version: its ``demo.py``'s rig-only stage on ``folder``."""
     return [python, str(tree / "demo.py"), "--no-video", "--quiet", "--rig-dir", str(folder),
             "--out", str(out_dir)]
-
-
-def run_once(command: Sequence[str], tree: Path, log: Path) -> Timed:
-    """Run ``command`` in ``tree`` to the end (stdout discarded, stderr to ``log``); a failure raises."""
-    with open(log, "w") as err:
-        cpu, start = children_cpu(), time.perf_counter()
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err, env=job_environment(), cwd=tree)
-        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:2])} ... exited with {done.returncode}; see {log}:\n"
-                           + log.read_text()[-2000:])
-    return Timed(wall, cpu)
 
 
 def summary(runs: Dict[str, List[Timed]]) -> str:
@@ -91,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tree, python = trees[name]
                 out = Path(work) / name
                 shutil.rmtree(out, ignore_errors=True)  # each run writes afresh, as a user's first run
-                runs[name].append(run_once(demo_command(tree, python, args.folder, out), tree,
-                                           Path(work) / f"{name}.log"))
+                runs[name].append(run_timed(demo_command(tree, python, args.folder, out),
+                                            Path(work) / f"{name}.log", cwd=tree))
                 time.sleep(args.pause)
             print(f"round {k + 1}: A {runs['A'][-1].wall:.2f} s, B {runs['B'][-1].wall:.2f} s", flush=True)
     print(f"\n### A: {trees['A'][0]}; B: {trees['B'][0]}; {args.folder.name}, {args.rounds} rounds\n")

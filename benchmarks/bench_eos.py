@@ -115,13 +115,13 @@ class Timed(NamedTuple):
     cpu: float
 
 
-def run_timed(command: Sequence[str], log: Path) -> Timed:
-    """Run ``command`` to the end in `job_environment` (its output discarded, stderr to ``log``); a
-    failure raises. Its CPU time is `children_cpu`'s growth meanwhile."""
+def run_timed(command: Sequence[str], log: Path, cwd: Path = ROOT) -> Timed:
+    """Run ``command`` to the end in `job_environment` (its output discarded, stderr to ``log``), in
+    ``cwd``; a failure raises. Its CPU time is `children_cpu`'s growth meanwhile."""
     env = job_environment()
     with open(log, "w") as err:
         cpu, start = children_cpu(), time.perf_counter()
-        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=ROOT)
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=cwd)
         wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"{command[0]} ... exited with {done.returncode}; see {log}:\n"

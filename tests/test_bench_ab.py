@@ -1,13 +1,13 @@
-"""`benchmarks.bench_ab`: rounds alternate A B, B A; the summary counts the rounds B won; a run that
-fails raises with its log."""
+"""`benchmarks.bench_ab`: rounds alternate A B, B A; the summary counts the rounds B won; a run goes in
+its version's tree, and one that fails raises with its log."""
 from __future__ import annotations
 
 import sys
 
 import pytest
 
-from benchmarks.bench_ab import demo_command, round_order, run_once, summary
-from benchmarks.bench_eos import Timed
+from benchmarks.bench_ab import demo_command, round_order, summary
+from benchmarks.bench_eos import Timed, run_timed
 
 
 def test_rounds_alternate_so_that_each_version_goes_first_as_often():
@@ -25,12 +25,13 @@ def test_summary_reports_medians_means_and_the_rounds_b_won():
     assert text.endswith("B quicker in 2 of 3 rounds")
 
 
-def test_a_run_times_its_job_and_a_failing_one_raises_with_its_log(tmp_path):
-    timed = run_once([sys.executable, "-c", "sum(range(10 ** 6))"], tmp_path, tmp_path / "ok.log")
+def test_a_run_times_its_job_in_its_tree_and_a_failing_one_raises_with_its_log(tmp_path):
+    probe = "import os, sys; sum(range(10 ** 6)); sys.exit(0 if os.getcwd() == sys.argv[1] else 4)"
+    timed = run_timed([sys.executable, "-c", probe, str(tmp_path)], tmp_path / "ok.log", cwd=tmp_path)
     assert timed.wall > 0 and timed.cpu > 0
     with pytest.raises(RuntimeError, match="(?s)exited with 3.*broken"):
-        run_once([sys.executable, "-c", "import sys; sys.stderr.write('broken'); sys.exit(3)"], tmp_path,
-                 tmp_path / "bad.log")
+        run_timed([sys.executable, "-c", "import sys; sys.stderr.write('broken'); sys.exit(3)"],
+                  tmp_path / "bad.log", cwd=tmp_path)
 
 
 def test_the_job_is_the_demos_rig_stage(tmp_path):
