@@ -9,7 +9,7 @@
 What it writes under --out (default out/demo):
   rig/rig.npz, rig/rig.glb          the photos' rig (glTF 2.0 with ARKit-named morph targets, metres)
   mesh/*.obj, params/*.json         per-photo meshes (mm, the model's vertex order) and parameters
-  visualization/*.png               photo | fitted mesh over it | geometry
+  visualization/*.jpg               photo | fitted mesh over it | geometry
   videos/input_clip.mp4, output_recon.mp4 (tracked mesh over the video), output_exptrans.mp4 (the driven
   rig), tracking.npz (per-frame parameters), source_rig.npz (the video person's rig), animation.glb (the
   driven rig animated), animation_arkit.csv (Live Link Face CSV of the tracked weights)

@@ -50,7 +50,7 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
     stems = sorted(p.stem for p in inputs.rig_dir.glob("*.png"))
     assert sorted(p.stem for p in (out / "params").glob("*.json")) == stems
     assert {p.stem for p in (out / "mesh").glob("*.obj")} == set(stems) | {"rig_neutral", "rig_textured"}
-    assert sorted(p.stem for p in (out / "visualization").glob("*.png")) == stems
+    assert sorted(p.stem for p in (out / "visualization").glob("*.jpg")) == stems
     params = json.loads((out / "params" / f"{stems[0]}.json").read_text())
     assert np.asarray(params["landmarks_2d"]).shape == (68, 2)
 

@@ -86,7 +86,7 @@ def test_rig_from_folder_writes_every_output(subject, ict_face, landmarker, tmp_
         assert np.asarray(params["landmarks_detected"]).shape == (68, 2)
         assert len(params["expression_coefficients"]) == 53 and np.asarray(params["sh"]).shape == (9, 3)
         assert params["landmark_error_px"] < 6.0
-        picture = read_image(out / "visualization" / f"{stem}.png")
+        picture = read_image(out / "visualization" / f"{stem}.jpg")
         assert picture.shape[0] >= subject.images.shape[1] and picture.shape[1] > 3 * subject.images.shape[2]
     assert load_mesh(out / "mesh" / "rig_neutral.obj").colors is not None
 

@@ -17,6 +17,7 @@ from utils.visualization import (
     main,
     overlay_mesh,
     render_mesh,
+    save_jpeg,
     save_png,
     side_by_side,
 )
@@ -167,3 +168,33 @@ def test_save_png_keeps_the_pixels_with_either_encoder(tmp_path, monkeypatch, fi
     back = np.asarray(Image.open(path).convert("RGB"))
     assert path.parent.name == "sub" and np.array_equal(back, image)
     assert tuple(back[0, 0]) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("opencv", [True, False])
+def test_save_jpeg_keeps_colour_at_full_resolution(tmp_path, monkeypatch, opencv):
+    """A visualization as JPEG, by OpenCV's encoder and by Pillow's: smooth parts come back within a
+    few levels, and one-pixel coloured dots keep their hue (no chroma subsampling, which would
+    average a red dot with its grey neighbours into a brownish blur)."""
+    import utils.visualization as visualization
+
+    if not opencv:
+        monkeypatch.setattr(visualization, "_JPEG_SAMPLING", None)
+    elif visualization._JPEG_SAMPLING is None:
+        pytest.skip("this OpenCV cannot choose a JPEG's chroma sampling")
+    ramp = np.linspace(0, 255, 96, dtype=np.uint8)
+    image = np.ascontiguousarray(np.broadcast_to(ramp[None, :, None], (64, 96, 3)))
+    dots = [(8 + 16 * k, 9 + 16 * k) for k in range(4)]
+    for y, x in dots:
+        image[y, x] = (255, 32, 32)
+    path = save_jpeg(tmp_path / "sub" / "picture.jpg", image)
+    back = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert path.parent.name == "sub" and path.read_bytes()[:2] == b"\xff\xd8" and back.shape == image.shape
+    smooth = np.ones(image.shape[:2], bool)  # JPEG's 8 x 8 blocks without a dot
+    for y, x in dots:
+        smooth[y // 8 * 8:y // 8 * 8 + 8, x // 8 * 8:x // 8 * 8 + 8] = False
+    assert np.abs(back - image)[smooth].max() <= 2
+    for y, x in dots:
+        red, green, blue = back[y, x]
+        assert red - max(green, blue) > 120, (y, x, back[y, x])
+    with pytest.raises(ValueError, match="quality 0"):
+        save_jpeg(tmp_path / "bad.jpg", image, quality=0)

@@ -178,9 +178,11 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         glb: also write ``rig/rig.glb``.
         glb_options: how its targets are stored (None: sparse, `utils.export.outputs.glb_options`).
         writer: the worker thread the rig run's files were queued on (`build_rig_from_folder`'s
-            ``writer``): ``rig.npz`` is queued after them, so the whole head's archive replaces the
-            face rig's; None: written on a worker of its own before returning. The textured OBJs
-            and ``rig.glb`` are written on a worker of this call's, done when it returns.
+            ``writer``): where the rig run's own ``rig.npz`` is queued there (``archive_queued``),
+            the whole head's is queued after it, so that it replaces the face rig's; None: the
+            files are written on workers of this call's. The whole head's archive (otherwise), the
+            textured OBJs and ``rig.glb`` are written on a worker of this call's, done when it
+            returns.
     """
     out_dir = Path(out_dir)
     result = rig_run.result
@@ -196,14 +198,14 @@ def write_appearance(rig_run: RigRun, model: MorphableModel, out_dir: Path,
         except Exception:
             files.submit(result.rig.save, rig_path)  # the rig built is kept (`build_rig_from_folder(save_rig=)`)
             raise
-        # The archive (zlib, ~0.25 s), the textured OBJs (text, ~0.15 s) and rig.glb's geometry and
+        # The archive (~0.15 s), the textured OBJs (text, ~0.15 s) and rig.glb's geometry and
         # targets (~0.1 s) need the head's shape and UVs, not its texture's pixels (the files name
         # the PNG written below, or the painted one where the texture fails): they are made while
-        # the texture is estimated, and rig.glb once the PNG is written. The archive goes beside the
-        # files queued on ``files`` before it (it replaces a face rig's archive queued there); the
-        # OBJs and rig.glb on a worker of their own, so that they need not wait for the rig run's
-        # pictures and meshes (on 16 video frames those keep ``files`` busy for about a second).
-        files.submit_beside(head.save, rig_path, False)
+        # the texture is estimated, and rig.glb once the PNG is written, on a worker of their own,
+        # so that they need not wait for the rig run's pictures and meshes (on 16 video frames
+        # those keep ``files`` busy for about a second). Only where the rig run's own archive is
+        # queued on ``files`` does the head's wait for it there (it replaces that file).
+        (files if rig_run.archive_queued else head_files).submit_beside(head.save, rig_path, False)
         # The OBJs beside rig.glb's geometry (on two cores, neither is left to run alone at the end);
         # started first, they are written even where the glTF export fails.
         head_files.submit_beside(_textured_objs, head, out_dir, texture_file(rig_path).name,

@@ -2,7 +2,7 @@
 
 Images -> landmarks and crops (`utils.landmarks`, `utils.crop`) -> rig building (`core.rig.builder`)
 -> ``rig/rig.npz``, ``rig/rig.glb`` (`utils.export`), ``mesh/*.obj``, ``params/*.json``,
-``visualization/*.png``. Every file is written as soon as it is computed (encoded and written by a
+``visualization/*.jpg``. Every file is written as soon as it is computed (encoded and written by a
 worker thread while the next picture is rendered; all are on disk when `build_rig_from_folder`
 returns); bad images are reported and skipped, never fatal unless no usable image is left.
 
@@ -36,7 +36,7 @@ from utils.landmarks.detect import FaceChoice, FaceLandmarker, Selection, detect
 from utils.landmarks.prefetch import FolderPrefetch
 from utils.pipelines.builders import RigBuilder, classical_builder
 from utils.progress import progress_bar
-from utils.visualization import draw_landmark_pair, fit_pictures, overlay_weights, save_png, side_by_side
+from utils.visualization import draw_landmark_pair, fit_pictures, overlay_weights, save_jpeg, side_by_side
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ __all__ = ["PARAMS_FORMAT_VERSION", "OUTLIER_RATIO", "OUTLIER_MARGIN_PX", "RigIn
 OUTLIER_RATIO = 2.0
 OUTLIER_MARGIN_PX = 2.0
 
-#: zlib level of the visualization PNGs: 1 encodes ~4x faster than PIL's default 6, files ~15 % larger.
-PNG_COMPRESSION = 1
+#: JPEG quality of the visualizations (`utils.visualization.save_jpeg`, colour at full resolution).
+PICTURE_QUALITY = 95
 
 #: ``params/*.json``: 1 (no ``format_version`` key) until 0.6; 2 adds ``format_version``, full
 #: ``units`` and ``conventions`` (the other keys are unchanged).
@@ -74,6 +74,9 @@ class RigRun:
         landmark_error: stem -> mean landmark fit error in pixels of the photo;
             ``landmark_error_crop`` the same in crop pixels (the 256 px face crops the fit sees).
         outputs: name -> file or folder written. timings: stage -> seconds.
+        archive_queued: this run's ``rig/rig.npz`` is queued on the caller's writer
+            (`build_rig_from_folder` with ``writer`` and ``save_rig``): another archive at that path
+            must be queued after it.
     """
 
     used: List[str] = field(default_factory=list)
@@ -87,6 +90,7 @@ class RigRun:
     landmark_error_crop: Dict[str, float] = field(default_factory=dict)
     result: Optional[RigBuildResult] = None
     crops: List[FaceCrop] = field(default_factory=list)
+    archive_queued: bool = False
 
 
 def outlier_images(errors: Sequence[float], ratio: float = OUTLIER_RATIO,
@@ -169,7 +173,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         model: the face model region to fit.
         landmarker: default ``FaceLandmarker()`` (`utils.landmarks.base.DEFAULT_BACKEND`).
         config: the classical builder's settings. max_images: use at most this many photos.
-        visualize: write ``visualization/*.png``.
+        visualize: write ``visualization/*.jpg``.
         builder: replaces the classical solver (`utils.pipelines.builders.classical_builder` with
             ``config`` and the landmarker's noise profile), e.g. the network's ``INORig.build_rig``.
         face: which face of a photo with several (`utils.landmarks.detect.select_face`).
@@ -250,6 +254,7 @@ def build_rig_from_folder(rig_dir: Path, out_dir: Path, model: MorphableModel,
         _write_rig_outputs(run, result, crops, meshes, pictures, visualize, export, save_rig)
     else:
         writer.submit(_write_rig_outputs, run, result, crops, meshes, pictures, visualize, export, save_rig)
+        run.archive_queued = save_rig
     return run
 
 
@@ -280,5 +285,5 @@ def _write_rig_outputs(run: RigRun, result: RigBuildResult, crops: List[FaceCrop
                 screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
                 picture = _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
                                          np.asarray(params["landmarks_2d"]), weights)
-                files.submit(save_png, run.outputs["visualization"] / f"{stem}.png", picture, PNG_COMPRESSION)
+                files.submit(save_jpeg, run.outputs["visualization"] / f"{stem}.jpg", picture, PICTURE_QUALITY)
     run.timings["writing outputs"] = time.perf_counter() - start
