@@ -44,6 +44,28 @@ def test_to_float_accepts_read_only_images_without_warning(recwarn):
         to_float_batch(images[0])
 
 
+def _whole_frame_overlay(photo, verts, triangles, vertex_alpha, alpha):
+    """The reference of the windowed pictures: the whole frame rasterized, each vertex's grey lit by
+    the default light, colour and opacity interpolated, blended as the module blends."""
+    from core.lighting import sh_shading
+    from core.mesh import vertex_normals
+    from core.render.rasterize import Fragments, interpolate, rasterize
+    from core.render.shade import default_sh
+    from utils.visualization import _blend
+
+    points = torch.as_tensor(verts).float()[None]
+    tris = torch.as_tensor(triangles).long()
+    raw = rasterize(points.double(), tris, photo.shape[0], photo.shape[1], cull_backfaces=True)
+    fragments = Fragments(raw.tri_id, raw.bary.float(), raw.depth.float())
+    normals = vertex_normals(points * torch.tensor([1.0, -1.0, 1.0]), tris)
+    attributes = [(0.8 * sh_shading(normals, default_sh(1))).clamp(0.0, 1.0)]
+    if vertex_alpha is not None:
+        attributes.append(torch.as_tensor(vertex_alpha).float().reshape(1, -1, 1))
+    values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()
+    weight = values[..., 3] if vertex_alpha is not None else fragments.mask[0].numpy().astype(np.float32)
+    return _blend(photo, values[..., :3], alpha * weight)
+
+
 @pytest.mark.parametrize("scale, centre", [(0.35, (60.0, 40.0)), (0.17, (131.3, 97.8)), (0.5, (-5.0, 90.0)),
                                            (0.35, (-400.0, 40.0))])
 def test_fit_pictures_are_the_two_overlays(ict_face, scale, centre):
@@ -54,11 +76,13 @@ def test_fit_pictures_are_the_two_overlays(ict_face, scale, centre):
     photo = g.integers(0, 256, (96, 120, 3) if scale == 0.35 else (180, 250, 3), dtype=np.uint8)
     verts = ict_face.neutral.numpy() * np.array([scale, -scale, scale]) + np.array([*centre, 0.0])
     soft = g.uniform(0.0, 1.0, ict_face.n_vertices)
+    white = np.full_like(photo, 255)
     for weights in (soft, None):
         over, geometry = fit_pictures(photo, verts, ict_face.triangles, vertex_alpha=weights)
         np.testing.assert_array_equal(over, overlay_mesh(photo, verts, ict_face.triangles, vertex_alpha=weights))
-        np.testing.assert_array_equal(geometry, overlay_mesh(np.full_like(photo, 255), verts, ict_face.triangles,
-                                                             alpha=1.0))
+        np.testing.assert_array_equal(geometry, overlay_mesh(white, verts, ict_face.triangles, alpha=1.0))
+        np.testing.assert_array_equal(over, _whole_frame_overlay(photo, verts, ict_face.triangles, weights, 0.6))
+        np.testing.assert_array_equal(geometry, _whole_frame_overlay(white, verts, ict_face.triangles, None, 1.0))
     drawn = (geometry != 255).any()
     assert drawn == (centre[0] > -100) and drawn == (over != photo).any()
 

@@ -173,7 +173,7 @@ def _shaded_window(vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray
         if va.shape[1] != verts.shape[1]:
             raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
         attributes.append(va.clamp(0.0, 1.0))
-    values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()   # (h, w, 3 or 4), 0 off the mesh
+    values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()  # (h, w, 3 or 4); 0 off the mesh
     mask = fragments.mask[0].numpy()
     weight = values[..., 3] if vertex_alpha is not None else mask.astype(np.float32)
     return _Drawn(window, values[..., :3], weight, mask)
@@ -268,7 +268,8 @@ class FitOverlay:
         # frame's pixel as it is), blended over the whole window in NumPy.
         values = interpolate(fragments, triangles, attributes[None])[0].numpy()          # (h, w, 4)
         out = image_rgb.copy()
-        out[y0:y1, x0:x1] = _blend(out[y0:y1, x0:x1], values[..., :3], self.alpha * np.clip(values[..., 3], 0.0, 1.0))
+        weight = self.alpha * np.clip(values[..., 3], 0.0, 1.0)
+        out[y0:y1, x0:x1] = _blend(out[y0:y1, x0:x1], values[..., :3], weight)
         return out
 
 
