@@ -17,6 +17,7 @@ from utils.visualization import (
     main,
     overlay_mesh,
     render_mesh,
+    blend_pixels,
     save_jpeg,
     save_png,
     side_by_side,
@@ -51,7 +52,6 @@ def _whole_frame_overlay(photo, verts, triangles, vertex_alpha, alpha):
     from core.mesh import vertex_normals
     from core.render.rasterize import Fragments, interpolate, rasterize
     from core.render.shade import default_sh
-    from utils.visualization import _blend
 
     points = torch.as_tensor(verts).float()[None]
     tris = torch.as_tensor(triangles).long()
@@ -63,7 +63,7 @@ def _whole_frame_overlay(photo, verts, triangles, vertex_alpha, alpha):
         attributes.append(torch.as_tensor(vertex_alpha).float().reshape(1, -1, 1))
     values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()
     weight = values[..., 3] if vertex_alpha is not None else fragments.mask[0].numpy().astype(np.float32)
-    return _blend(photo, values[..., :3], alpha * weight)
+    return blend_pixels(photo, values[..., :3], alpha * weight)
 
 
 @pytest.mark.parametrize("scale, centre", [(0.35, (60.0, 40.0)), (0.17, (131.3, 97.8)), (0.5, (-5.0, 90.0)),
@@ -81,8 +81,10 @@ def test_fit_pictures_are_the_two_overlays(ict_face, scale, centre):
         over, geometry = fit_pictures(photo, verts, ict_face.triangles, vertex_alpha=weights)
         np.testing.assert_array_equal(over, overlay_mesh(photo, verts, ict_face.triangles, vertex_alpha=weights))
         np.testing.assert_array_equal(geometry, overlay_mesh(white, verts, ict_face.triangles, alpha=1.0))
-        np.testing.assert_array_equal(over, _whole_frame_overlay(photo, verts, ict_face.triangles, weights, 0.6))
-        np.testing.assert_array_equal(geometry, _whole_frame_overlay(white, verts, ict_face.triangles, None, 1.0))
+        reference = _whole_frame_overlay(photo, verts, ict_face.triangles, weights, 0.6)
+        np.testing.assert_array_equal(over, reference)
+        reference = _whole_frame_overlay(white, verts, ict_face.triangles, None, 1.0)
+        np.testing.assert_array_equal(geometry, reference)
     drawn = (geometry != 255).any()
     assert drawn == (centre[0] > -100) and drawn == (over != photo).any()
 
@@ -222,3 +224,14 @@ def test_save_jpeg_keeps_colour_at_full_resolution(tmp_path, monkeypatch, opencv
         assert red - max(green, blue) > 120, (y, x, back[y, x])
     with pytest.raises(ValueError, match="quality 0"):
         save_jpeg(tmp_path / "bad.jpg", image, quality=0)
+
+
+def test_blend_pixels_known_answers():
+    """Weight 0 keeps the pixel, 1 gives the colour, 0.5 the rounded midpoint; out-of-range colours clip."""
+    under = np.array([[[0, 100, 255], [10, 20, 30]]], dtype=np.uint8)
+    colour = np.array([[[1.0, 0.2, 0.0], [2.0, -1.0, 0.5]]], dtype=np.float32)
+    np.testing.assert_array_equal(blend_pixels(under, colour, np.zeros((1, 2), np.float32)), under)
+    np.testing.assert_array_equal(blend_pixels(under, colour, np.ones((1, 2), np.float32)),
+                                  [[[255, 51, 0], [255, 0, 128]]])
+    np.testing.assert_array_equal(blend_pixels(under, colour, np.full((1, 2), 0.5, np.float32)),
+                                  [[[128, 76, 128], [255, 0, 79]]])

@@ -33,7 +33,7 @@ from utils.landmarks.drawing import draw_landmarks
 
 __all__ = [
     "overlay_mesh", "fit_pictures", "FitOverlay", "overlay_weights", "draw_landmark_pair", "image_grid",
-    "side_by_side",
+    "side_by_side", "blend_pixels",
     "frame_mesh", "render_mesh", "save_png", "save_jpeg", "demo", "main",
 ]
 
@@ -82,7 +82,7 @@ def overlay_mesh(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
     drawn = _shaded_window(vertices_px, triangles, out.shape[:2], normals, colors, vertex_alpha)
     if drawn is not None:
         (y0, y1), (x0, x1) = drawn.window
-        out[y0:y1, x0:x1] = _blend(out[y0:y1, x0:x1], drawn.colour, alpha * drawn.weight)
+        out[y0:y1, x0:x1] = blend_pixels(out[y0:y1, x0:x1], drawn.colour, alpha * drawn.weight)
     return out
 
 
@@ -103,8 +103,9 @@ def fit_pictures(image_rgb: np.ndarray, vertices_px: np.ndarray | torch.Tensor,
     if drawn is None:  # the mesh covers no pixel centre
         return over, geometry
     (y0, y1), (x0, x1) = drawn.window
-    over[y0:y1, x0:x1] = _blend(over[y0:y1, x0:x1], drawn.colour, alpha * drawn.weight)
-    geometry[y0:y1, x0:x1] = _blend(geometry[y0:y1, x0:x1], drawn.colour, drawn.mask.astype(np.float32))
+    over[y0:y1, x0:x1] = blend_pixels(over[y0:y1, x0:x1], drawn.colour, alpha * drawn.weight)
+    covered = drawn.mask.astype(np.float32)
+    geometry[y0:y1, x0:x1] = blend_pixels(geometry[y0:y1, x0:x1], drawn.colour, covered)
     return over, geometry
 
 
@@ -173,13 +174,13 @@ def _shaded_window(vertices_px: np.ndarray | torch.Tensor, triangles: np.ndarray
         if va.shape[1] != verts.shape[1]:
             raise ValueError(f"vertex_alpha: expected {verts.shape[1]} values, got {va.shape[1]}")
         attributes.append(va.clamp(0.0, 1.0))
-    values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()  # (h, w, 3 or 4); 0 off the mesh
+    values = interpolate(fragments, tris, torch.cat(attributes, -1))[0].numpy()  # (h, w, 3 or 4); 0 off it
     mask = fragments.mask[0].numpy()
     weight = values[..., 3] if vertex_alpha is not None else mask.astype(np.float32)
     return _Drawn(window, values[..., :3], weight, mask)
 
 
-def _blend(under: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def blend_pixels(under: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``weight`` of ``colour`` over ``under``, as uint8 pixels.
 
     Shape:
@@ -269,7 +270,7 @@ class FitOverlay:
         values = interpolate(fragments, triangles, attributes[None])[0].numpy()          # (h, w, 4)
         out = image_rgb.copy()
         weight = self.alpha * np.clip(values[..., 3], 0.0, 1.0)
-        out[y0:y1, x0:x1] = _blend(out[y0:y1, x0:x1], values[..., :3], weight)
+        out[y0:y1, x0:x1] = blend_pixels(out[y0:y1, x0:x1], values[..., :3], weight)
         return out
 
 
@@ -420,7 +421,7 @@ def save_png(path: str | Path, image_rgb: np.ndarray, compress_level: int = 6) -
     return path
 
 
-#: OpenCV builds that let a JPEG's chroma sampling be chosen (``IMWRITE_JPEG_SAMPLING_FACTOR``, 4.5.5 and later).
+#: OpenCV builds that let a JPEG's chroma sampling be chosen (``IMWRITE_JPEG_SAMPLING_FACTOR``, 4.5.5+).
 _JPEG_SAMPLING = getattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR", None)
 
 

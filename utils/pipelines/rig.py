@@ -285,5 +285,6 @@ def _write_rig_outputs(run: RigRun, result: RigBuildResult, crops: List[FaceCrop
                 screen = crops[i].pose_in_image(result.pose[i]).screen(meshes[i:i + 1])[0]
                 picture = _visualization(image, screen, rig.triangles, crops[i].landmarks_image,
                                          np.asarray(params["landmarks_2d"]), weights)
-                files.submit(save_jpeg, run.outputs["visualization"] / f"{stem}.jpg", picture, PICTURE_QUALITY)
+                path = run.outputs["visualization"] / f"{stem}.jpg"
+                files.submit(save_jpeg, path, picture, PICTURE_QUALITY)
     run.timings["writing outputs"] = time.perf_counter() - start
