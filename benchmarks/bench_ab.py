@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from benchmarks.bench_eos import ROOT, Timed, run_timed
+from benchmarks.bench_eos import ROOT, Timed, our_command, run_timed
 
 DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "real" / "rig_case1"
 
@@ -34,12 +34,6 @@ DEFAULT_FOLDER = ROOT.parent / "shared" / "data" / "real" / "rig_case1"
 def round_order(round_index: int) -> Tuple[str, str]:
     """Which version runs first in a round: A in even rounds, B in odd ones."""
     return ("A", "B") if round_index % 2 == 0 else ("B", "A")
-
-
-def demo_command(tree: Path, python: str, folder: Path, out_dir: Path) -> List[str]:
-    """The job of one version: its ``demo.py``'s rig-only stage on ``folder``."""
-    return [python, str(tree / "demo.py"), "--no-video", "--quiet", "--rig-dir", str(folder),
-            "--out", str(out_dir)]
 
 
 def summary(runs: Dict[str, List[Timed]]) -> str:
@@ -78,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tree, python = trees[name]
                 out = Path(work) / name
                 shutil.rmtree(out, ignore_errors=True)  # each run writes afresh, as a user's first run
-                runs[name].append(run_timed(demo_command(tree, python, args.folder, out),
+                runs[name].append(run_timed(our_command(args.folder, out, python, tree),
                                             Path(work) / f"{name}.log", cwd=tree))
                 time.sleep(args.pause)
             print(f"round {k + 1}: A {runs['A'][-1].wall:.2f} s, B {runs['B'][-1].wall:.2f} s", flush=True)

@@ -61,11 +61,12 @@ EOS_SCRIPT = ROOT / "benchmarks" / "eos_fit.py"
 FRAMES_PER_VIDEO = 16
 JPEG_QUALITY = 95
 
-def our_command(folder: Path, out_dir: Path, python: str = sys.executable) -> List[str]:
+def our_command(folder: Path, out_dir: Path, python: str = sys.executable, tree: Path = ROOT) -> List[str]:
     """The command line of our side on ``folder``, writing its outputs under ``out_dir``: the demo's
     rig-only stage, as a user runs it (the textured whole-head rig, meshes, parameters, pictures,
-    rig.glb); its stage timings are read from ``out_dir/summary.json``."""
-    return [python, str(ROOT / "demo.py"), "--no-video", "--quiet", "--rig-dir", str(folder), "--out", str(out_dir)]
+    rig.glb), of the checkout at ``tree`` (another version's for `benchmarks.bench_ab`); its stage
+    timings are read from ``out_dir/summary.json``."""
+    return [python, str(tree / "demo.py"), "--no-video", "--quiet", "--rig-dir", str(folder), "--out", str(out_dir)]
 
 
 def eos_command(eos_python: Path, folder: Path, out_json: Path) -> List[str]:

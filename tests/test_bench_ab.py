@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from benchmarks.bench_ab import demo_command, round_order, summary
-from benchmarks.bench_eos import Timed, run_timed
+from benchmarks.bench_ab import round_order, summary
+from benchmarks.bench_eos import Timed, our_command, run_timed
 
 
 def test_rounds_alternate_so_that_each_version_goes_first_as_often():
@@ -35,6 +35,6 @@ def test_a_run_times_its_job_in_its_tree_and_a_failing_one_raises_with_its_log(t
 
 
 def test_the_job_is_the_demos_rig_stage(tmp_path):
-    command = demo_command(tmp_path / "tree", "py", tmp_path / "photos", tmp_path / "out")
+    command = our_command(tmp_path / "photos", tmp_path / "out", "py", tmp_path / "tree")
     assert command[:3] == ["py", str(tmp_path / "tree" / "demo.py"), "--no-video"]
     assert command[command.index("--rig-dir") + 1] == str(tmp_path / "photos")
