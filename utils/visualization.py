@@ -407,16 +407,22 @@ def save_png(path: str | Path, image_rgb: np.ndarray, compress_level: int = 6) -
     two thirds of its 30 ms at level 1, for a file no smaller than 'up' alone gives (13 ms). Else
     (older OpenCV) Pillow's encoder. The pixels read back are the same either way.
     """
-    path = Path(path)
     image = check_image(image_rgb, "image_rgb")
+    options = None if _PNG_FILTER is None else [
+        cv2.IMWRITE_PNG_COMPRESSION, int(compress_level), _PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    return _write_image(Path(path), image, ".png", options, compress_level=compress_level)
+
+
+def _write_image(path: Path, image: np.ndarray, suffix: str, opencv: list | None, **pillow) -> Path:
+    """Write the checked uint8 RGB ``image`` in the format of ``suffix`` (parent folders created): by
+    OpenCV with the ``opencv`` options, or where they are None by Pillow with the ``pillow`` ones."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if _PNG_FILTER is None:
-        Image.fromarray(image).save(path, compress_level=compress_level)
+    if opencv is None:
+        Image.fromarray(image).save(path, **pillow)
         return path
-    options = [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level), _PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]), options)
+    ok, encoded = cv2.imencode(suffix, np.ascontiguousarray(image[..., ::-1]), opencv)
     if not ok:
-        raise OSError(f"{path}: OpenCV could not encode the image as PNG")
+        raise OSError(f"{path}: OpenCV could not encode the image as {suffix}")
     path.write_bytes(encoded.tobytes())
     return path
 
@@ -433,20 +439,12 @@ def save_jpeg(path: str | Path, image_rgb: np.ndarray, quality: int = 95) -> Pat
     writes them): a 1552 x 520 picture takes about 2.5 ms and 170 KB at quality 95, against 14 ms and
     440 KB as the quickest PNG. Encoded by OpenCV where it lets the sampling be chosen, else Pillow.
     """
-    path = Path(path)
     image = check_image(image_rgb, "image_rgb")
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"save_jpeg: quality {quality} is not within 1-100")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if _JPEG_SAMPLING is None:
-        Image.fromarray(image).save(path, quality=int(quality), subsampling=0)
-        return path
-    options = [cv2.IMWRITE_JPEG_QUALITY, int(quality), _JPEG_SAMPLING, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
-    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), options)
-    if not ok:
-        raise OSError(f"{path}: OpenCV could not encode the image as JPEG")
-    path.write_bytes(encoded.tobytes())
-    return path
+    options = None if _JPEG_SAMPLING is None else [
+        cv2.IMWRITE_JPEG_QUALITY, int(quality), _JPEG_SAMPLING, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
+    return _write_image(Path(path), image, ".jpg", options, quality=int(quality), subsampling=0)
 
 
 def demo(out_dir: str | Path, model_dir: str | Path | None = None, seed: int = 0,
