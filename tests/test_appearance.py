@@ -17,7 +17,7 @@ import torch
 
 from core.render.textured import sample_texture
 from core.rig.head import whole_head
-from core.rig.parts import EYE_LOOK_ANGLE, expression_with_gaze, gaze_from_expression
+from core.rig.parts import EYE_LOOK_ANGLE, expression_with_gaze, gaze_from_expression, surface_distance
 from core.rig.retarget import (OpeningGroups, RigRenderer, frontal_pose, neutral_sh, render_mesh_of, render_rig,
                                white_balanced)
 from core.rig.rig import Rig
@@ -236,6 +236,48 @@ def test_weighted_median_known_answer():
     weights = torch.tensor([[1.0], [1.0], [1.0], [10.0]])
     assert float(weighted_median(values, weights)) == 9.0
     assert float(weighted_median(values, torch.ones(4, 1))) == 2.0
+
+
+def _grid(columns: int, rows: int, spacing: float = 1.0):
+    """A flat grid of two triangles per square: points (rows * columns, 3), triangles."""
+    points = torch.tensor([[x * spacing, y * spacing, 0.0] for y in range(rows) for x in range(columns)])
+    triangles = []
+    for y in range(rows - 1):
+        for x in range(columns - 1):
+            a, b, c, d = y * columns + x, y * columns + x + 1, (y + 1) * columns + x, (y + 1) * columns + x + 1
+            triangles += [[a, b, d], [a, d, c]]
+    return points, torch.tensor(triangles)
+
+
+def test_surface_distance_counts_each_edge_once():
+    # Sources down the left column: every vertex is its column's number of 1 mm edges away, inner
+    # rows (edges shared by two triangles) as the border rows; beyond the limit, the limit.
+    points, triangles = _grid(11, 5)
+    sources = (points[:, 0] == 0.0)
+    distance = surface_distance(points, triangles, sources, 100.0).reshape(5, 11)
+    assert torch.equal(distance, torch.arange(11.0).expand(5, 11))
+    capped = surface_distance(points, triangles, sources, 4.5).reshape(5, 11)
+    assert torch.equal(capped, torch.arange(11.0).clamp(max=4.5).expand(5, 11))
+    none = surface_distance(points, triangles, torch.zeros(55, dtype=torch.bool), 3.0)
+    assert torch.equal(none, torch.full((55,), 3.0))
+
+
+def test_surface_distance_is_dijkstras_on_an_uneven_mesh():
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    points, triangles = _grid(30, 20, spacing=2.0)
+    points = points + torch.randn(points.shape, generator=torch.Generator().manual_seed(0)) * 0.6
+    sources = torch.zeros(len(points), dtype=torch.bool)
+    sources[[0, 100, 333, 599]] = True
+    ours = surface_distance(points, triangles, sources, 9.0)
+    edges = {tuple(sorted((int(t[i]), int(t[(i + 1) % 3])))) for t in triangles for i in range(3)}
+    a, b = np.array(sorted(edges)).T
+    length = np.linalg.norm(points[a].double().numpy() - points[b].double().numpy(), axis=1)
+    graph = coo_matrix((length, (a, b)), shape=(len(points),) * 2).tocsr()
+    theirs = dijkstra(graph, directed=False, indices=np.flatnonzero(sources.numpy()), min_only=True, limit=9.0)
+    assert np.array_equal(ours.numpy(), np.minimum(theirs, 9.0).astype(np.float32))
+    assert 0 < int((ours < 9.0).sum()) < len(points)
 
 
 def test_mirror_texels_are_the_mirror_images(head, ict_model):

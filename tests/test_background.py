@@ -175,3 +175,21 @@ def test_freed_memory_is_reused_without_new_page_faults():
     pages = (24 << 20) // 4096
     assert faults["default"] > pages // 2  # mapped afresh: every page faulted in again
     assert faults["keep"] < pages // 20  # the freed memory reused
+
+
+def test_a_lazy_module_is_imported_at_its_first_attribute_once_for_all_threads():
+    # In a fresh interpreter: no import before an attribute is read; eight threads reading at once
+    # see one module, imported once.
+    script = (
+        "import sys, threading\n"
+        "from utils.process import LazyModule\n"
+        "wave = LazyModule('wave')\n"
+        "assert 'wave' not in sys.modules\n"
+        "seen = []\n"
+        "threads = [threading.Thread(target=lambda: seen.append(wave.Wave_read)) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "import wave as real\n"
+        "assert 'wave' in sys.modules and len(seen) == 8 and all(s is real.Wave_read for s in seen)\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.camera import euler_to_matrix, rotate_points
-from core.fitting.colour_term import colour_term, compiled_available
+from core.fitting.colour_term import active_triangles, colour_term, compiled_available, compiled_colour_term
 from core.mesh import PatchNormals
 
 pytestmark = pytest.mark.skipif(not compiled_available(), reason="core.fitting._shading is not built (make setup)")
@@ -150,3 +150,24 @@ def test_working_arrays_kept_between_calls_do_not_change_the_result():
         for a, b in zip(results[0][1], results[1][1]):
             assert torch.equal(a, b)
     assert len(scratch) == 1  # the last shapes' arrays only
+
+
+def test_the_triangles_that_count_give_every_triangles_result():
+    """Each image's triangles with a corner of weight in it (`active_triangles`) give the bits of all
+    triangles; leaving out one of them does not."""
+    p = {k: (v.float() if torch.is_tensor(v) else v) for k, v in _problem(10).items()}
+    p["weights"][1, :150] = 0.0  # image 1 sees half the patch: whole triangles count for nothing there
+    ptr, ids = active_triangles(p["patch"], p["weights"])
+    n_triangles = len(p["patch"].triangles)
+    assert len(ids) < 3 * n_triangles and ptr[2] - ptr[1] < 0.75 * n_triangles
+
+    def run(active):
+        return compiled_colour_term(p["shape"], p["rotation"], p["scale"], p["trans"], p["images"], p["patch"],
+                                    p["weights"], p["sh"], p["prior"].expand(len(p["patch"].vertex_ids), 3),
+                                    0.05, 0.05, 2, None, active)
+
+    every, counted = run(None), run((ptr, ids))
+    assert every[0] == counted[0]
+    assert all(torch.equal(a, b) for a, b in zip(every[1:], counted[1:]))
+    missing = run((ptr - (torch.arange(len(ptr)) > 0).numpy(), ids[[i for i in range(len(ids)) if i != ptr[1] - 1]]))
+    assert not all(torch.equal(a, b) for a, b in zip(every[1:], missing[1:]))

@@ -235,7 +235,10 @@ def test_render_error_reaches_the_caller_and_keeps_what_was_tracked(demo_run, in
     _, clip = _frames(tmp_path / "videos" / "input_clip.mp4")
     assert len(clip) == tracked                       # the other thread wrote every frame it was given
     distance = np.array([[np.abs(a.astype(float) - b.astype(float)).mean() for a in source] for b in clip])
-    np.testing.assert_array_equal(distance.argmin(1), np.arange(tracked))   # each frame where it was, re-encoded
+    # Each frame where it was, re-encoded: its own source frame the nearest, or as near as the nearest
+    # (the subject holds still over source frames 4-6: they differ by ~0.02 levels, the others by 6+).
+    own = distance[np.arange(tracked), np.arange(tracked)]
+    assert np.all(own <= distance.min(1) + 0.5), np.round(distance, 2)
 
 
 def test_video_folder_means_its_first_video(tmp_path):

@@ -59,6 +59,28 @@ def test_every_rig_photo_has_one_face_with_68_landmarks(landmarker):
         assert jaw[0, 0] < jaw[8, 0] < jaw[16, 0] and jaw[8, 1] > mouth[1], path.name
 
 
+def test_face_scale_scans_only_the_levels_that_can_hold_the_face(landmarker, monkeypatch):
+    # Rescanning from RESCAN_FROM_LEVEL finds the box (and so the landmarks) the whole pyramid finds,
+    # on the example photos (512 px) and, where present, rig_case1's (256 px: 2x upsampled first).
+    import utils.landmarks.detect as detect
+
+    assert detect.RESCAN_FROM_LEVEL == 5  # boxes of 73 * 1.2^k px: level 4's overlap a 300 px box by 0.25
+    paths = sorted((Path(__file__).resolve().parents[1] / "examples" / "photos").glob("*.jpg"))
+    paths += sorted(RIG.glob("*.jpg"))[:6] if RIG.is_dir() else []
+    compared = 0
+    for path in paths:
+        image = read_image(path)
+        for face in landmarker.detect(image, search="full"):
+            monkeypatch.setattr(detect, "RESCAN_FROM_LEVEL", 0)
+            whole = landmarker.at_face_scale(image, face)
+            monkeypatch.setattr(detect, "RESCAN_FROM_LEVEL", 5)
+            rescanned = landmarker.at_face_scale(image, face)
+            assert rescanned.bbox == whole.bbox, path.name
+            assert np.array_equal(rescanned.landmarks, whole.landmarks), path.name
+            compared += 1
+    assert compared >= len(paths)
+
+
 def test_landmarks_follow_the_face_in_original_pixels(landmarker):
     """Padding the photo by (dx, dy) moves the landmarks by (dx, dy)."""
     image = read_image(_need_rig()[0])

@@ -116,12 +116,16 @@ def test_compiled_diffusion_rounds_are_scipys_products_to_the_bit(monkeypatch):
     a.data /= 4.0
     b = g.normal(size=(rows, 3)).astype(np.float32)
     x = g.normal(size=(rows, 3)).astype(np.float32)
-    compiled = [fit_module._rounds(a, b, x, 50, threads) for threads in (1, 3)]
-    monkeypatch.setattr(fit_module, "_DIFFUSION", None)
-    expected = fit_module._rounds(a, b, x, 50, None)
+    arrays = (a.indptr, a.indices, a.data)
+    compiled = [fit_module._rounds(arrays, b, x, 50, threads) for threads in (1, 3)]
+    expected = x
+    for _ in range(50):
+        expected = a @ expected + b
     assert all(np.array_equal(c, expected) for c in compiled)
+    monkeypatch.setattr(fit_module, "_DIFFUSION", None)
+    assert np.array_equal(fit_module._rounds(arrays, b, x, 50, None), expected)  # the fallback
     assert not np.array_equal(expected, x)  # x itself is left as it was, and the rounds moved it
-    assert np.array_equal(fit_module._rounds(a, b, x, 0, 2), x)
+    assert np.array_equal(fit_module._rounds(arrays, b, x, 0, 2), x)
 
 
 def test_texels_no_photo_weighs_change_nothing(head, monkeypatch):

@@ -1,6 +1,7 @@
 """Starting, running and ending a command-line process quickly: no garbage collection while it
-imports (`collection_after_imports`), freed memory kept for reuse (`keep_freed_memory`), no
-interpreter teardown once its work is written (`exit_now`).
+imports (`collection_after_imports`), freed memory kept for reuse (`keep_freed_memory`), a module
+imported only when first used (`LazyModule`), no interpreter teardown once its work is written
+(`exit_now`).
 
 Python's cyclic garbage collector runs whenever enough objects have been made, and importing torch
 and this project makes about 200,000 that live as long as the process: a start-up spends 0.15-0.3 s
@@ -34,12 +35,13 @@ import contextlib
 import ctypes
 import ctypes.util
 import gc
+import importlib
 import logging
 import os
 import sys
-from typing import Callable, Iterator, NoReturn
+from typing import Any, Callable, Iterator, NoReturn
 
-__all__ = ["collection_after_imports", "keep_freed_memory", "exit_now"]
+__all__ = ["collection_after_imports", "keep_freed_memory", "LazyModule", "exit_now"]
 
 #: glibc's `mallopt` parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -62,6 +64,29 @@ def keep_freed_memory(from_heap: int = MMAP_THRESHOLD_MAX, kept: int = 256 << 20
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, int(from_heap))) and bool(mallopt(_M_TRIM_THRESHOLD, int(kept)))
+
+
+class LazyModule:
+    """Stands for module ``name``, imported when one of its attributes is first read (by the import
+    system, so threads that read at once import it once): for a library only some runs use, e.g. the
+    glTF writer's pygltflib (with marshmallow, ~0.03 s of every start-up otherwise), loaded on the
+    worker that writes the file. (The standard library's ``LazyLoader`` is not thread-safe before
+    Python 3.12.)
+
+    Example:
+        >>> json = LazyModule("json")
+        >>> json.dumps([1])
+        '[1]'
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self) -> str:
+        return f"LazyModule({self._name!r})"
 
 
 @contextlib.contextmanager

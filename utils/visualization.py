@@ -193,10 +193,12 @@ def blend_pixels(under: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> n
     return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
 
 
-def overlay_weights(rig: Rig, soft_mm: float = 6.0) -> torch.Tensor:
+def overlay_weights(rig: Rig, soft_mm: float = 3.0) -> torch.Tensor:
     """Per whole-head vertex opacity of the fit overlay: 1 over the face proper (ICT's narrow face,
     without scalp, ears and neck), fading to 0 over ``soft_mm`` inside its border (distance along
-    the mesh's edges), 1 on the parts seen through the eye and mouth openings, 0 elsewhere.
+    the mesh's edges, `core.rig.parts.surface_distance`; 3 mm is the width the pictures always had:
+    before 0.7.0 that distance counted each edge twice, and the setting read 6), 1 on the
+    parts seen through the eye and mouth openings, 0 elsewhere.
 
     Shape:
         -> (V + P,) float in [0, 1].

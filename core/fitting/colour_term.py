@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -24,7 +25,8 @@ from core.lighting import SH_FACTORS
 from core.mesh import PatchNormals
 from core.sampling import sample_points
 
-__all__ = ["colour_term", "compiled_available", "compiled_applies", "compiled_colour_term", "kernel_threads"]
+__all__ = ["colour_term", "compiled_available", "compiled_applies", "compiled_colour_term", "active_triangles",
+           "kernel_threads"]
 
 _NORMAL_EPS = 1e-12  # torch.nn.functional.normalize's, as PatchNormals uses it
 
@@ -57,21 +59,41 @@ def compiled_applies(shape: Tensor, images: Tensor) -> bool:
             and not images.requires_grad)
 
 
+def active_triangles(patch: PatchNormals, weights: Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """Per image, the patch's triangles with a corner of nonzero weight in it (the others add only to
+    normals that no term reads): ``(ptr (G + 1,), ids)``, image g's ascending in ``ids[ptr[g]:ptr[g + 1]]``.
+    For a caller evaluating the compiled pass many times with the same weights (`compiled_colour_term`).
+
+    Shape:
+        weights (G, U) -> (G + 1,), (sum of the counts,) int64.
+    """
+    targets = patch.targets
+    seen = (weights[:, targets.clamp(min=0)] > 0) & (targets >= 0)       # (G, T, 3)
+    active = seen.any(2)
+    ptr = torch.zeros(len(weights) + 1, dtype=torch.int64)
+    ptr[1:] = active.sum(1).cumsum(0)
+    return ptr.numpy(), torch.nonzero(active)[:, 1].contiguous().numpy()
+
+
 def compiled_colour_term(shape: Tensor, rotation: Tensor, scale: Tensor, trans: Tensor, images: Tensor,
                          patch: PatchNormals, weights: Tensor, sh: Tensor, prior: Tensor, prior_weight: float,
-                         sigma: float, threads: int, scratch: Optional[dict] = None
+                         sigma: float, threads: int, scratch: Optional[dict] = None,
+                         active: Optional[Tuple[np.ndarray, np.ndarray]] = None
                          ) -> Tuple[float, Tensor, Tensor, Tensor, Tensor]:
     """`colour_term`'s compiled pass without autograd: (cost, d cost / d shape, rotation, scale,
     trans), for a caller that chains the gradient itself (`core.fitting.shading_refine`).
-    Arguments and shapes as `colour_term`'s (``prior`` expanded to (U, 3))."""
+    Arguments and shapes as `colour_term`'s (``prior`` expanded to (U, 3)); ``active``: the images'
+    triangles that count (`active_triangles` of these weights; None: every one). The same result
+    either way, about a tenth sooner with them."""
     def c(t: Tensor) -> Tensor:
         return t.detach().to(torch.float32).contiguous()
 
+    ptr, ids = (None, None) if active is None else active
     cost, *grads = _SHADING.colour_term(
         c(shape).numpy(), c(rotation).numpy(), c(scale).numpy(), c(trans).numpy(), c(images).numpy(),
         patch.triangles.numpy(), patch.targets.numpy(), c(weights).numpy(), c(sh).numpy(),
         c(prior).numpy(), _BASIS.numpy(), float(prior_weight), float(sigma), _NORMAL_EPS, threads,
-        scratch)
+        scratch, ptr, ids)
     d_shape, d_rotation, d_scale, d_trans = (torch.from_numpy(d).to(like.dtype)
                                              for d, like in zip(grads, (shape, rotation, scale, trans)))
     return float(cost), d_shape, d_rotation, d_scale, d_trans

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from core.camera import WeakPerspective, euler_to_matrix, euler_to_matrix_jacobian
 from core.face_model.model import MorphableModel
-from core.fitting.colour_term import colour_term, compiled_applies, compiled_colour_term, kernel_threads
+from core.fitting.colour_term import (active_triangles, colour_term, compiled_applies, compiled_colour_term,
+                                      kernel_threads)
 from core.fitting.landmark_geometry import (Correspondence, LandmarkGeometry, landmark_points,
                                             project_landmarks)
 from core.fitting.lbfgs import minimize_lbfgs
@@ -145,6 +146,7 @@ class ObservedPatch:
         self.weights = weights[:, ids]  # (G, U)
         self.prior = prior[ids] if prior.ndim == 2 else prior
         self.scratch: dict = {}  # the compiled colour term's working arrays, kept between its calls
+        self.active = active_triangles(self.normals, self.weights)  # each image's triangles that count
 
     def object_points(self, identity: Tensor, per_image: Dict[str, Tensor]) -> Tensor:
         """The support's positions per image in object space (current shape), mm.
@@ -189,7 +191,7 @@ class ObservedPatch:
         prior = self.prior.to(points.dtype).expand(self.weights.shape[1], 3)
         cost, d_points, d_matrix, d_scale, d_trans = compiled_colour_term(
             points, rotation, per_image[SCALE], per_image[TRANS2D], images, self.normals, self.weights, sh,
-            prior, self.albedo_weight, sigma, threads, self.scratch)
+            prior, self.albedo_weight, sigma, threads, self.scratch, self.active)
         flat = d_points.reshape(d_points.shape[0], -1)  # (G, 3N), as the bases' columns
         return cost, {IDENTITY: flat.sum(0) @ self.identity_basis.T,
                       EXPRESSION: flat @ self.expression_basis.T, "matrix": d_matrix, SCALE: d_scale,

@@ -11,7 +11,6 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import sparse
 from torch import Tensor
 
 from core.checks import check_shape
@@ -97,6 +96,8 @@ class VertexNormals:
     """
 
     def __init__(self, triangles: Tensor, n_vertices: int) -> None:
+        from scipy import sparse  # here: the rig jobs never make one (its import is ~0.06 s)
+
         self.triangles = triangles.long()
         f = len(self.triangles)
         self._incidence = sparse.csr_matrix((np.ones(3 * f, np.float32), (self.triangles.reshape(-1).numpy(),

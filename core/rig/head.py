@@ -23,6 +23,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from core.cache import StoredResults
 from core.cpus import thread_count
 from core.face_model.model import MorphableModel
 from core.mesh import subset_index, triangles_within
@@ -46,6 +47,8 @@ NECK_MM = 45.0
 #: to ~25 mm higher or lower relative to its chin across identities: with 25 mm, 98.6 % of random ICT
 #: identities (codes drawn from N(0, 1)) keep every vertex above their own cut, and ~1 % lack a few.
 _LAYOUT_MARGIN_MM = 25.0
+#: Each head vertex's mirror image, by the model's mean head (a layout's: the same in every run).
+_MIRROR_MAPS: StoredResults[Tensor] = StoredResults(4, "head-mirror")
 
 
 def _check(rig: Rig, model: MorphableModel) -> Tensor:
@@ -250,14 +253,20 @@ def close_lids(rig: Rig, model: MorphableModel, overlap_mm: float = 0.5) -> Rig:
 
 
 def mirror_map(points: Tensor, tolerance_mm: float = 0.1) -> Tensor:
-    """Each point's mirror image (x -> -x) among the points, -1 where none lies within ``tolerance_mm``.
+    """Each point's mirror image (x -> -x) among the points, -1 where none lies within ``tolerance_mm``;
+    kept for the last few meshes and on disk (`whole_head` asks it of the model's mean head: the same
+    in every run).
 
     Shape:
         points (N, 3) of a left-right symmetric mesh -> (N,) int64.
     """
-    p = points.detach().cpu().double().numpy()
-    dist, index = _nearest(p, p * np.array([-1.0, 1.0, 1.0]))
-    return torch.from_numpy(np.where(dist <= tolerance_mm, index, -1).astype(np.int64))
+
+    def compute() -> Tensor:
+        p = points.detach().cpu().double().numpy()
+        dist, index = _nearest(p, p * np.array([-1.0, 1.0, 1.0]))
+        return torch.from_numpy(np.where(dist <= tolerance_mm, index, -1).astype(np.int64))
+
+    return _MIRROR_MAPS.recall((points.detach().cpu(), float(tolerance_mm)), compute).clone()
 
 
 def _match_triangles(rig_triangles: Tensor, model_triangles: Tensor, positions: Tensor) -> Tensor:

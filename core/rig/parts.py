@@ -129,29 +129,36 @@ def as_gaze(gaze: Tensor, batch: int) -> Tensor:
 
 def surface_distance(points: Tensor, triangles: Tensor, sources: Tensor, limit: float) -> Tensor:
     """Distance (mm) along the mesh's edges from each vertex to the nearest source vertex, up to ``limit``
-    (``limit`` where farther or unreachable).
+    (``limit`` where farther or unreachable); each edge counts once, whichever triangles share it.
+
+    Bellman-Ford rounds over the edges (torch's ``scatter_reduce``), relaxing only paths shorter than
+    ``limit``: as many rounds as the longest such path has edges (about 15 on a head for 5-10 mm,
+    ~10 ms), the same distances as Dijkstra's search without importing SciPy's graph package (~0.1 s).
 
     Shape:
         points (N, 3); triangles (F, 3); sources (N,) bool -> (N,).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
-
     n = len(points)
     p = points.detach().cpu().double()
-    tris = triangles.long().cpu()
-    edges = torch.cat([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]).numpy()
-    lengths = (p[edges[:, 0]] - p[edges[:, 1]]).norm(dim=1).numpy()
-    start = np.flatnonzero(sources.cpu().numpy())
-    if len(start) == 0:
-        return torch.full((n,), float(limit), dtype=points.dtype)
-    # One extra node joined to every source at (almost) no cost: one search from it.
-    rows = np.concatenate([edges[:, 0], edges[:, 1], np.full(len(start), n)])
-    cols = np.concatenate([edges[:, 1], edges[:, 0], start])
-    weights = np.concatenate([lengths, lengths, np.full(len(start), 1e-12)])
-    graph = coo_matrix((weights, (rows, cols)), shape=(n + 1, n + 1)).tocsr()
-    distance = dijkstra(graph, indices=n, limit=float(limit))[:n]
-    return torch.from_numpy(np.minimum(np.nan_to_num(distance, posinf=limit), limit)).to(points.dtype)
+    t = triangles.long().cpu()
+    first, second = torch.cat([t[:, 0], t[:, 1], t[:, 2]]), torch.cat([t[:, 1], t[:, 2], t[:, 0]])
+    key = torch.unique(torch.minimum(first, second) * n + torch.maximum(first, second))  # each edge once
+    a, b = key // n, key % n
+    length = (p[a] - p[b]).norm(dim=1)
+    tail, head, step = torch.cat([a, b]), torch.cat([b, a]), torch.cat([length, length])
+    sources = sources.cpu()
+    into = ~sources[head]  # a source stays at 0: only the edges into the others are relaxed
+    tail, head, step = tail[into], head[into], step[into]
+    distance = torch.full((n,), float("inf"), dtype=torch.float64)
+    distance[sources] = 0.0
+    for _ in range(n):  # a shortest path has fewer than n edges
+        reach = distance[tail] + step
+        reach = torch.where(reach < limit, reach, float("inf"))
+        nearer = distance.scatter_reduce(0, head, reach, "amin", include_self=True)
+        if torch.equal(nearer, distance):
+            break
+        distance = nearer
+    return distance.clamp(max=float(limit)).to(points.dtype)
 
 
 def sphere_centre(points: Tensor) -> Tuple[Tensor, float]:

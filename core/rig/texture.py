@@ -18,7 +18,6 @@ from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from scipy import ndimage
 from torch import Tensor
 
 from core.cache import RecentResults, StoredResults
@@ -124,6 +123,8 @@ def _nearest_filled(filled: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     key = (np.asarray(filled, bool),)
 
     def compute() -> Tuple[np.ndarray, np.ndarray]:
+        from scipy import ndimage  # here: its import (~0.05 s) only where nothing is stored yet
+
         _, (rows, cols) = ndimage.distance_transform_edt(~key[0], return_indices=True)
         return rows, cols
 

@@ -30,7 +30,6 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 import torch
-from scipy import sparse
 from torch import Tensor
 
 from core.cache import StoredResults
@@ -55,6 +54,8 @@ except ImportError:
 __all__ = ["TextureConfig", "TextureFit", "estimate_texture", "skin_triangles", "mirror_uvs", "weighted_median"]
 
 _SKIN_PARTS = ("head_and_neck",)
+#: A sparse matrix as CSR arrays: indptr (R + 1,) int32, indices (nnz,) int32, data (nnz,).
+Csr = Tuple[np.ndarray, np.ndarray, np.ndarray]
 _CHUNK = 1 << 17  # texels per weighted-median batch (bounds the sort's memory)
 #: The skin texels' mirror coordinates, by the head layout (a model's: the same in every run).
 _MIRRORS: StoredResults[Tuple[Tensor, Tensor]] = StoredResults(4, "atlas-mirror")
@@ -84,8 +85,10 @@ class TextureConfig:
             the front) takes no photo colour (collars, shirts, the neck's shadow) but the spread skin
             colour; the photo weight ramps down over ``neck_ramp`` mm above that.
         neck_ramp: see ``neck_margin``.
-        border_mm: photo colours fade in over this distance inside the face region's border (beyond
-            it the head takes the spread skin colour), so no seam shows where they end.
+        border_mm: photo colours fade in over this distance (along the mesh's edges) inside the face
+            region's border (beyond it the head takes the spread skin colour), so no seam shows
+            where they end. 5 mm is the width the textures always had: before 0.7.0 the
+            distance counted each edge twice, and the setting read 10.
     """
 
     height: int = DEFAULT_TEXTURE_HEIGHT
@@ -102,7 +105,7 @@ class TextureConfig:
     diffusion_iterations: int = 400
     neck_margin: float = 2.0
     neck_ramp: float = 4.0
-    border_mm: float = 10.0
+    border_mm: float = 5.0
 
 
 @dataclass
@@ -357,23 +360,33 @@ def _grow(mask: Tensor, pixels: int) -> Tensor:
     return torch.from_numpy(grown > 0)
 
 
-def _rounds(a: sparse.csr_matrix, b: np.ndarray, x: np.ndarray, rounds: int,
-            threads: Optional[int]) -> np.ndarray:
+def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int) -> Csr:
+    """The (size, size) CSR arrays of entries given row by row, each row's columns ascending."""
+    indptr = np.zeros(size + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=size), out=indptr[1:])
+    return indptr, cols.astype(np.int32), values
+
+
+def _rounds(a: Csr, b: np.ndarray, x: np.ndarray, rounds: int, threads: Optional[int]) -> np.ndarray:
     """``rounds`` times ``x <- a @ x + b``: in one compiled loop (``core.rig._diffusion``, on up to
     ``threads`` threads, None: the usable cores) for float32 values, else by SciPy's products; the
     same bits either way (rig_case1's head: the diffusion 0.13 -> 0.06 s).
 
     Shape:
-        a (R, R); b, x (R, C) -> (R, C).
+        a (R, R) as CSR arrays (indptr, indices, data); b, x (R, C) -> (R, C).
     """
-    compiled = (_DIFFUSION is not None and a.dtype == b.dtype == x.dtype == np.float32
-                and a.indptr.dtype == a.indices.dtype == np.int32)
+    indptr, indices, data = a
+    compiled = (_DIFFUSION is not None and data.dtype == b.dtype == x.dtype == np.float32
+                and indptr.dtype == indices.dtype == np.int32)
     if not compiled:
+        from scipy import sparse  # here: only this fallback needs it (its import is ~0.06 s)
+
+        matrix = sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, len(x)))
         for _ in range(rounds):
-            x = a @ x + b
+            x = matrix @ x + b
         return x
     x = np.array(x, dtype=np.float32, order="C")  # a copy: iterated in place
-    _DIFFUSION.iterate(a.indptr, a.indices, a.data, np.ascontiguousarray(b), x, rounds, thread_count(threads))
+    _DIFFUSION.iterate(indptr, indices, data, np.ascontiguousarray(b), x, rounds, thread_count(threads))
     return x
 
 
@@ -406,12 +419,16 @@ def _diffuse(rig: Rig, tri: Tensor, bary: Tensor, values: Tensor, weight: Tensor
         row_of = np.full(n, -1, np.int64)
         row_of[ids] = np.arange(len(ids))
         on_free = free_np[rows]
-        ring = sparse.csr_matrix(((1.0 / count[rows[on_free]]).astype(count.dtype),
-                                  (row_of[rows[on_free]], cols[on_free])), shape=(len(ids), n))
+        row, col = row_of[rows[on_free]], cols[on_free]
+        share = (1.0 / count[rows[on_free]]).astype(count.dtype)
+        order = np.lexsort((col, row))  # row by row, each row's columns ascending
+        row, col, share = row[order], col[order], share[order]
         start = colour.numpy()
-        known_ids = np.flatnonzero(~free_np)
-        fixed = ring[:, known_ids] @ start[known_ids]
-        x = _rounds(ring[:, ids].tocsr(), fixed, start[ids], iterations, threads)
+        to_free = free_np[col]
+        fixed = np.zeros((len(ids), start.shape[1]), start.dtype)  # what the known neighbours add
+        np.add.at(fixed, row[~to_free], share[~to_free, None] * start[col[~to_free]])
+        ring = _csr(row[to_free], row_of[col[to_free]], share[to_free], len(ids))
+        x = _rounds(ring, fixed, start[ids], iterations, threads)
         colour[torch.from_numpy(ids)] = torch.from_numpy(np.ascontiguousarray(x, dtype=start.dtype))
     return _at_texels(colour, corners.t().contiguous(), bary.t().contiguous())
 

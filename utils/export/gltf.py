@@ -27,16 +27,13 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from pygltflib import (ARRAY_BUFFER, CLAMP_TO_EDGE, ELEMENT_ARRAY_BUFFER, FLOAT, GLTF2, LINEAR,
-                       LINEAR_MIPMAP_LINEAR, SCALAR, UNSIGNED_INT, UNSIGNED_SHORT, VEC2, VEC3, VEC4, Accessor,
-                       AccessorSparseIndices, AccessorSparseValues, Animation, AnimationChannel,
-                       AnimationChannelTarget, AnimationSampler, Asset, Attributes, Buffer, BufferView, Image,
-                       Material, Mesh, Node, PbrMetallicRoughness, Primitive, Sampler, Scene, Sparse, Texture,
-                       TextureInfo)
 
 from core.mesh import vertex_normals as mesh_normals
+from utils.process import LazyModule
 
 logger = logging.getLogger(__name__)
+#: pygltflib, imported where a file is first written (`utils.process.LazyModule`)
+gl = LazyModule("pygltflib")
 
 __all__ = ["GltfOptions", "MeshData", "srgb_to_linear", "vertex_normals", "write_rig_glb", "RigGlbDraft",
            "write_animation_glb"]
@@ -107,8 +104,8 @@ class _Binary:
     def __init__(self) -> None:
         self.chunks: List[bytes] = []
         self.length = 0
-        self.views: List[BufferView] = []
-        self.accessors: List[Accessor] = []
+        self.views: List[gl.BufferView] = []
+        self.accessors: List[gl.Accessor] = []
 
     def view(self, data: np.ndarray, target: Optional[int] = None, stride: Optional[int] = None) -> int:
         pad = (-self.length) % 4
@@ -116,13 +113,13 @@ class _Binary:
             self.chunks.append(b"\0" * pad)
             self.length += pad
         raw = np.ascontiguousarray(data).tobytes()
-        self.views.append(BufferView(buffer=0, byteOffset=self.length, byteLength=len(raw), target=target,
+        self.views.append(gl.BufferView(buffer=0, byteOffset=self.length, byteLength=len(raw), target=target,
                                      byteStride=stride))
         self.chunks.append(raw)
         self.length += len(raw)
         return len(self.views) - 1
 
-    def add(self, accessor: Accessor) -> int:
+    def add(self, accessor: gl.Accessor) -> int:
         self.accessors.append(accessor)
         return len(self.accessors) - 1
 
@@ -145,7 +142,7 @@ class _Writer:
         values = np.ascontiguousarray(values, np.float32)
         lo, hi = _bounds(values.reshape(len(values), -1)) if bounds else (None, None)
         view = self.bin.view(values, target)
-        return self.bin.add(Accessor(bufferView=view, byteOffset=0, componentType=FLOAT, count=len(values), type=kind,
+        return self.bin.add(gl.Accessor(bufferView=view, byteOffset=0, componentType=gl.FLOAT, count=len(values), type=kind,
                                      min=lo, max=hi))
 
     def _quantized(self, values: np.ndarray) -> np.ndarray:
@@ -154,13 +151,13 @@ class _Writer:
     def positions(self, values: np.ndarray) -> int:
         """A VEC3 vertex position accessor (float, or int16 padded to 8 bytes when quantized)."""
         if not self.options.quantize:
-            return self.floats(values, VEC3, ARRAY_BUFFER, bounds=True)
+            return self.floats(values, gl.VEC3, gl.ARRAY_BUFFER, bounds=True)
         q = self._quantized(values)
         lo, hi = _bounds(q)
         padded = np.concatenate([q, np.zeros((len(q), 1), np.int16)], axis=1)  # 4-byte aligned elements
-        view = self.bin.view(padded, ARRAY_BUFFER, stride=8)
-        return self.bin.add(Accessor(bufferView=view, byteOffset=0, componentType=SHORT, normalized=True,
-                                     count=len(q), type=VEC3, min=[int(v) for v in lo], max=[int(v) for v in hi]))
+        view = self.bin.view(padded, gl.ARRAY_BUFFER, stride=8)
+        return self.bin.add(gl.Accessor(bufferView=view, byteOffset=0, componentType=SHORT, normalized=True,
+                                     count=len(q), type=gl.VEC3, min=[int(v) for v in lo], max=[int(v) for v in hi]))
 
     def target(self, delta: np.ndarray) -> int:
         """A morph target's POSITION accessor (dense, or sparse over the vertices it moves)."""
@@ -178,20 +175,20 @@ class _Writer:
             lo, hi = [min(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]
         if self.options.quantize:
             lo, hi = [int(v) for v in lo], [int(v) for v in hi]
-        index_type, index_dtype = ((UNSIGNED_SHORT, np.uint16) if len(delta) <= 65535 else (UNSIGNED_INT, np.uint32))
+        index_type, index_dtype = ((gl.UNSIGNED_SHORT, np.uint16) if len(delta) <= 65535 else (gl.UNSIGNED_INT, np.uint32))
         indices = self.bin.view(moved.astype(index_dtype))
         values = self.bin.view(kept)
-        sparse = Sparse(count=int(len(moved)), indices=AccessorSparseIndices(bufferView=indices, componentType=index_type),
-                        values=AccessorSparseValues(bufferView=values))
-        return self.bin.add(Accessor(bufferView=None, byteOffset=None, componentType=SHORT if self.options.quantize
-                                     else FLOAT, normalized=self.options.quantize, count=len(delta), type=VEC3,
+        sparse = gl.Sparse(count=int(len(moved)), indices=gl.AccessorSparseIndices(bufferView=indices, componentType=index_type),
+                        values=gl.AccessorSparseValues(bufferView=values))
+        return self.bin.add(gl.Accessor(bufferView=None, byteOffset=None, componentType=SHORT if self.options.quantize
+                                     else gl.FLOAT, normalized=self.options.quantize, count=len(delta), type=gl.VEC3,
                                      sparse=sparse, min=lo, max=hi))
 
     def indices(self, triangles: np.ndarray, n_vertices: int) -> int:
         flat = triangles.reshape(-1)
-        kind, dtype = (UNSIGNED_SHORT, np.uint16) if n_vertices <= 65535 else (UNSIGNED_INT, np.uint32)
-        view = self.bin.view(flat.astype(dtype), ELEMENT_ARRAY_BUFFER)
-        return self.bin.add(Accessor(bufferView=view, byteOffset=0, componentType=kind, count=len(flat), type=SCALAR))
+        kind, dtype = (gl.UNSIGNED_SHORT, np.uint16) if n_vertices <= 65535 else (gl.UNSIGNED_INT, np.uint32)
+        view = self.bin.view(flat.astype(dtype), gl.ELEMENT_ARRAY_BUFFER)
+        return self.bin.add(gl.Accessor(bufferView=view, byteOffset=0, componentType=kind, count=len(flat), type=gl.SCALAR))
 
 
 def _check_mesh(mesh: MeshData, texture_later: bool = False) -> None:
@@ -227,30 +224,30 @@ def _unit(mesh: MeshData) -> float:
     return peak if peak > 0 else 1.0
 
 
-def _document(mesh: MeshData, options: GltfOptions, texture_later: bool = False) -> Tuple[GLTF2, _Binary]:
+def _document(mesh: MeshData, options: GltfOptions, texture_later: bool = False) -> Tuple[gl.GLTF2, _Binary]:
     """A glTF with the mesh on node 0 (its scale set when quantized), the scene holding node 0; with
     ``texture_later``, without the texture that ``mesh.texcoords`` map (`_add_texture` adds it)."""
     _check_mesh(mesh, texture_later)
     binary = _Binary()
     unit = _unit(mesh)
     writer = _Writer(binary, options, unit)
-    attributes = Attributes(POSITION=writer.positions(mesh.positions),
-                            NORMAL=writer.floats(mesh.normals, VEC3, ARRAY_BUFFER))
+    attributes = gl.Attributes(POSITION=writer.positions(mesh.positions),
+                            NORMAL=writer.floats(mesh.normals, gl.VEC3, gl.ARRAY_BUFFER))
     if mesh.colors is not None:
-        attributes.COLOR_0 = writer.floats(np.clip(mesh.colors, 0, 1), VEC3, ARRAY_BUFFER)
+        attributes.COLOR_0 = writer.floats(np.clip(mesh.colors, 0, 1), gl.VEC3, gl.ARRAY_BUFFER)
     if mesh.texcoords is not None:
-        attributes.TEXCOORD_0 = writer.floats(mesh.texcoords, VEC2, ARRAY_BUFFER)
-    targets = [Attributes(POSITION=writer.target(delta)) for delta in mesh.targets]
-    primitive = Primitive(attributes=attributes, indices=writer.indices(mesh.triangles, len(mesh.positions)),
+        attributes.TEXCOORD_0 = writer.floats(mesh.texcoords, gl.VEC2, gl.ARRAY_BUFFER)
+    targets = [gl.Attributes(POSITION=writer.target(delta)) for delta in mesh.targets]
+    primitive = gl.Primitive(attributes=attributes, indices=writer.indices(mesh.triangles, len(mesh.positions)),
                           material=0, targets=targets)
-    gltf_mesh = Mesh(name=mesh.name, primitives=[primitive], weights=[0.0] * len(targets) or None,
+    gltf_mesh = gl.Mesh(name=mesh.name, primitives=[primitive], weights=[0.0] * len(targets) or None,
                      extras={"targetNames": list(mesh.target_names), **(mesh.extras or {})})
-    node = Node(name=mesh.name, mesh=0)
+    node = gl.Node(name=mesh.name, mesh=0)
     if options.quantize:
         node.scale = [unit] * 3  # normalized int16 spans [-1, 1] -> [-unit, unit] metres
-    pbr = PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.7)
-    material = Material(name="albedo", doubleSided=False, pbrMetallicRoughness=pbr)
-    gltf = GLTF2(asset=Asset(version="2.0", generator=_GENERATOR), scene=0, scenes=[Scene(nodes=[0])],
+    pbr = gl.PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=0.0, roughnessFactor=0.7)
+    material = gl.Material(name="albedo", doubleSided=False, pbrMetallicRoughness=pbr)
+    gltf = gl.GLTF2(asset=gl.Asset(version="2.0", generator=_GENERATOR), scene=0, scenes=[gl.Scene(nodes=[0])],
                  nodes=[node], meshes=[gltf_mesh], materials=[material])
     if options.quantize:
         gltf.extensionsUsed = ["KHR_mesh_quantization"]
@@ -260,21 +257,21 @@ def _document(mesh: MeshData, options: GltfOptions, texture_later: bool = False)
     return gltf, binary
 
 
-def _add_texture(gltf: GLTF2, binary: _Binary, png: bytes) -> None:
+def _add_texture(gltf: gl.GLTF2, binary: _Binary, png: bytes) -> None:
     """The material's base colour texture: the PNG in the binary's last view."""
     image_view = binary.view(np.frombuffer(png, np.uint8))
-    gltf.materials[0].pbrMetallicRoughness.baseColorTexture = TextureInfo(index=0, texCoord=0)
-    gltf.images = [Image(bufferView=image_view, mimeType="image/png", name="albedo")]
-    gltf.samplers = [Sampler(magFilter=LINEAR, minFilter=LINEAR_MIPMAP_LINEAR, wrapS=CLAMP_TO_EDGE,
-                             wrapT=CLAMP_TO_EDGE)]
-    gltf.textures = [Texture(sampler=0, source=0)]
+    gltf.materials[0].pbrMetallicRoughness.baseColorTexture = gl.TextureInfo(index=0, texCoord=0)
+    gltf.images = [gl.Image(bufferView=image_view, mimeType="image/png", name="albedo")]
+    gltf.samplers = [gl.Sampler(magFilter=gl.LINEAR, minFilter=gl.LINEAR_MIPMAP_LINEAR, wrapS=gl.CLAMP_TO_EDGE,
+                             wrapT=gl.CLAMP_TO_EDGE)]
+    gltf.textures = [gl.Texture(sampler=0, source=0)]
 
 
-def _save(gltf: GLTF2, binary: _Binary, path: Union[str, Path]) -> Path:
+def _save(gltf: gl.GLTF2, binary: _Binary, path: Union[str, Path]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = binary.blob()
-    gltf.buffers = [Buffer(byteLength=len(blob))]
+    gltf.buffers = [gl.Buffer(byteLength=len(blob))]
     gltf.bufferViews = binary.views
     gltf.accessors = binary.accessors
     gltf.set_binary_blob(blob)
@@ -353,17 +350,17 @@ def write_animation_glb(mesh: MeshData, weights: np.ndarray, rotations: np.ndarr
     start = time.perf_counter()
     gltf, binary = _document(mesh, options)
     writer = _Writer(binary, options, 1.0)
-    times = writer.floats(np.arange(n, dtype=np.float64) / fps, SCALAR, bounds=True)
-    weight_values = writer.floats(weights.reshape(-1), SCALAR)
-    rotation_values = writer.floats(rotations, VEC4)
-    gltf.nodes.append(Node(name="head", children=[0], rotation=rotations[0].astype(float).tolist()))
-    gltf.scenes = [Scene(nodes=[1])]
-    gltf.animations = [Animation(
+    times = writer.floats(np.arange(n, dtype=np.float64) / fps, gl.SCALAR, bounds=True)
+    weight_values = writer.floats(weights.reshape(-1), gl.SCALAR)
+    rotation_values = writer.floats(rotations, gl.VEC4)
+    gltf.nodes.append(gl.Node(name="head", children=[0], rotation=rotations[0].astype(float).tolist()))
+    gltf.scenes = [gl.Scene(nodes=[1])]
+    gltf.animations = [gl.Animation(
         name="tracking",
-        samplers=[AnimationSampler(input=times, output=weight_values, interpolation="LINEAR"),
-                  AnimationSampler(input=times, output=rotation_values, interpolation="LINEAR")],
-        channels=[AnimationChannel(sampler=0, target=AnimationChannelTarget(node=0, path="weights")),
-                  AnimationChannel(sampler=1, target=AnimationChannelTarget(node=1, path="rotation"))])]
+        samplers=[gl.AnimationSampler(input=times, output=weight_values, interpolation="LINEAR"),
+                  gl.AnimationSampler(input=times, output=rotation_values, interpolation="LINEAR")],
+        channels=[gl.AnimationChannel(sampler=0, target=gl.AnimationChannelTarget(node=0, path="weights")),
+                  gl.AnimationChannel(sampler=1, target=gl.AnimationChannelTarget(node=1, path="rotation"))])]
     path = _save(gltf, binary, path)
     logger.info("wrote %s (%d frames at %.3f fps, %d targets, %.1f MB) in %.2f s", path, n, fps, t,
                 path.stat().st_size / 1e6, time.perf_counter() - start)
