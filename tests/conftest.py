@@ -38,6 +38,17 @@ def imports_module(code: str, module: str) -> bool:
     return done.stdout.strip().splitlines()[-1] == "True"
 
 
+def grid_triangles(columns: int, rows: int) -> "torch.Tensor":
+    """The triangles of a ``rows`` x ``columns`` grid of vertices numbered row by row: two per square,
+    counter-clockwise seen from +z. -> (2 (rows - 1) (columns - 1), 3) int64."""
+    import torch
+
+    corner = (torch.arange(rows - 1)[:, None] * columns + torch.arange(columns - 1)[None]).reshape(-1)
+    pairs = torch.stack([torch.stack([corner, corner + 1, corner + columns + 1], 1),
+                         torch.stack([corner, corner + columns + 1, corner + columns], 1)], 1)
+    return pairs.reshape(-1, 3)
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED.joinpath("data", *parts)

@@ -23,6 +23,7 @@ from core.rig.retarget import (OpeningGroups, RigRenderer, frontal_pose, neutral
 from core.rig.rig import Rig
 from core.rig.texture import texel_map
 from core.rig.texture_fit import TextureConfig, estimate_texture, mirror_uvs, weighted_median
+from tests.conftest import grid_triangles, imports_module
 from utils.export import export_rig
 from utils.export.gltf_read import read_glb
 from utils.export.outputs import split_seams
@@ -239,14 +240,9 @@ def test_weighted_median_known_answer():
 
 
 def _grid(columns: int, rows: int, spacing: float = 1.0):
-    """A flat grid of two triangles per square: points (rows * columns, 3), triangles."""
+    """A flat grid, ``spacing`` mm apart: points (rows * columns, 3), triangles."""
     points = torch.tensor([[x * spacing, y * spacing, 0.0] for y in range(rows) for x in range(columns)])
-    triangles = []
-    for y in range(rows - 1):
-        for x in range(columns - 1):
-            a, b, c, d = y * columns + x, y * columns + x + 1, (y + 1) * columns + x, (y + 1) * columns + x + 1
-            triangles += [[a, b, d], [a, d, c]]
-    return points, torch.tensor(triangles)
+    return points, grid_triangles(columns, rows)
 
 
 def test_surface_distance_counts_each_edge_once():
@@ -278,6 +274,14 @@ def test_surface_distance_is_dijkstras_on_an_uneven_mesh():
     theirs = dijkstra(graph, directed=False, indices=np.flatnonzero(sources.numpy()), min_only=True, limit=9.0)
     assert np.array_equal(ours.numpy(), np.minimum(theirs, 9.0).astype(np.float32))
     assert 0 < int((ours < 9.0).sum()) < len(points)
+
+
+def test_the_rig_pipelines_import_no_library_they_need_only_sometimes():
+    # Every photo job imports these; the glTF writer, SciPy's graph searches and image morphology
+    # cost 0.1-0.2 s of its start-up and are needed only where a file is written or nothing is stored.
+    code = "import utils.pipelines.rig, utils.pipelines.appearance, utils.visualization"
+    for module in ("pygltflib", "scipy.sparse.csgraph", "scipy.ndimage"):
+        assert imports_module(code, module) is False, module
 
 
 def test_mirror_texels_are_the_mirror_images(head, ict_model):

@@ -9,6 +9,7 @@ from core.camera import euler_to_matrix
 from core.mesh import vertex_neighbours
 from core.rig.rig import CorrectiveBasis, Rig, RigFileError
 from core.rig.transfer import local_affine_maps, similarity_part, transfer_deltas
+from tests.conftest import grid_triangles
 
 
 def _grid(n: int = 6):
@@ -16,12 +17,7 @@ def _grid(n: int = 6):
     xs, ys = np.meshgrid(np.arange(n, dtype=float), np.arange(n, dtype=float))
     z = 0.3 * np.sin(xs) * np.cos(ys)
     v = torch.tensor(np.stack([xs.ravel(), ys.ravel(), z.ravel()], 1))
-    t = []
-    for r in range(n - 1):
-        for c in range(n - 1):
-            a, b, d, e = r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1
-            t += [[a, b, e], [a, e, d]]
-    return v, torch.tensor(t)
+    return v, grid_triangles(n, n)
 
 
 def test_neighbour_table():
