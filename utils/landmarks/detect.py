@@ -191,9 +191,9 @@ class _DlibBackend:
         pixels: the detector scans the image's ``level``-th pyramid level (made as it makes it).
 
         dlib returns a box found on level j of what it scans as ``rect_up(box, j)``, rounded once;
-        the box itself (an integer `_HOG_BOX_PX` wide) comes back by ``rect_down`` and goes up all
-        ``level + j`` levels, as the whole scan maps it. A box that does not come back so (another
-        dlib's mapping) makes this the whole scan instead.
+        the box itself (an integer `_HOG_BOX_PX` square) comes back by ``rect_down`` and goes up all
+        ``level + j`` levels, as the whole scan maps it. A box that does not come back as such a
+        square (another detector or another dlib's mapping) makes this the whole scan instead.
         """
         if self._cnn or level <= 0:
             return self._run(image)
@@ -205,7 +205,7 @@ class _DlibBackend:
         for rect, score in zip(rects, scores):
             j = max(0, round(math.log(max(rect.width(), 1) / _HOG_BOX_PX) / math.log(6 / 5)))
             box = self._pyramid.rect_down(rect, j)
-            if self._pyramid.rect_up(box, j) != rect:
+            if box.width() != _HOG_BOX_PX or box.height() != _HOG_BOX_PX or self._pyramid.rect_up(box, j) != rect:
                 return self._run(image)
             up = self._pyramid.rect_up(box, level + j)
             found.append(((up.left(), up.top(), up.right(), up.bottom()), float(score)))
