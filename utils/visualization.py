@@ -196,9 +196,9 @@ def blend_pixels(under: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> n
 def overlay_weights(rig: Rig, soft_mm: float = 3.0) -> torch.Tensor:
     """Per whole-head vertex opacity of the fit overlay: 1 over the face proper (ICT's narrow face,
     without scalp, ears and neck), fading to 0 over ``soft_mm`` inside its border (distance along
-    the mesh's edges, `core.rig.parts.surface_distance`; 3 mm is the width the pictures always had:
-    before 0.7.0 that distance counted each edge twice, and the setting read 6), 1 on the
-    parts seen through the eye and mouth openings, 0 elsewhere.
+    the mesh's edges, `core.rig.parts.surface_distance`; 3 mm is the width the pictures have had
+    since issue 19: that distance counted each edge twice until session 20, and this read 6), 1 on
+    the parts seen through the eye and mouth openings, 0 elsewhere.
 
     Shape:
         -> (V + P,) float in [0, 1].

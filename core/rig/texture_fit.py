@@ -87,8 +87,8 @@ class TextureConfig:
         neck_ramp: see ``neck_margin``.
         border_mm: photo colours fade in over this distance (along the mesh's edges) inside the face
             region's border (beyond it the head takes the spread skin colour), so no seam shows
-            where they end. 5 mm is the width the textures always had: before 0.7.0 the
-            distance counted each edge twice, and the setting read 10.
+            where they end. 5 mm is the width the textures have had since the whole head came
+            (issue 19): the distance counted each edge twice until session 20, and this read 10.
     """
 
     height: int = DEFAULT_TEXTURE_HEIGHT
