@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import logging
 import os
 import pickle
@@ -113,18 +114,26 @@ def results_dir() -> Optional[Path]:
 @functools.lru_cache(maxsize=1)
 def _code_version() -> bytes:
     """A digest of this package's source files (``core``, where every stored computation lives) and of
-    the Python, torch, NumPy and SciPy versions: stored results are found again only by the same code
-    and libraries."""
-    import scipy
-
+    the Python, torch, NumPy, SciPy and pykdtree versions: stored results are found again only by the
+    same code and libraries."""
     digest = hashlib.blake2b(digest_size=20)
-    versions = (platform.python_version(), torch.__version__, np.__version__, scipy.__version__)
+    versions = (platform.python_version(), torch.__version__, np.__version__, _version("scipy"),
+                _version("pykdtree"))
     digest.update(" ".join(versions).encode())
     root = Path(__file__).resolve().parent
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".pyx")):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.digest()
+
+
+def _version(package: str) -> str:
+    """An installed package's version from its metadata (importing SciPy only for it costs 0.01 s),
+    or "absent"."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 def _feed(digest: Any, part: Any) -> bool:

@@ -12,8 +12,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # torch is imported where a test needs it
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -38,7 +42,7 @@ def imports_module(code: str, module: str) -> bool:
     return done.stdout.strip().splitlines()[-1] == "True"
 
 
-def grid_triangles(columns: int, rows: int) -> "torch.Tensor":
+def grid_triangles(columns: int, rows: int) -> torch.Tensor:
     """The triangles of a ``rows`` x ``columns`` grid of vertices numbered row by row: two per square,
     counter-clockwise seen from +z. -> (2 (rows - 1) (columns - 1), 3) int64."""
     import torch

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from core.render.textured import sample_texture
+from core.rig import head as head_module
 from core.rig.head import whole_head
 from core.rig.parts import EYE_LOOK_ANGLE, expression_with_gaze, gaze_from_expression, surface_distance
 from core.rig.retarget import (OpeningGroups, RigRenderer, frontal_pose, neutral_sh, render_mesh_of, render_rig,
@@ -282,6 +283,24 @@ def test_the_rig_pipelines_import_no_library_they_need_only_sometimes():
     code = "import utils.pipelines.rig, utils.pipelines.appearance, utils.visualization"
     for module in ("pygltflib", "scipy.sparse.csgraph", "scipy.ndimage"):
         assert imports_module(code, module) is False, module
+    if head_module._KDTree is not None:  # pykdtree installed: no SciPy at all (0.1-0.17 s)
+        assert imports_module(code, "scipy") is False
+
+
+def test_nearest_face_vertices_are_scipys(ict_model, ict_face, monkeypatch):
+    # pykdtree's neighbours and distances are cKDTree's to the bit, on a person's whole head
+    # (the parts' 8 nearest face vertices) and on a mirror query (k = 1).
+    if head_module._KDTree is None:
+        pytest.skip("pykdtree is not installed (requirements_pip.txt): only cKDTree here")
+    code = torch.randn(1, ict_model.n_identity, generator=torch.Generator().manual_seed(3))
+    full = ict_model.vertices(code.to(ict_model.dtype))[0].double().numpy()
+    face = ict_face.vertices(code.to(ict_face.dtype))[0].double().numpy()  # the face region of that head
+    ours = head_module._nearest(face, full, 8), head_module._nearest(full, full * [-1.0, 1.0, 1.0])
+    monkeypatch.setattr(head_module, "_KDTree", None)
+    theirs = head_module._nearest(face, full, 8), head_module._nearest(full, full * [-1.0, 1.0, 1.0])
+    for (d, i), (e, j) in zip(ours, theirs):
+        assert np.array_equal(d, e) and np.array_equal(i, j) and i.dtype == j.dtype == np.int64
+    assert ours[0][0].shape == (len(full), 8) and ours[1][0].shape == (len(full),)
 
 
 def test_mirror_texels_are_the_mirror_images(head, ict_model):
