@@ -8,6 +8,7 @@ import torch
 
 import core.mesh as mesh_module
 from core.mesh import PatchNormals, face_normals, vertex_normals
+from tests.conftest import grid_triangles
 
 
 def reference_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
@@ -27,10 +28,7 @@ def grid_mesh(n: int = 12, batch: int = 3, dtype=torch.float64, seed: int = 0):
     flat = torch.stack([xs, ys, torch.zeros_like(xs)], -1).reshape(-1, 3)
     vertices = flat[None] + 0.3 * torch.randn(batch, n * n, 3, generator=g, dtype=dtype)
     vertices = torch.cat([vertices, torch.zeros(batch, 1, 3, dtype=dtype)], 1)  # last vertex in no triangle
-    quads = [(r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1)
-             for r in range(n - 1) for c in range(n - 1)]
-    triangles = torch.tensor([t for a, b, c, d in quads for t in ((a, b, d), (a, d, c))])
-    return vertices, triangles
+    return vertices, grid_triangles(n, n)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
