@@ -401,15 +401,23 @@ def print_tables(cases: Dict[str, Path], sides: Sequence[str], runs: Dict[Tuple[
                                         for w, b in identity.values()) + " |")
 
 
-def _with_interpreter_options(command: List[str], options: Sequence[str], work: Path) -> List[str]:
-    """``command`` (python, then a script or ``-c CODE``) with ``options`` for the interpreter; a
-    ``-c`` program is written to a file first (``-m cProfile`` cannot take ``-c``)."""
-    rest = command[1:]
-    if rest[0] == "-c":
-        script = work / "our_side.py"
-        script.write_text(rest[1])
-        rest = [str(script), *rest[2:]]
-    return [command[0], *options, *rest]
+def _with_interpreter_options(command: List[str], options: Sequence[str]) -> List[str]:
+    """``command`` (python, a script, its arguments) with ``options`` for the interpreter."""
+    return [command[0], *options, *command[1:]]
+
+
+def _profiled(command: List[str], stats: Path, work: Path) -> List[str]:
+    """``command`` (python, a script, its arguments) under cProfile, the statistics written to
+    ``stats`` by an exit handler: the demo ends with `utils.process.exit_now` (exit handlers, then no
+    interpreter teardown), so ``-m cProfile -o`` would never get the script's return to write them."""
+    wrapper = work / "profiled.py"
+    wrapper.write_text("import atexit, cProfile, runpy, sys\n"
+                       "profile = cProfile.Profile()\n"
+                       f"atexit.register(profile.dump_stats, {str(stats)!r})\n"
+                       "script, sys.argv = sys.argv[1], sys.argv[1:]\n"
+                       "profile.enable()\n"
+                       "runpy.run_path(script, run_name='__main__')\n")
+    return [command[0], str(wrapper), *command[1:]]
 
 
 def import_costs(log: str) -> Tuple[Dict[str, float], Dict[str, Tuple[float, int]]]:
@@ -446,7 +454,7 @@ def profile(args: argparse.Namespace) -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         bare_start = time.perf_counter() - start
         load = load_average()
-        wall = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"], work),
+        wall = run_timed(_with_interpreter_options(our_command(folder, work / "out"), ["-X", "importtime"]),
                          work / "importtime.log").wall
         summary = work / "out" / "summary.json"
         reported = None
@@ -481,9 +489,7 @@ def profile(args: argparse.Namespace) -> None:
         shutil.rmtree(work / "out", ignore_errors=True)
         stats_file = work / "our_side.prof"
         load = load_average()
-        wall = run_timed(_with_interpreter_options(our_command(folder, work / "out"),
-                                                   ["-m", "cProfile", "-o", str(stats_file)], work),
-                         work / "cprofile.log").wall
+        wall = run_timed(_profiled(our_command(folder, work / "out"), stats_file, work), work / "cprofile.log").wall
         stats = pstats.Stats(str(stats_file))
         rows = []
         for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]

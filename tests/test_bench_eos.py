@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.bench_eos import children_cpu, import_costs, landmark_errors, run_timed
+from benchmarks.bench_eos import _profiled, children_cpu, import_costs, landmark_errors, run_timed
 from benchmarks.eos_fit import DlibLandmarker, image_files
 from tests.conftest import shared_path
 
@@ -70,6 +70,26 @@ def test_a_run_counts_the_cpu_of_its_children(tmp_path) -> None:
     assert timed.cpu == pytest.approx(children_cpu() - before)
     assert 0.3 <= timed.cpu <= 0.3 + 0.5 and timed.cpu <= 2 * timed.wall + 0.1
 
+
+def test_profiled_script_that_exits_now_leaves_its_statistics(tmp_path) -> None:
+    """--profile's cProfile run: a script ending as the demo does (`utils.process.exit_now`: exit
+    handlers, then no teardown) still leaves its statistics, with its own functions, arguments and
+    ``__main__`` block as a plain run has them."""
+    import pstats
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text("import sys\n"
+                      "def busy(n):\n    return sum(i * i for i in range(n))\n"
+                      "if __name__ == '__main__':\n"
+                      "    from utils.process import exit_now\n"
+                      "    busy(int(sys.argv[1]))\n"
+                      "    exit_now(0)\n")
+    stats = tmp_path / "job.prof"
+    run_timed(_profiled([sys.executable, str(script), "20000"], stats, tmp_path), tmp_path / "log.txt")
+    calls = {name: counts[1] for (filename, _, name), counts in pstats.Stats(str(stats)).stats.items()  # type: ignore[attr-defined]
+             if filename == str(script)}
+    assert calls["busy"] == 1 and calls["<genexpr>"] == 20001
 
 
 def test_jobs_run_with_the_bytecode_cache_a_user_has(monkeypatch) -> None:
