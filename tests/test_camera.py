@@ -88,8 +88,10 @@ def test_transform_points():
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # torch's own, on its first forward-mode call
 def test_rotate_points_is_the_plain_product_with_its_gradients():
-    """``R @ X^T`` gives the values and gradients of ``X @ R^T`` to the bit (three products summed in
-    the same order), in reverse mode and in the forward mode the solver's Jacobians use."""
+    """``R @ X^T`` gives the values of ``X @ R^T`` to the bit (three products summed in the same
+    order), also in the forward mode the solver's Jacobians use; its reverse-mode gradients agree to
+    float32 rounding (their backward products are other matrix products, which MKL's AVX-512 kernels
+    round differently for the two layouts: up to 2.4e-7 on 40 % of the points' gradients)."""
     g = torch.Generator().manual_seed(3)
     points = torch.randn(4, 1000, 3, generator=g, requires_grad=True)
     R = euler_to_matrix(torch.randn(4, 3, generator=g)).requires_grad_(True)
@@ -97,7 +99,7 @@ def test_rotate_points_is_the_plain_product_with_its_gradients():
     assert torch.equal(ours, plain) and ours.is_contiguous()
     upstream = torch.randn(4, 1000, 3, generator=g)
     for a, b in zip(torch.autograd.grad(ours, (points, R), upstream), torch.autograd.grad(plain, (points, R), upstream)):
-        assert torch.equal(a, b)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
     tangent = torch.randn(4, 1000, 3, generator=g)
     _, forward = torch.func.jvp(lambda p: rotate_points(p, R.detach()), (points.detach(),), (tangent,))
     assert torch.equal(forward, tangent @ R.detach().transpose(1, 2))
