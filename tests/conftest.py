@@ -53,6 +53,15 @@ def grid_triangles(columns: int, rows: int) -> torch.Tensor:
     return pairs.reshape(-1, 3)
 
 
+def x264_options(path: Path) -> dict[str, str]:
+    """The encoder settings x264 wrote into an H.264 file (its SEI text ``x264 - core ... options: ...``)."""
+    data = Path(path).read_bytes()
+    start = data.find(b"x264 - core")
+    assert start >= 0, f"{path}: no x264 settings in the stream"
+    text = data[start:start + 4000].split(b"\x00")[0].decode("latin-1")
+    return dict(item.split("=", 1) for item in text.split("options:", 1)[1].split() if "=" in item)
+
+
 def shared_path(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED.joinpath("data", *parts)

@@ -14,8 +14,9 @@ import pytest
 
 import demo
 from core.rig.rig import Rig
+from tests.conftest import x264_options
 from utils.io.video import VideoReader
-from utils.io.video_writer import VideoWriter
+from utils.io.video_writer import VideoWriter, h264_available
 from utils.synthetic.clip import write_synthetic_inputs
 
 FRAMES = 10
@@ -58,6 +59,9 @@ def test_demo_writes_every_output(demo_run, inputs, ict_face):
     for name in ("input_clip", "output_recon", "output_exptrans"):
         info, frames = _frames(videos / f"{name}.mp4")
         assert len(frames) == FRAMES and frames[0].shape == (SIZE, SIZE, 3), name
+        if h264_available():  # encoded with the job's preset (superfast: diamond search, subme 1)
+            options = x264_options(videos / f"{name}.mp4")
+            assert (options["me"], options["subme"]) == ("dia", "1"), name
     _, clip = _frames(videos / "input_clip.mp4")
     _, source = _frames(inputs.video)
     assert np.abs(clip[4].astype(int) - source[4]).mean() < 4  # the clip is the input (re-encoded)

@@ -12,6 +12,7 @@ from utils.io.video import VideoReader, VideoReadError
 from utils.landmarks.detect import FaceLandmarker
 from utils.landmarks.filters import mean_deviation, mean_motion
 from utils.landmarks.tracking import FaceTracker, track_video
+from tests.conftest import x264_options
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 RIG_PHOTO = SHARED / "data" / "real" / "rig_case1" / "sample0_view1.jpg"
@@ -192,3 +193,33 @@ def test_tracker_follows_the_chosen_person_through_a_loss_and_a_cut(landmarker):
     assert all(v is not None and v > 240 for v in x[19:]), x[19:]  # face 1 again: now the still person
     largest = FaceTracker(landmarker, face=0)
     assert float(largest.update(np.ascontiguousarray(frames[0])).face.landmarks[:, 0].mean()) < 240
+
+
+def test_writer_presets_reach_x264_and_keep_the_frames(tmp_path):
+    """The writer's x264 preset is the one x264 encodes with (superfast: diamond motion search, subme
+    1; veryfast, the default: hexagon, subme 2), and either gives back the frames written (PSNR above
+    35 dB on a smooth moving gradient); an unknown preset is refused before anything is written."""
+    from utils.io.video_writer import VideoWriter, h264_available
+
+    if not h264_available():
+        pytest.skip("imageio-ffmpeg's ffmpeg binary is not installed")
+    yy, xx = np.mgrid[0:96, 0:128]
+    frames = [np.stack([(xx + 3 * k) % 256, (yy * 2) % 256, np.full_like(xx, 40 + 10 * k)], -1).astype(np.uint8)
+              for k in range(8)]
+    settings = {}
+    for preset in ("superfast", None):
+        path = tmp_path / f"{preset}.mp4"
+        with (VideoWriter(path, 25) if preset is None else VideoWriter(path, 25, preset=preset)) as writer:
+            for frame in frames:
+                writer.write(frame)
+        settings[preset] = x264_options(path)
+        with VideoReader(path) as reader:
+            back = list(reader)
+        assert len(back) == len(frames)
+        mse = np.mean([np.mean((a.astype(float) - b.astype(float)) ** 2) for a, b in zip(frames, back)])
+        assert 10 * np.log10(255 ** 2 / mse) > 35
+    assert (settings["superfast"]["me"], settings["superfast"]["subme"]) == ("dia", "1")
+    assert (settings[None]["me"], settings[None]["subme"]) == ("hex", "2")
+    with pytest.raises(ValueError, match="preset"):
+        VideoWriter(tmp_path / "never.mp4", 25, preset="quickest")
+    assert not (tmp_path / "never.mp4").exists()
