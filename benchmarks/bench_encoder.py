@@ -12,13 +12,13 @@ decoded frames against the frames written.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.bench_eos import children_cpu
 from utils.io.video import VideoReader
 from utils.io.video_writer import X264_PRESETS, VideoWriter, h264_available
 
@@ -41,11 +41,6 @@ def psnr(written: Sequence[np.ndarray], decoded: Sequence[np.ndarray]) -> float:
     """Peak signal-to-noise ratio (dB, 8-bit) of ``decoded`` against ``written``, over all frames."""
     mse = np.mean([np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2) for a, b in zip(written, decoded)])
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
