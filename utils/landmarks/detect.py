@@ -40,7 +40,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -50,6 +50,7 @@ from utils.io.images import check_image, iter_image_folder, list_images
 from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV,
                                   BackendUnavailableError, Box, Face, FaceNotFoundError, LandmarkBackend,
                                   LandmarkError, check_box, offline)
+from utils.landmarks.shape_predictor import load_shape_predictor
 
 if TYPE_CHECKING:  # torch is imported where it is used: detecting photos needs none of it (prefetch)
     import torch
@@ -101,7 +102,7 @@ def _dlib_models(detector: str) -> tuple[Any, Any, Any]:
         raise BackendUnavailableError(
             f"backend 'dlib': needs the packages dlib-bin and face-recognition-models "
             f"({exc})") from exc
-    predictor = dlib.shape_predictor(face_recognition_model("shape_predictor_68_face_landmarks.dat"))
+    predictor = shape_predictor(dlib, face_recognition_model("shape_predictor_68_face_landmarks.dat"))
     if detector == "cnn":
         return dlib, predictor, dlib.cnn_face_detection_model_v1(
             face_recognition_model("mmod_human_face_detector.dat"))
@@ -135,6 +136,21 @@ def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
     except (OSError, RuntimeError) as exc:
         logger.debug("face detector not saved to %s (%s): built again next time", path, exc)
     return detector
+
+
+def shape_predictor(dlib: Any, path: str, cache_dir: Optional[Path] = None) -> Callable[[np.ndarray, Any], np.ndarray]:
+    """dlib's shape predictor in ``path`` as a function (image, dlib rectangle) -> (L, 2) float64
+    landmark pixels: the project's copy of it (`utils.landmarks.shape_predictor`: the same
+    landmarks, its arrays mapped from ``cache_dir`` in milliseconds where dlib parses the file in
+    0.45 s), or dlib's own where that cannot be had (the compiled reader not built, a file it does not
+    read: logged)."""
+    try:
+        ours = load_shape_predictor(path, cache_dir)
+    except (ImportError, ValueError, OSError) as exc:
+        logger.info("dlib's own shape predictor for %s (%s)", path, exc)
+        theirs = dlib.shape_predictor(path)
+        return lambda image, rect: np.array([(p.x, p.y) for p in theirs(image, rect).parts()], dtype=np.float64)
+    return lambda image, rect: ours(image, (rect.left(), rect.top(), rect.right(), rect.bottom()))
 
 
 def face_recognition_model(name: str) -> str:
@@ -222,9 +238,7 @@ class _DlibBackend:
         return []
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
-        rect = self._dlib.rectangle(*(int(round(v)) for v in box))
-        shape = self._predictor(image, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return self._predictor(image, self._dlib.rectangle(*(int(round(v)) for v in box)))
 
     def at_face_scale(self, image: np.ndarray, box: Box) -> tuple[Box, np.ndarray]:
         """Box and landmarks of the face in ``box``, detected and predicted again on a window of
