@@ -47,13 +47,14 @@ $(VENV)/.requirements-installed: requirements_pip.txt requirements_mediapipe.txt
 	touch $@
 
 # The project itself, editable (import names core, models, utils from any folder), which also
-# builds the Cython kernels (setup.py: rasterizer, colour term, diffusion, text rows, dlib's
-# predictor) in place. No build isolation: the build needs only what requirements_pip.txt installed
-# (setuptools, Cython, numpy), offline.
+# builds the Cython kernels (setup.py: rasterizer, colour term, diffusion, texels, text rows,
+# dlib's predictor) in place. No build isolation: the build needs only what requirements_pip.txt
+# installed (setuptools, Cython, numpy), offline.
 install: $(VENV)/.project-installed
 
 $(VENV)/.project-installed: $(VENV)/.requirements-installed pyproject.toml setup.py core/render/_rasterize.pyx \
-		core/fitting/_shading.pyx core/rig/_diffusion.pyx utils/io/_text.pyx utils/landmarks/_dlib_format.pyx
+		core/fitting/_shading.pyx core/rig/_diffusion.pyx core/rig/_texels.pyx utils/io/_text.pyx \
+		utils/landmarks/_dlib_format.pyx
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

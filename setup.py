@@ -1,17 +1,19 @@
 """The compiled part of the project: the Cython kernels ``core.render._rasterize`` (z-buffer),
 ``core.fitting._shading`` (the photometric stage's colour term with its gradient),
-``core.rig._diffusion`` (the texture's colour diffusion rounds), ``utils.io._text`` (the mesh
-writers' number formatting, with the interpreter lock released) and ``utils.landmarks._dlib_format``
-(dlib's shape predictor file read into arrays, and its prediction).
+``core.rig._diffusion`` (the texture's colour diffusion rounds), ``core.rig._texels`` (each photo's
+texel estimates for the texture), ``utils.io._text`` (the mesh writers' number formatting, with the
+interpreter lock released) and ``utils.landmarks._dlib_format`` (dlib's shape predictor file read
+into arrays, and its prediction).
 
-Everything else (metadata, dependencies, packages) is in pyproject.toml; this file only declares
-the extensions, whose include path comes from numpy at build time. ``make setup`` runs
-``pip install --no-build-isolation -e .``, which builds them in place. Without the compiled modules
+Everything else (metadata, dependencies, packages) is in pyproject.toml; this file only declares the
+extensions, whose include path comes from numpy at build time. ``make setup`` runs ``pip install
+--no-build-isolation -e .``, which builds them in place. Without the compiled modules
 `core.render.rasterize` falls back to a NumPy twin of its kernel (same results, slower) and
 `core.fitting.colour_term` to the composed torch functions (same cost to float rounding, slower),
-`core.rig.texture_fit` to SciPy's sparse products (the same bits, slower) and `utils.io.text` to
-Python's formatting (the same text; it holds the interpreter lock), and the dlib landmarker to dlib's
-own shape predictor (the same landmarks; 0.45 s to load).
+`core.rig.texture_fit` to SciPy's sparse products (the same bits, slower) and to the composed torch
+functions for its texels (to float rounding, slower), `utils.io.text` to Python's formatting (the
+same text; it holds the interpreter lock), and the dlib landmarker to dlib's own shape predictor
+(the same landmarks; 0.45 s to load).
 """
 
 import sys
@@ -50,6 +52,14 @@ extensions = [
         # are SciPy's sparse products to the bit.
         extra_compile_args=["-O3", "-ffp-contract=off"] + OPENMP,
         extra_link_args=OPENMP,
+    ),
+    Extension(
+        "core.rig._texels",
+        ["core/rig/_texels.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # no fused multiply-add: the texels' points are `_at_texels`' float32 sums to the bit
+        extra_compile_args=["-O3", "-ffp-contract=off"],
     ),
     Extension("utils.io._text", ["utils/io/_text.pyx"], extra_compile_args=["-O3"]),
     Extension("utils.landmarks._dlib_format", ["utils/landmarks/_dlib_format.pyx"],

@@ -167,6 +167,43 @@ def test_photos_on_several_threads_give_the_same_texture(head):
     assert torch.equal(one.weight, three.weight) and torch.equal(one.texture, three.texture)
 
 
+@pytest.mark.skipif(fit_module._TEXELS is None, reason="the compiled texel pass is not built (make install)")
+def test_compiled_texel_pass_is_the_torch_composition(ict_model, ict_face, monkeypatch):
+    """Each photo's estimates from the compiled pass (`core.rig._texels`) and from the torch
+    composition: the same visibility to the bit (texels weighed or not, across a turned head, a
+    crop's padding and lighting from the side), values and weights to float rounding."""
+    from core.camera import WeakPerspective
+
+    g = torch.Generator().manual_seed(11)
+    face = ict_face.to(dtype=torch.float32)
+    head = whole_head(Rig.from_model(face, 0.5 * torch.randn(face.n_identity, generator=g)),
+                      ict_model.to(dtype=torch.float32), texture_height=TEXTURE)
+    images = torch.rand(4, 3, 96, 112, generator=g)
+    rotation = torch.tensor([[0.1, 0.5, 0.0], [-0.2, -0.4, 0.1], [0.0, 0.0, 0.3], [0.3, 0.9, 0.0]])
+    pose = WeakPerspective(rotation, torch.full((4,), 0.4), torch.tensor([[56.0, 48.0], [50.0, 40.0],
+                                                                          [60.0, 52.0], [20.0, 48.0]]))
+    sh = 0.3 * torch.randn(4, 9, 3, generator=g)
+    sh[:, 0] = 1.0
+    expression = 0.3 * torch.rand(4, head.n_expression, generator=g)
+    valid = torch.ones(4, 96, 112, dtype=torch.bool)
+    valid[1, :, :20] = False
+    config = TextureConfig(height=TEXTURE)
+    texels = texel_map(head.uvs, head.uv_triangles, TEXTURE)
+    skin = (texels.tri_id[0] >= 0) & fit_module.skin_triangles(head)[texels.tri_id[0].clamp(min=0)]
+    tri, bary = texels.tri_id[0][skin], texels.bary[0][skin].to(torch.float32)
+    args = (head, images, expression, pose, sh, tri, bary, config, None, valid)
+    compiled_values, compiled_weights, active = fit_module._photo_estimates(*args)
+    monkeypatch.setattr(fit_module, "_TEXELS", None)
+    values, weights, same_active = fit_module._photo_estimates(*args)
+    assert torch.equal(active, same_active)
+    seen = weights > 0
+    assert torch.equal(compiled_weights > 0, seen) and 0.05 < float(seen.float().mean()) < 0.9
+    assert torch.allclose(compiled_weights, weights, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(compiled_values[seen], values[seen], rtol=1e-4, atol=1e-5)
+    # The photo's edge and the padding weigh nothing; a photo off to the side sees less.
+    assert float(compiled_weights[3].sum()) < float(compiled_weights[0].sum())
+
+
 def test_atlas_caches_give_the_uncached_results(head):
     texture_module._TEXEL_MAPS.clear()
     texture_module._NEAREST.clear()

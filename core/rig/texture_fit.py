@@ -35,7 +35,7 @@ from torch import Tensor
 from core.cache import StoredResults
 from core.camera import WeakPerspective
 from core.cpus import parallel_map, single_thread, thread_count
-from core.lighting import sh_shading
+from core.lighting import SH_FACTORS, sh_shading
 from core.mesh import vertex_neighbours, vertex_normals
 from core.render.rasterize import rasterize
 from core.render.textured import sample_texture
@@ -50,6 +50,10 @@ try:  # the diffusion's rounds compiled (setup.py builds it); else SciPy's produ
     from core.rig import _diffusion as _DIFFUSION
 except ImportError:
     _DIFFUSION = None
+try:  # each photo's texel estimates in one compiled pass; else the torch composition (to float rounding)
+    from core.rig import _texels as _TEXELS
+except ImportError:
+    _TEXELS = None
 
 __all__ = ["TextureConfig", "TextureFit", "estimate_texture", "skin_triangles", "mirror_uvs", "weighted_median"]
 
@@ -254,15 +258,15 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
     values = torch.zeros(g, len(prior), 3, dtype=dtype)
     weights = torch.zeros(g, len(prior), dtype=dtype)
 
+    compiled = _TEXELS is not None and dtype == verts.dtype == torch.float32
+    factors = np.asarray(SH_FACTORS, np.float32)
+
     def photo(i: int) -> None:
         """Photo ``i``'s row of ``values`` and ``weights`` (left at zero where the head is off the photo)."""
         screen = screens[i]
-        # The texels' screen points, normals and displacements by the expression in one pass.
-        at = _at_texels(torch.cat([screen, all_normals[i], (verts[i] - rest).norm(dim=-1)[:, None]], 1),
-                        corners, bary)
-        point = at[:, :3]                                             # (M, 3) u, v, depth
-        normal = torch.nn.functional.normalize(at[:, 3:6].contiguous(), dim=-1)
-        displacement = at[:, 6]
+        # The vertices' screen points, normals and displacements by the expression, interpolated at
+        # the texels in one pass.
+        at_vertices = torch.cat([screen, all_normals[i], (verts[i] - rest).norm(dim=-1)[:, None]], 1)
         lo = torch.floor(screen[:, :2].amin(0)).clamp(min=0).long()
         hi = torch.ceil(screen[:, :2].amax(0)).long() + 1
         x0, y0 = int(lo[0]), int(lo[1])
@@ -276,16 +280,29 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         background = ~fragments.mask[0]
         not_skin = _grow(~background & ~skin[fragments.tri_id[0].clamp(min=0)], config.edge_px) \
             | _grow(background, config.silhouette_px)
+        # Weight ramps up over border_px from the photo's edge (and a crop's padding): no seam where photos end.
+        ramp = _edge_ramp(None if valid is None else valid[i], height, width, config.border_px)
+        lo_z, hi_z = config.grazing
+        if compiled:
+            _TEXELS.photo_texels(at_vertices.detach().numpy(), corners.numpy(), bary.numpy(),
+                                 fragments.depth[0].contiguous().numpy(), not_skin.contiguous().numpy().view(np.uint8),
+                                 x0, y0, ramp.numpy(), images[i].detach().contiguous().numpy(),
+                                 sh[i].detach().to(dtype).contiguous().numpy(), factors,
+                                 prior.detach().contiguous().numpy(), config.depth_tol, lo_z, hi_z - lo_z,
+                                 config.rest_mm, config.rest_floor, config.min_shading, values[i].numpy(),
+                                 weights[i].numpy())
+            return
+        at = _at_texels(at_vertices, corners, bary)
+        point = at[:, :3]                                             # (M, 3) u, v, depth
+        normal = torch.nn.functional.normalize(at[:, 3:6].contiguous(), dim=-1)
+        displacement = at[:, 6]
         col = torch.round(point[:, 0]).long() - x0
         row = torch.round(point[:, 1]).long() - y0
         inside = (col >= 0) & (col < x1 - x0) & (row >= 0) & (row < y1 - y0)
         row, col = row.clamp(0, y1 - y0 - 1), col.clamp(0, x1 - x0 - 1)
         depth = fragments.depth[0][row, col]
         visible = inside & (point[:, 2] >= depth - config.depth_tol) & ~not_skin[row, col]
-        # Weight ramps up over border_px from the photo's edge (and a crop's padding): no seam where photos end.
-        ramp = _edge_ramp(None if valid is None else valid[i], height, width, config.border_px)
         at_edge = ramp[(row + y0).clamp(0, height - 1), (col + x0).clamp(0, width - 1)].to(dtype)
-        lo_z, hi_z = config.grazing
         facing = ((normal[:, 2] - lo_z) / (hi_z - lo_z)).clamp(0.0, 1.0)
         at_rest = torch.exp(-(displacement / config.rest_mm) ** 2).clamp(min=config.rest_floor)
         colour = sample_points(images[i:i + 1], point[None, :, :2])[0]
