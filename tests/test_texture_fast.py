@@ -1,7 +1,7 @@
 """Issue 20: the texture fit's fast paths give what the straightforward computations give.
 
-Texel interpolation without strided reductions, the edge ramp by cv2, masks grown by cv2, the
-weighted median by numpy's sort, the diffusion over the free vertices only (to float rounding) and its
+Texel interpolation without strided reductions, the compiled texel pass (to float rounding) and
+weighted median (to the bit), the edge ramp by cv2, masks grown by cv2, the weighted median by numpy's sort, the diffusion over the free vertices only (to float rounding) and its
 compiled rounds (to the bit), the texels no photo
 may weigh left out, and the atlas caches (texel maps, fill indices): each compared with the plain
 way on small data, bit for bit where the arithmetic is the same.
@@ -71,6 +71,22 @@ def test_weighted_median_is_the_sorted_cumulative_pick():
     cumulative = torch.gather(weights[..., None].expand_as(values), 0, order.indices).cumsum(0)
     pick = (cumulative < 0.5 * cumulative[-1:]).sum(0, keepdim=True).clamp(max=8)
     assert torch.equal(weighted_median(values, weights), torch.gather(order.values, 0, pick)[0])
+
+
+@pytest.mark.skipif(fit_module._TEXELS is None, reason="the compiled texel pass is not built (make install)")
+def test_compiled_weighted_median_is_the_torch_one_to_the_bit(monkeypatch):
+    """Ties, zero weights, one photo and many: the compiled picks are the sorted torch path's."""
+    g = torch.Generator().manual_seed(12)
+    cases = []
+    for photos, texels in ((1, 20), (2, 50), (16, 2000), (70, 300)):
+        values = torch.rand(photos, texels, 3, generator=g)
+        values[:, ::5] = values[:1, ::5].clone()  # every photo the same value
+        values = (values * 8).round() / 8  # many ties
+        weights = torch.rand(photos, texels, generator=g) * (torch.rand(photos, texels, generator=g) > 0.4) + 1e-12
+        cases.append((values, weights, weighted_median(values, weights)))
+    monkeypatch.setattr(fit_module, "_TEXELS", None)
+    for values, weights, compiled in cases:
+        assert torch.equal(compiled, weighted_median(values, weights))
 
 
 def test_diffusion_over_the_free_vertices_is_the_full_one(head):

@@ -1,7 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""One photo's albedo estimate and weight per texel in one compiled pass (`core.rig.texture_fit`).
+"""The texture fit's per-texel passes, compiled (`core.rig.texture_fit`): each photo's albedo
+estimate and weight per texel (`photo_texels`), and their weighted median over the photos
+(`weighted_median`, the torch path's picks to the bit).
 
-Per texel: its point, normal and expression displacement interpolated from its triangle's corners
+Per texel of a photo: its point, normal and expression displacement interpolated from its triangle's corners
 (the three products added in order, as `core.rig.texture_fit._at_texels`), the normal normalised;
 visibility (inside the photo's window, in front in its z-buffer, not beside anything but skin), the
 facing, rest and edge weights; the photo's colour there (bilinear, zeros outside, pixel centres at
@@ -138,3 +140,51 @@ def photo_texels(const float[:, ::1] at_vertices, const cnp.int64_t[:, ::1] corn
                 values[m, c] = 0.0 if out < 0.0 else (1.0 if out > 1.0 else out)
 
 
+
+
+def weighted_median(const float[:, :, ::1] values, const float[:, ::1] weights, float[:, ::1] out):
+    """Per texel and channel, the weighted median of the G photos' values into ``out`` (N, C): the
+    values in stable ascending order, their weights summed in that order (in double, each sum
+    rounded to float32, as torch's ``cumsum``), the first whose sum reaches half the total (the
+    lower one at a tie), as `core.rig.texture_fit.weighted_median` picks it, to the bit.
+
+    Shapes: values (G, N, C); weights (G, N) >= 0; out (N, C).
+    """
+    cdef Py_ssize_t G = values.shape[0], N = values.shape[1], C = values.shape[2]
+    if weights.shape[0] != G or weights.shape[1] != N or out.shape[0] != N or out.shape[1] != C:
+        raise ValueError("weighted_median: inconsistent shapes")
+    if G == 0:
+        raise ValueError("weighted_median: no values")
+    scratch_a = np.empty((3, G), np.float32)
+    cdef float[:, ::1] scratch = scratch_a
+    cdef float* sorted_values = &scratch[0, 0]
+    cdef float* sorted_weights = &scratch[1, 0]
+    cdef float* sums = &scratch[2, 0]
+    cdef Py_ssize_t n, c, i, j, pick
+    cdef float value, weight, half
+    cdef double acc
+    with nogil:
+        for n in range(N):
+            for c in range(C):
+                for i in range(G):  # insertion sort of (value, weight) pairs: stable
+                    value = values[i, n, c]
+                    weight = weights[i, n]
+                    j = i
+                    while j > 0 and sorted_values[j - 1] > value:
+                        sorted_values[j] = sorted_values[j - 1]
+                        sorted_weights[j] = sorted_weights[j - 1]
+                        j = j - 1
+                    sorted_values[j] = value
+                    sorted_weights[j] = weight
+                acc = 0.0
+                for i in range(G):
+                    acc = acc + sorted_weights[i]
+                    sums[i] = <float>acc
+                half = <float>0.5 * sums[G - 1]
+                pick = 0
+                for i in range(G):
+                    if sums[i] < half:
+                        pick = pick + 1
+                if pick > G - 1:
+                    pick = G - 1
+                out[n, c] = sorted_values[pick]

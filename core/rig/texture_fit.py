@@ -153,6 +153,12 @@ def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
         values (G, N, C); weights (G, N) >= 0 -> (N, C).
     """
     g, n, c = values.shape
+    if _TEXELS is not None and values.dtype == weights.dtype == torch.float32 and values.device.type == "cpu" \
+            and g > 0:  # compiled: the same picks, to the bit
+        out = torch.empty(n, c, dtype=values.dtype)
+        _TEXELS.weighted_median(values.detach().contiguous().numpy(), weights.detach().contiguous().numpy(),
+                                out.numpy())
+        return out
     # Each column's G values in a contiguous row, ordered by numpy's stable sort (torch's CPU order, in
     # half the time); the cumulative weights by torch (its accumulation, as along the first axis).
     rows = values.permute(1, 2, 0).reshape(n * c, g)
