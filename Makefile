@@ -53,8 +53,8 @@ $(VENV)/.requirements-installed: requirements_pip.txt requirements_mediapipe.txt
 install: $(VENV)/.project-installed
 
 $(VENV)/.project-installed: $(VENV)/.requirements-installed pyproject.toml setup.py core/render/_rasterize.pyx \
-		core/fitting/_shading.pyx core/rig/_diffusion.pyx core/rig/_texels.pyx utils/io/_text.pyx \
-		utils/landmarks/_dlib_format.pyx
+		core/fitting/_shading.pyx core/fitting/_sh.pxd core/rig/_diffusion.pyx core/rig/_texels.pyx \
+		utils/io/_text.pyx utils/landmarks/_dlib_format.pyx
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 

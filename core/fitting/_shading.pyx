@@ -18,6 +18,8 @@ image-parallel forward, a vertex-parallel albedo and cost, and an image-parallel
 the sums keep a fixed order, so the result does not depend on the thread count.
 """
 from cython.parallel cimport prange
+
+from core.fitting._sh cimport sh_basis
 from libc.math cimport floor, sqrt
 from libc.string cimport memset
 
@@ -104,15 +106,7 @@ cdef void _forward_image(const float* P, const float* wg, const float* image, Py
             norm = eps
         nx, ny, nz = S[3 * u] / norm, S[3 * u + 1] / norm, S[3 * u + 2] / norm
         nrm[3 * u], nrm[3 * u + 1], nrm[3 * u + 2] = nx, ny, nz
-        b[0] = f[0]
-        b[1] = f[1] * ny
-        b[2] = f[2] * nz
-        b[3] = f[3] * nx
-        b[4] = f[4] * nx * ny
-        b[5] = f[5] * ny * nz
-        b[6] = f[6] * (3.0 * nz * nz - 1.0)
-        b[7] = f[7] * nx * nz
-        b[8] = f[8] * (nx * nx - ny * ny)
+        sh_basis(f, nx, ny, nz, b)
         ix = sc * P[3 * u] + tu
         iy = tv - sc * P[3 * u + 1]
         x0 = <Py_ssize_t>floor(ix)

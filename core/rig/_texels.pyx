@@ -14,6 +14,8 @@ Without the interpreter lock, so photos run side by side on threads.
 """
 from libc.math cimport expf, floorf, sqrtf
 
+from core.fitting._sh cimport sh_basis
+
 import numpy as np
 
 cimport numpy as cnp
@@ -69,7 +71,7 @@ def photo_texels(const float[:, ::1] at_vertices, const cnp.int64_t[:, ::1] corn
     cdef float b[9]
     cdef float term, nx, ny, nz, norm, u, v, fx, fy, visible, facing, rest, edge, shade, colour, out, d
     cdef float sx = <float>(2.0 / max(W - 1, 1)), sy = <float>(2.0 / max(H - 1, 1))
-    cdef float gx, gy, one = 1.0, two = 2.0, three = 3.0, wm1 = W - 1, hm1 = H - 1
+    cdef float gx, gy, one = 1.0, two = 2.0, wm1 = W - 1, hm1 = H - 1
     cdef const float* plane
     with nogil:
         for m in range(M):
@@ -107,15 +109,7 @@ def photo_texels(const float[:, ::1] at_vertices, const cnp.int64_t[:, ::1] corn
             if rest < rest_floor:
                 rest = rest_floor
             weights[m] = visible * facing * rest * prior[m, 0] * prior[m, 1] * edge
-            b[0] = factors[0]
-            b[1] = factors[1] * ny
-            b[2] = factors[2] * nz
-            b[3] = factors[3] * nx
-            b[4] = factors[4] * nx * ny
-            b[5] = factors[5] * ny * nz
-            b[6] = (three * nz * nz - one) * factors[6]
-            b[7] = factors[7] * nx * nz
-            b[8] = (nx * nx - ny * ny) * factors[8]
+            sh_basis(&factors[0], nx, ny, nz, b)
             # the colour: grid_sample's bilinear with align_corners, from the same normalised grid
             gx = at[0] * sx - one
             gy = at[1] * sy - one
