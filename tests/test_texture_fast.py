@@ -1,10 +1,11 @@
 """Issue 20: the texture fit's fast paths give what the straightforward computations give.
 
 Texel interpolation without strided reductions, the compiled texel pass (to float rounding) and
-weighted median (to the bit), the edge ramp by cv2, masks grown by cv2, the weighted median by numpy's sort, the diffusion over the free vertices only (to float rounding) and its
-compiled rounds (to the bit), the texels no photo
-may weigh left out, and the atlas caches (texel maps, fill indices): each compared with the plain
-way on small data, bit for bit where the arithmetic is the same.
+weighted median (to the bit), the edge ramp by cv2, masks grown by cv2, the weighted median by
+numpy's sort, the diffusion over the free vertices only (to float rounding) and its compiled rounds
+(to the bit), the texels no photo may weigh left out, and the atlas caches (texel maps, fill
+indices): each compared with the plain way on small data, bit for bit where the arithmetic is the
+same.
 """
 from __future__ import annotations
 
@@ -82,7 +83,8 @@ def test_compiled_weighted_median_is_the_torch_one_to_the_bit(monkeypatch):
         values = torch.rand(photos, texels, 3, generator=g)
         values[:, ::5] = values[:1, ::5].clone()  # every photo the same value
         values = (values * 8).round() / 8  # many ties
-        weights = torch.rand(photos, texels, generator=g) * (torch.rand(photos, texels, generator=g) > 0.4) + 1e-12
+        kept = torch.rand(photos, texels, generator=g) > 0.4
+        weights = torch.rand(photos, texels, generator=g) * kept + 1e-12
         cases.append((values, weights, weighted_median(values, weights)))
     monkeypatch.setattr(fit_module, "_TEXELS", None)
     for values, weights, compiled in cases:

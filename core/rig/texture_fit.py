@@ -153,8 +153,8 @@ def weighted_median(values: Tensor, weights: Tensor) -> Tensor:
         values (G, N, C); weights (G, N) >= 0 -> (N, C).
     """
     g, n, c = values.shape
-    if _TEXELS is not None and values.dtype == weights.dtype == torch.float32 and values.device.type == "cpu" \
-            and g > 0:  # compiled: the same picks, to the bit
+    if (_TEXELS is not None and values.dtype == weights.dtype == torch.float32 and values.device.type == "cpu"
+            and g > 0):  # compiled: the same picks, to the bit
         out = torch.empty(n, c, dtype=values.dtype)
         _TEXELS.weighted_median(values.detach().contiguous().numpy(), weights.detach().contiguous().numpy(),
                                 out.numpy())
@@ -286,12 +286,14 @@ def _photo_estimates(rig: Rig, images: Tensor, expression: Tensor, pose: WeakPer
         background = ~fragments.mask[0]
         not_skin = _grow(~background & ~skin[fragments.tri_id[0].clamp(min=0)], config.edge_px) \
             | _grow(background, config.silhouette_px)
-        # Weight ramps up over border_px from the photo's edge (and a crop's padding): no seam where photos end.
+        # Weight ramps up over border_px from the photo's edge (and a crop's padding): no seam where
+        # photos end.
         ramp = _edge_ramp(None if valid is None else valid[i], height, width, config.border_px)
         lo_z, hi_z = config.grazing
         if compiled:
             _TEXELS.photo_texels(at_vertices.detach().numpy(), corners.numpy(), bary.numpy(),
-                                 fragments.depth[0].contiguous().numpy(), not_skin.contiguous().numpy().view(np.uint8),
+                                 fragments.depth[0].contiguous().numpy(),
+                                 not_skin.contiguous().numpy().view(np.uint8),
                                  x0, y0, ramp.numpy(), images[i].detach().contiguous().numpy(),
                                  sh[i].detach().to(dtype).contiguous().numpy(), factors,
                                  prior.detach().contiguous().numpy(), config.depth_tol, lo_z, hi_z - lo_z,

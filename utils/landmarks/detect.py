@@ -138,19 +138,20 @@ def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
     return detector
 
 
-def shape_predictor(dlib: Any, path: str, cache_dir: Optional[Path] = None) -> Callable[[np.ndarray, Any], np.ndarray]:
-    """dlib's shape predictor in ``path`` as a function (image, dlib rectangle) -> (L, 2) float64
-    landmark pixels: the project's copy of it (`utils.landmarks.shape_predictor`: the same
-    landmarks, its arrays mapped from ``cache_dir`` in milliseconds where dlib parses the file in
-    0.45 s), or dlib's own where that cannot be had (the compiled reader not built, a file it does not
-    read: logged)."""
+def shape_predictor(dlib: Any, path: str, cache_dir: Optional[Path] = None
+                    ) -> Callable[[np.ndarray, tuple[int, int, int, int]], np.ndarray]:
+    """dlib's shape predictor in ``path`` as a function (image, box (left, top, right, bottom) in
+    whole pixels) -> (L, 2) float64 landmark pixels: the project's copy of it
+    (`utils.landmarks.shape_predictor`: the same landmarks, its arrays mapped from ``cache_dir`` in
+    milliseconds where dlib parses the file in 0.45 s), or dlib's own where that cannot be had (the
+    compiled reader not built, a file it does not read: logged)."""
     try:
-        ours = load_shape_predictor(path, cache_dir)
+        return load_shape_predictor(path, cache_dir)
     except (ImportError, ValueError, OSError) as exc:
         logger.info("dlib's own shape predictor for %s (%s)", path, exc)
-        theirs = dlib.shape_predictor(path)
-        return lambda image, rect: np.array([(p.x, p.y) for p in theirs(image, rect).parts()], dtype=np.float64)
-    return lambda image, rect: ours(image, (rect.left(), rect.top(), rect.right(), rect.bottom()))
+    theirs = dlib.shape_predictor(path)
+    return lambda image, box: np.array([(p.x, p.y) for p in theirs(image, dlib.rectangle(*box)).parts()],
+                                       dtype=np.float64)
 
 
 def face_recognition_model(name: str) -> str:
@@ -238,7 +239,7 @@ class _DlibBackend:
         return []
 
     def landmarks(self, image: np.ndarray, box: Box) -> np.ndarray:
-        return self._predictor(image, self._dlib.rectangle(*(int(round(v)) for v in box)))
+        return self._predictor(image, tuple(int(round(v)) for v in box))
 
     def at_face_scale(self, image: np.ndarray, box: Box) -> tuple[Box, np.ndarray]:
         """Box and landmarks of the face in ``box``, detected and predicted again on a window of

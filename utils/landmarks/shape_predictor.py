@@ -4,9 +4,10 @@ from dlib's own ``.dat`` file and kept in the user cache, run by a compiled pass
 
 Why: ``dlib.shape_predictor`` parses its 100 MB file (the 68-point model of face-recognition-models)
 in about 0.45 s, which every photo and video job paid before its first landmark; the same arrays
-map from the cache in a few milliseconds (1 ms a face to predict, dlib 1.4 ms). The prediction is dlib's (the same cascade, feature
-pixels, splits and leaf sums, in the same float32 order), so it gives dlib's landmarks: the tests
-compare the two on real and drawn faces.
+map from the cache in a few milliseconds (then 1 ms a face to predict, dlib 1.4 ms). The
+prediction is dlib's (the same cascade, feature pixels, splits and leaf sums, in the same float32
+order), so it gives dlib's landmarks: the tests compare the two on photos, noise and a predictor
+dlib trains.
 
 How a prediction runs (dlib's ``shape_predictor::operator()``): the shape starts at the model's
 mean shape in the box's unit square; at each cascade level the similarity that maps the mean shape
@@ -23,11 +24,16 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from core.user_cache import user_cache_dir
+
+try:  # the reader and the prediction, compiled (setup.py builds them)
+    from utils.landmarks import _dlib_format
+except ImportError:
+    _dlib_format = None
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +80,26 @@ class ShapePredictor:
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise ValueError(f"ShapePredictor: expected an (H, W, 3) or (H, W) uint8 image, got "
                              f"{image.shape} {image.dtype}")
-        from utils.landmarks._dlib_format import predict
-
         left, top, right, bottom = (int(v) for v in box)
         pixels = image if image.ndim == 3 else image[:, :, None]
-        points = predict(np.ascontiguousarray(pixels), left, top, right, bottom, *self._arrays)
+        points = _compiled().predict(np.ascontiguousarray(pixels), left, top, right, bottom, *self._arrays)
         return points.astype(np.float64)
 
     @functools.cached_property
     def _arrays(self) -> Tuple[np.ndarray, ...]:
         """The arrays as plain contiguous ndarrays (views of the mapped files: no copy)."""
         return tuple(np.ascontiguousarray(np.asarray(getattr(self, name))) for name in _FIELDS)
+
+
+def _compiled() -> Any:
+    """`utils.landmarks._dlib_format`.
+
+    Raises:
+        ImportError: it is not built (``make install`` builds it).
+    """
+    if _dlib_format is None:
+        raise ImportError("utils.landmarks._dlib_format is not built (make install)")
+    return _dlib_format
 
 
 def read_dlib_predictor(path: str | Path) -> ShapePredictor:
@@ -94,11 +109,10 @@ def read_dlib_predictor(path: str | Path) -> ShapePredictor:
         ValueError: the file is not a dlib shape predictor (the message names it).
         OSError: it cannot be read.
     """
-    from utils.landmarks._dlib_format import read_shape_predictor
-
+    reader = _compiled()
     data = Path(path).read_bytes()
     try:
-        return _check(ShapePredictor(**read_shape_predictor(data)))
+        return _check(ShapePredictor(**reader.read_shape_predictor(data)))
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -144,8 +158,7 @@ def load_shape_predictor(path: str | Path, cache_dir: Optional[Path] = None) -> 
         ImportError: the compiled reader (`utils.landmarks._dlib_format`) is not built.
         ValueError, OSError: as `read_dlib_predictor`.
     """
-    from utils.landmarks import _dlib_format  # noqa: F401  (the predictions need it too)
-
+    _compiled()  # the predictions need it too
     path = Path(path)
     try:
         folder = _cache_folder(path, cache_dir)
@@ -153,10 +166,11 @@ def load_shape_predictor(path: str | Path, cache_dir: Optional[Path] = None) -> 
         return read_dlib_predictor(path)
     if folder.is_dir():
         try:
-            return _check(ShapePredictor(**{name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-                                            for name in _FIELDS}))
+            return _check(ShapePredictor(**{name: np.load(folder / f"{name}.npy", mmap_mode="r",
+                                                          allow_pickle=False) for name in _FIELDS}))
         except (OSError, ValueError) as exc:
-            logger.warning("ignoring the unreadable shape predictor copy %s (%s); saving it again", folder, exc)
+            logger.warning("ignoring the unreadable shape predictor copy %s (%s); saving it again",
+                           folder, exc)
     predictor = read_dlib_predictor(path)
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
     try:
