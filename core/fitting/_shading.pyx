@@ -19,7 +19,7 @@ the sums keep a fixed order, so the result does not depend on the thread count.
 """
 from cython.parallel cimport prange
 
-from core.fitting._sh cimport sh_basis
+from core.fitting._sh cimport sh_basis, sh_irradiance
 from libc.math cimport floor, sqrt
 from libc.string cimport memset
 
@@ -79,7 +79,7 @@ cdef void _forward_image(const float* P, const float* wg, const float* image, Py
     """One image: the patch's normal sums ``S`` (over its A triangles ``act``) and normals, shading,
     colours and colour slopes."""
     cdef Py_ssize_t a, t, u, k, c, i0, i1, i2, j, x0, y0
-    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, sv, ix, iy, wx, wy
+    cdef float ax, ay, az, bx, by, bz, fx, fy, fz, nx, ny, nz, norm, ix, iy, wx, wy
     cdef float v00, v01, v10, v11
     cdef float b[9]
     cdef const float* plane
@@ -114,10 +114,7 @@ cdef void _forward_image(const float* P, const float* wg, const float* image, Py
         wx = ix - x0
         wy = iy - y0
         for c in range(3):
-            sv = 0.0
-            for k in range(9):
-                sv = sv + b[k] * sh[3 * k + c]
-            sha[3 * u + c] = sv
+            sha[3 * u + c] = sh_irradiance(b, sh, c)
             plane = image + c * H * W
             v00 = _tap(plane, x0, y0, W, H)
             v01 = _tap(plane, x0 + 1, y0, W, H)

@@ -14,7 +14,7 @@ Without the interpreter lock, so photos run side by side on threads.
 """
 from libc.math cimport expf, floorf, sqrtf
 
-from core.fitting._sh cimport sh_basis
+from core.fitting._sh cimport sh_basis, sh_irradiance
 
 import numpy as np
 
@@ -120,9 +120,7 @@ def photo_texels(const float[:, ::1] at_vertices, const cnp.int64_t[:, ::1] corn
             fx = u - ix0
             fy = v - iy0
             for c in range(3):
-                shade = 0.0
-                for k in range(9):
-                    shade = shade + b[k] * sh[k, c]
+                shade = sh_irradiance(b, &sh[0, 0], c)
                 if shade < min_shading:
                     shade = min_shading
                 plane = &image[c, 0, 0]
