@@ -218,7 +218,7 @@ def test_compiled_texel_pass_is_the_torch_composition(ict_model, ict_face, monke
     assert torch.equal(compiled_weights > 0, seen) and 0.05 < float(seen.float().mean()) < 0.9
     assert torch.allclose(compiled_weights, weights, rtol=1e-5, atol=1e-6)
     assert torch.allclose(compiled_values[seen], values[seen], rtol=1e-4, atol=1e-5)
-    # The photo's edge and the padding weigh nothing; a photo off to the side sees less.
+    # The head near photo 3's edge (its box partly outside the photo): fewer texels weighed there.
     assert float(compiled_weights[3].sum()) < float(compiled_weights[0].sum())
 
 

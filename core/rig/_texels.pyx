@@ -3,14 +3,14 @@
 estimate and weight per texel (`photo_texels`), and their weighted median over the photos
 (`weighted_median`, the torch path's picks to the bit).
 
-Per texel of a photo: its point, normal and expression displacement interpolated from its triangle's corners
-(the three products added in order, as `core.rig.texture_fit._at_texels`), the normal normalised;
-visibility (inside the photo's window, in front in its z-buffer, not beside anything but skin), the
-facing, rest and edge weights; the photo's colour there (bilinear, zeros outside, pixel centres at
-integers: `core.sampling.sample_points`) over its SH shading, clamped to [0, 1]. The torch
-composition in `core.rig.texture_fit._photo_estimates` stays the reference and the fallback: the
-same visibility to the bit, the values and weights to float rounding (the tests compare the two).
-Without the interpreter lock, so photos run side by side on threads.
+Per texel of a photo: its point, normal and expression displacement interpolated from its triangle's
+corners (the three products added in order, as `core.rig.texture_fit._at_texels`), the normal
+normalised; visibility (inside the photo's window, in front in its z-buffer, not beside anything but
+skin), the facing, rest and edge weights; the photo's colour there (bilinear, zeros outside, pixel
+centres at integers: `core.sampling.sample_points`) over its SH shading, clamped to [0, 1]. The
+torch composition in `core.rig.texture_fit._photo_estimates` stays the reference and the fallback:
+the same visibility to the bit, the values and weights to float rounding (the tests compare the
+two). Without the interpreter lock, so photos run side by side on threads.
 """
 from libc.math cimport expf, floorf, sqrtf
 

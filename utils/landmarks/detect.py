@@ -36,7 +36,6 @@ import importlib.util
 import inspect
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Un
 import cv2
 import numpy as np
 
-from core.user_cache import user_cache_dir
+from core.user_cache import kept, user_cache_dir
 from utils.io.images import check_image, iter_image_folder, list_images
 from utils.landmarks.base import (BACKENDS, DEFAULT_BACKEND, N_LANDMARKS, OFFLINE_ENV,
                                   BackendUnavailableError, Box, Face, FaceNotFoundError, LandmarkBackend,
@@ -122,20 +121,9 @@ def frontal_face_detector(dlib: Any, cache_dir: Optional[Path] = None) -> Any:
         path = Path(cache_dir or user_cache_dir()) / f"dlib-{dlib.__version__}-frontal_face_detector.svm"
     except RuntimeError:  # no home folder to keep it in
         return dlib.get_frontal_face_detector()
-    if path.is_file():
-        try:
-            return dlib.fhog_object_detector(str(path))
-        except RuntimeError as exc:
-            logger.warning("ignoring the unreadable face detector copy %s (%s); saving it again", path, exc)
-    detector = dlib.get_frontal_face_detector()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        detector.save(str(partial))
-        os.replace(partial, path)
-    except (OSError, RuntimeError) as exc:
-        logger.debug("face detector not saved to %s (%s): built again next time", path, exc)
-    return detector
+    return kept(path, lambda p: dlib.fhog_object_detector(str(p)), dlib.get_frontal_face_detector,
+                lambda detector, partial: detector.save(str(partial)), "face detector",
+                errors=(RuntimeError,))
 
 
 def shape_predictor(dlib: Any, path: str, cache_dir: Optional[Path] = None

@@ -20,15 +20,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from core.user_cache import user_cache_dir
+from core.user_cache import kept, user_cache_dir
 
 try:  # the reader and the prediction, compiled (setup.py builds them)
     from utils.landmarks import _dlib_format
@@ -164,24 +162,17 @@ def load_shape_predictor(path: str | Path, cache_dir: Optional[Path] = None) -> 
         folder = _cache_folder(path, cache_dir)
     except RuntimeError:  # no home folder to keep it in
         return read_dlib_predictor(path)
-    if folder.is_dir():
-        try:
-            return _check(ShapePredictor(**{name: np.load(folder / f"{name}.npy", mmap_mode="r",
-                                                          allow_pickle=False) for name in _FIELDS}))
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring the unreadable shape predictor copy %s (%s); saving it again",
-                           folder, exc)
-    predictor = read_dlib_predictor(path)
-    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
-    try:
-        partial.mkdir(parents=True, exist_ok=True)
-        for name in _FIELDS:
-            np.save(partial / f"{name}.npy", getattr(predictor, name), allow_pickle=False)
-        if folder.is_dir():  # the unreadable copy
-            shutil.rmtree(folder, ignore_errors=True)
-        os.replace(partial, folder)
-    except OSError as exc:  # read-only, full, or another process saved it first
-        logger.debug("shape predictor arrays not saved to %s (%s)", folder, exc)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return predictor
+    return kept(folder, _mapped, lambda: read_dlib_predictor(path), _save, "shape predictor")
+
+
+def _mapped(folder: Path) -> ShapePredictor:
+    """The arrays `_save` wrote to ``folder``, mapped (read on first touch)."""
+    return _check(ShapePredictor(**{name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                                    for name in _FIELDS}))
+
+
+def _save(predictor: ShapePredictor, folder: Path) -> None:
+    """``predictor``'s arrays as ``.npy`` files in ``folder`` (made here)."""
+    folder.mkdir()
+    for name in _FIELDS:
+        np.save(folder / f"{name}.npy", getattr(predictor, name), allow_pickle=False)
